@@ -1,0 +1,421 @@
+//! One simulated camera: a video file behind an RTSP mount.
+//!
+//! Each mount is served by two GStreamer pipelines that meet at an `appsrc`:
+//!
+//! ```text
+//!  file pipeline (ours)                         media pipeline (gst-rtsp-server's)
+//!  filesrc ! parsebin|decodebin ! appsink  ==>  appsrc ! [h26xparse | x264enc] ! rtph26xpay name=pay0
+//! ```
+//!
+//! * **Why two pipelines.** Looping is done with segment seeks on the *file*
+//!   pipeline, whose bus we own; gst-rtsp-server never sees an EOS, a seek or
+//!   a restart, so the RTSP session of a looping camera never ends. Every
+//!   buffer is re-timestamped on the way across (see [`Retimer`]) so that the
+//!   timestamps a client sees keep increasing across loops, like a real camera.
+//! * **Pacing.** The `appsrc` is a non-live source that blocks when full, and
+//!   gst-rtsp-server's network sinks synchronise on the clock, so buffers leave
+//!   at the rate given by their timestamps (real time) and back-pressure holds
+//!   the file pipeline back.
+//! * **No re-encoding for H.264/H.265.** `parsebin` demuxes and parses; the
+//!   parser in the media pipeline re-emits SPS/PPS(/VPS) and the payloader is
+//!   told `config-interval=-1` so parameter sets also go in-band before every
+//!   key frame, and a client joining mid-stream can start decoding at the next
+//!   key frame. Any other codec is decoded and re-encoded with `x264enc`
+//!   (`tune=zerolatency`, `speed-preset=ultrafast`, a key frame every ~2 s).
+//! * **Lifetime.** gst-rtsp-server builds a media pipeline per shared media:
+//!   clients of one mount share it, and when the last one leaves it is torn
+//!   down. The file pipeline is started by the first `need-data` of the media's
+//!   `appsrc` and stopped when the media is unprepared, so a client that comes
+//!   back later gets a fresh pair that starts at the beginning of the file.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use gstreamer as gst;
+use gstreamer_app as gst_app;
+use gstreamer_pbutils as gst_pbutils;
+use gstreamer_rtsp_server as gst_rtsp_server;
+
+use gst::glib;
+use gst::prelude::*;
+use gst_pbutils::prelude::*;
+use gst_rtsp_server::prelude::*;
+use tracing::{debug, error, info, warn};
+
+/// Everything that can go wrong before the server is up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("expected NAME=FILE, got '{0}' (no '=')")]
+    MountSyntax(String),
+    #[error("empty FILE in '{0}', expected NAME=FILE")]
+    MountNoFile(String),
+    #[error("invalid mount name '{0}': must match [a-z0-9][a-z0-9_-]{{0,63}}")]
+    MountName(String),
+    #[error("mount name '{0}' is given more than once")]
+    DuplicateMount(String),
+    #[error("cannot read video file {}: {source}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read video file {}: not a regular file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("cannot play {}: {reason}", .path.display())]
+    NotMedia { path: PathBuf, reason: String },
+    #[error("{} contains no video stream", .0.display())]
+    NoVideo(PathBuf),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the RTSP server on {addr}: {reason}")]
+    Server {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
+    #[error("GStreamer: {0}")]
+    Gst(String),
+}
+
+impl From<glib::BoolError> for Error {
+    fn from(e: glib::BoolError) -> Self {
+        Error::Gst(e.to_string())
+    }
+}
+
+/// A `--mount NAME=FILE` argument, checked for syntax only.
+#[derive(Debug, Clone)]
+pub struct MountArg {
+    pub name: String,
+    pub file: PathBuf,
+}
+
+/// Parses `NAME=FILE`; NAME must match `[a-z0-9][a-z0-9_-]{0,63}`.
+pub fn parse_mount(arg: &str) -> Result<MountArg, Error> {
+    let (name, file) = arg
+        .split_once('=')
+        .ok_or_else(|| Error::MountSyntax(arg.to_owned()))?;
+    if !valid_name(name) {
+        return Err(Error::MountName(name.to_owned()));
+    }
+    if file.is_empty() {
+        return Err(Error::MountNoFile(arg.to_owned()));
+    }
+    Ok(MountArg {
+        name: name.to_owned(),
+        file: PathBuf::from(file),
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    let ok = |c: u8, first: bool| c.is_ascii_lowercase() || c.is_ascii_digit() || (!first && (c == b'_' || c == b'-'));
+    !b.is_empty() && b.len() <= 64 && ok(b[0], true) && b[1..].iter().all(|&c| ok(c, false))
+}
+
+/// What the video stream of a file is, which decides the media pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Codec {
+    H264,
+    H265,
+    /// Anything else; holds the caps name (e.g. `video/x-msmpeg`).
+    Other(String),
+}
+
+/// A mount whose file was found readable and probed.
+#[derive(Debug, Clone)]
+pub struct Camera {
+    pub name: String,
+    /// The file as given on the command line (for messages).
+    pub given: PathBuf,
+    /// The file as an absolute path (for filesrc).
+    pub path: PathBuf,
+    pub codec: Codec,
+    /// Frames per second of the video stream, when the file says.
+    pub fps: Option<f64>,
+}
+
+impl Camera {
+    /// Checks that the file is readable and finds its video codec.
+    pub fn open(mount: &MountArg) -> Result<Camera, Error> {
+        let given = mount.file.clone();
+        let unreadable = |source| Error::Unreadable { path: given.clone(), source };
+        let meta = std::fs::metadata(&given).map_err(unreadable)?;
+        if !meta.is_file() {
+            return Err(Error::NotAFile(given));
+        }
+        File::open(&given).map_err(unreadable)?;
+        let path = std::fs::canonicalize(&given).map_err(unreadable)?;
+        let (codec, fps) = probe(&path).map_err(|reason| Error::NotMedia { path: given.clone(), reason })?
+            .ok_or_else(|| Error::NoVideo(given.clone()))?;
+        Ok(Camera { name: mount.name.clone(), given, path, codec, fps })
+    }
+
+    /// Launch line of the media pipeline gst-rtsp-server builds for each
+    /// (shared) media of this mount.
+    fn media_launch(&self) -> String {
+        const SRC: &str = "appsrc name=src format=time block=true max-bytes=2000000";
+        match &self.codec {
+            Codec::H264 => format!("( {SRC} ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )"),
+            Codec::H265 => format!("( {SRC} ! h265parse ! rtph265pay name=pay0 pt=96 config-interval=-1 )"),
+            Codec::Other(_) => {
+                let gop = (self.fps.unwrap_or(30.0) * 2.0).round().max(1.0) as u32;
+                format!(
+                    "( {SRC} ! videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency \
+                     speed-preset=ultrafast key-int-max={gop} ! video/x-h264,profile=baseline \
+                     ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+                )
+            }
+        }
+    }
+
+    /// The factory to put on this camera's mount point.
+    pub fn factory(&self, looping: bool) -> gst_rtsp_server::RTSPMediaFactory {
+        match &self.codec {
+            Codec::Other(caps) => info!(
+                mount = %self.name,
+                "{}: {caps} video is transcoded to H.264 with x264enc",
+                self.given.display()
+            ),
+            codec => info!(
+                mount = %self.name,
+                "{}: {codec:?} video is served as is (no re-encoding)",
+                self.given.display()
+            ),
+        }
+        let factory = gst_rtsp_server::RTSPMediaFactory::new();
+        factory.set_launch(&self.media_launch());
+        factory.set_shared(true);
+        let camera = self.clone();
+        factory.connect_media_configure(move |_, media| {
+            if let Err(e) = camera.attach_file_pipeline(media, looping) {
+                error!(mount = %camera.name, "cannot start the file pipeline: {e}");
+            }
+        });
+        factory
+    }
+
+    /// Builds the file pipeline feeding `media`'s appsrc and ties its life to
+    /// the media's: started by the first need-data, stopped on unprepare.
+    fn attach_file_pipeline(&self, media: &gst_rtsp_server::RTSPMedia, looping: bool) -> Result<(), Error> {
+        let bin = media.element().downcast::<gst::Bin>().map_err(|_| Error::Gst("media element is not a bin".into()))?;
+        let appsrc = bin
+            .by_name("src")
+            .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+            .ok_or_else(|| Error::Gst("media pipeline has no appsrc".into()))?;
+        let feeder = Arc::new(Mutex::new(Some(FilePipeline::new(self, &appsrc, looping)?)));
+
+        let started = AtomicBool::new(false);
+        let on_need = feeder.clone();
+        let name = self.name.clone();
+        appsrc.set_callbacks(
+            gst_app::AppSrcCallbacks::builder()
+                .need_data(move |_, _| {
+                    if !started.swap(true, Ordering::SeqCst)
+                        && let Some(f) = on_need.lock().unwrap().as_ref()
+                        && let Err(e) = f.start()
+                    {
+                        error!(mount = %name, "cannot start the file pipeline: {e}");
+                    }
+                })
+                .build(),
+        );
+        media.connect_unprepared(move |_| {
+            if let Some(f) = feeder.lock().unwrap().take() {
+                f.stop();
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Probes `path` with the discoverer: `Ok(None)` if there is no video stream.
+fn probe(path: &Path) -> Result<Option<(Codec, Option<f64>)>, String> {
+    let uri = glib::filename_to_uri(path, None).map_err(|e| e.to_string())?;
+    let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(10)).map_err(|e| e.to_string())?;
+    let info = discoverer.discover_uri(&uri).map_err(|e| e.to_string())?;
+    let Some(video) = info.video_streams().into_iter().next() else {
+        return Ok(None);
+    };
+    let caps = video.caps().ok_or("video stream without caps")?;
+    let name = caps.structure(0).map(|s| s.name().to_string()).unwrap_or_default();
+    let codec = match name.as_str() {
+        "video/x-h264" => Codec::H264,
+        "video/x-h265" => Codec::H265,
+        _ => Codec::Other(name),
+    };
+    let rate = video.framerate();
+    let fps = (rate.numer() > 0 && rate.denom() > 0).then(|| rate.numer() as f64 / rate.denom() as f64);
+    debug!(%uri, ?codec, ?fps, "probed");
+    Ok(Some((codec, fps)))
+}
+
+/// `filesrc ! parsebin|decodebin ! appsink`, pushing into a media's appsrc.
+struct FilePipeline {
+    pipeline: gst::Pipeline,
+    watch: glib::Source,
+}
+
+impl FilePipeline {
+    /// Builds the pipeline and, when looping, prerolls it and puts it in
+    /// segment mode (so the demuxer posts SEGMENT_DONE instead of EOS).
+    fn new(camera: &Camera, appsrc: &gst_app::AppSrc, looping: bool) -> Result<Self, Error> {
+        let passthrough = !matches!(camera.codec, Codec::Other(_));
+        let pipeline = gst::Pipeline::with_name(&format!("file-{}", camera.name));
+        let filesrc = gst::ElementFactory::make("filesrc")
+            .property("location", camera.path.to_str().ok_or_else(|| Error::Gst("path is not UTF-8".into()))?)
+            .build()?;
+        let demux = gst::ElementFactory::make(if passthrough { "parsebin" } else { "decodebin" }).build()?;
+        let sink_caps = if passthrough {
+            "video/x-h264; video/x-h265".parse::<gst::Caps>().expect("valid caps")
+        } else {
+            gst::Caps::builder("video/x-raw").build()
+        };
+        let appsink = gst_app::AppSink::builder().caps(&sink_caps).sync(false).build();
+        pipeline.add_many([&filesrc, &demux, appsink.upcast_ref()])?;
+        filesrc.link(&demux)?;
+
+        // Link the first video pad; others (audio, subtitles) stay unlinked.
+        let sinkpad = appsink.static_pad("sink").expect("appsink has a sink pad");
+        demux.connect_pad_added(move |_, pad| {
+            if !sinkpad.is_linked() && pad.link(&sinkpad).is_ok() {
+                debug!(pad = %pad.name(), "linked video pad");
+            }
+        });
+
+        let mut retimer = Retimer::default();
+        let mut caps: Option<gst::Caps> = None;
+        let src = appsrc.clone();
+        let eos_src = appsrc.clone();
+        appsink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
+                    if sample.caps() != caps.as_ref().map(|c| c.as_ref()) {
+                        caps = sample.caps_owned();
+                        src.set_caps(caps.as_ref());
+                    }
+                    let Some(buffer) = sample.buffer_owned() else { return Ok(gst::FlowSuccess::Ok) };
+                    let segment = sample.segment().and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned());
+                    src.push_buffer(retimer.retime(buffer, segment.as_ref()))
+                })
+                .eos(move |_| {
+                    debug!("end of file, ending the stream");
+                    let _ = eos_src.end_of_stream();
+                })
+                .build(),
+        );
+
+        let weak = pipeline.downgrade();
+        let err_src = appsrc.clone();
+        let name = camera.name.clone();
+        let watch = pipeline.bus().expect("pipeline has a bus").create_watch(
+            None,
+            glib::Priority::DEFAULT,
+            move |_, msg| {
+                match msg.view() {
+                    gst::MessageView::SegmentDone(_) => {
+                        debug!(mount = %name, "end of file, looping");
+                        if let Some(p) = weak.upgrade()
+                            && let Err(e) = seek_to_start(&p, gst::SeekFlags::SEGMENT)
+                        {
+                            error!(mount = %name, "cannot loop: {e}");
+                            let _ = err_src.end_of_stream();
+                        }
+                    }
+                    gst::MessageView::Error(e) => {
+                        error!(mount = %name, "file pipeline: {} ({:?})", e.error(), e.debug());
+                        let _ = err_src.end_of_stream();
+                    }
+                    gst::MessageView::Warning(w) => warn!(mount = %name, "file pipeline: {}", w.error()),
+                    _ => {}
+                }
+                glib::ControlFlow::Continue
+            },
+        );
+        watch.attach(Some(&glib::MainContext::default()));
+        let this = FilePipeline { pipeline, watch };
+
+        if looping {
+            this.pipeline.set_state(gst::State::Paused).map_err(|e| Error::Gst(e.to_string()))?;
+            let (res, ..) = this.pipeline.state(gst::ClockTime::from_seconds(10));
+            res.map_err(|e| Error::Gst(format!("file pipeline did not preroll: {e}")))?;
+            seek_to_start(&this.pipeline, gst::SeekFlags::FLUSH | gst::SeekFlags::SEGMENT)?;
+        }
+        Ok(this)
+    }
+
+    fn start(&self) -> Result<(), Error> {
+        self.pipeline.set_state(gst::State::Playing).map_err(|e| Error::Gst(e.to_string()))?;
+        Ok(())
+    }
+
+    fn stop(self) {
+        self.watch.destroy();
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// A segment seek back to the start: with SEGMENT the demuxer posts
+/// SEGMENT_DONE at the end of the file instead of sending EOS downstream.
+/// Without FLUSH (the loop case) data keeps flowing and the new segment
+/// follows the old one.
+fn seek_to_start(pipeline: &gst::Pipeline, flags: gst::SeekFlags) -> Result<(), Error> {
+    pipeline.seek(1.0, flags, gst::SeekType::Set, gst::ClockTime::ZERO, gst::SeekType::None, gst::ClockTime::NONE)?;
+    Ok(())
+}
+
+/// Turns the file pipeline's per-loop timestamps into one increasing timeline.
+///
+/// Each pass over the file gets an offset so that its first buffer starts
+/// where the previous pass ended. A new pass is recognised by a new segment
+/// whose decode (else presentation) time goes back in time. The output starts
+/// at 0, which is where the media pipeline's (default) segment starts.
+#[derive(Default)]
+struct Retimer {
+    segment: Option<gst::FormattedSegment<gst::ClockTime>>,
+    /// Added to times relative to the segment start (ns).
+    offset: i64,
+    /// Last relative decode-or-presentation time seen.
+    last_rel: Option<i64>,
+    /// Gap between the last two buffers, a stand-in for missing durations.
+    last_gap: i64,
+    /// End of the latest buffer pushed, on the output timeline.
+    end: i64,
+}
+
+impl Retimer {
+    fn retime(&mut self, mut buffer: gst::Buffer, segment: Option<&gst::FormattedSegment<gst::ClockTime>>) -> gst::Buffer {
+        let start = segment.and_then(|s| s.start()).map_or(0, |t| t.nseconds() as i64);
+        let rel = |t: Option<gst::ClockTime>| t.map(|t| t.nseconds() as i64 - start);
+        let (pts, dts) = (rel(buffer.pts()), rel(buffer.dts()));
+        let Some(anchor) = dts.or(pts) else { return buffer };
+
+        let new_segment = segment.is_some() && segment != self.segment.as_ref();
+        if new_segment {
+            self.segment = segment.cloned();
+        }
+        let buf = buffer.make_mut();
+        match self.last_rel {
+            None => self.offset = (-anchor).max(0),
+            Some(last) if new_segment && anchor < last => {
+                // Next pass over the file: continue right after the previous one.
+                self.offset = self.end - anchor;
+                buf.unset_flags(gst::BufferFlags::DISCONT);
+                debug!(offset_ms = self.offset / 1_000_000, "new pass over the file");
+            }
+            Some(last) => self.last_gap = anchor - last,
+        }
+        self.last_rel = Some(anchor);
+
+        let out = |t: i64| gst::ClockTime::from_nseconds((t + self.offset).max(0) as u64);
+        buf.set_pts(pts.map(out));
+        buf.set_dts(dts.map(out));
+        let duration = buf.duration().map_or(self.last_gap, |d| d.nseconds() as i64);
+        self.end = self.end.max(pts.unwrap_or(anchor).max(anchor) + self.offset + duration);
+        buffer
+    }
+}

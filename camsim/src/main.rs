@@ -1,0 +1,124 @@
+//! `camsim`: serves video files as RTSP cameras, for installers, demos and tests.
+//!
+//! ```text
+//! camsim --listen 127.0.0.1:8554 --mount NAME=FILE [--mount NAME=FILE ...] [--loop]
+//! ```
+//!
+//! Each FILE is served at `rtsp://IP:PORT/NAME`, paced in real time. When the
+//! server listens it prints `camsim: serving rtsp://IP:PORT/NAME (FILE)` on
+//! stdout, one line per mount. See [`camera`] for how the streams are built.
+
+mod camera;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use gstreamer as gst;
+use gstreamer_rtsp_server as gst_rtsp_server;
+
+use gst::glib;
+use gst_rtsp_server::prelude::*;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+use camera::{Camera, Error, MountArg};
+
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+/// Serve video files as RTSP cameras.
+#[derive(Parser, Debug)]
+#[command(name = "camsim", version, about)]
+struct Cli {
+    /// Address to listen on (IP:PORT); port 0 lets the system pick a free one.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8554")]
+    listen: SocketAddr,
+
+    /// Serve FILE at rtsp://IP:PORT/NAME; repeatable. NAME: [a-z0-9][a-z0-9_-]{0,63}.
+    #[arg(long = "mount", value_name = "NAME=FILE", required = true, value_parser = camera::parse_mount)]
+    mounts: Vec<MountArg>,
+
+    /// When a file ends, start it again without ending the stream.
+    #[arg(long = "loop")]
+    looping: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("camsim: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    gst::init().context("cannot initialise GStreamer")?;
+
+    let mut names = HashSet::new();
+    if let Some(dup) = cli.mounts.iter().find(|m| !names.insert(&m.name)) {
+        return Err(Error::DuplicateMount(dup.name.clone()).into());
+    }
+    let cameras = cli.mounts.iter().map(Camera::open).collect::<Result<Vec<_>, _>>()?;
+
+    let main_loop = glib::MainLoop::new(None, false);
+    let server = start_server(cli.listen, &cameras, cli.looping)?;
+
+    let host = match cli.listen.ip() {
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let port = server.bound_port();
+    let mut out = std::io::stdout().lock();
+    for c in &cameras {
+        writeln!(out, "camsim: serving rtsp://{host}:{port}/{} ({})", c.name, c.given.display())?;
+    }
+    out.flush()?;
+    drop(out);
+
+    for signal in [SIGINT, SIGTERM] {
+        let main_loop = main_loop.clone();
+        glib_unix::unix_signal_add(signal, move || {
+            info!(signal, "stopping");
+            main_loop.quit();
+            glib::ControlFlow::Continue
+        });
+    }
+    main_loop.run();
+    Ok(())
+}
+
+/// Starts listening on `addr` and mounts the cameras. Binding is checked
+/// up front with a plain socket (for a clear "address in use" error) and the
+/// result of `attach`, which creates the real socket, is checked too.
+fn start_server(addr: SocketAddr, cameras: &[Camera], looping: bool) -> Result<gst_rtsp_server::RTSPServer, Error> {
+    if addr.port() != 0 {
+        drop(TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?);
+    }
+    let server = gst_rtsp_server::RTSPServer::new();
+    server.set_address(&addr.ip().to_string());
+    server.set_service(&addr.port().to_string());
+    let mounts = server
+        .mount_points()
+        .ok_or_else(|| Error::Gst("RTSP server has no mount points".into()))?;
+    for camera in cameras {
+        mounts.add_factory(&format!("/{}", camera.name), camera.factory(looping));
+    }
+    let fail = |reason: String| Error::Server { addr, reason };
+    server.attach(None).map_err(|e| fail(format!("{e} (address in use?)")))?;
+    if server.bound_port() <= 0 {
+        return Err(fail("no port bound".into()));
+    }
+    info!(%addr, port = server.bound_port(), "listening");
+    Ok(server)
+}

@@ -1,0 +1,223 @@
+//! One supervised task per camera: connect, stream into the decoder, reconnect with capped
+//! exponential backoff and jitter on any error or silence, and report status as it goes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sightline_contract::{CameraState, CameraStatus, topic};
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, watch};
+
+use crate::Clock;
+use crate::config::{CameraConfig, DecodeConfig, Pace, Source};
+use crate::decode::{Codec, DecodeError, Decoder, FrameSink};
+use crate::frames::{Counters, FrameSlot};
+use crate::mqtt::Outgoing;
+use crate::rtsp::{self, RtspError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CameraError {
+    #[error(transparent)]
+    Rtsp(#[from] RtspError),
+    #[error("camera {camera}: {source}")]
+    Decode {
+        camera: String,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+/// Live, shared view of one camera (status reports read it).
+pub struct CameraHandle {
+    pub cfg: CameraConfig,
+    pub slot: Arc<FrameSlot>,
+    pub status: Mutex<StatusInfo>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StatusInfo {
+    pub state: CameraState,
+    pub codec: Option<String>,
+    pub resolution: Option<[u32; 2]>,
+    pub detail: Option<String>,
+}
+
+impl CameraHandle {
+    pub fn counters(&self) -> &Counters {
+        &self.slot.counters
+    }
+}
+
+/// Everything a camera task needs.
+pub struct CameraTask {
+    pub handle: Arc<CameraHandle>,
+    pub site: String,
+    pub agent: String,
+    pub decode: DecodeConfig,
+    pub clock: Arc<dyn Clock>,
+    pub events: mpsc::Sender<Outgoing>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// How a source run ended without error.
+enum Ended {
+    /// The file finished (no loop).
+    Finished,
+    /// Shutdown requested.
+    Stopped,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+impl CameraTask {
+    pub async fn run(mut self) {
+        let camera = self.handle.cfg.id.clone();
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            self.set_status(CameraState::Connecting, None).await;
+            let started = tokio::time::Instant::now();
+            let result = match self.handle.cfg.source() {
+                Source::Rtsp { url, transport } => self.stream_rtsp(&url, transport).await,
+                Source::File { path, looped, pace } => self.play_file(&path, looped, pace).await,
+            };
+            match result {
+                Ok(Ended::Finished) => {
+                    tracing::info!(%camera, "source finished");
+                    self.set_status(CameraState::Offline, Some("source finished".into())).await;
+                    break;
+                }
+                Ok(Ended::Stopped) => break,
+                Err(e) => {
+                    tracing::warn!(%camera, error = %e, retry_in = ?backoff, "camera stream failed");
+                    self.set_status(CameraState::Offline, Some(e.to_string())).await;
+                    // a stream that ran for a while earns a fresh backoff
+                    if started.elapsed() > BACKOFF_MAX {
+                        backoff = BACKOFF_MIN;
+                    }
+                    let wait = jitter(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.shutdown.wait_for(|s| *s) => break,
+                    }
+                }
+            }
+            if *self.shutdown.borrow() {
+                break;
+            }
+        }
+        self.handle.slot.end();
+    }
+
+    fn sink(&self, epoch: OffsetDateTime, wait: bool) -> FrameSink {
+        FrameSink {
+            slot: self.handle.slot.clone(),
+            epoch,
+            interval_ns: (1e9 / self.handle.cfg.analysis_fps) as u64,
+            wait,
+        }
+    }
+
+    async fn stream_rtsp(&mut self, url: &url::Url, transport: crate::config::RtspTransport) -> Result<Ended, CameraError> {
+        let silence = Duration::from_secs_f64(self.handle.cfg.silence_timeout_s);
+        let mut stream = rtsp::connect(url, transport, silence).await?;
+        let element = match stream.codec {
+            Codec::H264 => self.decode.h264.clone(),
+            Codec::H265 => self.decode.h265.clone(),
+        };
+        let camera = self.handle.cfg.id.clone();
+        let decode_err = |source| CameraError::Decode { camera: camera.clone(), source };
+        let decoder = Decoder::for_stream(stream.codec, &element, self.sink(self.clock.now(), false)).map_err(decode_err)?;
+        decoder.start().map_err(decode_err)?;
+        let info = stream.info();
+        {
+            let mut st = self.handle.status.lock().unwrap();
+            st.codec = Some(info.rfc6381.clone().unwrap_or(info.codec.clone()));
+            st.resolution = info.resolution.map(|(w, h)| [w, h]);
+        }
+        self.set_status(CameraState::Streaming, None).await;
+        let finished = decoder.finished();
+        tokio::pin!(finished);
+        loop {
+            tokio::select! {
+                frame = stream.next_frame(silence) => {
+                    let (pts, data) = frame?;
+                    Counters::add(&self.handle.counters().received, 1);
+                    decoder.push(pts, data).map_err(decode_err)?;
+                }
+                r = &mut finished => {
+                    r.map_err(decode_err)?;
+                    return Err(RtspError::Ended { url: stream.url.clone() }.into());
+                }
+                _ = self.shutdown.wait_for(|s| *s) => return Ok(Ended::Stopped),
+            }
+        }
+    }
+
+    async fn play_file(&mut self, path: &std::path::Path, looped: bool, pace: Pace) -> Result<Ended, CameraError> {
+        let camera = self.handle.cfg.id.clone();
+        let decode_err = |source| CameraError::Decode { camera: camera.clone(), source };
+        let wait = pace == Pace::Fast;
+        let mut epoch = self.clock.now();
+        self.handle.slot.reopen();
+        loop {
+            let decoder = Decoder::for_file(path, self.sink(epoch, wait)).map_err(decode_err)?;
+            decoder.start().map_err(decode_err)?;
+            self.set_status(CameraState::Streaming, None).await;
+            tokio::select! {
+                r = decoder.finished() => r.map_err(decode_err)?,
+                _ = self.shutdown.wait_for(|s| *s) => return Ok(Ended::Stopped),
+            }
+            if !looped {
+                return Ok(Ended::Finished);
+            }
+            // the next pass continues the timeline one frame interval after this one
+            let next = epoch + time::Duration::nanoseconds(decoder.last_pts_ns() as i64) + time::Duration::milliseconds(40);
+            epoch = if wait { next } else { next.max(self.clock.now()) };
+        }
+    }
+
+    async fn set_status(&self, state: CameraState, detail: Option<String>) {
+        let msg = {
+            let mut st = self.handle.status.lock().unwrap();
+            st.state = state;
+            st.detail = detail;
+            status_message(&self.site, &self.agent, &self.handle.cfg.id, &st, self.clock.now(), None)
+        };
+        // the publisher only goes away at shutdown
+        let _ = self.events.send(msg).await;
+    }
+}
+
+/// The retained `sightline.camera_status/1` message, with rates when known.
+pub fn status_message(
+    site: &str,
+    agent: &str,
+    camera: &str,
+    st: &StatusInfo,
+    ts: OffsetDateTime,
+    rates: Option<(f32, f32, u64)>,
+) -> Outgoing {
+    let status = CameraStatus {
+        site: site.to_owned(),
+        camera: camera.to_owned(),
+        ts,
+        agent: agent.to_owned(),
+        state: st.state,
+        fps_in: rates.map(|r| r.0),
+        fps_analyzed: rates.map(|r| r.1),
+        frames_dropped: rates.map(|r| r.2),
+        codec: st.codec.clone(),
+        resolution: st.resolution,
+        detail: st.detail.clone(),
+    };
+    Outgoing::retained(topic::camera_status(site, camera), &status)
+}
+
+/// ±25 % jitter so that cameras behind one failed switch do not reconnect in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let f = 0.75 + (nanos % 1000) as f64 / 2000.0;
+    d.mul_f64(f)
+}

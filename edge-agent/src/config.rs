@@ -1,0 +1,324 @@
+//! The agent's TOML configuration (`configs/edge-agent.example.toml` documents every key).
+//!
+//! Unknown keys are rejected; semantic errors name the key (`camera[1].analysis_fps`) and the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sightline_vision::RuntimeConfig;
+
+use crate::tracker::TrackerConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path}: `{key}`: {message}")]
+    Invalid { path: PathBuf, key: String, message: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub agent: AgentSection,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub faces: FacesConfig,
+    #[serde(default)]
+    pub tracker: TrackerConfig,
+    #[serde(default)]
+    pub decode: DecodeConfig,
+    #[serde(default, rename = "camera")]
+    pub cameras: Vec<CameraConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Agent id (`[a-z0-9][a-z0-9_-]{0,63}`), unique per site.
+    pub id: String,
+    /// Site id the agent's cameras belong to.
+    pub site: String,
+    /// Directory holding the model files (relative paths are relative to the config file).
+    #[serde(default = "default_model_dir")]
+    pub model_dir: PathBuf,
+}
+
+fn default_model_dir() -> PathBuf {
+    PathBuf::from("models/cache")
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    /// Defaults to `sightline-edge-{agent id}`.
+    pub client_id: Option<String>,
+    pub keep_alive_s: u64,
+    /// Largest MQTT packet sent or accepted (sightings with embeddings are ~3 KiB).
+    pub max_packet_bytes: usize,
+    /// Interval of the retained camera status refresh (fps and drop counters).
+    pub status_interval_s: u64,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            client_id: None,
+            keep_alive_s: 15,
+            max_packet_bytes: 1 << 20,
+            status_interval_s: 30,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FacesConfig {
+    /// Detector model: `yunet_n_dynamic.onnx` (default, more accurate) or `yunet_s_dynamic.onnx`.
+    pub detector: String,
+    pub score_threshold: f32,
+    pub nms_iou: f32,
+    /// Frames wider than this are downscaled for detection (landmarks map back to full resolution).
+    pub max_detect_width: u32,
+    /// Faces narrower than this (pixels) are ignored: too small to re-identify.
+    pub min_face_px: f32,
+}
+
+impl Default for FacesConfig {
+    fn default() -> Self {
+        FacesConfig {
+            detector: "yunet_n_dynamic.onnx".into(),
+            score_threshold: 0.6,
+            nms_iou: 0.3,
+            max_detect_width: 1280,
+            min_face_px: 24.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeConfig {
+    /// GStreamer decoder element for H.264 (`avdec_h264`, `nvh264dec`, `vaapih264dec`, `v4l2h264dec`, …).
+    pub h264: String,
+    /// GStreamer decoder element for H.265.
+    pub h265: String,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        DecodeConfig { h264: "avdec_h264".into(), h265: "avdec_h265".into() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RtspTransport {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Pace {
+    /// Play a file at its own frame rate, like a camera (frames may be dropped under load).
+    #[default]
+    Realtime,
+    /// Analyse every sampled frame as fast as the models allow (replay, benchmarks); nothing dropped.
+    Fast,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub id: String,
+    /// `rtsp://…` URL (credentials may be embedded: `rtsp://user:pass@host/…`).
+    pub rtsp: Option<String>,
+    #[serde(default)]
+    pub transport: RtspTransport,
+    /// A video file GStreamer can demux (replay); relative to the config file.
+    pub file: Option<PathBuf>,
+    /// Replay the file forever.
+    #[serde(default, rename = "loop")]
+    pub looped: bool,
+    #[serde(default)]
+    pub pace: Pace,
+    /// Frames analysed per second (latest frame wins; the rest are skipped).
+    #[serde(default = "default_fps")]
+    pub analysis_fps: f64,
+    /// No frame for this long means the stream is dead (reconnect).
+    #[serde(default = "default_silence")]
+    pub silence_timeout_s: f64,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_fps() -> f64 {
+    5.0
+}
+fn default_silence() -> f64 {
+    10.0
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Where a camera's video comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    Rtsp { url: url::Url, transport: RtspTransport },
+    File { path: PathBuf, looped: bool, pace: Pace },
+}
+
+impl CameraConfig {
+    pub fn source(&self) -> Source {
+        match (&self.rtsp, &self.file) {
+            (Some(url), _) => Source::Rtsp { url: url.parse().expect("validated"), transport: self.transport },
+            (None, Some(path)) => Source::File { path: path.clone(), looped: self.looped, pace: self.pace },
+            (None, None) => unreachable!("validated: one of rtsp/file"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file; relative paths become relative to its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut cfg = Config::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rebase = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut cfg.agent.model_dir);
+        if let Some(p) = cfg.runtime.onnxruntime.as_mut() {
+            rebase(p);
+        }
+        for c in &mut cfg.cameras {
+            if let Some(p) = c.file.as_mut() {
+                rebase(p);
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid { path: path.to_owned(), key, message };
+        sightline_contract::validate_id("agent", &self.agent.id).map_err(|e| invalid("agent.id".into(), e.to_string()))?;
+        sightline_contract::validate_id("site", &self.agent.site).map_err(|e| invalid("agent.site".into(), e.to_string()))?;
+        if self.mqtt.max_packet_bytes < 16 * 1024 {
+            return Err(invalid("mqtt.max_packet_bytes".into(), "must be at least 16384 (a sighting is ~3 KiB)".into()));
+        }
+        if !(0.0..=1.0).contains(&self.faces.score_threshold) {
+            return Err(invalid("faces.score_threshold".into(), "must be within 0..1".into()));
+        }
+        if self.cameras.is_empty() {
+            return Err(invalid("camera".into(), "no [[camera]] configured".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.cameras.iter().enumerate() {
+            let key = |k: &str| format!("camera[{i}].{k}");
+            sightline_contract::validate_id("camera", &c.id).map_err(|e| invalid(key("id"), e.to_string()))?;
+            if !seen.insert(&c.id) {
+                return Err(invalid(key("id"), format!("duplicate camera id {:?}", c.id)));
+            }
+            match (&c.rtsp, &c.file) {
+                (Some(_), Some(_)) => return Err(invalid(key("rtsp"), "set either `rtsp` or `file`, not both".into())),
+                (None, None) => return Err(invalid(key("rtsp"), "set `rtsp` (a camera URL) or `file` (a video file)".into())),
+                (Some(u), None) => {
+                    let url: url::Url = u.parse().map_err(|e| invalid(key("rtsp"), format!("{u:?} is not a URL: {e}")))?;
+                    if !matches!(url.scheme(), "rtsp" | "rtsps") {
+                        return Err(invalid(key("rtsp"), format!("scheme must be rtsp://, got {:?}", url.scheme())));
+                    }
+                }
+                (None, Some(_)) => {}
+            }
+            if !(c.analysis_fps > 0.0 && c.analysis_fps <= 60.0) {
+                return Err(invalid(key("analysis_fps"), format!("must be in (0, 60], got {}", c.analysis_fps)));
+            }
+            if c.silence_timeout_s < 1.0 {
+                return Err(invalid(key("silence_timeout_s"), "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn model_path(&self, file: &str) -> PathBuf {
+        self.agent.model_dir.join(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[agent]
+id = "edge-1"
+site = "riverside"
+
+[[camera]]
+id = "gate-north"
+rtsp = "rtsp://127.0.0.1:8554/cam"
+"#;
+
+    fn parse(t: &str) -> Result<Config, ConfigError> {
+        Config::parse(t, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.cameras[0].analysis_fps, 5.0);
+        assert_eq!(c.decode.h264, "avdec_h264");
+        assert_eq!(c.mqtt.port, 1883);
+        assert!(matches!(c.cameras[0].source(), Source::Rtsp { transport: RtspTransport::Tcp, .. }));
+    }
+
+    #[test]
+    fn typo_key_is_named_with_its_line() {
+        let e = parse(&MINIMAL.replace("rtsp =", "rstp =")).unwrap_err().to_string();
+        assert!(e.contains("rstp"), "{e}");
+        assert!(e.contains("line 8"), "{e}");
+        let e = parse(&format!("{MINIMAL}\n[mqtt]\nhots = \"x\"\n")).unwrap_err().to_string();
+        assert!(e.contains("unknown field `hots`"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let e = parse(&MINIMAL.replace("gate-north", "Gate North")).unwrap_err().to_string();
+        assert!(e.contains("camera[0].id"), "{e}");
+        let e = parse(&format!("{MINIMAL}analysis_fps = 0\n")).unwrap_err().to_string();
+        assert!(e.contains("camera[0].analysis_fps"), "{e}");
+        let e = parse(&MINIMAL.replace("rtsp://", "http://")).unwrap_err().to_string();
+        assert!(e.contains("camera[0].rtsp") && e.contains("http"), "{e}");
+        let two = format!("{MINIMAL}\n[[camera]]\nid = \"gate-north\"\nfile = \"x.mp4\"\n");
+        assert!(parse(&two).unwrap_err().to_string().contains("duplicate camera id"));
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/edge-agent.example.toml");
+        let c = Config::load(&path).unwrap();
+        assert!(!c.cameras.is_empty());
+    }
+}

@@ -1,0 +1,239 @@
+//! GStreamer decoding: compressed access units (RTSP) or a file in, RGB frames out.
+//!
+//! ```text
+//! RTSP:  appsrc (Annex B H.264/H.265 AUs) ! h26Xparse ! <decoder> ─┐
+//! file:  filesrc ! decodebin ──────────────────────────────────────┤
+//!        ─► [rate sampler probe] videoconvert ! RGB ! appsink ─► FrameSlot
+//! ```
+//! The sampler drops decoded frames that are not due for analysis *before* colour conversion,
+//! so only the analysed frames pay for it. The decoder element is chosen by config
+//! (`avdec_h264` by default; hardware decoders such as `nvh264dec` or `vaapih264dec`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+use image::RgbImage;
+use time::OffsetDateTime;
+
+use crate::frames::{Counters, Frame, FrameSlot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("GStreamer could not be initialised: {0}")]
+    Init(String),
+    #[error("decoder element `{element}` is not installed (missing GStreamer plugin); set `[decode] {key}` to one that is (e.g. avdec_{key})")]
+    MissingDecoder { element: String, key: &'static str },
+    #[error("GStreamer pipeline `{description}` could not be built: {detail}")]
+    Build { description: String, detail: String },
+    #[error("GStreamer: {0}")]
+    Gst(String),
+    #[error("decoder pipeline stopped")]
+    Stopped,
+}
+
+/// Compressed video codecs the RTSP path decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    H264,
+    H265,
+}
+
+impl Codec {
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264",
+            Codec::H265 => "h265",
+        }
+    }
+}
+
+/// Initialises GStreamer once per process.
+pub fn init() -> Result<(), DecodeError> {
+    gst::init().map_err(|e| DecodeError::Init(e.to_string()))
+}
+
+/// Checks that a decoder element exists.
+pub fn check_decoder(element: &str, key: &'static str) -> Result<(), DecodeError> {
+    init()?;
+    match gst::ElementFactory::find(element) {
+        Some(_) => Ok(()),
+        None => Err(DecodeError::MissingDecoder { element: element.to_owned(), key }),
+    }
+}
+
+/// Where decoded frames go and how they are sampled.
+#[derive(Clone)]
+pub struct FrameSink {
+    pub slot: Arc<FrameSlot>,
+    /// Wall-clock time of PTS 0.
+    pub epoch: OffsetDateTime,
+    /// Minimum PTS distance between analysed frames.
+    pub interval_ns: u64,
+    /// Back-pressure instead of dropping (file replay at full speed).
+    pub wait: bool,
+}
+
+/// A running decode pipeline.
+pub struct Decoder {
+    pipeline: gst::Pipeline,
+    appsrc: Option<gst_app::AppSrc>,
+    /// Highest PTS seen at the sampler (ns), so a looping file can continue its timeline.
+    last_pts: Arc<AtomicU64>,
+}
+
+impl Decoder {
+    /// A pipeline fed with Annex B access units through [`Decoder::push`].
+    pub fn for_stream(codec: Codec, element: &str, sink: FrameSink) -> Result<Decoder, DecodeError> {
+        check_decoder(element, codec.name())?;
+        let c = codec.name();
+        let description = format!(
+            "appsrc name=src is-live=true format=time max-buffers=120 leaky-type=upstream \
+             caps=video/x-{c},stream-format=byte-stream,alignment=au ! {c}parse ! {element} name=dec ! {}",
+            tail(&sink, false)
+        );
+        let (pipeline, last_pts) = build(&description, sink)?;
+        let appsrc = pipeline.by_name("src").and_downcast::<gst_app::AppSrc>().expect("appsrc named src");
+        Ok(Decoder { pipeline, appsrc: Some(appsrc), last_pts })
+    }
+
+    /// A pipeline decoding a file with whatever demuxer and decoder GStreamer picks.
+    pub fn for_file(path: &Path, sink: FrameSink) -> Result<Decoder, DecodeError> {
+        init()?;
+        let location = path.to_string_lossy().replace('"', "\\\"");
+        // Replayed in real time unless back-pressured (`wait`): then as fast as analysis goes.
+        let description = format!("filesrc location=\"{location}\" ! decodebin ! {}", tail(&sink, !sink.wait));
+        let (pipeline, last_pts) = build(&description, sink)?;
+        Ok(Decoder { pipeline, appsrc: None, last_pts })
+    }
+
+    /// Pushes one access unit (Annex B, parameter sets in-band) with its PTS.
+    pub fn push(&self, pts_ns: u64, data: Vec<u8>) -> Result<(), DecodeError> {
+        let src = self.appsrc.as_ref().expect("push on a stream decoder");
+        let mut buf = gst::Buffer::from_mut_slice(data);
+        buf.get_mut().expect("fresh buffer").set_pts(gst::ClockTime::from_nseconds(pts_ns));
+        src.push_buffer(buf).map(|_| ()).map_err(|_| DecodeError::Stopped)
+    }
+
+    /// Signals end of stream to a stream decoder.
+    pub fn end(&self) {
+        if let Some(src) = &self.appsrc {
+            let _ = src.end_of_stream();
+        }
+    }
+
+    pub fn start(&self) -> Result<(), DecodeError> {
+        self.pipeline.set_state(gst::State::Playing).map(|_| ()).map_err(|e| DecodeError::Gst(format!("cannot start: {e}")))
+    }
+
+    /// Highest PTS decoded so far (ns).
+    pub fn last_pts_ns(&self) -> u64 {
+        self.last_pts.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the pipeline reaches end of stream (Ok) or fails (Err with GStreamer's message).
+    pub async fn finished(&self) -> Result<(), DecodeError> {
+        let bus = self.pipeline.bus().expect("pipelines have a bus");
+        let mut messages = bus.stream();
+        while let Some(msg) = messages.next().await {
+            match msg.view() {
+                gst::MessageView::Eos(_) => return Ok(()),
+                gst::MessageView::Error(e) => {
+                    let from = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+                    let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
+                    return Err(DecodeError::Gst(format!("{from}: {}{debug}", e.error())));
+                }
+                _ => {}
+            }
+        }
+        Err(DecodeError::Stopped)
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Sampler, colour conversion and sink; `sync` paces a file by its timestamps
+/// (a live stream is paced by the camera).
+fn tail(sink: &FrameSink, sync: bool) -> String {
+    format!("videoconvert name=conv ! video/x-raw,format=RGB ! appsink name=sink max-buffers=1 drop={} sync={sync}", !sink.wait)
+}
+
+fn build(description: &str, sink: FrameSink) -> Result<(gst::Pipeline, Arc<AtomicU64>), DecodeError> {
+    let fail = |detail: String| DecodeError::Build { description: description.to_owned(), detail };
+    let pipeline = gst::parse::launch(description)
+        .map_err(|e| fail(e.to_string()))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| fail("not a pipeline".into()))?;
+    let conv = pipeline.by_name("conv").expect("conv element");
+    let appsink = pipeline.by_name("sink").and_downcast::<gst_app::AppSink>().expect("appsink named sink");
+    let last_pts = Arc::new(AtomicU64::new(0));
+
+    // Rate sampler: count every decoded frame, pass on only those due for analysis.
+    let counters = sink.slot.counters.clone();
+    let interval = sink.interval_ns;
+    let mut next_due: Option<u64> = None;
+    let seen = last_pts.clone();
+    let pad = conv.static_pad("sink").expect("videoconvert has a sink pad");
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(pts) = info.buffer().and_then(|b| b.pts()).map(gst::ClockTime::nseconds) else {
+            return gst::PadProbeReturn::Ok;
+        };
+        Counters::add(&counters.decoded, 1);
+        seen.fetch_max(pts, Ordering::Relaxed);
+        match next_due {
+            // A frame arriving early by up to a quarter interval still counts as due (jitter).
+            Some(due) if pts + interval / 4 < due => gst::PadProbeReturn::Drop,
+            _ => {
+                let base = next_due.filter(|due| pts < due + interval).unwrap_or(pts);
+                next_due = Some(base + interval);
+                gst::PadProbeReturn::Ok
+            }
+        }
+    });
+
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |appsink| {
+                let sample = appsink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                let image = match to_rgb(&sample) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable frame skipped");
+                        return Ok(gst::FlowSuccess::Ok);
+                    }
+                };
+                let pts = sample.buffer().and_then(|b| b.pts()).map(gst::ClockTime::nseconds).unwrap_or(0);
+                let ts = sink.epoch + time::Duration::nanoseconds(pts as i64);
+                sink.slot.put(Frame { ts, image }, sink.wait);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+    Ok((pipeline, last_pts))
+}
+
+/// Copies an RGB sample (rows padded to 4 bytes by GStreamer) into a tightly packed image.
+fn to_rgb(sample: &gst::Sample) -> Result<RgbImage, String> {
+    let caps = sample.caps().ok_or("sample without caps")?;
+    let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
+    let buffer = sample.buffer().ok_or("sample without buffer")?;
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|e| e.to_string())?;
+    let (w, h) = (info.width() as usize, info.height() as usize);
+    let stride = frame.plane_stride()[0] as usize;
+    let data = frame.plane_data(0).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(w * h * 3);
+    for row in data.chunks(stride).take(h) {
+        out.extend_from_slice(&row[..w * 3]);
+    }
+    RgbImage::from_raw(w as u32, h as u32, out).ok_or_else(|| "short frame".to_owned())
+}

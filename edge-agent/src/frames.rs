@@ -1,0 +1,201 @@
+//! Hand-off of decoded frames from the per-camera decoders to the analysis worker.
+//!
+//! Each camera owns one [`FrameSlot`]: the decoder puts its newest frame there and the
+//! analysis worker takes it. A frame that is replaced before it was analysed is dropped
+//! and counted (latest frame wins), so a slow model never makes frames queue up.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use image::RgbImage;
+use time::OffsetDateTime;
+
+/// A decoded RGB frame and when it was captured.
+pub struct Frame {
+    pub ts: OffsetDateTime,
+    pub image: RgbImage,
+}
+
+/// Per-camera counters (monotonic), read by status reports and metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Access units received from the network (RTSP) or demuxed (file).
+    pub received: AtomicU64,
+    /// Frames out of the decoder.
+    pub decoded: AtomicU64,
+    /// Decoded frames handed to analysis (after rate sampling).
+    pub sampled: AtomicU64,
+    /// Sampled frames replaced before analysis could take them.
+    pub dropped: AtomicU64,
+    pub analyzed: AtomicU64,
+    pub faces: AtomicU64,
+    pub sightings: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct SlotState {
+    frame: Option<Frame>,
+    /// The source ended (file EOS): after the last frame, the tracker is flushed.
+    ended: bool,
+}
+
+/// What the worker found in a slot.
+pub enum Taken {
+    Frame(Frame),
+    Ended,
+}
+
+/// Wakes the analysis worker when any slot gets a frame.
+#[derive(Default)]
+pub struct Doorbell {
+    rung: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Doorbell {
+    pub fn ring(&self) {
+        *self.rung.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until rung or `timeout`; returns whether it was rung (and resets it).
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let guard = self.rung.lock().unwrap();
+        let (mut guard, _) = self.cv.wait_timeout_while(guard, timeout, |r| !*r).unwrap();
+        std::mem::replace(&mut *guard, false)
+    }
+}
+
+/// One camera's latest-frame-wins slot.
+pub struct FrameSlot {
+    state: Mutex<SlotState>,
+    /// Signalled when the worker takes a frame (for the back-pressured `Pace::Fast` mode).
+    taken: Condvar,
+    pub counters: Arc<Counters>,
+    bell: Arc<Doorbell>,
+}
+
+impl FrameSlot {
+    pub fn new(counters: Arc<Counters>, bell: Arc<Doorbell>) -> Self {
+        FrameSlot { state: Mutex::default(), taken: Condvar::new(), counters, bell }
+    }
+
+    /// Offers a frame. With `wait`, blocks until the previous frame was taken (nothing is dropped);
+    /// otherwise replaces it and counts the drop.
+    pub fn put(&self, frame: Frame, wait: bool) {
+        let mut s = self.state.lock().unwrap();
+        if wait {
+            s = self.taken.wait_while(s, |s| s.frame.is_some()).unwrap();
+        }
+        if s.frame.replace(frame).is_some() {
+            Counters::add(&self.counters.dropped, 1);
+        }
+        Counters::add(&self.counters.sampled, 1);
+        drop(s);
+        self.bell.ring();
+    }
+
+    /// Marks the source as ended; the worker flushes the camera's tracks after its last frame.
+    pub fn end(&self) {
+        self.state.lock().unwrap().ended = true;
+        self.bell.ring();
+    }
+
+    /// Re-opens a slot for a restarted source.
+    pub fn reopen(&self) {
+        self.state.lock().unwrap().ended = false;
+    }
+
+    pub fn take(&self) -> Option<Taken> {
+        let mut s = self.state.lock().unwrap();
+        let out = match s.frame.take() {
+            Some(f) => Some(Taken::Frame(f)),
+            None if s.ended => {
+                s.ended = false;
+                Some(Taken::Ended)
+            }
+            None => None,
+        };
+        drop(s);
+        self.taken.notify_all();
+        out
+    }
+
+    /// Capture time of the waiting frame, if any (the worker serves the oldest first).
+    pub fn pending_since(&self) -> Option<OffsetDateTime> {
+        let s = self.state.lock().unwrap();
+        s.frame.as_ref().map(|f| f.ts).or(if s.ended { Some(OffsetDateTime::UNIX_EPOCH) } else { None })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(sec: i64) -> Frame {
+        Frame { ts: OffsetDateTime::from_unix_timestamp(sec).unwrap(), image: RgbImage::new(2, 2) }
+    }
+
+    #[test]
+    fn latest_frame_wins_and_drops_are_counted() {
+        let c = Arc::new(Counters::default());
+        let slot = FrameSlot::new(c.clone(), Arc::new(Doorbell::default()));
+        slot.put(frame(1), false);
+        slot.put(frame(2), false);
+        slot.put(frame(3), false);
+        assert_eq!(Counters::get(&c.dropped), 2);
+        assert_eq!(Counters::get(&c.sampled), 3);
+        match slot.take() {
+            Some(Taken::Frame(f)) => assert_eq!(f.ts.unix_timestamp(), 3),
+            _ => panic!("expected the newest frame"),
+        }
+        assert!(slot.take().is_none());
+    }
+
+    #[test]
+    fn end_is_reported_after_the_last_frame() {
+        let slot = FrameSlot::new(Arc::default(), Arc::new(Doorbell::default()));
+        slot.put(frame(1), false);
+        slot.end();
+        assert!(matches!(slot.take(), Some(Taken::Frame(_))));
+        assert!(matches!(slot.take(), Some(Taken::Ended)));
+        assert!(slot.take().is_none());
+    }
+
+    #[test]
+    fn waiting_put_blocks_until_taken() {
+        let slot = Arc::new(FrameSlot::new(Arc::default(), Arc::new(Doorbell::default())));
+        slot.put(frame(1), true);
+        let s2 = slot.clone();
+        let producer = std::thread::spawn(move || s2.put(frame(2), true));
+        // The producer cannot complete until we take frame 1; take until frame 2 shows up.
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            if let Some(Taken::Frame(f)) = slot.take() {
+                seen.push(f.ts.unix_timestamp());
+            }
+            std::thread::yield_now();
+        }
+        producer.join().unwrap();
+        assert_eq!(seen, vec![1, 2]);
+        assert_eq!(Counters::get(&slot.counters.dropped), 0);
+    }
+
+    #[test]
+    fn doorbell_wait_times_out_or_returns_when_rung() {
+        let bell = Doorbell::default();
+        assert!(!bell.wait(Duration::from_millis(10)));
+        bell.ring();
+        assert!(bell.wait(Duration::from_secs(5)));
+    }
+}

@@ -1,0 +1,41 @@
+//! sightline edge agent: RTSP or file video in, faces tracked per camera, one
+//! `sightline.sighting/1` per person-pass out on MQTT. See `docs/design.md`.
+
+pub mod agent;
+pub mod analysis;
+pub mod camera;
+pub mod config;
+pub mod decode;
+pub mod frames;
+pub mod mqtt;
+pub mod rtsp;
+pub mod tracker;
+
+use time::OffsetDateTime;
+
+/// Wall-clock time, injected so behaviour that depends on time can be tested deterministically.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system's UTC clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// Errors that stop the agent (per-camera errors are retried, not returned).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Vision(#[from] sightline_vision::VisionError),
+    #[error(transparent)]
+    Decode(#[from] decode::DecodeError),
+    #[error(transparent)]
+    Rtsp(#[from] rtsp::RtspError),
+}

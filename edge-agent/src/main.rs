@@ -1,0 +1,105 @@
+//! `edge-agent`: run, check-config, probe.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sightline_edge_agent::config::{Config, RtspTransport};
+use sightline_edge_agent::{SystemClock, agent, decode, rtsp};
+
+#[derive(Parser)]
+#[command(name = "edge-agent", version, about = "sightline edge agent: cameras in, sightings out on MQTT")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a config file: syntax, keys, values, decoders, runtime library and model files.
+    CheckConfig { config: PathBuf },
+    /// Print codec, resolution and frame rate of an RTSP URL.
+    Probe {
+        url: String,
+        #[arg(long, default_value = "tcp", value_parser = ["tcp", "udp"])]
+        transport: String,
+        #[arg(long, default_value_t = 10.0)]
+        timeout_s: f64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            decode::init()?;
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            rt.block_on(async move {
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    let _ = tx.send(true);
+                });
+                agent::run(cfg, Arc::new(SystemClock), rx).await
+            })?;
+        }
+        Command::CheckConfig { config } => {
+            let cfg = Config::load(&config)?;
+            decode::check_decoder(&cfg.decode.h264, "h264")?;
+            decode::check_decoder(&cfg.decode.h265, "h265")?;
+            for c in &cfg.cameras {
+                if let Some(f) = &c.file {
+                    anyhow::ensure!(f.is_file(), "camera {}: file {} not found", c.id, f.display());
+                }
+            }
+            agent::load_faces(&cfg).context("loading the models")?;
+            println!(
+                "{}: OK (agent {}, site {}, {} camera(s), models verified)",
+                config.display(),
+                cfg.agent.id,
+                cfg.agent.site,
+                cfg.cameras.len()
+            );
+        }
+        Command::Probe { url, transport, timeout_s } => {
+            let url: url::Url = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
+            let transport = if transport == "udp" { RtspTransport::Udp } else { RtspTransport::Tcp };
+            let info = rt.block_on(rtsp::probe(&url, transport, Duration::from_secs_f64(timeout_s)))?;
+            println!("url:        {}", rtsp::redact(&url));
+            println!("codec:      {} ({})", info.codec, info.rfc6381.as_deref().unwrap_or("?"));
+            match info.resolution {
+                Some((w, h)) => println!("resolution: {w}x{h}"),
+                None => println!("resolution: unknown"),
+            }
+            match info.fps {
+                Some(f) => println!("frame rate: {f:.2} fps"),
+                None => println!("frame rate: unknown"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

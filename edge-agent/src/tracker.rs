@@ -1,0 +1,1627 @@
+//! Per-camera face tracker: turns per-frame face detections into one closed track
+//! (one `sightline.sighting/1`) per person-pass through the camera's view.
+//!
+//! # Method
+//!
+//! A SORT / ByteTrack-style tracker:
+//!
+//! * **Motion.** Every track has a constant-velocity Kalman filter over the box
+//!   `(cx, cy, a = w/h, h)` and its four velocities (ByteTrack's `KalmanFilterXYAH`).
+//!   All noise standard deviations are proportional to the box height, as in
+//!   ByteTrack, except those of the aspect ratio. Analysis runs at about 5 fps but
+//!   frames can be dropped, so the filter is predicted with the real time step `dt`
+//!   in seconds: velocities are in pixels per second and the process noise is a
+//!   white-noise density (variance grows linearly with `dt`). A track that was not
+//!   matched in the previous frame has its height velocity zeroed before predicting
+//!   (as ByteTrack does), so a box coasting through an occlusion cannot shrink or
+//!   grow without bound. The noise levels are ByteTrack's, converted to per-second
+//!   units and retuned for faces (see the constants in the Kalman filter section).
+//! * **Association**, in two stages (ByteTrack):
+//!   1. detections with `det_score >= high_score` against all live tracks;
+//!   2. the remaining detections with `low_score <= det_score < high_score` against
+//!      the still unmatched tracks **that were matched in the previous frame**
+//!      (ByteTrack's "tracked" state). Low-score faces are typically a face turning
+//!      away or going into occlusion: they may carry on a track that was visible a
+//!      moment ago but are too unreliable to revive one that was already missing.
+//!
+//!   Detections below `low_score`, and malformed ones (a non-finite number, a box of
+//!   zero size), are ignored.
+//!   In both stages the cost of a (track, detection) pair is
+//!
+//!   ```text
+//!   cost = (1 - IoU(predicted box, detection box))
+//!        + embedding_weight * min(emb_dist / max_embedding_distance, 1)
+//!   ```
+//!
+//!   where `emb_dist` is the Euclidean distance between the detection's embedding and
+//!   the track's *appearance*: an exponential moving average (momentum
+//!   [`APPEARANCE_MOMENTUM`], as in BoT-SORT / StrongSORT) of the embeddings of its
+//!   high-score matches. The average is steadier than the most recent embedding (one
+//!   blurred frame does not derail it) yet follows slow appearance changes such as a
+//!   head turning. A pair with `IoU < min_iou` or `emb_dist > max_embedding_distance`
+//!   is infeasible. When either side has no usable embedding (empty, non-finite or of
+//!   another length) the pair is gated on IoU alone and its embedding term counts as
+//!   the worst acceptable one (1). The assignment is optimal (Hungarian algorithm):
+//!   the largest number of feasible pairs, and among those the lowest total cost.
+//! * **Births.** An unmatched first-stage detection with `det_score >= new_track_score`
+//!   starts a track.
+//! * **Deaths.** A track not matched for `lost_timeout_s` closes ([`CloseReason::Lost`]).
+//!   A track whose first hit is `max_duration_s` old closes ([`CloseReason::MaxDuration`])
+//!   and its motion and appearance state carries on under a new id, so a person who
+//!   stays in view yields one sighting per `max_duration_s`. [`Tracker::flush`] closes
+//!   everything ([`CloseReason::Flushed`]). A closed track is emitted as a
+//!   [`ClosedTrack`] only if it has at least `min_hits` matched detections; otherwise
+//!   it is dropped silently (a false positive, or a continuation that never got a hit).
+//! * **Best shot.** Of a track's matched observations only the best is kept: the
+//!   highest `quality`, ties broken by `det_score`, and an observation with a usable
+//!   embedding always beats one without (the sighting carries the best shot's
+//!   embedding). Memory per track is bounded: a filter, an appearance vector and one
+//!   observation.
+//! * **Capacity.** At most `max_tracks` tracks live at once. When the tracker is full,
+//!   unmatched detections do not start tracks (highest scores get the last free slots);
+//!   these would have been the newest, unconfirmed tracks. Each one is counted in
+//!   [`Tracker::dropped_tracks`].
+//!
+//! # Time
+//!
+//! Timestamps are frame capture times and expected to be non-decreasing. A step
+//! backwards counts as `dt = 0` and the tracker then follows the new clock, so a
+//! clock correction of any size neither panics nor freezes it. Timeouts and ages
+//! are accumulated from these clamped steps rather than from timestamp differences.
+//! A closed track reports the earliest and latest timestamps of its matched
+//! detections, so `first_seen <= best_ts <= last_seen` always holds.
+//!
+//! # Parameters
+//!
+//! See [`TrackerConfig`]; [`TrackerConfig::validate`] checks a configuration and
+//! [`Tracker::new`] panics on an invalid one.
+//!
+//! `min_iou` bounds how far a face may move between analysed frames: two boxes of
+//! equal size shifted by a fraction `s` of their width overlap with
+//! `IoU = (1 - s) / (1 + s)`, so the default 0.2 allows `s <= 2/3`. Once a track's
+//! velocity is known the prediction absorbs steady motion, but on a track's second
+//! frame (velocity still 0) a face moving faster than that, e.g. at 5 fps one
+//! crossing the view at more than ~3 face widths per second, cannot be associated.
+
+use nalgebra::{SMatrix, SVector};
+use serde::Deserialize;
+use time::{Duration, OffsetDateTime};
+
+/// One face in one analysed frame (coordinates in source-frame pixels).
+#[derive(Clone, Debug)]
+pub struct FaceObservation {
+    /// `[x, y, w, h]`.
+    pub bbox: [f32; 4],
+    pub landmarks: [[f32; 2]; 5],
+    /// Detector confidence, 0..1.
+    pub det_score: f32,
+    /// 0..1, computed upstream (size, frontality, sharpness, score).
+    pub quality: f32,
+    /// 128-d dlib embedding; metric: Euclidean, same person < 0.6. May be empty.
+    pub embedding: Vec<f32>,
+}
+
+/// Tracker parameters. Every field has a default, so a config section may set only some.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackerConfig {
+    /// First-stage (high-confidence) detection threshold.
+    pub high_score: f32,
+    /// Second-stage threshold; detections below it are ignored.
+    pub low_score: f32,
+    /// Minimum score of an unmatched detection to start a track (`>= high_score`).
+    pub new_track_score: f32,
+    /// Association gate: a pair with a smaller IoU never associates (0 < min_iou <= 1).
+    pub min_iou: f32,
+    /// Association gate: a pair whose embeddings are further apart never associates.
+    pub max_embedding_distance: f32,
+    /// Weight of the normalised embedding distance in the association cost.
+    pub embedding_weight: f32,
+    /// A track not matched for this long (seconds) closes.
+    pub lost_timeout_s: f64,
+    /// A track this old (seconds since its first hit) closes and continues under a new id.
+    pub max_duration_s: f64,
+    /// A closed track with fewer matched detections is dropped, not emitted (>= 1).
+    pub min_hits: u32,
+    /// Most tracks alive at once (>= 1).
+    pub max_tracks: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self {
+            high_score: 0.75,
+            low_score: 0.5,
+            new_track_score: 0.8,
+            min_iou: 0.2,
+            max_embedding_distance: 0.75,
+            embedding_weight: 0.25,
+            lost_timeout_s: 2.0,
+            max_duration_s: 60.0,
+            min_hits: 3,
+            max_tracks: 256,
+        }
+    }
+}
+
+/// A [`TrackerConfig`] field out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid tracker config: `{field}` {requirement}")]
+pub struct TrackerConfigError {
+    pub field: &'static str,
+    pub requirement: &'static str,
+}
+
+impl TrackerConfig {
+    /// Checks every field's range (NaN is always out of range).
+    pub fn validate(&self) -> Result<(), TrackerConfigError> {
+        let check = |ok: bool, field, requirement| {
+            if ok {
+                Ok(())
+            } else {
+                Err(TrackerConfigError { field, requirement })
+            }
+        };
+        check(
+            (0.0..=1.0).contains(&self.high_score),
+            "high_score",
+            "must be in [0, 1]",
+        )?;
+        check(
+            (0.0..=self.high_score).contains(&self.low_score),
+            "low_score",
+            "must be in [0, high_score]",
+        )?;
+        check(
+            (self.high_score..=1.0).contains(&self.new_track_score),
+            "new_track_score",
+            "must be in [high_score, 1]",
+        )?;
+        check(
+            self.min_iou > 0.0 && self.min_iou <= 1.0,
+            "min_iou",
+            "must be in (0, 1]",
+        )?;
+        check(
+            self.max_embedding_distance.is_finite() && self.max_embedding_distance > 0.0,
+            "max_embedding_distance",
+            "must be finite and > 0",
+        )?;
+        check(
+            self.embedding_weight.is_finite() && self.embedding_weight >= 0.0,
+            "embedding_weight",
+            "must be finite and >= 0",
+        )?;
+        check(
+            positive_duration(self.lost_timeout_s).is_some(),
+            "lost_timeout_s",
+            "must be a finite number of seconds > 0",
+        )?;
+        check(
+            positive_duration(self.max_duration_s).is_some(),
+            "max_duration_s",
+            "must be a finite number of seconds > 0",
+        )?;
+        check(self.min_hits >= 1, "min_hits", "must be >= 1")?;
+        check(self.max_tracks >= 1, "max_tracks", "must be >= 1")
+    }
+}
+
+fn positive_duration(seconds: f64) -> Option<Duration> {
+    Duration::checked_seconds_f64(seconds).filter(|d| d.is_positive())
+}
+
+/// Why a track was closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Not matched for `lost_timeout_s`.
+    Lost,
+    /// Reached `max_duration_s`; the person's track continues under a new id.
+    MaxDuration,
+    /// Closed by [`Tracker::flush`].
+    Flushed,
+}
+
+/// A closed track: becomes exactly one `sightline.sighting/1`.
+#[derive(Clone, Debug)]
+pub struct ClosedTrack {
+    /// Local id, unique per camera tracker, allocated in increasing order.
+    pub track: u64,
+    /// Earliest timestamp of a matched detection.
+    pub first_seen: OffsetDateTime,
+    /// Latest timestamp of a matched detection.
+    pub last_seen: OffsetDateTime,
+    /// Number of matched detections.
+    pub hits: u32,
+    /// Timestamp of the frame of `best`.
+    pub best_ts: OffsetDateTime,
+    /// Best shot: highest quality (tie: det_score), preferring one with an embedding.
+    pub best: FaceObservation,
+    pub reason: CloseReason,
+}
+
+/// Momentum of a track's appearance embedding (exponential moving average).
+pub const APPEARANCE_MOMENTUM: f32 = 0.9;
+
+/// Multi-object face tracker for one camera (one instance per camera stream).
+#[derive(Debug)]
+pub struct Tracker {
+    cfg: TrackerConfig,
+    lost_timeout: Duration,
+    max_duration: Duration,
+    tracks: Vec<Track>,
+    next_id: u64,
+    /// Timestamp of the last call, `None` before the first.
+    clock: Option<OffsetDateTime>,
+    dropped: u64,
+}
+
+impl Tracker {
+    /// # Panics
+    /// If `cfg` is invalid ([`TrackerConfig::validate`]): validate when loading config.
+    pub fn new(cfg: TrackerConfig) -> Self {
+        if let Err(e) = cfg.validate() {
+            panic!("{e}");
+        }
+        Self {
+            lost_timeout: positive_duration(cfg.lost_timeout_s).expect("validated"),
+            max_duration: positive_duration(cfg.max_duration_s).expect("validated"),
+            cfg,
+            tracks: Vec::new(),
+            next_id: 1,
+            clock: None,
+            dropped: 0,
+        }
+    }
+
+    /// Feeds one analysed frame (possibly with no faces) captured at `ts`.
+    /// Returns the tracks this update closed and emits, in increasing id order.
+    pub fn update(&mut self, ts: OffsetDateTime, faces: Vec<FaceObservation>) -> Vec<ClosedTrack> {
+        let mut closed = Vec::new();
+        self.advance(ts);
+        self.expire_lost(&mut closed);
+        for t in &mut self.tracks {
+            t.predict();
+        }
+        let unmatched = self.associate(ts, faces);
+        self.split_long(&mut closed);
+        self.spawn(ts, unmatched);
+        closed.sort_by_key(|c| c.track);
+        closed
+    }
+
+    /// Time passes with no frame (stream silent): closes tracks that timed out by `now`
+    /// (and splits those that reached `max_duration_s`).
+    pub fn tick(&mut self, now: OffsetDateTime) -> Vec<ClosedTrack> {
+        let mut closed = Vec::new();
+        self.advance(now);
+        self.expire_lost(&mut closed);
+        self.split_long(&mut closed);
+        closed.sort_by_key(|c| c.track);
+        closed
+    }
+
+    /// Closes every track (stream ended, shutdown), whether or not it has timed out:
+    /// those with at least `min_hits` hits are returned, with reason
+    /// [`CloseReason::Flushed`], in increasing id order. `now` becomes the tracker's
+    /// clock, from which a later [`Tracker::update`] measures its time step.
+    pub fn flush(&mut self, now: OffsetDateTime) -> Vec<ClosedTrack> {
+        self.advance(now);
+        let mut closed: Vec<ClosedTrack> = std::mem::take(&mut self.tracks)
+            .into_iter()
+            .filter_map(|t| self.close(t.id, t.segment, CloseReason::Flushed))
+            .collect();
+        closed.sort_by_key(|c| c.track);
+        closed
+    }
+
+    /// Number of live tracks, including tentative ones.
+    pub fn active(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// Detections that did not start a track because `max_tracks` tracks were live.
+    pub fn dropped_tracks(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Moves the clock to `t`, ageing every track by the (non-negative) step.
+    fn advance(&mut self, t: OffsetDateTime) {
+        let dt = match self.clock {
+            Some(prev) if t >= prev => t - prev,
+            Some(prev) => {
+                tracing::debug!(%prev, %t, "tracker: timestamp went backwards; dt = 0");
+                Duration::ZERO
+            }
+            None => Duration::ZERO,
+        };
+        self.clock = Some(t);
+        for tr in &mut self.tracks {
+            tr.since_hit = tr.since_hit.saturating_add(dt);
+            tr.unpredicted = tr.unpredicted.saturating_add(dt);
+            if let Some(seg) = &mut tr.segment {
+                seg.age = seg.age.saturating_add(dt);
+            }
+        }
+    }
+
+    fn expire_lost(&mut self, out: &mut Vec<ClosedTrack>) {
+        let timeout = self.lost_timeout;
+        let lost: Vec<Track> = self
+            .tracks
+            .extract_if(.., |t| t.since_hit >= timeout)
+            .collect();
+        for t in lost {
+            out.extend(self.close(t.id, t.segment, CloseReason::Lost));
+        }
+    }
+
+    /// Closes the segments that reached `max_duration_s`; their tracks continue under new ids.
+    fn split_long(&mut self, out: &mut Vec<ClosedTrack>) {
+        for i in 0..self.tracks.len() {
+            let t = &mut self.tracks[i];
+            if t.segment
+                .as_ref()
+                .is_some_and(|s| s.age >= self.max_duration)
+            {
+                let segment = t.segment.take();
+                let old_id = std::mem::replace(&mut t.id, self.next_id);
+                self.next_id += 1;
+                out.extend(self.close(old_id, segment, CloseReason::MaxDuration));
+            }
+        }
+    }
+
+    /// The emitted form of a closed segment, if it has enough hits.
+    fn close(&self, id: u64, segment: Option<Segment>, reason: CloseReason) -> Option<ClosedTrack> {
+        let s = segment.filter(|s| s.hits >= self.cfg.min_hits)?;
+        Some(ClosedTrack {
+            track: id,
+            first_seen: s.first_seen,
+            last_seen: s.last_seen,
+            hits: s.hits,
+            best_ts: s.best_ts,
+            best: s.best,
+            reason,
+        })
+    }
+
+    /// Both association stages; applies the matches and returns the unmatched
+    /// first-stage detections.
+    fn associate(
+        &mut self,
+        ts: OffsetDateTime,
+        faces: Vec<FaceObservation>,
+    ) -> Vec<FaceObservation> {
+        let (mut high, mut low): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+        for f in faces {
+            if !is_valid(&f) {
+                tracing::debug!(?f.bbox, f.det_score, f.quality, "tracker: ignoring malformed face");
+            } else if f.det_score >= self.cfg.high_score {
+                high.push(Some(f));
+            } else if f.det_score >= self.cfg.low_score {
+                low.push(Some(f));
+            }
+        }
+        let boxes: Vec<[f64; 4]> = self.tracks.iter().map(|t| t.kf.bbox()).collect();
+
+        let all: Vec<usize> = (0..self.tracks.len()).collect();
+        let first = self.match_stage(&all, &boxes, &high);
+        let mut matched = vec![false; self.tracks.len()];
+        for &(t, _) in &first {
+            matched[t] = true;
+        }
+        let recent: Vec<usize> = all
+            .into_iter()
+            .filter(|&t| !matched[t] && self.tracks[t].matched_last_frame)
+            .collect();
+        let second = self.match_stage(&recent, &boxes, &low);
+
+        for t in &mut self.tracks {
+            t.matched_last_frame = false;
+        }
+        for (t, d) in first {
+            let obs = high[d].take().expect("each detection matched once");
+            self.tracks[t].hit(ts, obs, true);
+        }
+        for (t, d) in second {
+            let obs = low[d].take().expect("each detection matched once");
+            self.tracks[t].hit(ts, obs, false);
+        }
+        high.into_iter().flatten().collect()
+    }
+
+    /// Optimal assignment of `dets` to the tracks `candidates` (indices into
+    /// `self.tracks`, predicted boxes in `boxes`). Returns (track index, det index).
+    fn match_stage(
+        &self,
+        candidates: &[usize],
+        boxes: &[[f64; 4]],
+        dets: &[Option<FaceObservation>],
+    ) -> Vec<(usize, usize)> {
+        if candidates.is_empty() || dets.is_empty() {
+            return Vec::new();
+        }
+        assign(candidates.len(), dets.len(), |r, c| {
+            let t = candidates[r];
+            let d = dets[c].as_ref().expect("unmatched before assignment");
+            self.pair_cost(&boxes[t], &self.tracks[t].appearance, d)
+        })
+        .into_iter()
+        .map(|(r, c)| (candidates[r], c))
+        .collect()
+    }
+
+    /// Association cost of a track (predicted box, appearance) and a detection;
+    /// `None` when the pair is gated out.
+    fn pair_cost(
+        &self,
+        predicted: &[f64; 4],
+        appearance: &[f32],
+        det: &FaceObservation,
+    ) -> Option<f64> {
+        let overlap = iou(predicted, &det.bbox.map(f64::from));
+        if overlap < f64::from(self.cfg.min_iou) {
+            return None;
+        }
+        let max_dist = f64::from(self.cfg.max_embedding_distance);
+        let appearance_term = match embedding_distance(appearance, &det.embedding) {
+            Some(d) if d > max_dist => return None,
+            Some(d) => (d / max_dist).min(1.0),
+            None => 1.0,
+        };
+        Some((1.0 - overlap) + f64::from(self.cfg.embedding_weight) * appearance_term)
+    }
+
+    /// Starts tracks from unmatched detections that score high enough, best first,
+    /// while there is room.
+    fn spawn(&mut self, ts: OffsetDateTime, mut unmatched: Vec<FaceObservation>) {
+        unmatched.retain(|f| f.det_score >= self.cfg.new_track_score);
+        unmatched.sort_by(|a, b| b.det_score.total_cmp(&a.det_score));
+        for obs in unmatched {
+            if self.tracks.len() >= self.cfg.max_tracks {
+                self.dropped += 1;
+                tracing::debug!(
+                    max_tracks = self.cfg.max_tracks,
+                    "tracker full: face does not start a track"
+                );
+                continue;
+            }
+            self.tracks.push(Track::new(self.next_id, ts, obs));
+            self.next_id += 1;
+        }
+    }
+}
+
+/// A live track.
+#[derive(Debug)]
+struct Track {
+    id: u64,
+    kf: Kalman,
+    /// EMA of the embeddings of first-stage matches; empty until one had a usable embedding.
+    appearance: Vec<f32>,
+    /// Matched in the most recent frame (ByteTrack's "tracked" state).
+    matched_last_frame: bool,
+    /// Time since the last matched detection.
+    since_hit: Duration,
+    /// Elapsed time not yet applied to the filter (ticks advance time without predicting).
+    unpredicted: Duration,
+    /// What the next [`ClosedTrack`] of this track will report; `None` for a track
+    /// that continues after a max-duration split and has not been matched since.
+    segment: Option<Segment>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    first_seen: OffsetDateTime,
+    last_seen: OffsetDateTime,
+    hits: u32,
+    /// Time since the segment's first hit.
+    age: Duration,
+    best_ts: OffsetDateTime,
+    best: FaceObservation,
+}
+
+impl Track {
+    fn new(id: u64, ts: OffsetDateTime, obs: FaceObservation) -> Self {
+        let mut t = Self {
+            id,
+            kf: Kalman::new(measurement(&obs.bbox)),
+            appearance: Vec::new(),
+            matched_last_frame: true,
+            since_hit: Duration::ZERO,
+            unpredicted: Duration::ZERO,
+            segment: None,
+        };
+        t.record(ts, obs, true);
+        t
+    }
+
+    fn predict(&mut self) {
+        if !self.matched_last_frame {
+            self.kf.mean[7] = 0.0;
+        }
+        self.kf.predict(self.unpredicted.as_seconds_f64());
+        self.unpredicted = Duration::ZERO;
+    }
+
+    /// A matched detection; `first_stage` says whether it may update the appearance.
+    fn hit(&mut self, ts: OffsetDateTime, obs: FaceObservation, first_stage: bool) {
+        self.kf.update(measurement(&obs.bbox));
+        self.since_hit = Duration::ZERO;
+        self.matched_last_frame = true;
+        self.record(ts, obs, first_stage);
+    }
+
+    /// Counts a hit in the current segment (starting one if needed) and keeps the
+    /// best shot; a `first_stage` hit also feeds the appearance average.
+    fn record(&mut self, ts: OffsetDateTime, obs: FaceObservation, first_stage: bool) {
+        if first_stage && usable(&obs.embedding) {
+            if self.appearance.len() == obs.embedding.len() {
+                for (a, e) in self.appearance.iter_mut().zip(&obs.embedding) {
+                    *a = APPEARANCE_MOMENTUM * *a + (1.0 - APPEARANCE_MOMENTUM) * e;
+                }
+            } else {
+                self.appearance.clone_from(&obs.embedding);
+            }
+        }
+        match &mut self.segment {
+            None => {
+                self.segment = Some(Segment {
+                    first_seen: ts,
+                    last_seen: ts,
+                    hits: 1,
+                    age: Duration::ZERO,
+                    best_ts: ts,
+                    best: obs,
+                })
+            }
+            Some(s) => {
+                s.hits = s.hits.saturating_add(1);
+                s.first_seen = s.first_seen.min(ts);
+                s.last_seen = s.last_seen.max(ts);
+                if shot_rank(&obs) > shot_rank(&s.best) {
+                    s.best = obs;
+                    s.best_ts = ts;
+                }
+            }
+        }
+    }
+}
+
+/// Best-shot order: a usable embedding first, then quality, then detector score.
+fn shot_rank(o: &FaceObservation) -> (bool, f32, f32) {
+    (usable(&o.embedding), o.quality, o.det_score)
+}
+
+/// A face the tracker can use: finite numbers and a box of positive size.
+fn is_valid(f: &FaceObservation) -> bool {
+    let [_, _, w, h] = f.bbox;
+    f.bbox.iter().all(|v| v.is_finite())
+        && w > 0.0
+        && h > 0.0
+        && f.det_score.is_finite()
+        && f.quality.is_finite()
+}
+
+fn usable(embedding: &[f32]) -> bool {
+    !embedding.is_empty() && embedding.iter().all(|v| v.is_finite())
+}
+
+/// Euclidean distance, `None` unless both embeddings are usable and of the same length.
+fn embedding_distance(a: &[f32], b: &[f32]) -> Option<f64> {
+    if a.len() != b.len() || !usable(a) || !usable(b) {
+        return None;
+    }
+    let sq: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+        .sum();
+    Some(sq.sqrt())
+}
+
+/// Intersection over union of two `[x, y, w, h]` boxes; 0 for degenerate or non-finite boxes.
+fn iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
+    let area = |r: &[f64; 4]| r[2] * r[3];
+    let iw = (a[0] + a[2]).min(b[0] + b[2]) - a[0].max(b[0]);
+    let ih = (a[1] + a[3]).min(b[1] + b[3]) - a[1].max(b[1]);
+    if !(a[2] > 0.0 && a[3] > 0.0 && b[2] > 0.0 && b[3] > 0.0 && iw > 0.0 && ih > 0.0) {
+        return 0.0;
+    }
+    let inter = iw * ih;
+    let r = inter / (area(a) + area(b) - inter);
+    if r.is_finite() { r } else { 0.0 }
+}
+
+// ---------------------------------------------------------------------------
+// Kalman filter
+
+type Vec4 = SVector<f64, 4>;
+type Vec8 = SVector<f64, 8>;
+type Mat8 = SMatrix<f64, 8, 8>;
+
+// Noise standard deviations. Position and height terms are multiplied by the box
+// height h (ByteTrack's scaling); velocities are per second, process noise is a
+// density (its variance is multiplied by dt in seconds). ByteTrack tunes for
+// full-body boxes at 30 fps; a face is about a seventh of a body, so in face heights
+// people move and accelerate several times faster, and the velocity terms are larger.
+
+/// Initial std of cx, cy, h: ByteTrack's 2 × 1/20 of h.
+const INIT_POS_STD: f64 = 0.1;
+const INIT_ASPECT_STD: f64 = 1e-2;
+/// Initial velocity std, heights per second (a walker crosses ~6 face heights/s).
+const INIT_VEL_STD: f64 = 3.0;
+const INIT_ASPECT_VEL_STD: f64 = 1e-3;
+/// Process noise of cx, cy, h: heights per √s (ByteTrack's 1/20 per frame at 30 fps ≈ 0.27).
+const POS_NOISE: f64 = 0.25;
+const ASPECT_NOISE: f64 = 0.05;
+/// Process noise of velocities: heights per second per √s.
+const VEL_NOISE: f64 = 2.0;
+const ASPECT_VEL_NOISE: f64 = 1e-3;
+/// Measurement noise of cx, cy, h (ByteTrack: 1/20 of h) and of the aspect (ByteTrack: 0.1).
+const MEAS_POS_STD: f64 = 0.05;
+const MEAS_ASPECT_STD: f64 = 0.1;
+
+/// Constant-velocity filter on `(cx, cy, a, h, vcx, vcy, va, vh)`.
+#[derive(Clone, Debug)]
+struct Kalman {
+    mean: Vec8,
+    cov: Mat8,
+}
+
+/// `[x, y, w, h]` → `(cx, cy, w/h, h)`.
+fn measurement(bbox: &[f32; 4]) -> Vec4 {
+    let [x, y, w, h] = bbox.map(f64::from);
+    Vec4::new(x + w / 2.0, y + h / 2.0, w / h, h)
+}
+
+/// The height the noise scales with; bounded below so that the covariances stay
+/// positive definite even for a degenerate predicted box.
+fn noise_height(h: f64) -> f64 {
+    if h.is_finite() { h.max(1.0) } else { 1.0 }
+}
+
+fn diag_sq(std: [f64; 8]) -> Mat8 {
+    Mat8::from_diagonal(&Vec8::from(std.map(|s| s * s)))
+}
+
+impl Kalman {
+    fn new(z: Vec4) -> Self {
+        let h = noise_height(z[3]);
+        let (p, v) = (INIT_POS_STD * h, INIT_VEL_STD * h);
+        Self {
+            mean: Vec8::from([z[0], z[1], z[2], z[3], 0.0, 0.0, 0.0, 0.0]),
+            cov: diag_sq([p, p, INIT_ASPECT_STD, p, v, v, INIT_ASPECT_VEL_STD, v]),
+        }
+    }
+
+    /// Advances the state by `dt` seconds (finite; nothing happens for `dt <= 0`).
+    fn predict(&mut self, dt: f64) {
+        if dt <= 0.0 {
+            return;
+        }
+        let h = noise_height(self.mean[3]);
+        let mut f = Mat8::identity();
+        for i in 0..4 {
+            f[(i, i + 4)] = dt;
+        }
+        let (p, v) = (POS_NOISE * h, VEL_NOISE * h);
+        let q = diag_sq([p, p, ASPECT_NOISE, p, v, v, ASPECT_VEL_NOISE, v]) * dt;
+        self.mean = f * self.mean;
+        self.cov = f * self.cov * f.transpose() + q;
+    }
+
+    /// Corrects with a measured `(cx, cy, a, h)`.
+    fn update(&mut self, z: Vec4) {
+        let h = noise_height(self.mean[3]);
+        let r = Vec4::new(
+            MEAS_POS_STD * h,
+            MEAS_POS_STD * h,
+            MEAS_ASPECT_STD,
+            MEAS_POS_STD * h,
+        );
+        // The measurement matrix is H = [I₄ 0], so H P Hᵀ and P Hᵀ are blocks of P.
+        let s = self.cov.fixed_view::<4, 4>(0, 0)
+            + SMatrix::<f64, 4, 4>::from_diagonal(&r.component_mul(&r));
+        let pht = self.cov.fixed_view::<8, 4>(0, 0).into_owned();
+        let Some(chol) = s.cholesky() else {
+            // Only reachable with non-finite state: start over from the measurement.
+            *self = Self::new(z);
+            return;
+        };
+        let gain = chol.solve(&pht.transpose()).transpose(); // P Hᵀ S⁻¹
+        let innovation = z - self.mean.fixed_rows::<4>(0);
+        self.mean += gain * innovation;
+        self.cov -= gain * s * gain.transpose();
+        self.cov = (self.cov + self.cov.transpose()) * 0.5;
+    }
+
+    /// The state's box as `[x, y, w, h]`.
+    fn bbox(&self) -> [f64; 4] {
+        let (cx, cy, a, h) = (self.mean[0], self.mean[1], self.mean[2], self.mean[3]);
+        let w = a * h;
+        [cx - w / 2.0, cy - h / 2.0, w, h]
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Assignment
+
+/// Optimal assignment on a `rows × cols` matrix whose entries are `Some(cost)`
+/// (finite, >= 0) for feasible pairs and `None` for infeasible ones. Returns the
+/// matched `(row, col)` pairs: as many feasible pairs as possible, and among such
+/// matchings one of least total cost. Hungarian algorithm (shortest augmenting
+/// paths with potentials), O(min² · max).
+fn assign(
+    rows: usize,
+    cols: usize,
+    cost: impl Fn(usize, usize) -> Option<f64>,
+) -> Vec<(usize, usize)> {
+    let transpose = rows > cols;
+    let (n, m) = if transpose {
+        (cols, rows)
+    } else {
+        (rows, cols)
+    };
+    let mut a = vec![None; n * m];
+    for i in 0..n {
+        for j in 0..m {
+            let c = if transpose { cost(j, i) } else { cost(i, j) };
+            debug_assert!(
+                c.is_none_or(|c| c.is_finite() && c >= 0.0),
+                "bad cost {c:?}"
+            );
+            a[i * m + j] = c;
+        }
+    }
+    // An infeasible pair costs more than any full set of feasible pairs can, so the
+    // optimum uses as few of them as possible; they are dropped afterwards.
+    let max = a.iter().flatten().fold(0.0_f64, |acc, &c| acc.max(c));
+    let infeasible = max * n as f64 + 1.0;
+    let dense: Vec<f64> = a.iter().map(|c| c.unwrap_or(infeasible)).collect();
+
+    hungarian(&dense, n, m)
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, j)| a[i * m + j].is_some())
+        .map(|(i, j)| if transpose { (j, i) } else { (i, j) })
+        .collect()
+}
+
+/// Minimum-cost assignment of every row of the dense row-major `n × m` matrix
+/// `a` (`n <= m`) to a distinct column; returns each row's column.
+fn hungarian(a: &[f64], n: usize, m: usize) -> Vec<usize> {
+    debug_assert!(n <= m && a.len() == n * m);
+    // 1-based potentials; column 0 is a virtual start column. `p[j]` is the row
+    // (1-based, 0 = none) assigned to column j, `way[j]` the previous column on the
+    // augmenting path.
+    let mut u = vec![0.0; n + 1];
+    let mut v = vec![0.0; m + 1];
+    let mut p = vec![0_usize; m + 1];
+    let mut way = vec![0_usize; m + 1];
+    for i in 1..=n {
+        p[0] = i;
+        let mut j0 = 0;
+        let mut minv = vec![f64::INFINITY; m + 1];
+        let mut used = vec![false; m + 1];
+        loop {
+            used[j0] = true;
+            let i0 = p[j0];
+            let mut delta = f64::INFINITY;
+            let mut j1 = 0;
+            for j in 1..=m {
+                if !used[j] {
+                    let cur = a[(i0 - 1) * m + (j - 1)] - u[i0] - v[j];
+                    if cur < minv[j] {
+                        minv[j] = cur;
+                        way[j] = j0;
+                    }
+                    if minv[j] < delta {
+                        delta = minv[j];
+                        j1 = j;
+                    }
+                }
+            }
+            for j in 0..=m {
+                if used[j] {
+                    u[p[j]] += delta;
+                    v[j] -= delta;
+                } else {
+                    minv[j] -= delta;
+                }
+            }
+            j0 = j1;
+            if p[j0] == 0 {
+                break;
+            }
+        }
+        loop {
+            let j1 = way[j0];
+            p[j0] = p[j1];
+            j0 = j1;
+            if j0 == 0 {
+                break;
+            }
+        }
+    }
+    let mut row_to_col = vec![0; n];
+    for j in 1..=m {
+        if p[j] != 0 {
+            row_to_col[p[j] - 1] = j - 1;
+        }
+    }
+    row_to_col
+}
+
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    /// Frame time: `ms` milliseconds after a fixed epoch.
+    fn at(ms: i64) -> OffsetDateTime {
+        datetime!(2024-05-01 12:00 UTC) + Duration::milliseconds(ms)
+    }
+
+    /// Deterministic pseudo-random numbers (Knuth's MMIX LCG), no RNG crate.
+    struct Lcg(u64);
+    impl Lcg {
+        /// Uniform in [0, 1).
+        fn next(&mut self) -> f64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// A 128-d embedding: `base` plus a small deterministic perturbation.
+    fn embedding(base: &[f32], rng: &mut Lcg, noise: f32) -> Vec<f32> {
+        base.iter()
+            .map(|b| b + noise * (rng.next() as f32 - 0.5))
+            .collect()
+    }
+
+    /// A base embedding: `len` along axis `axis`.
+    fn axis(axis: usize, len: f32) -> Vec<f32> {
+        let mut e = vec![0.0; 128];
+        e[axis] = len;
+        e
+    }
+
+    fn face(
+        cx: f32,
+        cy: f32,
+        size: f32,
+        det_score: f32,
+        quality: f32,
+        embedding: Vec<f32>,
+    ) -> FaceObservation {
+        FaceObservation {
+            bbox: [cx - size / 2.0, cy - size / 2.0, size, size],
+            landmarks: [[cx, cy]; 5],
+            det_score,
+            quality,
+            embedding,
+        }
+    }
+
+    fn center(o: &FaceObservation) -> (f32, f32) {
+        (o.bbox[0] + o.bbox[2] / 2.0, o.bbox[1] + o.bbox[3] / 2.0)
+    }
+
+    // --- Kalman ------------------------------------------------------------
+
+    #[test]
+    fn kalman_predicts_constant_velocity_within_a_pixel() {
+        // 50×60 box moving at (+120, -45) px/s, sampled with irregular gaps (dropped frames).
+        let pos = |t: f64| [100.0 + 120.0 * t, 300.0 - 45.0 * t, 50.0, 60.0];
+        let as_box = |b: [f64; 4]| b.map(|v| v as f32);
+        let times = [0.0, 0.2, 0.4, 0.8, 1.0, 1.2, 1.8, 2.0];
+        let mut kf = Kalman::new(measurement(&as_box(pos(0.0))));
+        let mut prev = 0.0;
+        for &t in &times[1..] {
+            kf.predict(t - prev);
+            kf.update(measurement(&as_box(pos(t))));
+            prev = t;
+        }
+        kf.predict(0.6);
+        let (got, want) = (kf.bbox(), pos(2.6));
+        for k in 0..4 {
+            assert!(
+                (got[k] - want[k]).abs() < 1.0,
+                "component {k}: {got:?} vs {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn kalman_first_prediction_is_the_detection_and_noise_grows_with_dt() {
+        let z = measurement(&[10.0, 20.0, 40.0, 50.0]);
+        let kf = Kalman::new(z);
+        let mut still = kf.clone();
+        still.predict(0.0);
+        assert_eq!(still.mean, kf.mean);
+        assert_eq!(still.cov, kf.cov);
+        assert_eq!(kf.bbox(), [10.0, 20.0, 40.0, 50.0]);
+
+        let (mut short, mut long) = (kf.clone(), kf.clone());
+        short.predict(0.2);
+        long.predict(1.0);
+        for i in 0..8 {
+            assert!(short.cov[(i, i)] > kf.cov[(i, i)], "state {i}");
+            assert!(long.cov[(i, i)] > short.cov[(i, i)], "state {i}");
+        }
+        // Two half steps reach the same mean as one whole step.
+        let mut halves = kf.clone();
+        halves.mean[4] = 30.0;
+        let mut whole = halves.clone();
+        halves.predict(0.5);
+        halves.predict(0.5);
+        whole.predict(1.0);
+        assert!((halves.mean - whole.mean).norm() < 1e-9);
+    }
+
+    // --- assignment ---------------------------------------------------------
+
+    fn total(m: &[Vec<Option<f64>>], pairs: &[(usize, usize)]) -> f64 {
+        pairs.iter().map(|&(r, c)| m[r][c].unwrap()).sum()
+    }
+
+    fn solve(m: &[Vec<Option<f64>>]) -> Vec<(usize, usize)> {
+        let cols = m.first().map_or(0, Vec::len);
+        let mut pairs = assign(m.len(), cols, |r, c| m[r][c]);
+        pairs.sort();
+        pairs
+    }
+
+    /// Best (most pairs, then least cost) over all matchings, by exhaustive search.
+    fn brute_force(m: &[Vec<Option<f64>>], row: usize, used: &mut [bool]) -> (usize, f64) {
+        if row == m.len() {
+            return (0, 0.0);
+        }
+        let mut best = brute_force(m, row + 1, used); // row left unmatched
+        for c in 0..used.len() {
+            if let (false, Some(cost)) = (used[c], m[row][c]) {
+                used[c] = true;
+                let (n, s) = brute_force(m, row + 1, used);
+                used[c] = false;
+                let cand = (n + 1, s + cost);
+                if cand.0 > best.0 || (cand.0 == best.0 && cand.1 < best.1) {
+                    best = cand;
+                }
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn assignment_known_matrices() {
+        let s = |v: &[f64]| v.iter().map(|&c| Some(c)).collect::<Vec<_>>();
+        // Square: the greedy row minima (1, 0) collide; the optimum is 1 + 2 + 2.
+        let m = vec![
+            s(&[4.0, 1.0, 3.0]),
+            s(&[2.0, 0.0, 5.0]),
+            s(&[3.0, 2.0, 2.0]),
+        ];
+        let p = solve(&m);
+        assert_eq!(p, vec![(0, 1), (1, 0), (2, 2)]);
+        assert_eq!(total(&m, &p), 5.0);
+        // Wide: two rows, three columns.
+        let m = vec![s(&[0.9, 0.1, 0.5]), s(&[0.2, 0.15, 0.9])];
+        assert_eq!(solve(&m), vec![(0, 1), (1, 0)]);
+        // Tall: three rows, two columns; one row stays unmatched.
+        let m = vec![s(&[0.9, 0.8]), s(&[0.1, 0.7]), s(&[0.3, 0.2])];
+        assert_eq!(solve(&m), vec![(1, 0), (2, 1)]);
+        // Infeasible pairs are never returned; the cheap (0,0) would strand row 1.
+        let m = vec![vec![Some(0.1), Some(0.3)], vec![Some(0.2), None]];
+        assert_eq!(solve(&m), vec![(0, 1), (1, 0)]);
+        // A row with no feasible pair stays unmatched.
+        let m = vec![vec![None, None], vec![Some(0.5), Some(0.4)]];
+        assert_eq!(solve(&m), vec![(1, 1)]);
+        assert!(solve(&[vec![None]]).is_empty());
+        assert!(assign(0, 3, |_, _| Some(1.0)).is_empty());
+        assert!(assign(3, 0, |_, _| Some(1.0)).is_empty());
+    }
+
+    #[test]
+    fn assignment_matches_brute_force_on_random_matrices() {
+        let mut rng = Lcg(42);
+        for case in 0..500 {
+            let rows = 1 + (rng.next() * 6.0) as usize;
+            let cols = 1 + (rng.next() * 6.0) as usize;
+            let infeasible = rng.next() * 0.6;
+            let m: Vec<Vec<Option<f64>>> = (0..rows)
+                .map(|_| {
+                    (0..cols)
+                        .map(|_| {
+                            if rng.next() < infeasible {
+                                None
+                            } else {
+                                Some(rng.next() * 2.0)
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let p = solve(&m);
+            let mut rows_seen = vec![false; rows];
+            let mut cols_seen = vec![false; cols];
+            for &(r, c) in &p {
+                assert!(m[r][c].is_some(), "case {case}: infeasible pair returned");
+                assert!(
+                    !rows_seen[r] && !cols_seen[c],
+                    "case {case}: not a matching"
+                );
+                rows_seen[r] = true;
+                cols_seen[c] = true;
+            }
+            let (n, cost) = brute_force(&m, 0, &mut vec![false; cols]);
+            assert_eq!(p.len(), n, "case {case}: cardinality, {m:?}");
+            assert!(
+                (total(&m, &p) - cost).abs() < 1e-9,
+                "case {case}: cost {} vs {cost}",
+                total(&m, &p)
+            );
+        }
+    }
+
+    // --- tracker --------------------------------------------------------------
+
+    /// Feeds `frames`, collecting everything closed, and flushes at `end_ms`.
+    fn run(
+        cfg: TrackerConfig,
+        frames: Vec<(i64, Vec<FaceObservation>)>,
+        end_ms: i64,
+    ) -> Vec<ClosedTrack> {
+        let mut tr = Tracker::new(cfg);
+        let mut out = Vec::new();
+        for (ms, faces) in frames {
+            out.extend(tr.update(at(ms), faces));
+        }
+        out.extend(tr.flush(at(end_ms)));
+        assert_eq!(tr.active(), 0);
+        out
+    }
+
+    /// Two similar-looking people (embeddings 0.6 apart: inside the gate, so only
+    /// the cost term separates them) walk towards each other, pause face to face
+    /// (A's face 4 px left of B's, one occluding the other), then walk on past each
+    /// other. Arriving, each track's prediction overshoots onto the other person's
+    /// box, and leaving, each stopped track is nearer the other person's detection:
+    /// on those frames IoU alone prefers the swapped pairs.
+    ///
+    /// Both people's best shot is at frame `peak`, so the closed tracks tell who
+    /// was assigned to which track on that frame.
+    const CROSSING_FRAMES: usize = 24;
+    fn crossing(embedding_weight: f32, peak: usize) -> Vec<ClosedTrack> {
+        let mut rng = Lcg(7);
+        let base_a = axis(0, 0.5);
+        let mut base_b = axis(0, 0.5);
+        base_b[1] = 0.6;
+        let mut xa: Vec<f32> = (0..8).map(|i| 150.0 + 20.0 * i as f32).collect(); // ..290
+        let mut xb: Vec<f32> = (0..8).map(|i| 450.0 - 20.0 * i as f32).collect(); // ..310
+        xa.extend([298.0; 8]);
+        xb.extend([302.0; 8]);
+        xa.extend((0..8).map(|i| 312.0 + 20.0 * i as f32));
+        xb.extend((0..8).map(|i| 288.0 - 20.0 * i as f32));
+        assert_eq!(xa.len(), CROSSING_FRAMES);
+        let frames = (0..CROSSING_FRAMES)
+            .map(|k| {
+                let q = if k == peak { 0.9 } else { 0.5 };
+                let a = face(
+                    xa[k],
+                    200.0,
+                    60.0,
+                    0.9,
+                    q,
+                    embedding(&base_a, &mut rng, 0.02),
+                );
+                let b = face(
+                    xb[k],
+                    200.0,
+                    60.0,
+                    0.9,
+                    q,
+                    embedding(&base_b, &mut rng, 0.02),
+                );
+                (200 * k as i64, vec![a, b])
+            })
+            .collect();
+        let cfg = TrackerConfig {
+            embedding_weight,
+            ..TrackerConfig::default()
+        };
+        run(cfg, frames, 200 * CROSSING_FRAMES as i64)
+    }
+
+    /// Whether a best shot is person A's (B's embedding has 0.6 on axis 1).
+    fn is_a(o: &FaceObservation) -> bool {
+        o.embedding[1] < 0.3
+    }
+
+    #[test]
+    fn crossing_paths_keep_ids() {
+        for peak in 0..CROSSING_FRAMES {
+            let closed = crossing(0.25, peak);
+            assert_eq!(closed.len(), 2, "{closed:?}");
+            let (a, b) = (&closed[0], &closed[1]);
+            assert_eq!((a.track, a.hits, b.track, b.hits), (1, 24, 2, 24));
+            assert_eq!(
+                (a.best_ts, b.best_ts),
+                (at(200 * peak as i64), at(200 * peak as i64))
+            );
+            assert!(
+                is_a(&a.best) && !is_a(&b.best),
+                "frame {peak}: faces assigned to the wrong tracks"
+            );
+        }
+        // Track 1 started as A (at the left) and ends as A (at the right).
+        let closed = crossing(0.25, CROSSING_FRAMES - 1);
+        assert!(center(&closed[0].best).0 > 400.0 && center(&closed[1].best).0 < 200.0);
+    }
+
+    #[test]
+    fn crossing_scenario_needs_the_embedding() {
+        // Control for the test above: without the appearance term some frame of
+        // the crossing is misassigned, so that test fails if the embedding stops deciding.
+        let swapped = (0..CROSSING_FRAMES)
+            .filter(|&peak| !is_a(&crossing(0.0, peak)[0].best))
+            .count();
+        assert!(swapped > 0);
+    }
+
+    #[test]
+    fn face_seen_for_three_seconds_closes_once_after_timeout() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let emb = axis(3, 0.5);
+        let qualities = [
+            0.5, 0.6, 0.55, 0.7, 0.92, 0.8, 0.6, 0.92, 0.5, 0.4, 0.6, 0.7, 0.65, 0.6, 0.5, 0.3,
+        ];
+        for (k, q) in qualities.iter().enumerate() {
+            // Frames 4 and 7 tie on quality; the later one has the higher det_score.
+            let score = if k == 4 { 0.85 } else { 0.95 };
+            let f = face(400.0 + 8.0 * k as f32, 300.0, 80.0, score, *q, emb.clone());
+            assert!(tr.update(at(200 * k as i64), vec![f]).is_empty());
+        }
+        // Last hit at 3.0 s; frames keep coming, empty.
+        let mut closed = Vec::new();
+        for k in 16..40 {
+            let got = tr.update(at(200 * k), vec![]);
+            if 200 * k < 5000 {
+                assert!(got.is_empty(), "closed early at {} ms", 200 * k);
+            }
+            if 200 * k == 5000 {
+                assert_eq!(got.len(), 1, "not closed at the timeout");
+            }
+            closed.extend(got);
+        }
+        assert_eq!(closed.len(), 1);
+        let c = &closed[0];
+        assert_eq!(c.reason, CloseReason::Lost);
+        assert_eq!((c.track, c.hits), (1, 16));
+        assert_eq!(c.first_seen, at(0));
+        assert_eq!(c.last_seen, at(3000));
+        assert_eq!(c.best_ts, at(1400));
+        assert_eq!((c.best.quality, c.best.det_score), (0.92, 0.95));
+        assert_eq!(tr.active(), 0);
+        assert!(tr.flush(at(10_000)).is_empty());
+    }
+
+    #[test]
+    fn single_frame_false_positive_is_not_emitted() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        assert!(
+            tr.update(
+                at(0),
+                vec![face(100.0, 100.0, 40.0, 0.95, 0.9, axis(0, 0.5))]
+            )
+            .is_empty()
+        );
+        assert_eq!(tr.active(), 1);
+        let mut out = Vec::new();
+        for k in 1..20 {
+            out.extend(tr.update(at(200 * k), vec![]));
+        }
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(tr.active(), 0);
+        // Nor when flushed while still live.
+        tr.update(
+            at(5000),
+            vec![face(100.0, 100.0, 40.0, 0.95, 0.9, axis(0, 0.5))],
+        );
+        assert!(tr.flush(at(5200)).is_empty());
+    }
+
+    /// A face drifting right at 25 px/s, seen until 2 s, missing for `gap_ms`, then
+    /// seen for 2 s more.
+    fn gap(gap_ms: i64) -> Vec<ClosedTrack> {
+        let mut rng = Lcg(3);
+        let base = axis(5, 0.5);
+        let mut times: Vec<i64> = (0..=10).map(|k| 200 * k).collect();
+        times.extend((0..=10).map(|k| 2000 + gap_ms + 200 * k));
+        let frames = times
+            .iter()
+            .map(|&ms| {
+                let x = 300.0 + 0.025 * ms as f32;
+                (
+                    ms,
+                    vec![face(
+                        x,
+                        240.0,
+                        70.0,
+                        0.9,
+                        0.7,
+                        embedding(&base, &mut rng, 0.02),
+                    )],
+                )
+            })
+            .collect();
+        run(
+            TrackerConfig::default(),
+            frames,
+            times.last().unwrap() + 200,
+        )
+    }
+
+    #[test]
+    fn short_gap_keeps_the_id_long_gap_splits() {
+        let short = gap(1600);
+        assert_eq!(short.len(), 1, "{short:?}");
+        assert_eq!((short[0].track, short[0].hits), (1, 22));
+        assert_eq!(short[0].last_seen, at(5600));
+
+        let long = gap(2400);
+        assert_eq!(long.len(), 2, "{long:?}");
+        assert_eq!(
+            (long[0].track, long[0].reason, long[0].hits),
+            (1, CloseReason::Lost, 11)
+        );
+        assert_eq!(long[0].last_seen, at(2000));
+        assert_eq!(
+            (long[1].track, long[1].reason, long[1].hits),
+            (2, CloseReason::Flushed, 11)
+        );
+        assert_eq!(long[1].first_seen, at(4400));
+    }
+
+    #[test]
+    fn max_duration_splits_a_long_track() {
+        let cfg = TrackerConfig {
+            max_duration_s: 10.0,
+            ..TrackerConfig::default()
+        };
+        let mut rng = Lcg(11);
+        let base = axis(9, 0.5);
+        // 25 s in view, standing with a little jitter; quality peaks once per segment.
+        let frames = (0..=125)
+            .map(|k: i64| {
+                let jitter = (rng.next() as f32 - 0.5) * 2.0;
+                let q = if k % 50 == 25 { 0.9 } else { 0.6 };
+                (
+                    200 * k,
+                    vec![face(
+                        500.0 + jitter,
+                        300.0,
+                        90.0,
+                        0.92,
+                        q,
+                        embedding(&base, &mut rng, 0.02),
+                    )],
+                )
+            })
+            .collect();
+        let closed = run(cfg, frames, 25_200);
+        let summary: Vec<_> = closed.iter().map(|c| (c.track, c.reason, c.hits)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (1, CloseReason::MaxDuration, 51),
+                (2, CloseReason::MaxDuration, 51),
+                (3, CloseReason::Flushed, 24),
+            ]
+        );
+        assert_eq!(closed[0].first_seen, at(0));
+        assert_eq!(closed[0].last_seen, at(10_000));
+        assert_eq!(closed[1].first_seen, at(10_200));
+        assert_eq!(closed[1].last_seen, at(20_200));
+        assert_eq!(closed[2].first_seen, at(20_400));
+        assert_eq!(closed[2].last_seen, at(25_000));
+        assert_eq!(closed[0].best_ts, at(5000));
+        assert_eq!(closed[1].best_ts, at(15_000));
+        for c in &closed {
+            assert!(c.first_seen <= c.best_ts && c.best_ts <= c.last_seen);
+        }
+    }
+
+    #[test]
+    fn flush_returns_tracks_with_enough_hits() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        for k in 0..6 {
+            let mut faces = vec![
+                face(100.0, 100.0, 50.0, 0.9, 0.5, axis(0, 0.5)),
+                face(400.0, 100.0, 50.0, 0.9, 0.5, axis(1, 0.5)),
+            ];
+            if k >= 4 {
+                faces.push(face(700.0, 100.0, 50.0, 0.9, 0.5, axis(2, 0.5)));
+            }
+            assert!(tr.update(at(200 * k), faces).is_empty());
+        }
+        assert_eq!(tr.active(), 3);
+        let out = tr.flush(at(1000));
+        let summary: Vec<_> = out.iter().map(|c| (c.track, c.reason, c.hits)).collect();
+        assert_eq!(
+            summary,
+            vec![(1, CloseReason::Flushed, 6), (2, CloseReason::Flushed, 6)]
+        );
+        assert_eq!(tr.active(), 0);
+        assert!(tr.flush(at(1200)).is_empty());
+    }
+
+    #[test]
+    fn closed_tracks_come_in_id_order() {
+        let cfg = TrackerConfig {
+            max_duration_s: 1.0,
+            min_hits: 1,
+            ..TrackerConfig::default()
+        };
+        let mut tr = Tracker::new(cfg);
+        let a = || face(100.0, 100.0, 50.0, 0.9, 0.5, axis(0, 0.5));
+        let b = || face(400.0, 100.0, 50.0, 0.9, 0.5, axis(1, 0.5));
+        tr.update(at(0), vec![a()]);
+        tr.update(at(600), vec![a(), b()]); // b is track 2
+        let split = tr.update(at(1000), vec![a(), b()]); // a closes, continues as 3
+        assert_eq!(
+            split
+                .iter()
+                .map(|c| (c.track, c.reason))
+                .collect::<Vec<_>>(),
+            vec![(1, CloseReason::MaxDuration)]
+        );
+        tr.update(at(1200), vec![a(), b()]);
+        let ids: Vec<u64> = tr.flush(at(1400)).iter().map(|c| c.track).collect();
+        assert_eq!(ids, vec![2, 3]);
+    }
+
+    #[test]
+    fn tick_closes_timed_out_tracks_without_frames() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        for k in 0..=5 {
+            tr.update(
+                at(200 * k),
+                vec![face(100.0, 100.0, 50.0, 0.9, 0.5, axis(0, 0.5))],
+            );
+        }
+        assert!(tr.tick(at(2900)).is_empty());
+        assert_eq!(tr.active(), 1);
+        let out = tr.tick(at(3000));
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].reason, out[0].hits, out[0].last_seen),
+            (CloseReason::Lost, 6, at(1000))
+        );
+        assert_eq!(tr.active(), 0);
+    }
+
+    #[test]
+    fn backwards_timestamps_do_not_panic() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let f = |x: f32| face(x, 100.0, 50.0, 0.9, 0.5, axis(0, 0.5));
+        let mut out = Vec::new();
+        for (ms, x) in [
+            (0, 100.0),
+            (200, 104.0),
+            (400, 108.0),
+            (100, 112.0),
+            (300, 116.0),
+            (-60_000, 120.0),
+        ] {
+            out.extend(tr.update(at(ms), vec![f(x)]));
+        }
+        out.extend(tr.tick(at(-3_600_000)));
+        assert!(
+            out.is_empty(),
+            "a clock step back must not time tracks out: {out:?}"
+        );
+        assert_eq!(tr.active(), 1);
+        // The tracker follows the new clock: 2 s after it, the track is lost.
+        let out = tr.tick(at(-60_000 + 2000));
+        assert_eq!(out.len(), 1, "{out:?}");
+        let c = &out[0];
+        assert_eq!((c.track, c.hits), (1, 6));
+        assert_eq!((c.first_seen, c.last_seen), (at(-60_000), at(400)));
+        assert!(c.first_seen <= c.best_ts && c.best_ts <= c.last_seen);
+        assert!(tr.flush(at(-10_000_000)).is_empty());
+    }
+
+    #[test]
+    fn low_score_faces_continue_recent_tracks_only() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let f = |s: f32| face(200.0, 200.0, 60.0, s, 0.5, axis(0, 0.5));
+        tr.update(at(0), vec![f(0.9)]);
+        tr.update(at(200), vec![f(0.9)]);
+        tr.update(at(400), vec![f(0.6)]); // second stage: carries the track on
+        tr.update(at(600), vec![f(0.4)]); // below low_score: ignored
+        tr.update(at(800), vec![f(0.6)]); // track missed last frame: not revived
+        assert_eq!(tr.active(), 1, "a low-score face must not start a track");
+        let out = tr.flush(at(1000));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].hits, 3);
+        assert_eq!(out[0].last_seen, at(400));
+    }
+
+    #[test]
+    fn mid_score_faces_do_not_start_tracks() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        tr.update(
+            at(0),
+            vec![face(200.0, 200.0, 60.0, 0.78, 0.5, axis(0, 0.5))],
+        );
+        assert_eq!(tr.active(), 0);
+    }
+
+    #[test]
+    fn far_embeddings_never_associate() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        tr.update(
+            at(0),
+            vec![face(200.0, 200.0, 60.0, 0.9, 0.5, axis(0, 0.5))],
+        );
+        // Same place, a different person (distance 1.3 > 0.75): a new track.
+        tr.update(
+            at(200),
+            vec![face(200.0, 200.0, 60.0, 0.9, 0.5, axis(1, 1.2))],
+        );
+        assert_eq!(tr.active(), 2);
+    }
+
+    #[test]
+    fn faces_without_embeddings_track_on_iou_and_lose_the_best_shot() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        tr.update(at(0), vec![face(200.0, 200.0, 60.0, 0.9, 0.99, vec![])]);
+        tr.update(
+            at(200),
+            vec![face(202.0, 200.0, 60.0, 0.9, 0.5, axis(0, 0.5))],
+        );
+        tr.update(
+            at(400),
+            vec![face(204.0, 200.0, 60.0, 0.9, 0.95, vec![f32::NAN; 128])],
+        );
+        assert_eq!(tr.active(), 1);
+        let out = tr.flush(at(600));
+        assert_eq!(out[0].hits, 3);
+        assert_eq!(out[0].best_ts, at(200), "the shot with an embedding wins");
+    }
+
+    #[test]
+    fn malformed_faces_are_ignored() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let mut bad = face(200.0, 200.0, 60.0, 0.9, 0.5, vec![]);
+        bad.bbox[2] = 0.0;
+        let mut nan = face(400.0, 200.0, 60.0, 0.9, 0.5, vec![]);
+        nan.bbox[0] = f32::NAN;
+        let mut nan_score = face(600.0, 200.0, 60.0, 0.9, 0.5, vec![]);
+        nan_score.det_score = f32::NAN;
+        tr.update(at(0), vec![bad, nan, nan_score]);
+        assert_eq!(tr.active(), 0);
+    }
+
+    #[test]
+    fn capacity_is_bounded_and_drops_are_counted() {
+        let cfg = TrackerConfig {
+            max_tracks: 3,
+            ..TrackerConfig::default()
+        };
+        let mut tr = Tracker::new(cfg);
+        let scores = [0.81, 0.99, 0.85, 0.95, 0.9];
+        let faces: Vec<_> = scores
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| face(100.0 + 150.0 * i as f32, 100.0, 60.0, s, 0.5, vec![]))
+            .collect();
+        tr.update(at(0), faces.clone());
+        assert_eq!((tr.active(), tr.dropped_tracks()), (3, 2));
+        // The same faces again: the three tracks continue, the other two are dropped again.
+        for k in 1..3 {
+            tr.update(at(200 * k), faces.clone());
+        }
+        assert_eq!((tr.active(), tr.dropped_tracks()), (3, 6));
+        let kept: Vec<f32> = tr.flush(at(600)).iter().map(|c| c.best.det_score).collect();
+        assert_eq!(kept, vec![0.99, 0.95, 0.9]);
+    }
+
+    #[test]
+    fn config_defaults_parsing_and_validation() {
+        assert_eq!(TrackerConfig::default().validate(), Ok(()));
+        let cfg: TrackerConfig = toml::from_str("lost_timeout_s = 3.5\nmin_hits = 5").unwrap();
+        assert_eq!(
+            cfg,
+            TrackerConfig {
+                lost_timeout_s: 3.5,
+                min_hits: 5,
+                ..TrackerConfig::default()
+            }
+        );
+        assert!(toml::from_str::<TrackerConfig>("lost_timeout = 3.5").is_err());
+
+        let bad = |cfg: TrackerConfig| cfg.validate().unwrap_err().field;
+        let d = TrackerConfig::default;
+        assert_eq!(
+            bad(TrackerConfig {
+                low_score: 0.8,
+                ..d()
+            }),
+            "low_score"
+        );
+        assert_eq!(
+            bad(TrackerConfig {
+                high_score: f32::NAN,
+                ..d()
+            }),
+            "high_score"
+        );
+        assert_eq!(
+            bad(TrackerConfig {
+                new_track_score: 0.7,
+                ..d()
+            }),
+            "new_track_score"
+        );
+        assert_eq!(
+            bad(TrackerConfig {
+                min_iou: 0.0,
+                ..d()
+            }),
+            "min_iou"
+        );
+        assert_eq!(
+            bad(TrackerConfig {
+                max_embedding_distance: 0.0,
+                ..d()
+            }),
+            "max_embedding_distance"
+        );
+        assert_eq!(
+            bad(TrackerConfig {
+                embedding_weight: -1.0,
+                ..d()
+            }),
+            "embedding_weight"
+        );
+        assert_eq!(
+            bad(TrackerConfig {
+                lost_timeout_s: f64::INFINITY,
+                ..d()
+            }),
+            "lost_timeout_s"
+        );
+        assert_eq!(
+            bad(TrackerConfig {
+                max_duration_s: 0.0,
+                ..d()
+            }),
+            "max_duration_s"
+        );
+        assert_eq!(bad(TrackerConfig { min_hits: 0, ..d() }), "min_hits");
+        assert_eq!(
+            bad(TrackerConfig {
+                max_tracks: 0,
+                ..d()
+            }),
+            "max_tracks"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid tracker config: `min_hits`")]
+    fn new_panics_on_invalid_config() {
+        Tracker::new(TrackerConfig {
+            min_hits: 0,
+            ..TrackerConfig::default()
+        });
+    }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Idempotent machine + project setup for Debian 12 (run as root).
+#   - Debian packages: GStreamer (dev + plugins + tools), RTSP server, mosquitto, pkg-config
+#   - ONNX Runtime shared library from the PyPI `onnxruntime` wheel into .local/onnxruntime/
+#   - builds the workspace (--locked) and fetches the models (sha256-verified) into models/cache/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+ORT_VERSION=${ORT_VERSION:-1.31.1}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/sightline/target}
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+PKGS=(pkg-config curl ca-certificates unzip
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev libgstrtspserver-1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp mosquitto mosquitto-clients)
+missing=()
+for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The distribution's mosquitto service is not ours: tests and the demo start their own brokers.
+if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
+  systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+
+ORT_DIR="$ROOT/.local/onnxruntime"
+if [[ ! -f "$ORT_DIR/libonnxruntime.so" || "$(cat "$ORT_DIR/VERSION" 2>/dev/null)" != "$ORT_VERSION" ]]; then
+  log "fetching libonnxruntime.so $ORT_VERSION from the PyPI onnxruntime wheel"
+  tmp=$(mktemp -d)
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" "onnxruntime==$ORT_VERSION"
+  whl=$(ls "$tmp"/onnxruntime-*.whl)
+  mkdir -p "$ORT_DIR"
+  unzip -q -o "$whl" 'onnxruntime/capi/libonnxruntime.so*' -d "$tmp/x"
+  lib=$(ls "$tmp"/x/onnxruntime/capi/libonnxruntime.so* | head -n1)
+  cp "$lib" "$ORT_DIR/libonnxruntime.so"
+  echo "$ORT_VERSION" > "$ORT_DIR/VERSION"
+  rm -rf "$tmp"
+fi
+
+log "building (cargo --locked, target dir $CARGO_TARGET_DIR)"
+cargo build --locked --release --bins
+
+log "fetching models"
+"$CARGO_TARGET_DIR/release/sightline-models" fetch --manifest models/manifest.toml --dest models/cache
+log "ready"

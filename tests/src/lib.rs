@@ -1,0 +1,285 @@
+//! Harness for sightline's end-to-end tests: real processes on 127.0.0.1 with bounded waits.
+//!
+//! - [`Mosquitto`]: Debian's broker on a free port, stopped on drop;
+//! - [`Camsim`]: the project's RTSP camera simulator serving real media;
+//! - [`Agent`]: the `edge-agent` binary with a generated config;
+//! - [`Subscriber`]: an MQTT client collecting everything under `sightline/v1/#`.
+//!
+//! Binaries are taken from the cargo target directory this test runs from (`cargo build --bins` first).
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// `shared/media` (env `SIGHTLINE_MEDIA_DIR`, set by `.cargo/config.toml`).
+pub fn media(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SIGHTLINE_MEDIA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/media"));
+    dir.join(name)
+}
+
+/// The verified model directory (env `SIGHTLINE_MODEL_DIR`).
+pub fn model_dir() -> PathBuf {
+    std::env::var_os("SIGHTLINE_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/cache"))
+}
+
+/// A workspace binary next to this test's executable (target/<profile>/NAME).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/..");
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} not built: run `cargo build --bins` before the tests", path.display());
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_for_port(port: u16, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct Mosquitto {
+    pub port: u16,
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Result<Mosquitto> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))?;
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting mosquitto (apt-get install mosquitto; scripts/setup.sh does)")?;
+        let proc = Proc(child);
+        wait_for_port(port, Duration::from_secs(10))?;
+        Ok(Mosquitto { port, _proc: proc, _dir: dir })
+    }
+}
+
+pub struct Camsim {
+    /// `rtsp://127.0.0.1:PORT/` (mount names are appended).
+    pub base: String,
+    _proc: Proc,
+}
+
+impl Camsim {
+    /// Serves `mounts` (name, file); waits for camsim's ready lines.
+    pub fn start(mounts: &[(&str, &Path)], looped: bool) -> Result<Camsim> {
+        let mut cmd = Command::new(binary("camsim"));
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        if looped {
+            cmd.arg("--loop");
+        }
+        for (name, file) in mounts {
+            cmd.arg("--mount").arg(format!("{name}={}", file.display()));
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().context("starting camsim")?;
+        let stdout = child.stdout.take().unwrap();
+        let proc = Proc(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut base = None;
+        for _ in mounts {
+            let line = rx.recv_timeout(Duration::from_secs(20)).context("camsim did not report ready")?;
+            let url = line.split_whitespace().find(|w| w.starts_with("rtsp://")).context("ready line without URL")?;
+            base = Some(url[..url.rfind('/').unwrap() + 1].to_owned());
+        }
+        Ok(Camsim { base: base.context("no mounts")?, _proc: proc })
+    }
+
+    pub fn url(&self, mount: &str) -> String {
+        format!("{}{mount}", self.base)
+    }
+}
+
+/// Config text for an agent publishing to `mqtt_port` with the given `[[camera]]` tables.
+pub fn agent_config(mqtt_port: u16, cameras: &str) -> String {
+    format!(
+        r#"
+[agent]
+id = "edge-test"
+site = "testsite"
+model_dir = "{models}"
+
+[runtime]
+threads = 2
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+status_interval_s = 2
+
+{cameras}
+"#,
+        models = model_dir().display()
+    )
+}
+
+pub struct Agent {
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn start(config: &str) -> Result<Agent> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, config)?;
+        let log = std::fs::File::create(dir.path().join("agent.log"))?;
+        let child = Command::new(binary("edge-agent"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info,sightline_edge_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Agent { proc: Proc(child), dir })
+    }
+
+    /// The agent's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Waits for the agent to exit by itself; returns its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.proc.0.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!("agent still running after {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// One received MQTT message.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// Collects every message under `sightline/v1/#` (subscribed before anything is published).
+pub struct Subscriber {
+    rx: mpsc::Receiver<Message>,
+    pub seen: Vec<Message>,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl Subscriber {
+    pub fn connect(port: u16) -> Result<Subscriber> {
+        use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+        let mut opts = MqttOptions::new(format!("test-sub-{}", std::process::id()), "127.0.0.1", port);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        opts.set_keep_alive(Duration::from_secs(10));
+        let (client, mut conn) = Client::new(opts, 100);
+        client.subscribe("sightline/v1/#", QoS::AtLeastOnce)?;
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let _client = client;
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let m = Message { topic: p.topic.clone(), payload: p.payload.to_vec(), retain: p.retain };
+                        if tx.send(m).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).context("no SUBACK from the broker")?;
+        Ok(Subscriber { rx, seen: Vec::new(), _thread: thread })
+    }
+
+    /// Receives until `done(&all messages so far)` holds, or fails after `timeout`.
+    pub fn wait_until(&mut self, timeout: Duration, mut done: impl FnMut(&[Message]) -> bool) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(m) => self.seen.push(m),
+                Err(_) => bail!("condition not met within {timeout:?}; {} messages received", self.seen.len()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything received so far whose topic ends with `/suffix`.
+    pub fn on(&self, suffix: &str) -> Vec<&Message> {
+        self.seen.iter().filter(|m| m.topic.ends_with(&format!("/{suffix}"))).collect()
+    }
+}
+
+/// The embedding of the single face in a media image, computed with the project's own face pipeline.
+pub fn reference_embedding(name: &str) -> Vec<f32> {
+    use sightline_vision::{FacePipeline, Runtime, RuntimeConfig};
+    let rt = Runtime::new(&RuntimeConfig { threads: 2, ..Default::default() }).unwrap();
+    let mut p = FacePipeline::load(&rt, &model_dir(), "yunet_n_dynamic.onnx").unwrap();
+    let faces = p.analyze(&sightline_vision::load_rgb(&media(name)).unwrap()).unwrap();
+    assert_eq!(faces.len(), 1, "{name} has one face");
+    faces.into_iter().next().unwrap().embedding
+}
+
+/// Runs a GStreamer command line (e.g. to transcode test media), failing with its stderr.
+pub fn gst_launch(args: &str) -> Result<()> {
+    let out = Command::new("gst-launch-1.0").arg("-q").args(args.split_whitespace()).output()?;
+    if !out.status.success() {
+        bail!("gst-launch-1.0 {args}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sightline_contract::{BestShot, Sighting, new_event_id, topic};
 use sightline_vision::{EMBEDDING_MODEL, FacePipeline};
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::Clock;
@@ -31,6 +32,15 @@ pub struct Worker {
 struct CameraState {
     tracker: Tracker,
     frame_size: [u32; 2],
+    /// Capture time of the last analysed frame and when it was taken: the tracker runs on
+    /// frame time, which silence advances by the monotonic time elapsed since.
+    last_frame: Option<(OffsetDateTime, Instant)>,
+}
+
+impl CameraState {
+    fn frame_time_now(&self) -> Option<OffsetDateTime> {
+        self.last_frame.map(|(ts, at)| ts + at.elapsed())
+    }
 }
 
 impl Worker {
@@ -39,7 +49,7 @@ impl Worker {
         let mut state: Vec<CameraState> = self
             .cameras
             .iter()
-            .map(|_| CameraState { tracker: Tracker::new(self.tracker.clone()), frame_size: [0, 0] })
+            .map(|_| CameraState { tracker: Tracker::new(self.tracker.clone()), frame_size: [0, 0], last_frame: None })
             .collect();
         loop {
             let next = self
@@ -55,11 +65,12 @@ impl Worker {
                 }
                 let rung = self.bell.wait(Duration::from_millis(250));
                 if !rung {
-                    // silence on every camera: let tracks time out by the wall clock
-                    let now = self.clock.now();
+                    // silence on every camera: let tracks time out
                     for i in 0..state.len() {
-                        let closed = state[i].tracker.tick(now);
-                        self.emit(i, &state[i], closed);
+                        if let Some(now) = state[i].frame_time_now() {
+                            let closed = state[i].tracker.tick(now);
+                            self.emit(i, &state[i], closed);
+                        }
                     }
                 }
                 continue;
@@ -70,7 +81,8 @@ impl Worker {
                     self.emit(i, &state[i], closed);
                 }
                 Some(Taken::Ended) => {
-                    let closed = state[i].tracker.flush(self.clock.now());
+                    let now = state[i].frame_time_now().unwrap_or_else(|| self.clock.now());
+                    let closed = state[i].tracker.flush(now);
                     self.emit(i, &state[i], closed);
                 }
                 None => {}
@@ -81,6 +93,7 @@ impl Worker {
     fn analyze(&mut self, i: usize, st: &mut CameraState, frame: Frame) -> Vec<ClosedTrack> {
         let camera = &self.cameras[i];
         st.frame_size = [frame.image.width(), frame.image.height()];
+        st.last_frame = Some((frame.ts, Instant::now()));
         let faces = match self.faces.analyze(&frame.image) {
             Ok(f) => f,
             Err(e) => {

@@ -97,7 +97,8 @@ impl Default for FacesConfig {
     fn default() -> Self {
         FacesConfig {
             detector: "yunet_n_dynamic.onnx".into(),
-            score_threshold: 0.6,
+            // below the tracker's high_score so its second (low-score) stage sees 0.5..0.75
+            score_threshold: 0.5,
             nms_iou: 0.3,
             max_detect_width: 1280,
             min_face_px: 24.0,
@@ -231,6 +232,7 @@ impl Config {
         if !(0.0..=1.0).contains(&self.faces.score_threshold) {
             return Err(invalid("faces.score_threshold".into(), "must be within 0..1".into()));
         }
+        self.tracker.validate().map_err(|e| invalid(format!("tracker.{}", e.field), e.requirement.to_string()))?;
         if self.cameras.is_empty() {
             return Err(invalid("camera".into(), "no [[camera]] configured".into()));
         }

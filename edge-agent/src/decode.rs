@@ -180,8 +180,7 @@ fn build(description: &str, sink: FrameSink) -> Result<(gst::Pipeline, Arc<Atomi
 
     // Rate sampler: count every decoded frame, pass on only those due for analysis.
     let counters = sink.slot.counters.clone();
-    let interval = sink.interval_ns;
-    let mut next_due: Option<u64> = None;
+    let sampler = std::sync::Mutex::new(RateSampler::new(sink.interval_ns));
     let seen = last_pts.clone();
     let pad = conv.static_pad("sink").expect("videoconvert has a sink pad");
     pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
@@ -190,15 +189,7 @@ fn build(description: &str, sink: FrameSink) -> Result<(gst::Pipeline, Arc<Atomi
         };
         Counters::add(&counters.decoded, 1);
         seen.fetch_max(pts, Ordering::Relaxed);
-        match next_due {
-            // A frame arriving early by up to a quarter interval still counts as due (jitter).
-            Some(due) if pts + interval / 4 < due => gst::PadProbeReturn::Drop,
-            _ => {
-                let base = next_due.filter(|due| pts < due + interval).unwrap_or(pts);
-                next_due = Some(base + interval);
-                gst::PadProbeReturn::Ok
-            }
-        }
+        if sampler.lock().unwrap().admit(pts) { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
     });
 
     appsink.set_callbacks(
@@ -222,6 +213,32 @@ fn build(description: &str, sink: FrameSink) -> Result<(gst::Pipeline, Arc<Atomi
     Ok((pipeline, last_pts))
 }
 
+/// Picks the frames due for analysis at a fixed rate from a stream of PTS values.
+#[derive(Debug)]
+pub struct RateSampler {
+    interval: u64,
+    next_due: Option<u64>,
+}
+
+impl RateSampler {
+    pub fn new(interval_ns: u64) -> Self {
+        RateSampler { interval: interval_ns, next_due: None }
+    }
+
+    /// Whether the frame at `pts` (ns) is due. A frame early by up to a quarter interval counts
+    /// as due (timestamp jitter); after a gap or a jump backwards the schedule restarts.
+    pub fn admit(&mut self, pts: u64) -> bool {
+        match self.next_due {
+            Some(due) if pts + self.interval / 4 < due && due - pts <= self.interval => false,
+            _ => {
+                let base = self.next_due.filter(|due| pts < due + self.interval && pts + self.interval >= *due).unwrap_or(pts);
+                self.next_due = Some(base + self.interval);
+                true
+            }
+        }
+    }
+}
+
 /// Copies an RGB sample (rows padded to 4 bytes by GStreamer) into a tightly packed image.
 fn to_rgb(sample: &gst::Sample) -> Result<RgbImage, String> {
     let caps = sample.caps().ok_or("sample without caps")?;
@@ -236,4 +253,40 @@ fn to_rgb(sample: &gst::Sample) -> Result<RgbImage, String> {
         out.extend_from_slice(&row[..w * 3]);
     }
     RgbImage::from_raw(w as u32, h as u32, out).ok_or_else(|| "short frame".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RateSampler;
+
+    const MS: u64 = 1_000_000;
+
+    fn admitted(fps_in: f64, fps_out: f64, secs: f64) -> usize {
+        let mut s = RateSampler::new((1e9 / fps_out) as u64);
+        let n = (fps_in * secs) as u64;
+        (0..n).filter(|i| s.admit((*i as f64 * 1e9 / fps_in) as u64)).count()
+    }
+
+    #[test]
+    fn samples_at_the_configured_rate() {
+        // 10 s at 5 fps: 50 frames, ±1 for where the last interval falls
+        for fps_in in [29.97, 25.0, 10.0, 60.0] {
+            let n = admitted(fps_in, 5.0, 10.0);
+            assert!((49..=51).contains(&n), "{fps_in} fps in: {n} admitted");
+        }
+        // a source slower than the analysis rate: every frame is analysed
+        assert_eq!(admitted(3.0, 5.0, 10.0), 30);
+    }
+
+    #[test]
+    fn restarts_after_gaps_and_backward_jumps() {
+        let mut s = RateSampler::new(200 * MS);
+        assert!(s.admit(0));
+        assert!(!s.admit(100 * MS));
+        assert!(s.admit(200 * MS));
+        assert!(s.admit(5_000 * MS), "after a gap the next frame is due at once");
+        assert!(!s.admit(5_100 * MS));
+        assert!(s.admit(10 * MS), "a timeline restart (new stream) is admitted");
+        assert!(!s.admit(110 * MS));
+    }
 }

@@ -189,7 +189,13 @@ fn build(description: &str, sink: FrameSink) -> Result<(gst::Pipeline, Arc<Atomi
         };
         Counters::add(&counters.decoded, 1);
         seen.fetch_max(pts, Ordering::Relaxed);
-        if sampler.lock().unwrap().admit(pts) { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
+        if sampler.lock().unwrap().admit(pts) {
+            gst::PadProbeReturn::Ok
+        } else {
+            // `Handled` rather than `Drop`: the binding releases the buffer itself, and with
+            // `Drop` GStreamer 1.22 then unrefs the NULL it left behind (a CRITICAL per frame).
+            gst::PadProbeReturn::Handled
+        }
     });
 
     appsink.set_callbacks(

@@ -2,7 +2,7 @@
 # Idempotent machine + project setup for Debian 12 (run as root).
 #   - Debian packages: GStreamer (dev + plugins + tools), RTSP server, mosquitto, pkg-config
 #   - ONNX Runtime shared library from the PyPI `onnxruntime` wheel into .local/onnxruntime/
-#   - builds the workspace (--locked) and fetches the models (sha256-verified) into models/cache/
+#   - fetches the models (sha256-verified; mirror ../shared/models first) into models/cache/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/sightline/target}
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-PKGS=(pkg-config curl ca-certificates unzip
+PKGS=(pkg-config curl ca-certificates unzip python3
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp mosquitto mosquitto-clients)
@@ -31,6 +31,9 @@ ORT_DIR="$ROOT/.local/onnxruntime"
 if [[ ! -f "$ORT_DIR/libonnxruntime.so" || "$(cat "$ORT_DIR/VERSION" 2>/dev/null)" != "$ORT_VERSION" ]]; then
   log "fetching libonnxruntime.so $ORT_VERSION from the PyPI onnxruntime wheel"
   tmp=$(mktemp -d)
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
   python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$tmp" "onnxruntime==$ORT_VERSION"
   whl=$(ls "$tmp"/onnxruntime-*.whl)
   mkdir -p "$ORT_DIR"
@@ -41,9 +44,6 @@ if [[ ! -f "$ORT_DIR/libonnxruntime.so" || "$(cat "$ORT_DIR/VERSION" 2>/dev/null
   rm -rf "$tmp"
 fi
 
-log "building (cargo --locked, target dir $CARGO_TARGET_DIR)"
-cargo build --locked --release --bins
-
-log "fetching models"
-"$CARGO_TARGET_DIR/release/sightline-models" fetch --manifest models/manifest.toml --dest models/cache
+log "fetching models into models/cache"
+cargo run --locked --quiet -p sightline-models -- fetch --manifest models/manifest.toml --dest models/cache
 log "ready"

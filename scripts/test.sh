@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Sets up the machine (idempotent) and runs every test: unit, real-model, and end-to-end
+# (camsim RTSP + mosquitto + edge-agent on 127.0.0.1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/sightline/target}
+bash scripts/setup.sh
+# the end-to-end tests run the workspace's binaries
+cargo build --locked --bins
+cargo test --locked --workspace -- --test-threads=2

@@ -153,3 +153,40 @@ pub fn sighting(site: &str, camera: &str, frame_size: [u32; 2], t: ClosedTrack) 
         embedding: t.best.embedding,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tracker::{CloseReason, FaceObservation};
+    use sightline_contract::Payload;
+    use time::macros::datetime;
+
+    #[test]
+    fn a_closed_track_becomes_a_contract_valid_sighting() {
+        let t0 = datetime!(2026-11-23 08:00:00 UTC);
+        let best = FaceObservation {
+            bbox: [10.0, 20.0, 30.0, 40.0],
+            landmarks: [[1.0, 2.0]; 5],
+            det_score: 0.9,
+            quality: 0.7,
+            embedding: vec![0.25; 128],
+        };
+        let closed = ClosedTrack {
+            track: 7,
+            first_seen: t0,
+            last_seen: t0 + time::Duration::seconds(3),
+            hits: 15,
+            best_ts: t0 + time::Duration::seconds(1),
+            best,
+            reason: CloseReason::Lost,
+        };
+        let s = sighting("riverside", "gate-north", [640, 360], closed);
+        let back = Sighting::from_json(&s.to_json()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!((s.track, s.frame_size, s.model.as_str()), (7, [640, 360], "dlib-resnet-v1"));
+        assert_eq!(s.best.ts, t0 + time::Duration::seconds(1));
+        assert_eq!(s.best.bbox, [10.0, 20.0, 30.0, 40.0]);
+        assert_eq!(s.embedding, vec![0.25; 128]);
+        assert_eq!(s.id.get_version_num(), 7, "event ids are UUIDv7");
+    }
+}

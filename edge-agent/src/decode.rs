@@ -235,9 +235,11 @@ impl RateSampler {
     /// as due (timestamp jitter); after a gap or a jump backwards the schedule restarts.
     pub fn admit(&mut self, pts: u64) -> bool {
         match self.next_due {
-            Some(due) if pts + self.interval / 4 < due && due - pts <= self.interval => false,
+            // not yet due (a frame more than two intervals before its due time is a timeline restart)
+            Some(due) if pts + self.interval / 4 < due && due - pts <= 2 * self.interval => false,
             _ => {
-                let base = self.next_due.filter(|due| pts < due + self.interval && pts + self.interval >= *due).unwrap_or(pts);
+                let on_schedule = |due: &u64| pts < due + self.interval && pts + 2 * self.interval >= *due;
+                let base = self.next_due.filter(on_schedule).unwrap_or(pts);
                 self.next_due = Some(base + self.interval);
                 true
             }

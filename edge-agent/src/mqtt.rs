@@ -82,6 +82,8 @@ pub async fn run_publisher(
                     tracing::info!(%broker, "MQTT connected");
                     warned = false;
                 }
+                // our own DISCONNECT went out: the session is over
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
                 Ok(Event::Incoming(Packet::PubAck(_))) => {
                     driver_stats.acked.fetch_add(1, Ordering::Relaxed);
                     driver_stats.ack.notify_waiters();

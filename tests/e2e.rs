@@ -125,7 +125,9 @@ fn file_source_replays_and_exits() {
     assert!(status.success(), "agent failed: {}", agent.log());
     // the agent flushed before exiting: its retained offline status is the last thing it sent
     sub.wait_until(Duration::from_secs(10), |m| {
-        m.iter().any(|m| m.topic.ends_with("/agent/edge-test/status") && String::from_utf8_lossy(&m.payload).contains("\"offline\""))
+        m.iter().any(|m| {
+            m.topic.ends_with("/agent/edge-test/status") && String::from_utf8_lossy(&m.payload).contains("\"offline\"")
+        })
     })
     .unwrap();
     let all = sightings(&sub);
@@ -158,7 +160,8 @@ fn bad_input_gives_clear_errors() {
     assert!(ok, "{out}");
 
     // a typo'd key: named, with its line
-    let (ok, out) = run_agent(&["check-config", &write("typo.toml", &good.replace("silence_timeout_s", "silense_timeout_s"))]);
+    let (ok, out) =
+        run_agent(&["check-config", &write("typo.toml", &good.replace("silence_timeout_s", "silense_timeout_s"))]);
     assert!(!ok && out.contains("silense_timeout_s") && out.contains("line"), "{out}");
 
     // a missing model file

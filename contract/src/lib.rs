@@ -37,14 +37,8 @@ pub fn validate_id(what: &'static str, id: &str) -> Result<(), ContractError> {
     let ok = !b.is_empty()
         && b.len() <= 64
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b[1..]
-            .iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ContractError::InvalidId { what, id: id.to_owned() })
-    }
+        && b[1..].iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-');
+    if ok { Ok(()) } else { Err(ContractError::InvalidId { what, id: id.to_owned() }) }
 }
 
 /// A new event id: UUIDv7 (time-ordered), unique per event; consumers de-duplicate on it.
@@ -88,8 +82,7 @@ pub trait Payload: Serialize + for<'de> Deserialize<'de> {
             #[serde(flatten)]
             body: &'a T,
         }
-        serde_json::to_vec(&Tagged { schema: Self::SCHEMA, body: self })
-            .expect("contract payloads always serialise")
+        serde_json::to_vec(&Tagged { schema: Self::SCHEMA, body: self }).expect("contract payloads always serialise")
     }
 
     /// Parses and checks `schema`; unknown fields are ignored, missing required ones name the field.

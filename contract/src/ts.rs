@@ -7,9 +7,7 @@ use time::{OffsetDateTime, UtcOffset};
 /// Formats `t` as the contract requires (converted to UTC, truncated to milliseconds).
 pub fn format(t: OffsetDateTime) -> String {
     let t = t.to_offset(UtcOffset::UTC);
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.format(&fmt).expect("every UTC OffsetDateTime formats")
 }
 

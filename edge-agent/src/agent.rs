@@ -57,7 +57,12 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
             Arc::new(CameraHandle {
                 cfg: c.clone(),
                 slot: Arc::new(FrameSlot::new(Arc::new(Counters::default()), bell.clone())),
-                status: Mutex::new(StatusInfo { state: CameraState::Connecting, codec: None, resolution: None, detail: None }),
+                status: Mutex::new(StatusInfo {
+                    state: CameraState::Connecting,
+                    codec: None,
+                    resolution: None,
+                    detail: None,
+                }),
             })
         })
         .collect();
@@ -92,10 +97,8 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         events: events.clone(),
         done: done.clone(),
     };
-    let worker = std::thread::Builder::new()
-        .name("analysis".into())
-        .spawn(move || worker.run())
-        .expect("spawn analysis thread");
+    let worker =
+        std::thread::Builder::new().name("analysis".into()).spawn(move || worker.run()).expect("spawn analysis thread");
 
     let reporter = tokio::spawn(report_status(
         cfg.agent.site.clone(),
@@ -165,7 +168,8 @@ async fn report_status(
             let n = c.counters();
             let (decoded, analyzed) = (Counters::get(&n.decoded), Counters::get(&n.analyzed));
             let secs = every.as_secs_f32();
-            let rates = ((decoded - prev.0) as f32 / secs, (analyzed - prev.1) as f32 / secs, Counters::get(&n.dropped));
+            let rates =
+                ((decoded - prev.0) as f32 / secs, (analyzed - prev.1) as f32 / secs, Counters::get(&n.dropped));
             *prev = (decoded, analyzed);
             let st = c.status.lock().unwrap().clone();
             if events.send(status_message(&site, &agent, &c.cfg.id, &st, clock.now(), Some(rates))).await.is_err() {

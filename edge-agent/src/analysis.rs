@@ -29,6 +29,9 @@ pub struct Worker {
     pub done: Arc<AtomicBool>,
 }
 
+/// How often tracks of cameras without frames are aged.
+const TICK: Duration = Duration::from_millis(250);
+
 struct CameraState {
     tracker: Tracker,
     frame_size: [u32; 2],
@@ -51,7 +54,19 @@ impl Worker {
             .iter()
             .map(|_| CameraState { tracker: Tracker::new(self.tracker.clone()), frame_size: [0, 0], last_frame: None })
             .collect();
+        let mut last_tick = Instant::now();
         loop {
+            // Cameras without new frames still age their tracks, so a silent camera's
+            // tracks close on time whatever the other cameras do.
+            if last_tick.elapsed() >= TICK {
+                last_tick = Instant::now();
+                for (i, st) in state.iter_mut().enumerate() {
+                    if let Some(now) = st.frame_time_now() {
+                        let closed = st.tracker.tick(now);
+                        self.emit(i, st, closed);
+                    }
+                }
+            }
             let next = self
                 .cameras
                 .iter()
@@ -63,16 +78,7 @@ impl Worker {
                 if self.done.load(Ordering::Acquire) {
                     break;
                 }
-                let rung = self.bell.wait(Duration::from_millis(250));
-                if !rung {
-                    // silence on every camera: let tracks time out
-                    for i in 0..state.len() {
-                        if let Some(now) = state[i].frame_time_now() {
-                            let closed = state[i].tracker.tick(now);
-                            self.emit(i, &state[i], closed);
-                        }
-                    }
-                }
+                self.bell.wait(TICK);
                 continue;
             };
             match self.cameras[i].slot.take() {

@@ -119,7 +119,11 @@ impl CameraTask {
         }
     }
 
-    async fn stream_rtsp(&mut self, url: &url::Url, transport: crate::config::RtspTransport) -> Result<Ended, CameraError> {
+    async fn stream_rtsp(
+        &mut self,
+        url: &url::Url,
+        transport: crate::config::RtspTransport,
+    ) -> Result<Ended, CameraError> {
         let silence = Duration::from_secs_f64(self.handle.cfg.silence_timeout_s);
         let mut stream = rtsp::connect(url, transport, silence).await?;
         let element = match stream.codec {
@@ -128,7 +132,8 @@ impl CameraTask {
         };
         let camera = self.handle.cfg.id.clone();
         let decode_err = |source| CameraError::Decode { camera: camera.clone(), source };
-        let decoder = Decoder::for_stream(stream.codec, &element, self.sink(self.clock.now(), false)).map_err(decode_err)?;
+        let decoder =
+            Decoder::for_stream(stream.codec, &element, self.sink(self.clock.now(), false)).map_err(decode_err)?;
         decoder.start().map_err(decode_err)?;
         let info = stream.info();
         {
@@ -173,7 +178,8 @@ impl CameraTask {
                 return Ok(Ended::Finished);
             }
             // the next pass continues the timeline one frame interval after this one
-            let next = epoch + time::Duration::nanoseconds(decoder.last_pts_ns() as i64) + time::Duration::milliseconds(40);
+            let next =
+                epoch + time::Duration::nanoseconds(decoder.last_pts_ns() as i64) + time::Duration::milliseconds(40);
             epoch = if wait { next } else { next.max(self.clock.now()) };
         }
     }

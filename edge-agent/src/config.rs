@@ -194,7 +194,8 @@ impl CameraConfig {
 impl Config {
     /// Reads, parses and validates a config file; relative paths become relative to its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut cfg = Config::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let rebase = |p: &mut PathBuf| {
@@ -224,10 +225,15 @@ impl Config {
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| ConfigError::Invalid { path: path.to_owned(), key, message };
-        sightline_contract::validate_id("agent", &self.agent.id).map_err(|e| invalid("agent.id".into(), e.to_string()))?;
-        sightline_contract::validate_id("site", &self.agent.site).map_err(|e| invalid("agent.site".into(), e.to_string()))?;
+        sightline_contract::validate_id("agent", &self.agent.id)
+            .map_err(|e| invalid("agent.id".into(), e.to_string()))?;
+        sightline_contract::validate_id("site", &self.agent.site)
+            .map_err(|e| invalid("agent.site".into(), e.to_string()))?;
         if self.mqtt.max_packet_bytes < 16 * 1024 {
-            return Err(invalid("mqtt.max_packet_bytes".into(), "must be at least 16384 (a sighting is ~3 KiB)".into()));
+            return Err(invalid(
+                "mqtt.max_packet_bytes".into(),
+                "must be at least 16384 (a sighting is ~3 KiB)".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.faces.score_threshold) {
             return Err(invalid("faces.score_threshold".into(), "must be within 0..1".into()));
@@ -245,9 +251,12 @@ impl Config {
             }
             match (&c.rtsp, &c.file) {
                 (Some(_), Some(_)) => return Err(invalid(key("rtsp"), "set either `rtsp` or `file`, not both".into())),
-                (None, None) => return Err(invalid(key("rtsp"), "set `rtsp` (a camera URL) or `file` (a video file)".into())),
+                (None, None) => {
+                    return Err(invalid(key("rtsp"), "set `rtsp` (a camera URL) or `file` (a video file)".into()));
+                }
                 (Some(u), None) => {
-                    let url: url::Url = u.parse().map_err(|e| invalid(key("rtsp"), format!("{u:?} is not a URL: {e}")))?;
+                    let url: url::Url =
+                        u.parse().map_err(|e| invalid(key("rtsp"), format!("{u:?} is not a URL: {e}")))?;
                     if !matches!(url.scheme(), "rtsp" | "rtsps") {
                         return Err(invalid(key("rtsp"), format!("scheme must be rtsp://, got {:?}", url.scheme())));
                     }

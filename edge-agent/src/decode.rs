@@ -28,7 +28,9 @@ use crate::frames::{Counters, Frame, FrameSlot};
 pub enum DecodeError {
     #[error("GStreamer could not be initialised: {0}")]
     Init(String),
-    #[error("decoder element `{element}` is not installed (missing GStreamer plugin); set `[decode] {key}` to one that is (e.g. avdec_{key})")]
+    #[error(
+        "decoder element `{element}` is not installed (missing GStreamer plugin); set `[decode] {key}` to one that is (e.g. avdec_{key})"
+    )]
     MissingDecoder { element: String, key: &'static str },
     #[error("GStreamer pipeline `{description}` could not be built: {detail}")]
     Build { description: String, detail: String },
@@ -129,7 +131,10 @@ impl Decoder {
     }
 
     pub fn start(&self) -> Result<(), DecodeError> {
-        self.pipeline.set_state(gst::State::Playing).map(|_| ()).map_err(|e| DecodeError::Gst(format!("cannot start: {e}")))
+        self.pipeline
+            .set_state(gst::State::Playing)
+            .map(|_| ())
+            .map_err(|e| DecodeError::Gst(format!("cannot start: {e}")))
     }
 
     /// Highest PTS decoded so far (ns).
@@ -165,7 +170,10 @@ impl Drop for Decoder {
 /// Sampler, colour conversion and sink; `sync` paces a file by its timestamps
 /// (a live stream is paced by the camera).
 fn tail(sink: &FrameSink, sync: bool) -> String {
-    format!("videoconvert name=conv ! video/x-raw,format=RGB ! appsink name=sink max-buffers=1 drop={} sync={sync}", !sink.wait)
+    format!(
+        "videoconvert name=conv ! video/x-raw,format=RGB ! appsink name=sink max-buffers=1 drop={} sync={sync}",
+        !sink.wait
+    )
 }
 
 fn build(description: &str, sink: FrameSink) -> Result<(gst::Pipeline, Arc<AtomicU64>), DecodeError> {

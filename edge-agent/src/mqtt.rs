@@ -41,7 +41,12 @@ pub struct MqttStats {
     pub ack: tokio::sync::Notify,
 }
 
-pub fn agent_status(agent: &AgentSection, clock: &dyn Clock, state: AgentState, cameras: Option<Vec<String>>) -> AgentStatus {
+pub fn agent_status(
+    agent: &AgentSection,
+    clock: &dyn Clock,
+    state: AgentState,
+    cameras: Option<Vec<String>>,
+) -> AgentStatus {
     AgentStatus {
         site: agent.site.clone(),
         agent: agent.id.clone(),
@@ -68,7 +73,12 @@ pub async fn run_publisher(
     opts.set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
     opts.set_clean_session(false);
     let will = agent_status(&agent, clock.as_ref(), AgentState::Offline, None);
-    opts.set_last_will(LastWill::new(topic::agent_status(&agent.site, &agent.id), will.to_json(), QoS::AtLeastOnce, true));
+    opts.set_last_will(LastWill::new(
+        topic::agent_status(&agent.site, &agent.id),
+        will.to_json(),
+        QoS::AtLeastOnce,
+        true,
+    ));
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
 
     let driver_stats = stats.clone();

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use retina::client::{Credentials, Demuxed, PlayOptions, SessionOptions, SetupOptions, TcpTransportOptions, Transport, UdpTransportOptions};
+use retina::client::{
+    Credentials, Demuxed, PlayOptions, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
+    UdpTransportOptions,
+};
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use url::Url;
 
@@ -62,9 +65,11 @@ pub async fn connect(url: &Url, transport: RtspTransport, timeout: Duration) -> 
     });
     let _ = bare.set_username("");
     let _ = bare.set_password(None);
-    let options = SessionOptions::default().creds(creds).user_agent(format!("sightline-edge/{}", env!("CARGO_PKG_VERSION")));
+    let options =
+        SessionOptions::default().creds(creds).user_agent(format!("sightline-edge/{}", env!("CARGO_PKG_VERSION")));
     let work = async {
-        let mut session = retina::client::Session::describe(bare, options).await.map_err(|e| connect_err(e.to_string()))?;
+        let mut session =
+            retina::client::Session::describe(bare, options).await.map_err(|e| connect_err(e.to_string()))?;
         let found: Vec<String> =
             session.streams().iter().map(|s| format!("{}/{}", s.media(), s.encoding_name())).collect();
         let (stream, codec) = session

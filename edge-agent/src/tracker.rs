@@ -41,8 +41,35 @@
 //!   head turning. A pair with `IoU < min_iou` or `emb_dist > max_embedding_distance`
 //!   is infeasible. When either side has no usable embedding (empty, non-finite or of
 //!   another length) the pair is gated on IoU alone and its embedding term counts as
-//!   the worst acceptable one (1). The assignment is optimal (Hungarian algorithm):
-//!   the largest number of feasible pairs, and among those the lowest total cost.
+//!   the worst acceptable one (1).
+//!
+//!   **Appearance fallback** (first stage only). A pair with `IoU < min_iou` is still
+//!   feasible when both sides have a usable embedding and both
+//!
+//!   ```text
+//!   emb_dist    < reid_distance
+//!   centre_dist < max_jump * h * max(1, 5 * since_hit)
+//!   ```
+//!
+//!   hold, where `centre_dist` is the Euclidean distance between the centres of the
+//!   predicted box and the detection box, `h` the predicted box height, `since_hit`
+//!   the time in seconds since the track was last matched (including the current
+//!   step) and 5 the nominal analysis rate ([`NOMINAL_FPS`]): a track matched in the
+//!   previous frame at 5 fps may jump `max_jump` heights, and the allowance grows in
+//!   proportion when frames were dropped or the track missed some. Such a pair costs
+//!
+//!   ```text
+//!   cost = 1 + embedding_weight * min(emb_dist / max_embedding_distance, 1)
+//!   ```
+//!
+//!   i.e. what an IoU-feasible pair with `IoU = 0` would cost, so for the same
+//!   embedding distance an IoU-feasible pair is always cheaper and is preferred. The
+//!   fallback catches a face that moves more than `min_iou` allows before its track
+//!   knows its velocity (see *Parameters*). Low-score detections never use it: they
+//!   are too unreliable to be associated on appearance alone.
+//!
+//!   The assignment is optimal (Hungarian algorithm): the largest number of feasible
+//!   pairs, and among those the lowest total cost.
 //! * **Births.** An unmatched first-stage detection with `det_score >= new_track_score`
 //!   starts a track.
 //! * **Deaths.** A track not matched for `lost_timeout_s` closes ([`CloseReason::Lost`]).
@@ -76,12 +103,17 @@
 //! See [`TrackerConfig`]; [`TrackerConfig::validate`] checks a configuration and
 //! [`Tracker::new`] panics on an invalid one.
 //!
-//! `min_iou` bounds how far a face may move between analysed frames: two boxes of
-//! equal size shifted by a fraction `s` of their width overlap with
+//! `min_iou` bounds how far a face may move between analysed frames on IoU alone:
+//! two boxes of equal size shifted by a fraction `s` of their width overlap with
 //! `IoU = (1 - s) / (1 + s)`, so the default 0.2 allows `s <= 2/3`. Once a track's
 //! velocity is known the prediction absorbs steady motion, but on a track's second
 //! frame (velocity still 0) a face moving faster than that, e.g. at 5 fps one
-//! crossing the view at more than ~3 face widths per second, cannot be associated.
+//! crossing the view at more than ~3 face widths per second, does not overlap its
+//! track enough. Such a face is associated by the appearance fallback instead, if
+//! it has an embedding within `reid_distance` of the track's appearance (default
+//! 0.55, below dlib's same-person threshold of 0.6) and moved less than `max_jump`
+//! box heights (default 2, i.e. 10 face heights per second at 5 fps, against ~6 for
+//! a walker). Faces without embeddings still rely on IoU alone.
 
 use nalgebra::{SMatrix, SVector};
 use serde::Deserialize;
@@ -117,6 +149,13 @@ pub struct TrackerConfig {
     pub max_embedding_distance: f32,
     /// Weight of the normalised embedding distance in the association cost.
     pub embedding_weight: f32,
+    /// Appearance fallback: a first-stage pair below `min_iou` may still associate if
+    /// its embeddings are closer than this (0 < reid_distance <= max_embedding_distance).
+    pub reid_distance: f32,
+    /// Appearance fallback: largest centre jump, in predicted box heights per nominal
+    /// frame interval (1 / [`NOMINAL_FPS`] s, scaled up by the time since the track's
+    /// last match), of a pair associated on appearance (> 0).
+    pub max_jump: f32,
     /// A track not matched for this long (seconds) closes.
     pub lost_timeout_s: f64,
     /// A track this old (seconds since its first hit) closes and continues under a new id.
@@ -136,6 +175,8 @@ impl Default for TrackerConfig {
             min_iou: 0.2,
             max_embedding_distance: 0.75,
             embedding_weight: 0.25,
+            reid_distance: 0.55,
+            max_jump: 2.0,
             lost_timeout_s: 2.0,
             max_duration_s: 60.0,
             min_hits: 3,
@@ -156,32 +197,16 @@ impl TrackerConfig {
     /// Checks every field's range (NaN is always out of range).
     pub fn validate(&self) -> Result<(), TrackerConfigError> {
         let check = |ok: bool, field, requirement| {
-            if ok {
-                Ok(())
-            } else {
-                Err(TrackerConfigError { field, requirement })
-            }
+            if ok { Ok(()) } else { Err(TrackerConfigError { field, requirement }) }
         };
-        check(
-            (0.0..=1.0).contains(&self.high_score),
-            "high_score",
-            "must be in [0, 1]",
-        )?;
-        check(
-            (0.0..=self.high_score).contains(&self.low_score),
-            "low_score",
-            "must be in [0, high_score]",
-        )?;
+        check((0.0..=1.0).contains(&self.high_score), "high_score", "must be in [0, 1]")?;
+        check((0.0..=self.high_score).contains(&self.low_score), "low_score", "must be in [0, high_score]")?;
         check(
             (self.high_score..=1.0).contains(&self.new_track_score),
             "new_track_score",
             "must be in [high_score, 1]",
         )?;
-        check(
-            self.min_iou > 0.0 && self.min_iou <= 1.0,
-            "min_iou",
-            "must be in (0, 1]",
-        )?;
+        check(self.min_iou > 0.0 && self.min_iou <= 1.0, "min_iou", "must be in (0, 1]")?;
         check(
             self.max_embedding_distance.is_finite() && self.max_embedding_distance > 0.0,
             "max_embedding_distance",
@@ -192,6 +217,12 @@ impl TrackerConfig {
             "embedding_weight",
             "must be finite and >= 0",
         )?;
+        check(
+            self.reid_distance > 0.0 && self.reid_distance <= self.max_embedding_distance,
+            "reid_distance",
+            "must be in (0, max_embedding_distance]",
+        )?;
+        check(self.max_jump.is_finite() && self.max_jump > 0.0, "max_jump", "must be finite and > 0")?;
         check(
             positive_duration(self.lost_timeout_s).is_some(),
             "lost_timeout_s",
@@ -242,6 +273,10 @@ pub struct ClosedTrack {
 
 /// Momentum of a track's appearance embedding (exponential moving average).
 pub const APPEARANCE_MOMENTUM: f32 = 0.9;
+
+/// Nominal analysis rate (frames per second) that `max_jump` refers to: the
+/// appearance fallback allows `max_jump * h * max(1, NOMINAL_FPS * since_hit_s)`.
+pub const NOMINAL_FPS: f64 = 5.0;
 
 /// Multi-object face tracker for one camera (one instance per camera stream).
 #[derive(Debug)]
@@ -347,10 +382,7 @@ impl Tracker {
 
     fn expire_lost(&mut self, out: &mut Vec<ClosedTrack>) {
         let timeout = self.lost_timeout;
-        let lost: Vec<Track> = self
-            .tracks
-            .extract_if(.., |t| t.since_hit >= timeout)
-            .collect();
+        let lost: Vec<Track> = self.tracks.extract_if(.., |t| t.since_hit >= timeout).collect();
         for t in lost {
             out.extend(self.close(t.id, t.segment, CloseReason::Lost));
         }
@@ -360,10 +392,7 @@ impl Tracker {
     fn split_long(&mut self, out: &mut Vec<ClosedTrack>) {
         for i in 0..self.tracks.len() {
             let t = &mut self.tracks[i];
-            if t.segment
-                .as_ref()
-                .is_some_and(|s| s.age >= self.max_duration)
-            {
+            if t.segment.as_ref().is_some_and(|s| s.age >= self.max_duration) {
                 let segment = t.segment.take();
                 let old_id = std::mem::replace(&mut t.id, self.next_id);
                 self.next_id += 1;
@@ -388,11 +417,7 @@ impl Tracker {
 
     /// Both association stages; applies the matches and returns the unmatched
     /// first-stage detections.
-    fn associate(
-        &mut self,
-        ts: OffsetDateTime,
-        faces: Vec<FaceObservation>,
-    ) -> Vec<FaceObservation> {
+    fn associate(&mut self, ts: OffsetDateTime, faces: Vec<FaceObservation>) -> Vec<FaceObservation> {
         let (mut high, mut low): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
         for f in faces {
             if !is_valid(&f) {
@@ -406,16 +431,14 @@ impl Tracker {
         let boxes: Vec<[f64; 4]> = self.tracks.iter().map(|t| t.kf.bbox()).collect();
 
         let all: Vec<usize> = (0..self.tracks.len()).collect();
-        let first = self.match_stage(&all, &boxes, &high);
+        let first = self.match_stage(&all, &boxes, &high, true);
         let mut matched = vec![false; self.tracks.len()];
         for &(t, _) in &first {
             matched[t] = true;
         }
-        let recent: Vec<usize> = all
-            .into_iter()
-            .filter(|&t| !matched[t] && self.tracks[t].matched_last_frame)
-            .collect();
-        let second = self.match_stage(&recent, &boxes, &low);
+        let recent: Vec<usize> =
+            all.into_iter().filter(|&t| !matched[t] && self.tracks[t].matched_last_frame).collect();
+        let second = self.match_stage(&recent, &boxes, &low, false);
 
         for t in &mut self.tracks {
             t.matched_last_frame = false;
@@ -432,45 +455,73 @@ impl Tracker {
     }
 
     /// Optimal assignment of `dets` to the tracks `candidates` (indices into
-    /// `self.tracks`, predicted boxes in `boxes`). Returns (track index, det index).
+    /// `self.tracks`, predicted boxes in `boxes`); `reid` enables the appearance
+    /// fallback (first stage). Returns (track index, det index).
     fn match_stage(
         &self,
         candidates: &[usize],
         boxes: &[[f64; 4]],
         dets: &[Option<FaceObservation>],
+        reid: bool,
     ) -> Vec<(usize, usize)> {
         if candidates.is_empty() || dets.is_empty() {
             return Vec::new();
         }
+        let jumps: Vec<Option<f64>> = candidates
+            .iter()
+            .map(|&t| reid.then(|| self.jump_allowance(&boxes[t], self.tracks[t].since_hit)))
+            .collect();
         assign(candidates.len(), dets.len(), |r, c| {
             let t = candidates[r];
             let d = dets[c].as_ref().expect("unmatched before assignment");
-            self.pair_cost(&boxes[t], &self.tracks[t].appearance, d)
+            self.pair_cost(&boxes[t], &self.tracks[t].appearance, d, jumps[r])
         })
         .into_iter()
         .map(|(r, c)| (candidates[r], c))
         .collect()
     }
 
+    /// The appearance fallback's largest centre jump, in pixels, for a track with
+    /// predicted box `predicted` last matched `since_hit` ago:
+    /// `max_jump * h * max(1, NOMINAL_FPS * since_hit_s)`.
+    fn jump_allowance(&self, predicted: &[f64; 4], since_hit: Duration) -> f64 {
+        let frames = (NOMINAL_FPS * since_hit.as_seconds_f64()).max(1.0);
+        f64::from(self.cfg.max_jump) * predicted[3] * frames
+    }
+
     /// Association cost of a track (predicted box, appearance) and a detection;
-    /// `None` when the pair is gated out.
+    /// `None` when the pair is gated out. `max_jump` (pixels) enables the appearance
+    /// fallback for a pair below `min_iou`; `None` disables it.
     fn pair_cost(
         &self,
         predicted: &[f64; 4],
         appearance: &[f32],
         det: &FaceObservation,
+        max_jump: Option<f64>,
     ) -> Option<f64> {
-        let overlap = iou(predicted, &det.bbox.map(f64::from));
-        if overlap < f64::from(self.cfg.min_iou) {
-            return None;
-        }
+        let det_box = det.bbox.map(f64::from);
+        let overlap = iou(predicted, &det_box);
         let max_dist = f64::from(self.cfg.max_embedding_distance);
-        let appearance_term = match embedding_distance(appearance, &det.embedding) {
+        let emb_dist = embedding_distance(appearance, &det.embedding);
+        let weight = f64::from(self.cfg.embedding_weight);
+        if overlap < f64::from(self.cfg.min_iou) {
+            // Appearance fallback: close embeddings and a bounded jump, both required.
+            let (max_jump, d) = max_jump.zip(emb_dist)?;
+            let centre = |b: &[f64; 4]| (b[0] + b[2] / 2.0, b[1] + b[3] / 2.0);
+            let ((px, py), (dx, dy)) = (centre(predicted), centre(&det_box));
+            let jump = (px - dx).hypot(py - dy);
+            // Written so that NaN fails the gates.
+            if !(d < f64::from(self.cfg.reid_distance) && jump < max_jump) {
+                return None;
+            }
+            return Some(1.0 + weight * (d / max_dist).min(1.0));
+        }
+        let appearance_term = match emb_dist {
             Some(d) if d > max_dist => return None,
             Some(d) => (d / max_dist).min(1.0),
             None => 1.0,
         };
-        Some((1.0 - overlap) + f64::from(self.cfg.embedding_weight) * appearance_term)
+        Some((1.0 - overlap) + weight * appearance_term)
     }
 
     /// Starts tracks from unmatched detections that score high enough, best first,
@@ -481,10 +532,7 @@ impl Tracker {
         for obs in unmatched {
             if self.tracks.len() >= self.cfg.max_tracks {
                 self.dropped += 1;
-                tracing::debug!(
-                    max_tracks = self.cfg.max_tracks,
-                    "tracker full: face does not start a track"
-                );
+                tracing::debug!(max_tracks = self.cfg.max_tracks, "tracker full: face does not start a track");
                 continue;
             }
             self.tracks.push(Track::new(self.next_id, ts, obs));
@@ -597,11 +645,7 @@ fn shot_rank(o: &FaceObservation) -> (bool, f32, f32) {
 /// A face the tracker can use: finite numbers and a box of positive size.
 fn is_valid(f: &FaceObservation) -> bool {
     let [_, _, w, h] = f.bbox;
-    f.bbox.iter().all(|v| v.is_finite())
-        && w > 0.0
-        && h > 0.0
-        && f.det_score.is_finite()
-        && f.quality.is_finite()
+    f.bbox.iter().all(|v| v.is_finite()) && w > 0.0 && h > 0.0 && f.det_score.is_finite() && f.quality.is_finite()
 }
 
 fn usable(embedding: &[f32]) -> bool {
@@ -613,11 +657,7 @@ fn embedding_distance(a: &[f32], b: &[f32]) -> Option<f64> {
     if a.len() != b.len() || !usable(a) || !usable(b) {
         return None;
     }
-    let sq: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
-        .sum();
+    let sq: f64 = a.iter().zip(b).map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2)).sum();
     Some(sq.sqrt())
 }
 
@@ -715,15 +755,9 @@ impl Kalman {
     /// Corrects with a measured `(cx, cy, a, h)`.
     fn update(&mut self, z: Vec4) {
         let h = noise_height(self.mean[3]);
-        let r = Vec4::new(
-            MEAS_POS_STD * h,
-            MEAS_POS_STD * h,
-            MEAS_ASPECT_STD,
-            MEAS_POS_STD * h,
-        );
+        let r = Vec4::new(MEAS_POS_STD * h, MEAS_POS_STD * h, MEAS_ASPECT_STD, MEAS_POS_STD * h);
         // The measurement matrix is H = [I₄ 0], so H P Hᵀ and P Hᵀ are blocks of P.
-        let s = self.cov.fixed_view::<4, 4>(0, 0)
-            + SMatrix::<f64, 4, 4>::from_diagonal(&r.component_mul(&r));
+        let s = self.cov.fixed_view::<4, 4>(0, 0) + SMatrix::<f64, 4, 4>::from_diagonal(&r.component_mul(&r));
         let pht = self.cov.fixed_view::<8, 4>(0, 0).into_owned();
         let Some(chol) = s.cholesky() else {
             // Only reachable with non-finite state: start over from the measurement.
@@ -753,25 +787,14 @@ impl Kalman {
 /// matched `(row, col)` pairs: as many feasible pairs as possible, and among such
 /// matchings one of least total cost. Hungarian algorithm (shortest augmenting
 /// paths with potentials), O(min² · max).
-fn assign(
-    rows: usize,
-    cols: usize,
-    cost: impl Fn(usize, usize) -> Option<f64>,
-) -> Vec<(usize, usize)> {
+fn assign(rows: usize, cols: usize, cost: impl Fn(usize, usize) -> Option<f64>) -> Vec<(usize, usize)> {
     let transpose = rows > cols;
-    let (n, m) = if transpose {
-        (cols, rows)
-    } else {
-        (rows, cols)
-    };
+    let (n, m) = if transpose { (cols, rows) } else { (rows, cols) };
     let mut a = vec![None; n * m];
     for i in 0..n {
         for j in 0..m {
             let c = if transpose { cost(j, i) } else { cost(i, j) };
-            debug_assert!(
-                c.is_none_or(|c| c.is_finite() && c >= 0.0),
-                "bad cost {c:?}"
-            );
+            debug_assert!(c.is_none_or(|c| c.is_finite() && c >= 0.0), "bad cost {c:?}");
             a[i * m + j] = c;
         }
     }
@@ -871,19 +894,14 @@ mod tests {
     impl Lcg {
         /// Uniform in [0, 1).
         fn next(&mut self) -> f64 {
-            self.0 = self
-                .0
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (self.0 >> 11) as f64 / (1u64 << 53) as f64
         }
     }
 
     /// A 128-d embedding: `base` plus a small deterministic perturbation.
     fn embedding(base: &[f32], rng: &mut Lcg, noise: f32) -> Vec<f32> {
-        base.iter()
-            .map(|b| b + noise * (rng.next() as f32 - 0.5))
-            .collect()
+        base.iter().map(|b| b + noise * (rng.next() as f32 - 0.5)).collect()
     }
 
     /// A base embedding: `len` along axis `axis`.
@@ -893,14 +911,7 @@ mod tests {
         e
     }
 
-    fn face(
-        cx: f32,
-        cy: f32,
-        size: f32,
-        det_score: f32,
-        quality: f32,
-        embedding: Vec<f32>,
-    ) -> FaceObservation {
+    fn face(cx: f32, cy: f32, size: f32, det_score: f32, quality: f32, embedding: Vec<f32>) -> FaceObservation {
         FaceObservation {
             bbox: [cx - size / 2.0, cy - size / 2.0, size, size],
             landmarks: [[cx, cy]; 5],
@@ -932,10 +943,7 @@ mod tests {
         kf.predict(0.6);
         let (got, want) = (kf.bbox(), pos(2.6));
         for k in 0..4 {
-            assert!(
-                (got[k] - want[k]).abs() < 1.0,
-                "component {k}: {got:?} vs {want:?}"
-            );
+            assert!((got[k] - want[k]).abs() < 1.0, "component {k}: {got:?} vs {want:?}");
         }
     }
 
@@ -1003,11 +1011,7 @@ mod tests {
     fn assignment_known_matrices() {
         let s = |v: &[f64]| v.iter().map(|&c| Some(c)).collect::<Vec<_>>();
         // Square: the greedy row minima (1, 0) collide; the optimum is 1 + 2 + 2.
-        let m = vec![
-            s(&[4.0, 1.0, 3.0]),
-            s(&[2.0, 0.0, 5.0]),
-            s(&[3.0, 2.0, 2.0]),
-        ];
+        let m = vec![s(&[4.0, 1.0, 3.0]), s(&[2.0, 0.0, 5.0]), s(&[3.0, 2.0, 2.0])];
         let p = solve(&m);
         assert_eq!(p, vec![(0, 1), (1, 0), (2, 2)]);
         assert_eq!(total(&m, &p), 5.0);
@@ -1037,15 +1041,7 @@ mod tests {
             let infeasible = rng.next() * 0.6;
             let m: Vec<Vec<Option<f64>>> = (0..rows)
                 .map(|_| {
-                    (0..cols)
-                        .map(|_| {
-                            if rng.next() < infeasible {
-                                None
-                            } else {
-                                Some(rng.next() * 2.0)
-                            }
-                        })
-                        .collect()
+                    (0..cols).map(|_| if rng.next() < infeasible { None } else { Some(rng.next() * 2.0) }).collect()
                 })
                 .collect();
             let p = solve(&m);
@@ -1053,31 +1049,20 @@ mod tests {
             let mut cols_seen = vec![false; cols];
             for &(r, c) in &p {
                 assert!(m[r][c].is_some(), "case {case}: infeasible pair returned");
-                assert!(
-                    !rows_seen[r] && !cols_seen[c],
-                    "case {case}: not a matching"
-                );
+                assert!(!rows_seen[r] && !cols_seen[c], "case {case}: not a matching");
                 rows_seen[r] = true;
                 cols_seen[c] = true;
             }
             let (n, cost) = brute_force(&m, 0, &mut vec![false; cols]);
             assert_eq!(p.len(), n, "case {case}: cardinality, {m:?}");
-            assert!(
-                (total(&m, &p) - cost).abs() < 1e-9,
-                "case {case}: cost {} vs {cost}",
-                total(&m, &p)
-            );
+            assert!((total(&m, &p) - cost).abs() < 1e-9, "case {case}: cost {} vs {cost}", total(&m, &p));
         }
     }
 
     // --- tracker --------------------------------------------------------------
 
     /// Feeds `frames`, collecting everything closed, and flushes at `end_ms`.
-    fn run(
-        cfg: TrackerConfig,
-        frames: Vec<(i64, Vec<FaceObservation>)>,
-        end_ms: i64,
-    ) -> Vec<ClosedTrack> {
+    fn run(cfg: TrackerConfig, frames: Vec<(i64, Vec<FaceObservation>)>, end_ms: i64) -> Vec<ClosedTrack> {
         let mut tr = Tracker::new(cfg);
         let mut out = Vec::new();
         for (ms, faces) in frames {
@@ -1113,29 +1098,12 @@ mod tests {
         let frames = (0..CROSSING_FRAMES)
             .map(|k| {
                 let q = if k == peak { 0.9 } else { 0.5 };
-                let a = face(
-                    xa[k],
-                    200.0,
-                    60.0,
-                    0.9,
-                    q,
-                    embedding(&base_a, &mut rng, 0.02),
-                );
-                let b = face(
-                    xb[k],
-                    200.0,
-                    60.0,
-                    0.9,
-                    q,
-                    embedding(&base_b, &mut rng, 0.02),
-                );
+                let a = face(xa[k], 200.0, 60.0, 0.9, q, embedding(&base_a, &mut rng, 0.02));
+                let b = face(xb[k], 200.0, 60.0, 0.9, q, embedding(&base_b, &mut rng, 0.02));
                 (200 * k as i64, vec![a, b])
             })
             .collect();
-        let cfg = TrackerConfig {
-            embedding_weight,
-            ..TrackerConfig::default()
-        };
+        let cfg = TrackerConfig { embedding_weight, ..TrackerConfig::default() };
         run(cfg, frames, 200 * CROSSING_FRAMES as i64)
     }
 
@@ -1151,14 +1119,8 @@ mod tests {
             assert_eq!(closed.len(), 2, "{closed:?}");
             let (a, b) = (&closed[0], &closed[1]);
             assert_eq!((a.track, a.hits, b.track, b.hits), (1, 24, 2, 24));
-            assert_eq!(
-                (a.best_ts, b.best_ts),
-                (at(200 * peak as i64), at(200 * peak as i64))
-            );
-            assert!(
-                is_a(&a.best) && !is_a(&b.best),
-                "frame {peak}: faces assigned to the wrong tracks"
-            );
+            assert_eq!((a.best_ts, b.best_ts), (at(200 * peak as i64), at(200 * peak as i64)));
+            assert!(is_a(&a.best) && !is_a(&b.best), "frame {peak}: faces assigned to the wrong tracks");
         }
         // Track 1 started as A (at the left) and ends as A (at the right).
         let closed = crossing(0.25, CROSSING_FRAMES - 1);
@@ -1169,19 +1131,172 @@ mod tests {
     fn crossing_scenario_needs_the_embedding() {
         // Control for the test above: without the appearance term some frame of
         // the crossing is misassigned, so that test fails if the embedding stops deciding.
-        let swapped = (0..CROSSING_FRAMES)
-            .filter(|&peak| !is_a(&crossing(0.0, peak)[0].best))
-            .count();
+        let swapped = (0..CROSSING_FRAMES).filter(|&peak| !is_a(&crossing(0.0, peak)[0].best)).count();
         assert!(swapped > 0);
+    }
+
+    // --- appearance fallback ------------------------------------------------
+
+    /// Frames of a 60 px face crossing the view left to right at 1.5 face widths
+    /// per frame (90 px at 5 fps, ~7.5 widths per second): IoU 0 between
+    /// consecutive boxes. `emb(k)` is frame k's embedding.
+    const FAST_FRAMES: i64 = 13;
+    fn fast_walker(mut emb: impl FnMut(i64) -> Vec<f32>) -> Vec<(i64, Vec<FaceObservation>)> {
+        (0..FAST_FRAMES)
+            .map(|k| {
+                let x = 40.0 + 90.0 * k as f32;
+                (200 * k, vec![face(x, 300.0, 60.0, 0.9, 0.6, emb(k))])
+            })
+            .collect()
+    }
+
+    /// Feeds `frames`, then empty frames every 200 ms until `end_ms`; returns
+    /// everything closed with the time it was closed, and the tracker.
+    fn feed(frames: Vec<(i64, Vec<FaceObservation>)>, end_ms: i64) -> (Vec<(i64, ClosedTrack)>, Tracker) {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let mut out = Vec::new();
+        let last = frames.last().map_or(0, |f| f.0);
+        for (ms, faces) in frames {
+            out.extend(tr.update(at(ms), faces).into_iter().map(|c| (ms, c)));
+        }
+        for ms in (last + 200..=end_ms).step_by(200) {
+            out.extend(tr.update(at(ms), vec![]).into_iter().map(|c| (ms, c)));
+        }
+        (out, tr)
+    }
+
+    #[test]
+    fn fast_walker_is_one_track_on_appearance() {
+        let mut rng = Lcg(21);
+        let base = axis(4, 0.5);
+        let frames = fast_walker(|_| embedding(&base, &mut rng, 0.02));
+        let last_ms = 200 * (FAST_FRAMES - 1);
+        let (closed, mut tr) = feed(frames, last_ms + 3000);
+        assert_eq!(closed.len(), 1, "{closed:?}");
+        let (closed_at, c) = &closed[0];
+        assert_eq!((c.track, c.reason), (1, CloseReason::Lost));
+        assert_eq!(c.hits, FAST_FRAMES as u32);
+        assert!(c.hits >= TrackerConfig::default().min_hits);
+        assert_eq!((c.first_seen, c.last_seen), (at(0), at(last_ms)));
+        assert_eq!(*closed_at, last_ms + 2000, "closes at lost_timeout");
+        assert_eq!(tr.active(), 0);
+        assert!(tr.flush(at(last_ms + 4000)).is_empty());
+    }
+
+    #[test]
+    fn fast_faces_of_different_people_are_not_linked() {
+        // The same motion, but every frame shows a different person: embeddings 0.71
+        // apart, inside max_embedding_distance (0.75) but not reid_distance (0.55).
+        let frames = fast_walker(|k| axis(10 + k as usize, 0.5));
+        let last_ms = 200 * (FAST_FRAMES - 1);
+        let (closed, mut tr) = feed(frames, last_ms + 3000);
+        assert!(closed.is_empty(), "{closed:?}");
+        assert!(tr.flush(at(last_ms + 4000)).is_empty());
+    }
+
+    #[test]
+    fn fast_low_score_faces_are_not_linked_on_appearance() {
+        // The fallback is first-stage only: a 0.6-score face 1.5 widths away does not
+        // carry the track on, however similar.
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let e = axis(4, 0.5);
+        tr.update(at(0), vec![face(100.0, 300.0, 60.0, 0.9, 0.5, e.clone())]);
+        tr.update(at(200), vec![face(190.0, 300.0, 60.0, 0.6, 0.5, e.clone())]);
+        assert_eq!(tr.tracks.len(), 1);
+        assert!(!tr.tracks[0].matched_last_frame);
+        // A high-score one does.
+        tr.update(at(400), vec![face(190.0, 300.0, 60.0, 0.9, 0.5, e)]);
+        assert_eq!(tr.tracks.len(), 1);
+        assert!(tr.tracks[0].matched_last_frame);
+        assert_eq!(tr.tracks[0].segment.as_ref().unwrap().hits, 2);
+    }
+
+    /// Two look-alikes (embeddings 0.2 apart) walk right side by side, 10 face
+    /// heights apart, at 1.5 face widths per frame. On their second frame (no IoU
+    /// with either track) each face's embedding happens to be the *other* person's,
+    /// so on appearance alone the swapped pairs are cheaper; only the jump gate
+    /// keeps them apart. (Without it the tracks swap on that frame and swap back on
+    /// the next, so every frame is checked; the best shots are that frame's too.)
+    #[test]
+    fn distant_look_alikes_do_not_swap() {
+        let mut rng = Lcg(5);
+        let base_a = axis(0, 0.5);
+        let mut base_b = axis(0, 0.5);
+        base_b[1] = 0.2;
+        let mut tr = Tracker::new(TrackerConfig::default());
+        let n = 8;
+        for k in 0..n {
+            let q = if k == 1 { 0.9 } else { 0.5 };
+            let (ea, eb) = if k == 1 {
+                (base_b.clone(), base_a.clone())
+            } else {
+                (embedding(&base_a, &mut rng, 0.02), embedding(&base_b, &mut rng, 0.02))
+            };
+            let xa = 100.0 + 90.0 * k as f32;
+            let xb = xa + 600.0;
+            let a = face(xa, 300.0, 60.0, 0.9, q, ea);
+            let b = face(xb, 300.0, 60.0, 0.9, q, eb);
+            assert!(tr.update(at(200 * k), vec![a, b]).is_empty());
+            let xs: Vec<(u64, f64)> = tr.tracks.iter().map(|t| (t.id, t.kf.mean[0])).collect();
+            assert_eq!(xs.len(), 2, "frame {k}: {xs:?}");
+            assert!(xs[0].0 == 1 && (xs[0].1 - f64::from(xa)).abs() < 30.0, "frame {k}: track 1 left A: {xs:?}");
+            assert!(xs[1].0 == 2 && (xs[1].1 - f64::from(xb)).abs() < 30.0, "frame {k}: track 2 left B: {xs:?}");
+        }
+        let closed = tr.flush(at(200 * n));
+        let summary: Vec<_> = closed.iter().map(|c| (c.track, c.hits)).collect();
+        assert_eq!(summary, vec![(1, 8), (2, 8)], "{closed:?}");
+        let best: Vec<f32> = closed.iter().map(|c| center(&c.best).0).collect();
+        assert_eq!(best, vec![190.0, 790.0], "frame 1 was assigned crosswise");
+    }
+
+    #[test]
+    fn appearance_fallback_gates_and_cost() {
+        let tr = Tracker::new(TrackerConfig::default());
+        let predicted = [100.0, 100.0, 60.0, 60.0]; // centre (130, 130), h = 60
+        let app = axis(0, 0.5);
+        let mut near = axis(0, 0.5);
+        near[1] = 0.3; // distance 0.3
+        let at_dx = |dx: f32, e: Vec<f32>| face(130.0 + dx, 130.0, 60.0, 0.9, 0.5, e);
+        let ms = Duration::milliseconds;
+        let allowance = |since: Duration| Some(tr.jump_allowance(&predicted, since));
+        let cost =
+            |dx: f32, e: Vec<f32>, since: Duration| tr.pair_cost(&predicted, &app, &at_dx(dx, e), allowance(since));
+
+        // max_jump (2) × h (60) × max(1, 5 × since_hit): 120 px, clamped below at 1 frame.
+        assert_eq!(allowance(ms(200)), Some(120.0));
+        assert_eq!(allowance(ms(0)), Some(120.0));
+        assert_eq!(allowance(ms(600)), Some(360.0));
+
+        // 1.5 heights, no overlap: feasible on appearance, cost 1 + w · d / max_d.
+        let c = cost(90.0, near.clone(), ms(200)).unwrap();
+        assert!((c - (1.0 + 0.25 * 0.3 / 0.75)).abs() < 1e-6, "{c}");
+        // An IoU-feasible pair with the same embedding distance is cheaper.
+        let iou_cost = cost(10.0, near.clone(), ms(200)).unwrap();
+        assert!(iou_cost < c, "{iou_cost} vs {c}");
+        // Jump gate: 2.5 heights is too far one frame on, not after a dropped frame.
+        assert_eq!(cost(150.0, near.clone(), ms(200)), None);
+        assert_eq!(cost(150.0, near.clone(), ms(0)), None);
+        assert!(cost(150.0, near.clone(), ms(400)).is_some());
+        assert_eq!(cost(250.0, near.clone(), ms(400)), None);
+        // Embedding gate: 0.6 >= reid_distance (but within max_embedding_distance).
+        let mut far = axis(0, 0.5);
+        far[1] = 0.6;
+        assert_eq!(cost(90.0, far.clone(), ms(200)), None);
+        assert!(cost(10.0, far, ms(200)).is_some(), "the IoU path accepts it");
+        // Both sides need a usable embedding.
+        assert_eq!(cost(90.0, vec![], ms(200)), None);
+        assert_eq!(cost(90.0, vec![f32::NAN; 128], ms(200)), None);
+        let none = tr.pair_cost(&predicted, &[], &at_dx(90.0, near.clone()), allowance(ms(200)));
+        assert_eq!(none, None);
+        // Disabled (second stage).
+        assert_eq!(tr.pair_cost(&predicted, &app, &at_dx(90.0, near), None), None);
     }
 
     #[test]
     fn face_seen_for_three_seconds_closes_once_after_timeout() {
         let mut tr = Tracker::new(TrackerConfig::default());
         let emb = axis(3, 0.5);
-        let qualities = [
-            0.5, 0.6, 0.55, 0.7, 0.92, 0.8, 0.6, 0.92, 0.5, 0.4, 0.6, 0.7, 0.65, 0.6, 0.5, 0.3,
-        ];
+        let qualities = [0.5, 0.6, 0.55, 0.7, 0.92, 0.8, 0.6, 0.92, 0.5, 0.4, 0.6, 0.7, 0.65, 0.6, 0.5, 0.3];
         for (k, q) in qualities.iter().enumerate() {
             // Frames 4 and 7 tie on quality; the later one has the higher det_score.
             let score = if k == 4 { 0.85 } else { 0.95 };
@@ -1215,13 +1330,7 @@ mod tests {
     #[test]
     fn single_frame_false_positive_is_not_emitted() {
         let mut tr = Tracker::new(TrackerConfig::default());
-        assert!(
-            tr.update(
-                at(0),
-                vec![face(100.0, 100.0, 40.0, 0.95, 0.9, axis(0, 0.5))]
-            )
-            .is_empty()
-        );
+        assert!(tr.update(at(0), vec![face(100.0, 100.0, 40.0, 0.95, 0.9, axis(0, 0.5))]).is_empty());
         assert_eq!(tr.active(), 1);
         let mut out = Vec::new();
         for k in 1..20 {
@@ -1230,10 +1339,7 @@ mod tests {
         assert!(out.is_empty(), "{out:?}");
         assert_eq!(tr.active(), 0);
         // Nor when flushed while still live.
-        tr.update(
-            at(5000),
-            vec![face(100.0, 100.0, 40.0, 0.95, 0.9, axis(0, 0.5))],
-        );
+        tr.update(at(5000), vec![face(100.0, 100.0, 40.0, 0.95, 0.9, axis(0, 0.5))]);
         assert!(tr.flush(at(5200)).is_empty());
     }
 
@@ -1248,24 +1354,10 @@ mod tests {
             .iter()
             .map(|&ms| {
                 let x = 300.0 + 0.025 * ms as f32;
-                (
-                    ms,
-                    vec![face(
-                        x,
-                        240.0,
-                        70.0,
-                        0.9,
-                        0.7,
-                        embedding(&base, &mut rng, 0.02),
-                    )],
-                )
+                (ms, vec![face(x, 240.0, 70.0, 0.9, 0.7, embedding(&base, &mut rng, 0.02))])
             })
             .collect();
-        run(
-            TrackerConfig::default(),
-            frames,
-            times.last().unwrap() + 200,
-        )
+        run(TrackerConfig::default(), frames, times.last().unwrap() + 200)
     }
 
     #[test]
@@ -1277,24 +1369,15 @@ mod tests {
 
         let long = gap(2400);
         assert_eq!(long.len(), 2, "{long:?}");
-        assert_eq!(
-            (long[0].track, long[0].reason, long[0].hits),
-            (1, CloseReason::Lost, 11)
-        );
+        assert_eq!((long[0].track, long[0].reason, long[0].hits), (1, CloseReason::Lost, 11));
         assert_eq!(long[0].last_seen, at(2000));
-        assert_eq!(
-            (long[1].track, long[1].reason, long[1].hits),
-            (2, CloseReason::Flushed, 11)
-        );
+        assert_eq!((long[1].track, long[1].reason, long[1].hits), (2, CloseReason::Flushed, 11));
         assert_eq!(long[1].first_seen, at(4400));
     }
 
     #[test]
     fn max_duration_splits_a_long_track() {
-        let cfg = TrackerConfig {
-            max_duration_s: 10.0,
-            ..TrackerConfig::default()
-        };
+        let cfg = TrackerConfig { max_duration_s: 10.0, ..TrackerConfig::default() };
         let mut rng = Lcg(11);
         let base = axis(9, 0.5);
         // 25 s in view, standing with a little jitter; quality peaks once per segment.
@@ -1302,28 +1385,14 @@ mod tests {
             .map(|k: i64| {
                 let jitter = (rng.next() as f32 - 0.5) * 2.0;
                 let q = if k % 50 == 25 { 0.9 } else { 0.6 };
-                (
-                    200 * k,
-                    vec![face(
-                        500.0 + jitter,
-                        300.0,
-                        90.0,
-                        0.92,
-                        q,
-                        embedding(&base, &mut rng, 0.02),
-                    )],
-                )
+                (200 * k, vec![face(500.0 + jitter, 300.0, 90.0, 0.92, q, embedding(&base, &mut rng, 0.02))])
             })
             .collect();
         let closed = run(cfg, frames, 25_200);
         let summary: Vec<_> = closed.iter().map(|c| (c.track, c.reason, c.hits)).collect();
         assert_eq!(
             summary,
-            vec![
-                (1, CloseReason::MaxDuration, 51),
-                (2, CloseReason::MaxDuration, 51),
-                (3, CloseReason::Flushed, 24),
-            ]
+            vec![(1, CloseReason::MaxDuration, 51), (2, CloseReason::MaxDuration, 51), (3, CloseReason::Flushed, 24),]
         );
         assert_eq!(closed[0].first_seen, at(0));
         assert_eq!(closed[0].last_seen, at(10_000));
@@ -1354,56 +1423,53 @@ mod tests {
         assert_eq!(tr.active(), 3);
         let out = tr.flush(at(1000));
         let summary: Vec<_> = out.iter().map(|c| (c.track, c.reason, c.hits)).collect();
-        assert_eq!(
-            summary,
-            vec![(1, CloseReason::Flushed, 6), (2, CloseReason::Flushed, 6)]
-        );
+        assert_eq!(summary, vec![(1, CloseReason::Flushed, 6), (2, CloseReason::Flushed, 6)]);
         assert_eq!(tr.active(), 0);
         assert!(tr.flush(at(1200)).is_empty());
     }
 
     #[test]
     fn closed_tracks_come_in_id_order() {
-        let cfg = TrackerConfig {
-            max_duration_s: 1.0,
-            min_hits: 1,
-            ..TrackerConfig::default()
-        };
+        let cfg = TrackerConfig { max_duration_s: 1.0, min_hits: 1, ..TrackerConfig::default() };
         let mut tr = Tracker::new(cfg);
         let a = || face(100.0, 100.0, 50.0, 0.9, 0.5, axis(0, 0.5));
         let b = || face(400.0, 100.0, 50.0, 0.9, 0.5, axis(1, 0.5));
         tr.update(at(0), vec![a()]);
         tr.update(at(600), vec![a(), b()]); // b is track 2
         let split = tr.update(at(1000), vec![a(), b()]); // a closes, continues as 3
-        assert_eq!(
-            split
-                .iter()
-                .map(|c| (c.track, c.reason))
-                .collect::<Vec<_>>(),
-            vec![(1, CloseReason::MaxDuration)]
-        );
+        assert_eq!(split.iter().map(|c| (c.track, c.reason)).collect::<Vec<_>>(), vec![(1, CloseReason::MaxDuration)]);
         tr.update(at(1200), vec![a(), b()]);
         let ids: Vec<u64> = tr.flush(at(1400)).iter().map(|c| c.track).collect();
         assert_eq!(ids, vec![2, 3]);
     }
 
     #[test]
+    fn coasting_track_keeps_its_size() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        for k in 0..5 {
+            let size = 100.0 - 10.0 * k as f32; // shrinking at 50 px/s, down to 60 px
+            tr.update(at(200 * k), vec![face(300.0, 300.0, size, 0.9, 0.5, vec![])]);
+        }
+        for k in 5..14 {
+            tr.update(at(200 * k), vec![]);
+        }
+        // 1.8 s unmatched: without the height-velocity reset the box would have collapsed.
+        assert_eq!(tr.active(), 1);
+        let h = tr.tracks[0].kf.mean[3];
+        assert!(h > 40.0, "coasting box shrank to h = {h}");
+    }
+
+    #[test]
     fn tick_closes_timed_out_tracks_without_frames() {
         let mut tr = Tracker::new(TrackerConfig::default());
         for k in 0..=5 {
-            tr.update(
-                at(200 * k),
-                vec![face(100.0, 100.0, 50.0, 0.9, 0.5, axis(0, 0.5))],
-            );
+            tr.update(at(200 * k), vec![face(100.0, 100.0, 50.0, 0.9, 0.5, axis(0, 0.5))]);
         }
         assert!(tr.tick(at(2900)).is_empty());
         assert_eq!(tr.active(), 1);
         let out = tr.tick(at(3000));
         assert_eq!(out.len(), 1);
-        assert_eq!(
-            (out[0].reason, out[0].hits, out[0].last_seen),
-            (CloseReason::Lost, 6, at(1000))
-        );
+        assert_eq!((out[0].reason, out[0].hits, out[0].last_seen), (CloseReason::Lost, 6, at(1000)));
         assert_eq!(tr.active(), 0);
     }
 
@@ -1412,21 +1478,11 @@ mod tests {
         let mut tr = Tracker::new(TrackerConfig::default());
         let f = |x: f32| face(x, 100.0, 50.0, 0.9, 0.5, axis(0, 0.5));
         let mut out = Vec::new();
-        for (ms, x) in [
-            (0, 100.0),
-            (200, 104.0),
-            (400, 108.0),
-            (100, 112.0),
-            (300, 116.0),
-            (-60_000, 120.0),
-        ] {
+        for (ms, x) in [(0, 100.0), (200, 104.0), (400, 108.0), (100, 112.0), (300, 116.0), (-60_000, 120.0)] {
             out.extend(tr.update(at(ms), vec![f(x)]));
         }
         out.extend(tr.tick(at(-3_600_000)));
-        assert!(
-            out.is_empty(),
-            "a clock step back must not time tracks out: {out:?}"
-        );
+        assert!(out.is_empty(), "a clock step back must not time tracks out: {out:?}");
         assert_eq!(tr.active(), 1);
         // The tracker follows the new clock: 2 s after it, the track is lost.
         let out = tr.tick(at(-60_000 + 2000));
@@ -1457,25 +1513,16 @@ mod tests {
     #[test]
     fn mid_score_faces_do_not_start_tracks() {
         let mut tr = Tracker::new(TrackerConfig::default());
-        tr.update(
-            at(0),
-            vec![face(200.0, 200.0, 60.0, 0.78, 0.5, axis(0, 0.5))],
-        );
+        tr.update(at(0), vec![face(200.0, 200.0, 60.0, 0.78, 0.5, axis(0, 0.5))]);
         assert_eq!(tr.active(), 0);
     }
 
     #[test]
     fn far_embeddings_never_associate() {
         let mut tr = Tracker::new(TrackerConfig::default());
-        tr.update(
-            at(0),
-            vec![face(200.0, 200.0, 60.0, 0.9, 0.5, axis(0, 0.5))],
-        );
+        tr.update(at(0), vec![face(200.0, 200.0, 60.0, 0.9, 0.5, axis(0, 0.5))]);
         // Same place, a different person (distance 1.3 > 0.75): a new track.
-        tr.update(
-            at(200),
-            vec![face(200.0, 200.0, 60.0, 0.9, 0.5, axis(1, 1.2))],
-        );
+        tr.update(at(200), vec![face(200.0, 200.0, 60.0, 0.9, 0.5, axis(1, 1.2))]);
         assert_eq!(tr.active(), 2);
     }
 
@@ -1483,14 +1530,8 @@ mod tests {
     fn faces_without_embeddings_track_on_iou_and_lose_the_best_shot() {
         let mut tr = Tracker::new(TrackerConfig::default());
         tr.update(at(0), vec![face(200.0, 200.0, 60.0, 0.9, 0.99, vec![])]);
-        tr.update(
-            at(200),
-            vec![face(202.0, 200.0, 60.0, 0.9, 0.5, axis(0, 0.5))],
-        );
-        tr.update(
-            at(400),
-            vec![face(204.0, 200.0, 60.0, 0.9, 0.95, vec![f32::NAN; 128])],
-        );
+        tr.update(at(200), vec![face(202.0, 200.0, 60.0, 0.9, 0.5, axis(0, 0.5))]);
+        tr.update(at(400), vec![face(204.0, 200.0, 60.0, 0.9, 0.95, vec![f32::NAN; 128])]);
         assert_eq!(tr.active(), 1);
         let out = tr.flush(at(600));
         assert_eq!(out[0].hits, 3);
@@ -1512,10 +1553,7 @@ mod tests {
 
     #[test]
     fn capacity_is_bounded_and_drops_are_counted() {
-        let cfg = TrackerConfig {
-            max_tracks: 3,
-            ..TrackerConfig::default()
-        };
+        let cfg = TrackerConfig { max_tracks: 3, ..TrackerConfig::default() };
         let mut tr = Tracker::new(cfg);
         let scores = [0.81, 0.99, 0.85, 0.95, 0.9];
         let faces: Vec<_> = scores
@@ -1538,90 +1576,36 @@ mod tests {
     fn config_defaults_parsing_and_validation() {
         assert_eq!(TrackerConfig::default().validate(), Ok(()));
         let cfg: TrackerConfig = toml::from_str("lost_timeout_s = 3.5\nmin_hits = 5").unwrap();
-        assert_eq!(
-            cfg,
-            TrackerConfig {
-                lost_timeout_s: 3.5,
-                min_hits: 5,
-                ..TrackerConfig::default()
-            }
-        );
+        assert_eq!(cfg, TrackerConfig { lost_timeout_s: 3.5, min_hits: 5, ..TrackerConfig::default() });
         assert!(toml::from_str::<TrackerConfig>("lost_timeout = 3.5").is_err());
+        let cfg: TrackerConfig = toml::from_str("reid_distance = 0.5\nmax_jump = 3.0").unwrap();
+        assert_eq!((cfg.reid_distance, cfg.max_jump), (0.5, 3.0));
+        assert_eq!((TrackerConfig::default().reid_distance, TrackerConfig::default().max_jump), (0.55, 2.0));
 
         let bad = |cfg: TrackerConfig| cfg.validate().unwrap_err().field;
         let d = TrackerConfig::default;
-        assert_eq!(
-            bad(TrackerConfig {
-                low_score: 0.8,
-                ..d()
-            }),
-            "low_score"
-        );
-        assert_eq!(
-            bad(TrackerConfig {
-                high_score: f32::NAN,
-                ..d()
-            }),
-            "high_score"
-        );
-        assert_eq!(
-            bad(TrackerConfig {
-                new_track_score: 0.7,
-                ..d()
-            }),
-            "new_track_score"
-        );
-        assert_eq!(
-            bad(TrackerConfig {
-                min_iou: 0.0,
-                ..d()
-            }),
-            "min_iou"
-        );
-        assert_eq!(
-            bad(TrackerConfig {
-                max_embedding_distance: 0.0,
-                ..d()
-            }),
-            "max_embedding_distance"
-        );
-        assert_eq!(
-            bad(TrackerConfig {
-                embedding_weight: -1.0,
-                ..d()
-            }),
-            "embedding_weight"
-        );
-        assert_eq!(
-            bad(TrackerConfig {
-                lost_timeout_s: f64::INFINITY,
-                ..d()
-            }),
-            "lost_timeout_s"
-        );
-        assert_eq!(
-            bad(TrackerConfig {
-                max_duration_s: 0.0,
-                ..d()
-            }),
-            "max_duration_s"
-        );
+        assert_eq!(bad(TrackerConfig { low_score: 0.8, ..d() }), "low_score");
+        assert_eq!(bad(TrackerConfig { high_score: f32::NAN, ..d() }), "high_score");
+        assert_eq!(bad(TrackerConfig { new_track_score: 0.7, ..d() }), "new_track_score");
+        assert_eq!(bad(TrackerConfig { min_iou: 0.0, ..d() }), "min_iou");
+        assert_eq!(bad(TrackerConfig { max_embedding_distance: 0.0, ..d() }), "max_embedding_distance");
+        assert_eq!(bad(TrackerConfig { embedding_weight: -1.0, ..d() }), "embedding_weight");
+        for reid_distance in [0.0, 0.8, f32::NAN] {
+            assert_eq!(bad(TrackerConfig { reid_distance, ..d() }), "reid_distance");
+        }
+        assert_eq!(TrackerConfig { reid_distance: 0.75, ..d() }.validate(), Ok(()));
+        for max_jump in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            assert_eq!(bad(TrackerConfig { max_jump, ..d() }), "max_jump");
+        }
+        assert_eq!(bad(TrackerConfig { lost_timeout_s: f64::INFINITY, ..d() }), "lost_timeout_s");
+        assert_eq!(bad(TrackerConfig { max_duration_s: 0.0, ..d() }), "max_duration_s");
         assert_eq!(bad(TrackerConfig { min_hits: 0, ..d() }), "min_hits");
-        assert_eq!(
-            bad(TrackerConfig {
-                max_tracks: 0,
-                ..d()
-            }),
-            "max_tracks"
-        );
+        assert_eq!(bad(TrackerConfig { max_tracks: 0, ..d() }), "max_tracks");
     }
 
     #[test]
     #[should_panic(expected = "invalid tracker config: `min_hits`")]
     fn new_panics_on_invalid_config() {
-        Tracker::new(TrackerConfig {
-            min_hits: 0,
-            ..TrackerConfig::default()
-        });
+        Tracker::new(TrackerConfig { min_hits: 0, ..TrackerConfig::default() });
     }
 }

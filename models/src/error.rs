@@ -22,11 +22,7 @@ pub enum ModelError {
 
     /// A model name that the manifest does not list.
     #[error("unknown model `{name}` (model manifest {origin} lists: {known})")]
-    UnknownModel {
-        name: String,
-        origin: String,
-        known: String,
-    },
+    UnknownModel { name: String, origin: String, known: String },
 
     /// The model file does not exist.
     #[error("model file missing: {path} (run scripts/setup.sh or `sightline-models fetch`)")]
@@ -37,68 +33,36 @@ pub enum ModelError {
     NotAFile { model: String, path: PathBuf },
 
     /// The file has the wrong size (truncated, or a different file).
-    #[error(
-        "model `{model}`: {path} is {actual} bytes, expected {expected} bytes (truncated or wrong file)"
-    )]
-    SizeMismatch {
-        model: String,
-        path: PathBuf,
-        expected: u64,
-        actual: u64,
-    },
+    #[error("model `{model}`: {path} is {actual} bytes, expected {expected} bytes (truncated or wrong file)")]
+    SizeMismatch { model: String, path: PathBuf, expected: u64, actual: u64 },
 
     /// The file has the right size but the wrong content.
     #[error("model `{model}`: sha256 mismatch for {path}: expected {expected}, actual {actual}")]
-    HashMismatch {
-        model: String,
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    HashMismatch { model: String, path: PathBuf, expected: String, actual: String },
 
     /// An I/O operation (`op`, e.g. "cannot read") on `path` failed.
     #[error("{op} {path}: {error}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        error: io::Error,
-    },
+    Io { op: &'static str, path: PathBuf, error: io::Error },
 
     /// `curl` failed to download `url` (exit status and curl's message).
     #[error("model `{model}`: download of {url} failed ({status}): {message}")]
-    Download {
-        model: String,
-        url: String,
-        status: String,
-        message: String,
-    },
+    Download { model: String, url: String, status: String, message: String },
 
     /// No source could provide a verified copy of one model.
     #[error("model `{model}` ({file}) is not available from any source; tried:{}", list(.tried))]
-    Unavailable {
-        model: String,
-        file: String,
-        tried: Vec<Attempt>,
-    },
+    Unavailable { model: String, file: String, tried: Vec<Attempt> },
 
     /// [`fetch`](crate::fetch) could not provide every model. `fetched` holds the models
     /// that are in place (verified); `failures` holds one [`ModelError::Unavailable`]
     /// (or setup error) per missing model.
     #[error("{} of {} model(s) could not be fetched:{}",
         .failures.len(), .failures.len() + .fetched.len(), list(.failures))]
-    FetchFailed {
-        fetched: Vec<FetchedModel>,
-        failures: Vec<ModelError>,
-    },
+    FetchFailed { fetched: Vec<FetchedModel>, failures: Vec<ModelError> },
 }
 
 impl ModelError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, error: io::Error) -> Self {
-        ModelError::Io {
-            op,
-            path: path.into(),
-            error,
-        }
+        ModelError::Io { op, path: path.into(), error }
     }
 }
 
@@ -122,8 +86,5 @@ fn list<T: fmt::Display>(items: &[T]) -> String {
     if items.is_empty() {
         return " (nothing)".to_owned();
     }
-    items
-        .iter()
-        .map(|item| format!("\n  - {}", item.to_string().replace('\n', "\n    ")))
-        .collect()
+    items.iter().map(|item| format!("\n  - {}", item.to_string().replace('\n', "\n    "))).collect()
 }

@@ -75,8 +75,7 @@ pub fn fetch(
     mirror_dirs: &[PathBuf],
     allow_download: bool,
 ) -> Result<FetchReport, ModelError> {
-    fs::create_dir_all(dest_dir)
-        .map_err(|e| ModelError::io("cannot create model directory", dest_dir, e))?;
+    fs::create_dir_all(dest_dir).map_err(|e| ModelError::io("cannot create model directory", dest_dir, e))?;
     let mut fetched = Vec::new();
     let mut failures = Vec::new();
     for entry in &manifest.models {
@@ -100,14 +99,7 @@ fn fetch_one(
 ) -> Result<FetchedModel, ModelError> {
     let path = entry.path_in(dest_dir);
     let mut tried = Vec::new();
-    let done = |status, attempts| {
-        Ok(FetchedModel {
-            name: entry.name.clone(),
-            path: path.clone(),
-            status,
-            attempts,
-        })
-    };
+    let done = |status, attempts| Ok(FetchedModel { name: entry.name.clone(), path: path.clone(), status, attempts });
 
     match verify_file(&path, entry) {
         Ok(()) => return done(FetchStatus::Present, tried),
@@ -123,22 +115,13 @@ fn fetch_one(
         let source = format!("mirror {}", src.display());
         if !dir.is_dir() {
             let problem = "mirror directory does not exist".to_owned();
-            tried.push(Attempt {
-                source: format!("mirror {}", dir.display()),
-                problem,
-            });
+            tried.push(Attempt { source: format!("mirror {}", dir.display()), problem });
         } else if !src.exists() {
-            tried.push(Attempt {
-                source,
-                problem: "not present".to_owned(),
-            });
+            tried.push(Attempt { source, problem: "not present".to_owned() });
         } else {
             match copy_verified(&src, entry, &path) {
                 Ok(()) => return done(FetchStatus::CopiedFromMirror { dir: dir.clone() }, tried),
-                Err(e) => tried.push(Attempt {
-                    source,
-                    problem: format!("refused: {e}"),
-                }),
+                Err(e) => tried.push(Attempt { source, problem: format!("refused: {e}") }),
             }
         }
     }
@@ -165,11 +148,7 @@ fn fetch_one(
         },
     }
 
-    Err(ModelError::Unavailable {
-        model: entry.name.clone(),
-        file: entry.file.clone(),
-        tried,
-    })
+    Err(ModelError::Unavailable { model: entry.name.clone(), file: entry.file.clone(), tried })
 }
 
 /// Copies `src` into a temporary file next to `dest` while hashing it; renames it to
@@ -177,22 +156,16 @@ fn fetch_one(
 fn copy_verified(src: &Path, entry: &ModelEntry, dest: &Path) -> Result<(), ModelError> {
     let meta = fs::metadata(src).map_err(|e| ModelError::io("cannot stat", src, e))?;
     if !meta.is_file() {
-        return Err(ModelError::NotAFile {
-            model: entry.name.clone(),
-            path: src.to_owned(),
-        });
+        return Err(ModelError::NotAFile { model: entry.name.clone(), path: src.to_owned() });
     }
     check_size(entry, src, meta.len())?; // cheap early refusal, before copying anything
     let input = File::open(src).map_err(|e| ModelError::io("cannot open", src, e))?;
     let tmp = TempFile::next_to(dest);
-    let mut out =
-        File::create(&tmp.path).map_err(|e| ModelError::io("cannot create", &tmp.path, e))?;
-    let (len, sha256) = hash_reader(input, Some(&mut out))
-        .map_err(|e| ModelError::io("cannot copy from", src, e))?;
+    let mut out = File::create(&tmp.path).map_err(|e| ModelError::io("cannot create", &tmp.path, e))?;
+    let (len, sha256) = hash_reader(input, Some(&mut out)).map_err(|e| ModelError::io("cannot copy from", src, e))?;
     check_size(entry, src, len)?;
     check_hash(entry, src, sha256)?;
-    out.sync_all()
-        .map_err(|e| ModelError::io("cannot sync", &tmp.path, e))?;
+    out.sync_all().map_err(|e| ModelError::io("cannot sync", &tmp.path, e))?;
     drop(out);
     tmp.persist(dest)
 }
@@ -215,14 +188,11 @@ fn download_verified(url: &str, entry: &ModelEntry, dest: &Path) -> Result<(), M
             message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         });
     }
-    let file = File::open(&tmp.path)
-        .map_err(|e| ModelError::io("cannot open downloaded file", &tmp.path, e))?;
-    let (len, sha256) =
-        hash_reader(&file, None).map_err(|e| ModelError::io("cannot read", &tmp.path, e))?;
+    let file = File::open(&tmp.path).map_err(|e| ModelError::io("cannot open downloaded file", &tmp.path, e))?;
+    let (len, sha256) = hash_reader(&file, None).map_err(|e| ModelError::io("cannot read", &tmp.path, e))?;
     check_size(entry, Path::new(url), len)?;
     check_hash(entry, Path::new(url), sha256)?;
-    file.sync_all()
-        .map_err(|e| ModelError::io("cannot sync", &tmp.path, e))?;
+    file.sync_all().map_err(|e| ModelError::io("cannot sync", &tmp.path, e))?;
     drop(file);
     tmp.persist(dest)
 }
@@ -239,16 +209,12 @@ impl TempFile {
     fn next_to(dest: &Path) -> TempFile {
         let name = dest.file_name().unwrap_or_default().to_string_lossy();
         let path = dest.with_file_name(format!(".{name}.partial.{}", std::process::id()));
-        TempFile {
-            path,
-            persisted: false,
-        }
+        TempFile { path, persisted: false }
     }
 
     /// Atomically renames the temporary file to `dest` (replacing any file there).
     fn persist(mut self, dest: &Path) -> Result<(), ModelError> {
-        fs::rename(&self.path, dest)
-            .map_err(|e| ModelError::io("cannot move verified file into place at", dest, e))?;
+        fs::rename(&self.path, dest).map_err(|e| ModelError::io("cannot move verified file into place at", dest, e))?;
         self.persisted = true;
         Ok(())
     }

@@ -17,9 +17,7 @@ use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
-use sightline_models::{
-    FetchStatus, FetchedModel, MIRROR_ENV, Manifest, ModelError, fetch, verify_file,
-};
+use sightline_models::{FetchStatus, FetchedModel, MIRROR_ENV, Manifest, ModelError, fetch, verify_file};
 
 const DEFAULT_MANIFEST: &str = "models/manifest.toml";
 const DEFAULT_DEST: &str = "models/cache";
@@ -88,18 +86,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Fetch {
-            common,
-            mirrors,
-            no_download,
-        } => {
+        Command::Fetch { common, mirrors, no_download } => {
             let (manifest, manifest_path) = load_manifest(common.manifest.as_deref())?;
             let manifest = select(&manifest, &common.only)?;
-            let mirrors = if mirrors.is_empty() {
-                default_mirrors(manifest_path.as_deref())
-            } else {
-                mirrors
-            };
+            let mirrors = if mirrors.is_empty() { default_mirrors(manifest_path.as_deref()) } else { mirrors };
             match fetch(&manifest, &common.dest, &mirrors, !no_download) {
                 Ok(report) => {
                     report.models.iter().for_each(print_fetched);
@@ -109,11 +99,7 @@ fn run(cli: Cli) -> Result<()> {
                     fetched.iter().for_each(print_fetched);
                     let total = fetched.len() + failures.len();
                     let msgs: Vec<String> = failures.iter().map(ToString::to_string).collect();
-                    bail!(
-                        "{} of {total} model(s) could not be fetched:\n{}",
-                        failures.len(),
-                        msgs.join("\n")
-                    )
+                    bail!("{} of {total} model(s) could not be fetched:\n{}", failures.len(), msgs.join("\n"))
                 }
                 Err(e) => Err(e.into()),
             }
@@ -147,10 +133,7 @@ fn run(cli: Cli) -> Result<()> {
             let (manifest, _) = load_manifest(manifest.as_deref())?;
             for m in &manifest.models {
                 let origin = m.url.as_deref().unwrap_or("(no upstream url: mirror only)");
-                println!(
-                    "{:<22} {:<44} {:>10} B  {}",
-                    m.name, m.file, m.bytes, m.license
-                );
+                println!("{:<22} {:<44} {:>10} B  {}", m.name, m.file, m.bytes, m.license);
                 println!("{:<22} role: {}; origin: {origin}", "", m.role);
             }
             Ok(())
@@ -164,9 +147,7 @@ fn load_manifest(arg: Option<&Path>) -> Result<(Manifest, Option<PathBuf>)> {
         Some(path) => path,
         None if Path::new(DEFAULT_MANIFEST).exists() => Path::new(DEFAULT_MANIFEST),
         None => {
-            eprintln!(
-                "note: {DEFAULT_MANIFEST} not found here; using the manifest built into this binary"
-            );
+            eprintln!("note: {DEFAULT_MANIFEST} not found here; using the manifest built into this binary");
             return Ok((Manifest::embedded().clone(), None));
         }
     };
@@ -201,11 +182,7 @@ fn default_mirrors(manifest_path: Option<&Path>) -> Vec<PathBuf> {
             existing.push(canonical);
         }
     }
-    if existing.is_empty() {
-        candidates
-    } else {
-        existing
-    }
+    if existing.is_empty() { candidates } else { existing }
 }
 
 fn print_fetched(m: &FetchedModel) {

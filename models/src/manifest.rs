@@ -60,10 +60,8 @@ pub struct Manifest {
 impl Manifest {
     /// Reads and validates a manifest file.
     pub fn load(path: &Path) -> Result<Manifest, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ModelError::ManifestRead {
-            path: path.to_owned(),
-            error,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|error| ModelError::ManifestRead { path: path.to_owned(), error })?;
         Manifest::from_toml_str(&text, &path.display().to_string())
     }
 
@@ -72,10 +70,7 @@ impl Manifest {
     /// Rejects unknown or missing fields, duplicate names or files, malformed sha256
     /// digests and `file` values that are not bare file names.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Manifest, ModelError> {
-        let invalid = |message: String| ModelError::ManifestInvalid {
-            origin: origin.to_owned(),
-            message,
-        };
+        let invalid = |message: String| ModelError::ManifestInvalid { origin: origin.to_owned(), message };
         let mut manifest: Manifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         manifest.origin = origin.to_owned();
         manifest.validate().map_err(invalid)?;
@@ -133,12 +128,7 @@ impl Manifest {
             self.require(name)?;
         }
         Ok(Manifest {
-            models: self
-                .models
-                .iter()
-                .filter(|m| names.contains(&m.name.as_str()))
-                .cloned()
-                .collect(),
+            models: self.models.iter().filter(|m| names.contains(&m.name.as_str())).cloned().collect(),
             origin: self.origin.clone(),
         })
     }
@@ -160,48 +150,26 @@ impl Manifest {
         let mut files = HashSet::new();
         for m in &self.models {
             let what = format!("model `{}`", m.name);
-            if m.name.is_empty()
-                || !m
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-            {
+            if m.name.is_empty() || !m.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
                 return Err(format!("{what}: name must be non-empty [A-Za-z0-9_-]"));
             }
             if !names.insert(m.name.as_str()) {
                 return Err(format!("{what} is listed twice"));
             }
-            let bare = Path::new(&m.file)
-                .file_name()
-                .is_some_and(|f| f == m.file.as_str());
+            let bare = Path::new(&m.file).file_name().is_some_and(|f| f == m.file.as_str());
             if !bare || m.file.contains('\\') {
-                return Err(format!(
-                    "{what}: file {:?} must be a bare file name",
-                    m.file
-                ));
+                return Err(format!("{what}: file {:?} must be a bare file name", m.file));
             }
             if !files.insert(m.file.as_str()) {
                 return Err(format!("{what}: file {:?} is used by two models", m.file));
             }
-            if m.sha256.len() != 64
-                || !m
-                    .sha256
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            {
-                return Err(format!(
-                    "{what}: sha256 {:?} is not 64 lowercase hex characters",
-                    m.sha256
-                ));
+            if m.sha256.len() != 64 || !m.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(format!("{what}: sha256 {:?} is not 64 lowercase hex characters", m.sha256));
             }
             if let Some(url) = &m.url
-                && !(url.starts_with("https://")
-                    || url.starts_with("http://")
-                    || url.starts_with("file://"))
+                && !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with("file://"))
             {
-                return Err(format!(
-                    "{what}: url {url:?} must start with https://, http:// or file://"
-                ));
+                return Err(format!("{what}: url {url:?} must start with https://, http:// or file://"));
             }
         }
         Ok(())
@@ -231,21 +199,14 @@ source = "test"
         assert_eq!(m.by_file("a.onnx").unwrap().name, "a");
         assert!(m.get("b").is_none());
         let err = m.require("b").unwrap_err().to_string();
-        assert!(
-            err.contains("`b`") && err.contains("t.toml") && err.contains("lists: a"),
-            "{err}"
-        );
+        assert!(err.contains("`b`") && err.contains("t.toml") && err.contains("lists: a"), "{err}");
     }
 
     #[test]
     fn rejects_unknown_keys() {
-        let err = Manifest::from_toml_str(&format!("{ONE}colour = \"red\"\n"), "t.toml")
-            .unwrap_err()
-            .to_string();
+        let err = Manifest::from_toml_str(&format!("{ONE}colour = \"red\"\n"), "t.toml").unwrap_err().to_string();
         assert!(err.contains("t.toml") && err.contains("colour"), "{err}");
-        let err = Manifest::from_toml_str(&format!("version = 1\n{ONE}"), "t.toml")
-            .unwrap_err()
-            .to_string();
+        let err = Manifest::from_toml_str(&format!("version = 1\n{ONE}"), "t.toml").unwrap_err().to_string();
         assert!(err.contains("version"), "{err}");
     }
 
@@ -255,21 +216,13 @@ source = "test"
             (ONE.replace("a.onnx", "../a.onnx"), "bare file name"),
             (ONE.replace("104ee2", "104EE2"), "lowercase hex"),
             (ONE.replace("c2b12\"", "c2b1\""), "lowercase hex"),
-            (
-                format!("{ONE}{}", ONE.replace("a.onnx", "b.onnx")),
-                "listed twice",
-            ),
-            (
-                format!("{ONE}{}", ONE.replace("name = \"a\"", "name = \"b\"")),
-                "used by two models",
-            ),
+            (format!("{ONE}{}", ONE.replace("a.onnx", "b.onnx")), "listed twice"),
+            (format!("{ONE}{}", ONE.replace("name = \"a\"", "name = \"b\"")), "used by two models"),
             (format!("{ONE}url = \"ftp://x\"\n"), "must start with"),
             (ONE.replace("bytes = 3\n", ""), "missing field `bytes`"),
         ];
         for (text, expected) in cases {
-            let err = Manifest::from_toml_str(&text, "t.toml")
-                .unwrap_err()
-                .to_string();
+            let err = Manifest::from_toml_str(&text, "t.toml").unwrap_err().to_string();
             assert!(err.contains(expected), "expected {expected:?} in: {err}");
         }
     }
@@ -280,11 +233,6 @@ source = "test"
         let m = Manifest::from_toml_str(&two, "t.toml").unwrap();
         assert_eq!(m.select(&["b"]).unwrap().names(), ["b"]);
         assert_eq!(m.select(&[]).unwrap().names(), ["a", "b"]);
-        assert!(
-            m.select(&["a", "zzz"])
-                .unwrap_err()
-                .to_string()
-                .contains("`zzz`")
-        );
+        assert!(m.select(&["a", "zzz"]).unwrap_err().to_string().contains("`zzz`"));
     }
 }

@@ -18,24 +18,16 @@ pub fn verify_file(path: &Path, entry: &ModelEntry) -> Result<(), ModelError> {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(ModelError::Missing {
-                path: path.to_owned(),
-            });
+            return Err(ModelError::Missing { path: path.to_owned() });
         }
         Err(e) => return Err(ModelError::io("cannot stat", path, e)),
     };
     if !meta.is_file() {
-        return Err(ModelError::NotAFile {
-            model: entry.name.clone(),
-            path: path.to_owned(),
-        });
+        return Err(ModelError::NotAFile { model: entry.name.clone(), path: path.to_owned() });
     }
     check_size(entry, path, meta.len())?;
-    let (len, sha256) = hash_reader(
-        File::open(path).map_err(|e| ModelError::io("cannot open", path, e))?,
-        None,
-    )
-    .map_err(|e| ModelError::io("cannot read", path, e))?;
+    let (len, sha256) = hash_reader(File::open(path).map_err(|e| ModelError::io("cannot open", path, e))?, None)
+        .map_err(|e| ModelError::io("cannot read", path, e))?;
     check_size(entry, path, len)?; // the file may have changed under us
     check_hash(entry, path, sha256)
 }
@@ -43,22 +35,16 @@ pub fn verify_file(path: &Path, entry: &ModelEntry) -> Result<(), ModelError> {
 /// The sha256 of a file as 64 lowercase hex characters (streamed).
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
     let file = File::open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => ModelError::Missing {
-            path: path.to_owned(),
-        },
+        io::ErrorKind::NotFound => ModelError::Missing { path: path.to_owned() },
         _ => ModelError::io("cannot open", path, e),
     })?;
-    let (_, sha256) =
-        hash_reader(file, None).map_err(|e| ModelError::io("cannot read", path, e))?;
+    let (_, sha256) = hash_reader(file, None).map_err(|e| ModelError::io("cannot read", path, e))?;
     Ok(sha256)
 }
 
 /// Reads `reader` to the end, optionally copying every byte to `copy_to`.
 /// Returns the number of bytes and their sha256 (lowercase hex).
-pub(crate) fn hash_reader(
-    mut reader: impl Read,
-    mut copy_to: Option<&mut dyn Write>,
-) -> io::Result<(u64, String)> {
+pub(crate) fn hash_reader(mut reader: impl Read, mut copy_to: Option<&mut dyn Write>) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; BUF_SIZE];
     let mut len = 0u64;
@@ -82,19 +68,10 @@ pub(crate) fn check_size(entry: &ModelEntry, path: &Path, actual: u64) -> Result
     if actual == entry.bytes {
         return Ok(());
     }
-    Err(ModelError::SizeMismatch {
-        model: entry.name.clone(),
-        path: path.to_owned(),
-        expected: entry.bytes,
-        actual,
-    })
+    Err(ModelError::SizeMismatch { model: entry.name.clone(), path: path.to_owned(), expected: entry.bytes, actual })
 }
 
-pub(crate) fn check_hash(
-    entry: &ModelEntry,
-    path: &Path,
-    actual: String,
-) -> Result<(), ModelError> {
+pub(crate) fn check_hash(entry: &ModelEntry, path: &Path, actual: String) -> Result<(), ModelError> {
     if actual == entry.sha256 {
         return Ok(());
     }

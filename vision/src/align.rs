@@ -8,8 +8,7 @@ use imageproc::geometric_transformations::{Interpolation, Projection, warp_into}
 pub const CHIP_SIZE: u32 = 150;
 
 /// Template landmark positions in chip pixels, YuNet order (MANIFEST §2).
-pub const TEMPLATE: [[f32; 2]; 5] =
-    [[47.38, 45.50], [101.62, 45.50], [74.50, 77.52], [49.55, 100.03], [99.45, 100.03]];
+pub const TEMPLATE: [[f32; 2]; 5] = [[47.38, 45.50], [101.62, 45.50], [74.50, 77.52], [49.55, 100.03], [99.45, 100.03]];
 
 /// A 2-D similarity transform `q = [[a, -b], [b, a]] p + t`.
 #[derive(Clone, Copy, Debug, PartialEq)]

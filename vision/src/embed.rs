@@ -33,7 +33,10 @@ impl FaceEmbedder {
         let mut out = Vec::with_capacity(chips.len());
         for batch in chips.chunks(self.max_batch.max(1)) {
             let input = rgb_planar_batch(batch);
-            let outputs = self.session.run(ort::inputs!["input" => TensorRef::from_array_view(&input).map_err(fail)?]).map_err(fail)?;
+            let outputs = self
+                .session
+                .run(ort::inputs!["input" => TensorRef::from_array_view(&input).map_err(fail)?])
+                .map_err(fail)?;
             let (shape, data) = outputs["embedding"].try_extract_tensor::<f32>().map_err(fail)?;
             if shape.len() != 2 || shape[1] as usize != EMBEDDING_DIM || shape[0] as usize != batch.len() {
                 return Err(VisionError::ModelInterface { model: MODEL, detail: format!("output shape {shape:?}") });

@@ -26,7 +26,9 @@ pub enum VisionError {
     RuntimeMissing { path: std::path::PathBuf },
     #[error("ONNX Runtime library {path} could not be loaded: {detail}")]
     RuntimeLoad { path: std::path::PathBuf, detail: String },
-    #[error("no ONNX Runtime library configured: set `[runtime] onnxruntime` in the config or ORT_DYLIB_PATH (scripts/setup.sh installs one under .local/onnxruntime/)")]
+    #[error(
+        "no ONNX Runtime library configured: set `[runtime] onnxruntime` in the config or ORT_DYLIB_PATH (scripts/setup.sh installs one under .local/onnxruntime/)"
+    )]
     RuntimeUnset,
     #[error("execution provider {0:?} is not compiled in (cargo features: cuda, tensorrt, openvino) or unknown")]
     UnknownProvider(String),
@@ -78,12 +80,8 @@ impl FacePipeline {
 
     /// Detects, aligns and embeds every face in an RGB frame.
     pub fn analyze(&mut self, frame: &RgbImage) -> Result<Vec<AnalyzedFace>> {
-        let faces: Vec<Face> = self
-            .detector
-            .detect(frame)?
-            .into_iter()
-            .filter(|f| f.bbox[2] >= self.min_face_px)
-            .collect();
+        let faces: Vec<Face> =
+            self.detector.detect(frame)?.into_iter().filter(|f| f.bbox[2] >= self.min_face_px).collect();
         if faces.is_empty() {
             return Ok(Vec::new());
         }

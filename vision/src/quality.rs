@@ -39,11 +39,8 @@ pub fn laplacian_variance(img: &RgbImage) -> f32 {
     if w < 3 || h < 3 {
         return 0.0;
     }
-    let luma: Vec<f32> = img
-        .as_raw()
-        .chunks_exact(3)
-        .map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
-        .collect();
+    let luma: Vec<f32> =
+        img.as_raw().chunks_exact(3).map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).collect();
     let (mut sum, mut sq, mut n) = (0f64, 0f64, 0f64);
     for y in 1..h - 1 {
         for x in 1..w - 1 {
@@ -63,7 +60,9 @@ mod tests {
 
     #[test]
     fn sharp_beats_blurred_and_frontal_beats_profile() {
-        let checker = RgbImage::from_fn(150, 150, |x, y| if (x / 3 + y / 3) % 2 == 0 { image::Rgb([255; 3]) } else { image::Rgb([0; 3]) });
+        let checker = RgbImage::from_fn(150, 150, |x, y| {
+            if (x / 3 + y / 3) % 2 == 0 { image::Rgb([255; 3]) } else { image::Rgb([0; 3]) }
+        });
         let flat = RgbImage::from_pixel(150, 150, image::Rgb([128; 3]));
         assert!(laplacian_variance(&checker) > SHARP_VAR);
         assert_eq!(laplacian_variance(&flat), 0.0);

@@ -43,11 +43,7 @@ impl Runtime {
         if !path.is_file() {
             return Err(VisionError::RuntimeMissing { path });
         }
-        let providers = cfg
-            .execution_providers
-            .iter()
-            .map(|name| provider(name))
-            .collect::<Result<Vec<_>>>()?;
+        let providers = cfg.execution_providers.iter().map(|name| provider(name)).collect::<Result<Vec<_>>>()?;
         // ONNX Runtime allows one environment per process: the first one made is kept and shared.
         static ENV: std::sync::Mutex<Option<ort::environment::Environment>> = std::sync::Mutex::new(None);
         let mut shared = ENV.lock().unwrap();

@@ -95,10 +95,8 @@ pub struct FaceDetector {
 impl FaceDetector {
     pub fn load(rt: &crate::Runtime, path: &std::path::Path) -> Result<Self> {
         let session = rt.session(path)?;
-        let outputs: Vec<String> = STRIDES
-            .iter()
-            .flat_map(|s| ["cls", "obj", "bbox", "kps"].map(|k| format!("{k}_{s}")))
-            .collect();
+        let outputs: Vec<String> =
+            STRIDES.iter().flat_map(|s| ["cls", "obj", "bbox", "kps"].map(|k| format!("{k}_{s}"))).collect();
         let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
         crate::runtime::require_outlets(&session, MODEL, &["input"], &outputs)?;
         Ok(FaceDetector { session, threshold: 0.6, nms_iou: 0.3, max_width: 1280, resizer: fr::Resizer::new() })
@@ -113,7 +111,11 @@ impl FaceDetector {
             let h = ((frame.height() as f32 * scale).round() as u32).max(32);
             let mut dst = RgbImage::new(w, h);
             self.resizer
-                .resize(frame, &mut dst, &fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear)))
+                .resize(
+                    frame,
+                    &mut dst,
+                    &fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear)),
+                )
                 .map_err(|e| VisionError::Inference { model: MODEL, detail: format!("resize: {e}") })?;
             resized = dst;
             &resized
@@ -124,14 +126,18 @@ impl FaceDetector {
         let input = bgr_planar_padded(img, 32);
         let padded_w = input.shape()[3];
         let fail = |e: ort::Error| VisionError::Inference { model: MODEL, detail: e.to_string() };
-        let outputs = self.session.run(ort::inputs!["input" => TensorRef::from_array_view(&input).map_err(fail)?]).map_err(fail)?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["input" => TensorRef::from_array_view(&input).map_err(fail)?])
+            .map_err(fail)?;
         let mut faces = Vec::new();
         for stride in STRIDES {
             let get = |k: &str| -> Result<&[f32]> {
                 let name = format!("{k}_{stride}");
                 outputs[name.as_str()].try_extract_tensor::<f32>().map(|(_, d)| d).map_err(fail)
             };
-            let out = StrideOutputs { stride, cls: get("cls")?, obj: get("obj")?, bbox: get("bbox")?, kps: get("kps")? };
+            let out =
+                StrideOutputs { stride, cls: get("cls")?, obj: get("obj")?, bbox: get("bbox")?, kps: get("kps")? };
             decode(&out, padded_w, self.threshold, &mut faces);
         }
         let mut faces = nms(faces, self.nms_iou);

@@ -6,13 +6,12 @@ use std::path::PathBuf;
 use sightline_vision::{FacePipeline, Runtime, RuntimeConfig, distance, load_rgb};
 
 fn dir(var: &str, fallback: &str) -> PathBuf {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(fallback))
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(fallback))
 }
 
 fn pipeline() -> FacePipeline {
-    let rt = Runtime::new(&RuntimeConfig { threads: 2, ..Default::default() }).expect("ONNX Runtime (run scripts/setup.sh)");
+    let rt =
+        Runtime::new(&RuntimeConfig { threads: 2, ..Default::default() }).expect("ONNX Runtime (run scripts/setup.sh)");
     let mut p = FacePipeline::load(&rt, &dir("SIGHTLINE_MODEL_DIR", "../models/cache"), "yunet_n_dynamic.onnx")
         .expect("models (run scripts/setup.sh)");
     // the manifest's counts were taken at full resolution
@@ -119,9 +118,12 @@ fn missing_and_corrupt_models_are_named() {
 
 #[test]
 fn a_missing_runtime_library_is_a_clear_error() {
-    let e = Runtime::new(&RuntimeConfig { onnxruntime: Some("/nonexistent/libonnxruntime.so".into()), ..Default::default() })
-        .err()
-        .unwrap()
-        .to_string();
+    let e = Runtime::new(&RuntimeConfig {
+        onnxruntime: Some("/nonexistent/libonnxruntime.so".into()),
+        ..Default::default()
+    })
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("/nonexistent/libonnxruntime.so") && e.contains("setup.sh"), "{e}");
 }

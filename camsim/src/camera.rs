@@ -16,12 +16,16 @@
 //!   gst-rtsp-server's network sinks synchronise on the clock, so buffers leave
 //!   at the rate given by their timestamps (real time) and back-pressure holds
 //!   the file pipeline back.
-//! * **No re-encoding for H.264/H.265.** `parsebin` demuxes and parses; the
-//!   parser in the media pipeline re-emits SPS/PPS(/VPS) and the payloader is
-//!   told `config-interval=-1` so parameter sets also go in-band before every
-//!   key frame, and a client joining mid-stream can start decoding at the next
-//!   key frame. Any other codec is decoded and re-encoded with `x264enc`
-//!   (`tune=zerolatency`, `speed-preset=ultrafast`, a key frame every ~2 s).
+//! * **No re-encoding for H.264/H.265.** `parsebin` demuxes and parses, the
+//!   parser in the media pipeline converts to what the payloader takes, and
+//!   the payloader's `config-interval=-1` sends SPS/PPS(/VPS) in-band with
+//!   every key frame (besides the SDP), so a client joining a shared stream
+//!   mid-way can start decoding at the next key frame. Any other codec is
+//!   decoded and re-encoded with `x264enc` (`tune=zerolatency`,
+//!   `speed-preset=ultrafast`, a key frame every ~2 s), which is logged.
+//! * **Seeking.** The non-live `appsrc` is not seekable, so gst-rtsp-server
+//!   ignores a client's PLAY `Range` and a second client joining a shared
+//!   stream does not restart it for the first.
 //! * **Lifetime.** gst-rtsp-server builds a media pipeline per shared media:
 //!   clients of one mount share it, and when the last one leaves it is torn
 //!   down. The file pipeline is started by the first `need-data` of the media's
@@ -55,27 +59,18 @@ pub enum Error {
     MountName(String),
     #[error("mount name '{0}' is given more than once")]
     DuplicateMount(String),
-    #[error("cannot read video file {}: {source}", .path.display())]
-    Unreadable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot read video file {}", .path.display())]
+    Unreadable { path: PathBuf, source: std::io::Error },
     #[error("cannot read video file {}: not a regular file", .0.display())]
     NotAFile(PathBuf),
     #[error("cannot play {}: {reason}", .path.display())]
     NotMedia { path: PathBuf, reason: String },
-    #[error("{} contains no video stream", .0.display())]
+    #[error("{} contains no video stream (still images are not served)", .0.display())]
     NoVideo(PathBuf),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    #[error("cannot listen on {addr}")]
+    Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("cannot start the RTSP server on {addr}: {reason}")]
-    Server {
-        addr: std::net::SocketAddr,
-        reason: String,
-    },
+    Server { addr: std::net::SocketAddr, reason: String },
     #[error("GStreamer: {0}")]
     Gst(String),
 }
@@ -95,19 +90,14 @@ pub struct MountArg {
 
 /// Parses `NAME=FILE`; NAME must match `[a-z0-9][a-z0-9_-]{0,63}`.
 pub fn parse_mount(arg: &str) -> Result<MountArg, Error> {
-    let (name, file) = arg
-        .split_once('=')
-        .ok_or_else(|| Error::MountSyntax(arg.to_owned()))?;
+    let (name, file) = arg.split_once('=').ok_or_else(|| Error::MountSyntax(arg.to_owned()))?;
     if !valid_name(name) {
         return Err(Error::MountName(name.to_owned()));
     }
     if file.is_empty() {
         return Err(Error::MountNoFile(arg.to_owned()));
     }
-    Ok(MountArg {
-        name: name.to_owned(),
-        file: PathBuf::from(file),
-    })
+    Ok(MountArg { name: name.to_owned(), file: PathBuf::from(file) })
 }
 
 fn valid_name(name: &str) -> bool {
@@ -149,7 +139,8 @@ impl Camera {
         }
         File::open(&given).map_err(unreadable)?;
         let path = std::fs::canonicalize(&given).map_err(unreadable)?;
-        let (codec, fps) = probe(&path).map_err(|reason| Error::NotMedia { path: given.clone(), reason })?
+        let (codec, fps) = probe(&path)
+            .map_err(|reason| Error::NotMedia { path: given.clone(), reason })?
             .ok_or_else(|| Error::NoVideo(given.clone()))?;
         Ok(Camera { name: mount.name.clone(), given, path, codec, fps })
     }
@@ -157,7 +148,7 @@ impl Camera {
     /// Launch line of the media pipeline gst-rtsp-server builds for each
     /// (shared) media of this mount.
     fn media_launch(&self) -> String {
-        const SRC: &str = "appsrc name=src format=time block=true max-bytes=2000000";
+        const SRC: &str = "appsrc name=src format=time block=true max-time=1000000000 max-bytes=4000000";
         match &self.codec {
             Codec::H264 => format!("( {SRC} ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )"),
             Codec::H265 => format!("( {SRC} ! h265parse ! rtph265pay name=pay0 pt=96 config-interval=-1 )"),
@@ -201,12 +192,17 @@ impl Camera {
     /// Builds the file pipeline feeding `media`'s appsrc and ties its life to
     /// the media's: started by the first need-data, stopped on unprepare.
     fn attach_file_pipeline(&self, media: &gst_rtsp_server::RTSPMedia, looping: bool) -> Result<(), Error> {
-        let bin = media.element().downcast::<gst::Bin>().map_err(|_| Error::Gst("media element is not a bin".into()))?;
+        let bin =
+            media.element().downcast::<gst::Bin>().map_err(|_| Error::Gst("media element is not a bin".into()))?;
         let appsrc = bin
             .by_name("src")
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
             .ok_or_else(|| Error::Gst("media pipeline has no appsrc".into()))?;
-        let feeder = Arc::new(Mutex::new(Some(FilePipeline::new(self, &appsrc, looping)?)));
+        let file = FilePipeline::new(self, &appsrc, looping).inspect_err(|_| {
+            // Let the media fail now rather than wait for data that won't come.
+            let _ = appsrc.end_of_stream();
+        })?;
+        let feeder = Arc::new(Mutex::new(Some(file)));
 
         let started = AtomicBool::new(false);
         let on_need = feeder.clone();
@@ -237,7 +233,7 @@ fn probe(path: &Path) -> Result<Option<(Codec, Option<f64>)>, String> {
     let uri = glib::filename_to_uri(path, None).map_err(|e| e.to_string())?;
     let discoverer = gst_pbutils::Discoverer::new(gst::ClockTime::from_seconds(10)).map_err(|e| e.to_string())?;
     let info = discoverer.discover_uri(&uri).map_err(|e| e.to_string())?;
-    let Some(video) = info.video_streams().into_iter().next() else {
+    let Some(video) = info.video_streams().into_iter().find(|v| !v.is_image()) else {
         return Ok(None);
     };
     let caps = video.caps().ok_or("video stream without caps")?;
@@ -300,6 +296,11 @@ impl FilePipeline {
                     }
                     let Some(buffer) = sample.buffer_owned() else { return Ok(gst::FlowSuccess::Ok) };
                     let segment = sample.segment().and_then(|s| s.downcast_ref::<gst::ClockTime>().cloned());
+                    // When looping, what was produced while prerolling, before
+                    // the first segment seek, is replayed after it: drop it.
+                    if looping && !segment.as_ref().is_some_and(|s| s.flags().contains(gst::SegmentFlags::SEGMENT)) {
+                        return Ok(gst::FlowSuccess::Ok);
+                    }
                     src.push_buffer(retimer.retime(buffer, segment.as_ref()))
                 })
                 .eos(move |_| {
@@ -312,10 +313,8 @@ impl FilePipeline {
         let weak = pipeline.downgrade();
         let err_src = appsrc.clone();
         let name = camera.name.clone();
-        let watch = pipeline.bus().expect("pipeline has a bus").create_watch(
-            None,
-            glib::Priority::DEFAULT,
-            move |_, msg| {
+        let watch =
+            pipeline.bus().expect("pipeline has a bus").create_watch(None, glib::Priority::DEFAULT, move |_, msg| {
                 match msg.view() {
                     gst::MessageView::SegmentDone(_) => {
                         debug!(mount = %name, "end of file, looping");
@@ -334,8 +333,7 @@ impl FilePipeline {
                     _ => {}
                 }
                 glib::ControlFlow::Continue
-            },
-        );
+            });
         watch.attach(Some(&glib::MainContext::default()));
         let this = FilePipeline { pipeline, watch };
 
@@ -356,6 +354,7 @@ impl FilePipeline {
     fn stop(self) {
         self.watch.destroy();
         let _ = self.pipeline.set_state(gst::State::Null);
+        debug!(pipeline = %self.pipeline.name(), "file pipeline stopped");
     }
 }
 
@@ -370,10 +369,12 @@ fn seek_to_start(pipeline: &gst::Pipeline, flags: gst::SeekFlags) -> Result<(), 
 
 /// Turns the file pipeline's per-loop timestamps into one increasing timeline.
 ///
-/// Each pass over the file gets an offset so that its first buffer starts
-/// where the previous pass ended. A new pass is recognised by a new segment
-/// whose decode (else presentation) time goes back in time. The output starts
-/// at 0, which is where the media pipeline's (default) segment starts.
+/// Times are taken relative to their segment's start, so the segment bases
+/// the demuxer accumulates over loops do not matter. A new pass over the file
+/// is recognised by a new segment whose decode (else presentation) time goes
+/// back; it gets an offset so that its first frame is presented right after
+/// the end of the previous pass. The output starts at 0, where the media
+/// pipeline's (default) segment starts.
 #[derive(Default)]
 struct Retimer {
     segment: Option<gst::FormattedSegment<gst::ClockTime>>,
@@ -388,7 +389,11 @@ struct Retimer {
 }
 
 impl Retimer {
-    fn retime(&mut self, mut buffer: gst::Buffer, segment: Option<&gst::FormattedSegment<gst::ClockTime>>) -> gst::Buffer {
+    fn retime(
+        &mut self,
+        mut buffer: gst::Buffer,
+        segment: Option<&gst::FormattedSegment<gst::ClockTime>>,
+    ) -> gst::Buffer {
         let start = segment.and_then(|s| s.start()).map_or(0, |t| t.nseconds() as i64);
         let rel = |t: Option<gst::ClockTime>| t.map(|t| t.nseconds() as i64 - start);
         let (pts, dts) = (rel(buffer.pts()), rel(buffer.dts()));
@@ -396,14 +401,16 @@ impl Retimer {
 
         let new_segment = segment.is_some() && segment != self.segment.as_ref();
         if new_segment {
+            debug!(?segment, anchor, last = ?self.last_rel, "new segment");
             self.segment = segment.cloned();
         }
         let buf = buffer.make_mut();
         match self.last_rel {
-            None => self.offset = (-anchor).max(0),
+            None => self.offset = (-anchor.min(pts.unwrap_or(anchor))).max(0),
             Some(last) if new_segment && anchor < last => {
-                // Next pass over the file: continue right after the previous one.
-                self.offset = self.end - anchor;
+                // Next pass over the file: its first frame (a key frame, the
+                // earliest to present) comes right after the previous pass.
+                self.offset = self.end - pts.unwrap_or(anchor);
                 buf.unset_flags(gst::BufferFlags::DISCONT);
                 debug!(offset_ms = self.offset / 1_000_000, "new pass over the file");
             }

@@ -11,7 +11,7 @@
 mod camera;
 
 use std::collections::HashSet;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::ExitCode;
 
@@ -51,6 +51,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     match run(cli) {
@@ -71,7 +72,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let cameras = cli.mounts.iter().map(Camera::open).collect::<Result<Vec<_>, _>>()?;
 
+    // Handle signals before announcing anything: a SIGTERM right after the
+    // ready line must stop us cleanly, not kill us.
     let main_loop = glib::MainLoop::new(None, false);
+    for signal in [SIGINT, SIGTERM] {
+        let main_loop = main_loop.clone();
+        glib_unix::unix_signal_add(signal, move || {
+            info!(signal, "stopping");
+            main_loop.quit();
+            glib::ControlFlow::Continue
+        });
+    }
     let server = start_server(cli.listen, &cameras, cli.looping)?;
 
     let host = match cli.listen.ip() {
@@ -86,36 +97,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     out.flush()?;
     drop(out);
 
-    for signal in [SIGINT, SIGTERM] {
-        let main_loop = main_loop.clone();
-        glib_unix::unix_signal_add(signal, move || {
-            info!(signal, "stopping");
-            main_loop.quit();
-            glib::ControlFlow::Continue
-        });
-    }
     main_loop.run();
     Ok(())
 }
 
-/// Starts listening on `addr` and mounts the cameras. Binding is checked
-/// up front with a plain socket (for a clear "address in use" error) and the
-/// result of `attach`, which creates the real socket, is checked too.
+/// Starts listening on `addr` and mounts the cameras. Binding is tried
+/// first with a plain socket, for a clear error ("address already in use",
+/// "cannot assign requested address"); `attach`, which creates the real
+/// socket, is checked too in case the address was taken in between.
 fn start_server(addr: SocketAddr, cameras: &[Camera], looping: bool) -> Result<gst_rtsp_server::RTSPServer, Error> {
-    if addr.port() != 0 {
-        drop(TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?);
-    }
+    drop(TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?);
     let server = gst_rtsp_server::RTSPServer::new();
     server.set_address(&addr.ip().to_string());
     server.set_service(&addr.port().to_string());
-    let mounts = server
-        .mount_points()
-        .ok_or_else(|| Error::Gst("RTSP server has no mount points".into()))?;
+    let mounts = server.mount_points().ok_or_else(|| Error::Gst("RTSP server has no mount points".into()))?;
     for camera in cameras {
         mounts.add_factory(&format!("/{}", camera.name), camera.factory(looping));
     }
     let fail = |reason: String| Error::Server { addr, reason };
-    server.attach(None).map_err(|e| fail(format!("{e} (address in use?)")))?;
+    server.attach(None).map_err(|e| fail(format!("{e} (could not bind)")))?;
     if server.bound_port() <= 0 {
         return Err(fail("no port bound".into()));
     }

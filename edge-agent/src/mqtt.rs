@@ -66,6 +66,7 @@ pub async fn run_publisher(
     mut rx: mpsc::Receiver<Outgoing>,
     stats: Arc<MqttStats>,
     flush_timeout: Duration,
+    cameras: Option<Vec<String>>,
 ) {
     let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("sightline-edge-{}", agent.id));
     let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
@@ -82,6 +83,11 @@ pub async fn run_publisher(
     let (client, mut eventloop) = AsyncClient::new(opts, 64);
 
     let driver_stats = stats.clone();
+    // Every (re)connection re-announces the agent online: the broker published our Last Will
+    // (retained `offline`) when the previous connection dropped.
+    let announcer = client.clone();
+    let online_topic = topic::agent_status(&agent.site, &agent.id);
+    let (announce_agent, announce_clock, announce_cameras) = (agent.clone(), clock.clone(), cameras.clone());
     let broker = format!("{}:{}", cfg.host, cfg.port);
     let driver = tokio::spawn(async move {
         let mut warned = false;
@@ -89,6 +95,10 @@ pub async fn run_publisher(
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     driver_stats.connected.store(true, Ordering::Relaxed);
+                    let online = agent_status(&announce_agent, announce_clock.as_ref(), AgentState::Online, announce_cameras.clone());
+                    if announcer.try_publish(online_topic.as_str(), QoS::AtLeastOnce, true, online.to_json()).is_ok() {
+                        driver_stats.published.fetch_add(1, Ordering::Relaxed);
+                    }
                     tracing::info!(%broker, "MQTT connected");
                     warned = false;
                 }
@@ -111,13 +121,11 @@ pub async fn run_publisher(
         }
     });
 
-    let online = agent_status(&agent, clock.as_ref(), AgentState::Online, None);
-    publish(&client, &stats, Outgoing::retained(topic::agent_status(&agent.site, &agent.id), &online)).await;
     while let Some(msg) = rx.recv().await {
         publish(&client, &stats, msg).await;
     }
 
-    let offline = agent_status(&agent, clock.as_ref(), AgentState::Offline, None);
+    let offline = agent_status(&agent, clock.as_ref(), AgentState::Offline, cameras);
     publish(&client, &stats, Outgoing::retained(topic::agent_status(&agent.site, &agent.id), &offline)).await;
     let all_acked = async {
         loop {

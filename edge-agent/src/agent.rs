@@ -6,23 +6,56 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sightline_contract::CameraState;
+use sightline_vision::crowd::DensityEstimator;
+use sightline_vision::persons::PersonDetector;
 use sightline_vision::{FacePipeline, Runtime};
 use tokio::sync::{mpsc, watch};
 
 use crate::analysis::Worker;
 use crate::camera::{CameraHandle, CameraTask, StatusInfo, status_message};
 use crate::config::Config;
+use crate::crowd::CrowdWorker;
 use crate::frames::{Counters, Doorbell, FrameSlot};
 use crate::mqtt::{MqttStats, run_publisher};
+use crate::rules::CameraRules;
 use crate::{AgentError, Clock};
 
 /// Capacity of the event channel to the publisher (bounded: producers wait when it is full).
 const EVENT_QUEUE: usize = 1024;
 
-/// Loads the runtime and face models as configured.
-pub fn load_faces(cfg: &Config) -> Result<FacePipeline, AgentError> {
+/// The models the configuration needs, loaded once and shared by every camera.
+pub struct Models {
+    pub faces: FacePipeline,
+    /// When a camera counts crowds or has a fence.
+    pub persons: Option<PersonDetector>,
+    /// When a camera counts crowds.
+    pub density: Option<DensityEstimator>,
+}
+
+/// Loads the runtime and the models as configured (each sha256-verified).
+pub fn load_models(cfg: &Config) -> Result<Models, AgentError> {
     let rt = Runtime::new(&cfg.runtime)?;
-    let mut faces = FacePipeline::load(&rt, &cfg.agent.model_dir, &cfg.faces.detector)?;
+    let enabled = || cfg.cameras.iter().filter(|c| c.enabled);
+    let persons = if enabled().any(|c| c.needs_persons()) {
+        let mut p = PersonDetector::load(&rt, &cfg.model_path(&cfg.crowd.person_model))?;
+        p.threshold = cfg.crowd.person_threshold;
+        Some(p)
+    } else {
+        None
+    };
+    let density = if enabled().any(|c| c.crowd.enabled) {
+        let rt = rt.with_threads(cfg.crowd.threads);
+        let mut d = DensityEstimator::load(&rt, &cfg.model_path(&cfg.crowd.density_model))?;
+        d.max_width = cfg.crowd.max_width;
+        Some(d)
+    } else {
+        None
+    };
+    Ok(Models { faces: load_faces(&rt, cfg)?, persons, density })
+}
+
+fn load_faces(rt: &Runtime, cfg: &Config) -> Result<FacePipeline, AgentError> {
+    let mut faces = FacePipeline::load(rt, &cfg.agent.model_dir, &cfg.faces.detector)?;
     faces.detector.threshold = cfg.faces.score_threshold;
     faces.detector.nms_iou = cfg.faces.nms_iou;
     faces.detector.max_width = cfg.faces.max_detect_width;
@@ -34,8 +67,13 @@ pub fn load_faces(cfg: &Config) -> Result<FacePipeline, AgentError> {
 pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
     crate::decode::check_decoder(&cfg.decode.h264, "h264")?;
     crate::decode::check_decoder(&cfg.decode.h265, "h265")?;
-    let faces = load_faces(&cfg)?;
-    tracing::info!(cameras = cfg.cameras.len(), "models loaded");
+    let models = load_models(&cfg)?;
+    tracing::info!(
+        cameras = cfg.cameras.len(),
+        persons = models.persons.is_some(),
+        density = models.density.is_some(),
+        "models loaded"
+    );
 
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let stats = Arc::new(MqttStats::default());
@@ -50,25 +88,26 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     ));
 
     let bell = Arc::new(Doorbell::default());
-    let cameras: Vec<Arc<CameraHandle>> = cfg
+    let crowd_bell = Arc::new(Doorbell::default());
+    let cameras = cfg
         .cameras
         .iter()
         .filter(|c| c.enabled)
         .map(|c| {
-            Arc::new(CameraHandle {
+            let rules = CameraRules::new(&cfg.agent.site, &c.id, &c.zones, &c.rules, &c.health)
+                .map_err(|source| AgentError::Rules { camera: c.id.clone(), source })?;
+            Ok(Arc::new(CameraHandle {
                 cfg: c.clone(),
                 slot: Arc::new(FrameSlot::new(Arc::new(Counters::default()), bell.clone())),
-                status: Mutex::new(StatusInfo {
-                    state: CameraState::Connecting,
-                    codec: None,
-                    resolution: None,
-                    detail: None,
-                }),
-            })
+                crowd_slot: Arc::new(FrameSlot::new(Arc::new(Counters::default()), crowd_bell.clone())),
+                status: Mutex::new(StatusInfo::new(CameraState::Connecting)),
+                rules: Mutex::new(rules),
+                persons: Mutex::new(None),
+            }))
         })
-        .collect();
+        .collect::<Result<Vec<_>, AgentError>>()?;
     for c in cfg.cameras.iter().filter(|c| !c.enabled) {
-        let st = StatusInfo { state: CameraState::Disabled, codec: None, resolution: None, detail: None };
+        let st = StatusInfo::new(CameraState::Disabled);
         let _ = events.send(status_message(&cfg.agent.site, &cfg.agent.id, &c.id, &st, clock.now(), None)).await;
     }
 
@@ -90,7 +129,8 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     let done = Arc::new(AtomicBool::new(false));
     let worker = Worker {
         site: cfg.agent.site.clone(),
-        faces,
+        faces: models.faces,
+        persons: models.persons,
         cameras: cameras.clone(),
         tracker: cfg.tracker.clone(),
         bell: bell.clone(),
@@ -100,6 +140,19 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     };
     let worker =
         std::thread::Builder::new().name("analysis".into()).spawn(move || worker.run()).expect("spawn analysis thread");
+
+    let crowd_worker = models.density.map(|density| {
+        let w = CrowdWorker {
+            site: cfg.agent.site.clone(),
+            density,
+            cfg: cfg.crowd.clone(),
+            cameras: cameras.clone(),
+            bell: crowd_bell.clone(),
+            events: events.clone(),
+            done: done.clone(),
+        };
+        std::thread::Builder::new().name("crowd".into()).spawn(move || w.run()).expect("spawn crowd thread")
+    });
 
     let reporter = tokio::spawn(report_status(
         cfg.agent.site.clone(),
@@ -128,7 +181,15 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     }
     done.store(true, Ordering::Release);
     bell.ring();
-    tokio::task::spawn_blocking(move || worker.join()).await.ok();
+    crowd_bell.ring();
+    tokio::task::spawn_blocking(move || {
+        let _ = worker.join();
+        if let Some(c) = crowd_worker {
+            let _ = c.join();
+        }
+    })
+    .await
+    .ok();
     reporter.abort();
     for c in &cameras {
         let c = c.counters();

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sightline_contract::{BestShot, Sighting, new_event_id, topic};
+use sightline_contract::{Alert, BestShot, Sighting, new_event_id, topic};
+use sightline_vision::persons::{Person, PersonDetector};
 use sightline_vision::{EMBEDDING_MODEL, FacePipeline};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -14,12 +15,15 @@ use tokio::sync::mpsc;
 use crate::Clock;
 use crate::camera::CameraHandle;
 use crate::frames::{Counters, Doorbell, Frame, Taken};
+use crate::health::HealthProbe;
 use crate::mqtt::Outgoing;
 use crate::tracker::{ClosedTrack, FaceObservation, Tracker, TrackerConfig};
 
 pub struct Worker {
     pub site: String,
     pub faces: FacePipeline,
+    /// Person detector, loaded when a camera counts crowds or has a fence.
+    pub persons: Option<PersonDetector>,
     pub cameras: Vec<Arc<CameraHandle>>,
     pub tracker: TrackerConfig,
     pub bell: Arc<Doorbell>,
@@ -38,6 +42,10 @@ struct CameraState {
     /// Capture time of the last analysed frame and when it was taken: the tracker runs on
     /// frame time, which silence advances by the monotonic time elapsed since.
     last_frame: Option<(OffsetDateTime, Instant)>,
+    health: HealthProbe,
+    /// Frame time from which the next person detection / crowd hand-off is due.
+    next_persons: Option<OffsetDateTime>,
+    next_crowd: Option<OffsetDateTime>,
 }
 
 impl CameraState {
@@ -52,7 +60,14 @@ impl Worker {
         let mut state: Vec<CameraState> = self
             .cameras
             .iter()
-            .map(|_| CameraState { tracker: Tracker::new(self.tracker.clone()), frame_size: [0, 0], last_frame: None })
+            .map(|_| CameraState {
+                tracker: Tracker::new(self.tracker.clone()),
+                frame_size: [0, 0],
+                last_frame: None,
+                health: HealthProbe::default(),
+                next_persons: None,
+                next_crowd: None,
+            })
             .collect();
         let mut last_tick = Instant::now();
         loop {
@@ -61,10 +76,12 @@ impl Worker {
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
                 for (i, st) in state.iter_mut().enumerate() {
-                    if let Some(now) = st.frame_time_now() {
-                        let closed = st.tracker.tick(now);
-                        self.emit(i, st, closed);
-                    }
+                    let last = st.last_frame.map(|(ts, _)| ts);
+                    let now = st.frame_time_now().unwrap_or_else(|| self.clock.now());
+                    let closed = st.tracker.tick(now);
+                    self.emit(i, st, closed);
+                    let alerts = self.cameras[i].rules.lock().unwrap().on_silence(now, last);
+                    self.alert(i, alerts);
                 }
             }
             let next = self
@@ -97,9 +114,18 @@ impl Worker {
     }
 
     fn analyze(&mut self, i: usize, st: &mut CameraState, frame: Frame) -> Vec<ClosedTrack> {
-        let camera = &self.cameras[i];
+        let camera = self.cameras[i].clone();
         st.frame_size = [frame.image.width(), frame.image.height()];
         st.last_frame = Some((frame.ts, Instant::now()));
+        let health = st.health.measure(&frame.image);
+        let alerts = camera.rules.lock().unwrap().on_frame_health(frame.ts, health);
+        self.alert(i, alerts);
+        if camera.cfg.needs_persons() && due(&mut st.next_persons, frame.ts, 1.0 / camera.cfg.crowd.persons_fps) {
+            self.detect_persons(i, &frame);
+        }
+        if camera.cfg.crowd.enabled && due(&mut st.next_crowd, frame.ts, camera.cfg.crowd.interval_s) {
+            camera.crowd_slot.put(Frame { ts: frame.ts, image: frame.image.clone() }, false);
+        }
         let faces = match self.faces.analyze(&frame.image) {
             Ok(f) => f,
             Err(e) => {
@@ -123,6 +149,40 @@ impl Worker {
         st.tracker.update(frame.ts, observations)
     }
 
+    /// Person detection: fence rules now, crowd counts when the crowd worker next measures.
+    fn detect_persons(&mut self, i: usize, frame: &Frame) {
+        let Some(detector) = self.persons.as_mut() else { return };
+        let camera = &self.cameras[i];
+        let persons = match detector.detect(&frame.image) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(camera = %camera.cfg.id, error = %e, "person detection failed");
+                return;
+            }
+        };
+        let size = (frame.image.width() as f32, frame.image.height() as f32);
+        let inside: Vec<(String, usize)> = camera
+            .cfg
+            .zones
+            .iter()
+            .filter(|z| z.fence)
+            .map(|z| (z.name.clone(), persons.iter().filter(|p| z.contains(foot(p, size))).count()))
+            .collect();
+        let alerts = camera.rules.lock().unwrap().on_persons(frame.ts, &inside);
+        *camera.persons.lock().unwrap() = Some((frame.ts, persons));
+        self.alert(i, alerts);
+    }
+
+    fn alert(&self, i: usize, alerts: Vec<Alert>) {
+        let camera = &self.cameras[i].cfg.id;
+        for a in alerts {
+            tracing::info!(%camera, kind = ?a.kind, state = ?a.state, alert = %a.alert, "{}", a.message);
+            if self.events.blocking_send(Outgoing::event(topic::alert(&self.site, camera), &a)).is_err() {
+                tracing::error!(%camera, "publisher gone: alert not sent");
+            }
+        }
+    }
+
     fn emit(&self, i: usize, st: &CameraState, closed: Vec<ClosedTrack>) {
         let camera = &self.cameras[i];
         for t in closed {
@@ -135,6 +195,21 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether a periodic job is due at frame time `ts`; if so, schedules the next one `every_s` later.
+fn due(next: &mut Option<OffsetDateTime>, ts: OffsetDateTime, every_s: f64) -> bool {
+    if next.is_some_and(|n| ts < n && n - ts <= time::Duration::seconds_f64(every_s)) {
+        return false;
+    }
+    *next = Some(ts + time::Duration::seconds_f64(every_s));
+    true
+}
+
+/// A person's foot point (bottom centre of the box) in normalised image coordinates: where
+/// they stand, which is what a zone on the ground means.
+pub fn foot(p: &Person, (w, h): (f32, f32)) -> [f32; 2] {
+    [(p.bbox[0] + p.bbox[2] / 2.0) / w, (p.bbox[1] + p.bbox[3]) / h]
 }
 
 /// The contract message for a closed track.

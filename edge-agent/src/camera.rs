@@ -8,12 +8,15 @@ use sightline_contract::{CameraState, CameraStatus, topic};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
+use sightline_vision::persons::Person;
+
 use crate::Clock;
 use crate::config::{CameraConfig, DecodeConfig, Pace, Source};
 use crate::decode::{Codec, DecodeError, Decoder, FrameSink};
 use crate::frames::{Counters, FrameSlot};
 use crate::mqtt::Outgoing;
 use crate::rtsp::{self, RtspError};
+use crate::rules::CameraRules;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CameraError {
@@ -27,11 +30,19 @@ pub enum CameraError {
     },
 }
 
-/// Live, shared view of one camera (status reports read it).
+/// Live, shared view of one camera (the camera task, the analysis and crowd workers and the
+/// status reporter all hold it).
 pub struct CameraHandle {
     pub cfg: CameraConfig,
+    /// Decoded frames for the analysis worker.
     pub slot: Arc<FrameSlot>,
+    /// Frames handed on by the analysis worker for the crowd worker.
+    pub crowd_slot: Arc<FrameSlot>,
     pub status: Mutex<StatusInfo>,
+    /// Alert rules (crowd, fences, health), fed by both workers.
+    pub rules: Mutex<CameraRules>,
+    /// The latest person detections and their frame time.
+    pub persons: Mutex<Option<(OffsetDateTime, Vec<Person>)>>,
 }
 
 #[derive(Clone, Debug)]
@@ -40,6 +51,12 @@ pub struct StatusInfo {
     pub codec: Option<String>,
     pub resolution: Option<[u32; 2]>,
     pub detail: Option<String>,
+}
+
+impl StatusInfo {
+    pub fn new(state: CameraState) -> Self {
+        StatusInfo { state, codec: None, resolution: None, detail: None }
+    }
 }
 
 impl CameraHandle {

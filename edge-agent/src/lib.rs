@@ -5,10 +5,13 @@ pub mod agent;
 pub mod analysis;
 pub mod camera;
 pub mod config;
+pub mod crowd;
 pub mod decode;
 pub mod frames;
+pub mod health;
 pub mod mqtt;
 pub mod rtsp;
+pub mod rules;
 pub mod tracker;
 
 use time::OffsetDateTime;
@@ -38,4 +41,10 @@ pub enum AgentError {
     Decode(#[from] decode::DecodeError),
     #[error(transparent)]
     Rtsp(#[from] rtsp::RtspError),
+    #[error("camera {camera}: {source}")]
+    Rules {
+        camera: String,
+        #[source]
+        source: rules::RulesConfigError,
+    },
 }

@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
                     anyhow::ensure!(f.is_file(), "camera {}: file {} not found", c.id, f.display());
                 }
             }
-            agent::load_faces(&cfg).context("loading the models")?;
+            agent::load_models(&cfg).context("loading the models")?;
             println!(
                 "{}: OK (agent {}, site {}, {} camera(s), models verified)",
                 config.display(),

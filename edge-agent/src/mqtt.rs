@@ -95,7 +95,12 @@ pub async fn run_publisher(
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     driver_stats.connected.store(true, Ordering::Relaxed);
-                    let online = agent_status(&announce_agent, announce_clock.as_ref(), AgentState::Online, announce_cameras.clone());
+                    let online = agent_status(
+                        &announce_agent,
+                        announce_clock.as_ref(),
+                        AgentState::Online,
+                        announce_cameras.clone(),
+                    );
                     if announcer.try_publish(online_topic.as_str(), QoS::AtLeastOnce, true, online.to_json()).is_ok() {
                         driver_stats.published.fetch_add(1, Ordering::Relaxed);
                     }

@@ -6,14 +6,18 @@
 //! and the alignment template follow `shared/models/MANIFEST.md` §1–2.
 
 pub mod align;
+pub mod crowd;
 pub mod embed;
+pub mod persons;
 pub mod quality;
 pub mod runtime;
 pub mod yunet;
 
 use image::RgbImage;
 
+pub use crowd::{DensityEstimator, DensityMap, FloorCorrection, point_in_polygon};
 pub use embed::{EMBEDDING_DIM, EMBEDDING_MODEL, FaceEmbedder};
+pub use persons::{Person, PersonDetector};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use yunet::{Face, FaceDetector};
 

@@ -67,6 +67,12 @@ impl Runtime {
         Ok(Runtime { env, threads, providers: providers.into_iter().flatten().collect() })
     }
 
+    /// The same runtime with another intra-op thread count (e.g. 1 for a background model that
+    /// must not take the cores from the latency-critical one).
+    pub fn with_threads(&self, threads: usize) -> Runtime {
+        Runtime { env: self.env.clone(), threads: threads.max(1), providers: self.providers.clone() }
+    }
+
     /// Verifies `path` against the model manifest (when the file is listed there) and opens a session.
     pub fn session(&self, path: &Path) -> Result<Session> {
         let manifest = sightline_models::Manifest::embedded();

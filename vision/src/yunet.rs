@@ -69,16 +69,28 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
     inter / (a[2] * a[3] + b[2] * b[3] - inter)
 }
 
-/// Greedy non-maximum suppression: keeps the best-scoring face of every group overlapping above `iou_threshold`.
-pub fn nms(mut faces: Vec<Face>, iou_threshold: f32) -> Vec<Face> {
-    faces.sort_by(|a, b| b.score.total_cmp(&a.score));
-    let mut kept: Vec<Face> = Vec::with_capacity(faces.len());
-    for f in faces {
-        if kept.iter().all(|k| iou(&k.bbox, &f.bbox) <= iou_threshold) {
-            kept.push(f);
+/// Greedy non-maximum suppression on any detection type: sorts by `score` (stable, best first) and keeps
+/// each item whose `[x, y, w, h]` `bbox` overlaps every already kept one by at most `iou_threshold`.
+pub fn nms_by<T>(
+    mut items: Vec<T>,
+    iou_threshold: f32,
+    bbox: impl Fn(&T) -> [f32; 4],
+    score: impl Fn(&T) -> f32,
+) -> Vec<T> {
+    items.sort_by(|a, b| score(b).total_cmp(&score(a)));
+    let mut kept: Vec<T> = Vec::with_capacity(items.len());
+    for item in items {
+        let b = bbox(&item);
+        if kept.iter().all(|k| iou(&bbox(k), &b) <= iou_threshold) {
+            kept.push(item);
         }
     }
     kept
+}
+
+/// Greedy non-maximum suppression: keeps the best-scoring face of every group overlapping above `iou_threshold`.
+pub fn nms(faces: Vec<Face>, iou_threshold: f32) -> Vec<Face> {
+    nms_by(faces, iou_threshold, |f| f.bbox, |f| f.score)
 }
 
 pub struct FaceDetector {

@@ -1,0 +1,136 @@
+//! The crowd worker: a second analysis thread that runs the density model (CSRNet, seconds per
+//! frame) on the frames the analysis worker hands it every `interval_s`, so it never delays face
+//! analysis. It combines the density map with the latest person detections into one hybrid
+//! estimate per measurement and publishes `sightline.crowd/1`.
+//!
+//! # Hybrid estimate
+//! Person detection counts sparse scenes well and misses people in dense ones; the density map
+//! is the other way round (its residual floor over-counts sparse scenes). A measurement uses
+//! the detections (`method: detection`) while both the detection count and the density count
+//! stay below `[crowd] dense_at` (default 20 people), and the density map (`method: density`)
+//! from there on. Zone counts follow the same method: persons whose foot point lies in the
+//! zone, or the density cells whose centre does.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sightline_contract::{Crowd, CrowdMethod, ZoneCount, new_event_id, topic};
+use sightline_vision::crowd::{DensityEstimator, DensityMap, FloorCorrection};
+use sightline_vision::persons::Person;
+use tokio::sync::mpsc;
+
+use crate::analysis::foot;
+use crate::camera::CameraHandle;
+use crate::config::CrowdConfig;
+use crate::frames::{Doorbell, Frame, Taken};
+use crate::mqtt::Outgoing;
+
+pub struct CrowdWorker {
+    pub site: String,
+    pub density: DensityEstimator,
+    pub cfg: CrowdConfig,
+    pub cameras: Vec<Arc<CameraHandle>>,
+    pub bell: Arc<Doorbell>,
+    pub events: mpsc::Sender<Outgoing>,
+    pub done: Arc<AtomicBool>,
+}
+
+impl CrowdWorker {
+    /// Runs until `done` is set. Blocking: call on its own thread.
+    pub fn run(mut self) {
+        let correction = FloorCorrection { cell_threshold: self.cfg.cell_threshold, ..FloorCorrection::default() };
+        while !self.done.load(Ordering::Acquire) {
+            let mut idle = true;
+            for i in 0..self.cameras.len() {
+                if let Some(Taken::Frame(frame)) = self.cameras[i].crowd_slot.take() {
+                    idle = false;
+                    self.measure(i, frame, &correction);
+                }
+            }
+            if idle {
+                self.bell.wait(Duration::from_millis(250));
+            }
+        }
+    }
+
+    fn measure(&mut self, i: usize, frame: Frame, correction: &FloorCorrection) {
+        let camera = self.cameras[i].clone();
+        let map = match self.density.estimate(&frame.image) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(camera = %camera.cfg.id, error = %e, "density estimation failed");
+                return;
+            }
+        };
+        // detections from around the same moment (at most two person intervals old)
+        let max_age = time::Duration::seconds_f64(2.0 / camera.cfg.crowd.persons_fps);
+        let persons = camera.persons.lock().unwrap().clone().filter(|(ts, _)| (frame.ts - *ts).abs() <= max_age);
+        let size = (frame.image.width() as f32, frame.image.height() as f32);
+        let crowd = estimate(
+            &self.site,
+            &camera,
+            &frame,
+            &map,
+            persons.map(|(_, p)| p).as_deref(),
+            size,
+            correction,
+            self.cfg.dense_at,
+        );
+        tracing::debug!(camera = %camera.cfg.id, method = ?crowd.method, total = crowd.total, "crowd");
+        let zones: Vec<(String, f32)> = crowd.zones.iter().map(|z| (z.zone.clone(), z.count)).collect();
+        let alerts = camera.rules.lock().unwrap().on_crowd(frame.ts, crowd.total, &zones);
+        let mut out = vec![Outgoing::event(topic::crowd(&self.site, &camera.cfg.id), &crowd)];
+        out.extend(alerts.iter().map(|a| Outgoing::event(topic::alert(&self.site, &camera.cfg.id), a)));
+        if camera.cfg.crowd.publish_heatmap {
+            let topic = format!("{}/heatmap", topic::crowd(&self.site, &camera.cfg.id).trim_end_matches("/crowd"));
+            out.push(Outgoing { topic, payload: map.to_heatmap_png(&frame.image), retain: true });
+        }
+        for msg in out {
+            if self.events.blocking_send(msg).is_err() {
+                tracing::error!(camera = %camera.cfg.id, "publisher gone: crowd measurement not sent");
+            }
+        }
+    }
+}
+
+/// One hybrid crowd measurement (see the module doc).
+#[allow(clippy::too_many_arguments)]
+pub fn estimate(
+    site: &str,
+    camera: &CameraHandle,
+    frame: &Frame,
+    map: &DensityMap,
+    persons: Option<&[Person]>,
+    size: (f32, f32),
+    correction: &FloorCorrection,
+    dense_at: f32,
+) -> Crowd {
+    let density_total = map.count(correction);
+    let detection = persons.filter(|p| (p.len() as f32) < dense_at && density_total < dense_at);
+    let (method, total) = match detection {
+        Some(p) => (CrowdMethod::Detection, p.len() as f32),
+        None => (CrowdMethod::Density, density_total),
+    };
+    let zones = camera
+        .cfg
+        .zones
+        .iter()
+        .map(|z| {
+            let count = match detection {
+                Some(p) => p.iter().filter(|p| z.contains(foot(p, size))).count() as f32,
+                None => map.count_in(&z.polygon, correction),
+            };
+            ZoneCount { zone: z.name.clone(), count, area_m2: z.area_m2, density_per_m2: z.area_m2.map(|a| count / a) }
+        })
+        .collect();
+    Crowd {
+        id: new_event_id(),
+        site: site.to_owned(),
+        camera: camera.cfg.id.clone(),
+        ts: frame.ts,
+        method,
+        total,
+        zones,
+    }
+}

@@ -1,6 +1,7 @@
 //! `edge-agent run`: loads the models, starts one task per camera, the analysis worker, the
 //! status reporter and the MQTT publisher, and shuts them down in order.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::analysis::Worker;
 use crate::camera::{CameraHandle, CameraTask, StatusInfo, status_message};
 use crate::config::Config;
-use crate::crowd::CrowdWorker;
+use crate::crowd::{CrowdWorker, PERSON_HISTORY};
 use crate::frames::{Counters, Doorbell, FrameSlot};
 use crate::mqtt::{MqttStats, run_publisher};
 use crate::rules::CameraRules;
@@ -102,7 +103,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
                 crowd_slot: Arc::new(FrameSlot::new(Arc::new(Counters::default()), crowd_bell.clone())),
                 status: Mutex::new(StatusInfo::new(CameraState::Connecting)),
                 rules: Mutex::new(rules),
-                persons: Mutex::new(None),
+                persons: Mutex::new(VecDeque::with_capacity(PERSON_HISTORY)),
             }))
         })
         .collect::<Result<Vec<_>, AgentError>>()?;

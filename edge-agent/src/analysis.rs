@@ -169,7 +169,12 @@ impl Worker {
             .map(|z| (z.name.clone(), persons.iter().filter(|p| z.contains(foot(p, size))).count()))
             .collect();
         let alerts = camera.rules.lock().unwrap().on_persons(frame.ts, &inside);
-        *camera.persons.lock().unwrap() = Some((frame.ts, persons));
+        let mut history = camera.persons.lock().unwrap();
+        if history.len() >= crate::crowd::PERSON_HISTORY {
+            history.pop_front();
+        }
+        history.push_back((frame.ts, persons));
+        drop(history);
         self.alert(i, alerts);
     }
 

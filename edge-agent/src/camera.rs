@@ -1,6 +1,7 @@
 //! One supervised task per camera: connect, stream into the decoder, reconnect with capped
 //! exponential backoff and jitter on any error or silence, and report status as it goes.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,8 +42,8 @@ pub struct CameraHandle {
     pub status: Mutex<StatusInfo>,
     /// Alert rules (crowd, fences, health), fed by both workers.
     pub rules: Mutex<CameraRules>,
-    /// The latest person detections and their frame time.
-    pub persons: Mutex<Option<(OffsetDateTime, Vec<Person>)>>,
+    /// Recent person detections with their frame times (oldest first, bounded).
+    pub persons: Mutex<VecDeque<(OffsetDateTime, Vec<Person>)>>,
 }
 
 #[derive(Clone, Debug)]

@@ -9,7 +9,9 @@
 //! the detections (`method: detection`) while both the detection count and the density count
 //! stay below `[crowd] dense_at` (default 20 people), and the density map (`method: density`)
 //! from there on. Zone counts follow the same method: persons whose foot point lies in the
-//! zone, or the density cells whose centre does.
+//! zone, or the density cells whose centre does. The detection count is the median over the
+//! detections of the measurement interval, so one frame with missed or doubled people does
+//! not make the count jump.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +28,9 @@ use crate::config::CrowdConfig;
 use crate::frames::{Doorbell, Frame, Taken};
 use crate::mqtt::Outgoing;
 
+/// Person detections kept per camera for the median (at most one interval's worth is used).
+pub const PERSON_HISTORY: usize = 64;
+
 pub struct CrowdWorker {
     pub site: String,
     pub density: DensityEstimator,
@@ -37,10 +42,11 @@ pub struct CrowdWorker {
 }
 
 impl CrowdWorker {
-    /// Runs until `done` is set. Blocking: call on its own thread.
+    /// Runs until `done` is set and the pending frames are measured. Blocking: call on its own thread.
     pub fn run(mut self) {
         let correction = FloorCorrection { cell_threshold: self.cfg.cell_threshold, ..FloorCorrection::default() };
-        while !self.done.load(Ordering::Acquire) {
+        loop {
+            let done = self.done.load(Ordering::Acquire);
             let mut idle = true;
             for i in 0..self.cameras.len() {
                 if let Some(Taken::Frame(frame)) = self.cameras[i].crowd_slot.take() {
@@ -49,6 +55,9 @@ impl CrowdWorker {
                 }
             }
             if idle {
+                if done {
+                    break;
+                }
                 self.bell.wait(Duration::from_millis(250));
             }
         }
@@ -63,20 +72,19 @@ impl CrowdWorker {
                 return;
             }
         };
-        // detections from around the same moment (at most two person intervals old)
-        let max_age = time::Duration::seconds_f64(2.0 / camera.cfg.crowd.persons_fps);
-        let persons = camera.persons.lock().unwrap().clone().filter(|(ts, _)| (frame.ts - *ts).abs() <= max_age);
+        // the detections of this measurement's interval (ending one detection step after the frame)
+        let interval = time::Duration::seconds_f64(camera.cfg.crowd.interval_s);
+        let step = time::Duration::seconds_f64(1.0 / camera.cfg.crowd.persons_fps);
+        let recent: Vec<Vec<Person>> = camera
+            .persons
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(ts, _)| *ts > frame.ts - interval && *ts <= frame.ts + step)
+            .map(|(_, p)| p.clone())
+            .collect();
         let size = (frame.image.width() as f32, frame.image.height() as f32);
-        let crowd = estimate(
-            &self.site,
-            &camera,
-            &frame,
-            &map,
-            persons.map(|(_, p)| p).as_deref(),
-            size,
-            correction,
-            self.cfg.dense_at,
-        );
+        let crowd = estimate(&self.site, &camera, &frame, &map, &recent, size, correction, self.cfg.dense_at);
         tracing::debug!(camera = %camera.cfg.id, method = ?crowd.method, total = crowd.total, "crowd");
         let zones: Vec<(String, f32)> = crowd.zones.iter().map(|z| (z.zone.clone(), z.count)).collect();
         let alerts = camera.rules.lock().unwrap().on_crowd(frame.ts, crowd.total, &zones);
@@ -101,15 +109,16 @@ pub fn estimate(
     camera: &CameraHandle,
     frame: &Frame,
     map: &DensityMap,
-    persons: Option<&[Person]>,
+    persons: &[Vec<Person>],
     size: (f32, f32),
     correction: &FloorCorrection,
     dense_at: f32,
 ) -> Crowd {
     let density_total = map.count(correction);
-    let detection = persons.filter(|p| (p.len() as f32) < dense_at && density_total < dense_at);
-    let (method, total) = match detection {
-        Some(p) => (CrowdMethod::Detection, p.len() as f32),
+    let detected = (!persons.is_empty()).then(|| median(persons.iter().map(|p| p.len() as f32)));
+    let sparse = detected.filter(|n| *n < dense_at && density_total < dense_at);
+    let (method, total) = match sparse {
+        Some(n) => (CrowdMethod::Detection, n),
         None => (CrowdMethod::Density, density_total),
     };
     let zones = camera
@@ -117,8 +126,8 @@ pub fn estimate(
         .zones
         .iter()
         .map(|z| {
-            let count = match detection {
-                Some(p) => p.iter().filter(|p| z.contains(foot(p, size))).count() as f32,
+            let count = match sparse {
+                Some(_) => median(persons.iter().map(|p| p.iter().filter(|p| z.contains(foot(p, size))).count() as f32)),
                 None => map.count_in(&z.polygon, correction),
             };
             ZoneCount { zone: z.name.clone(), count, area_m2: z.area_m2, density_per_m2: z.area_m2.map(|a| count / a) }
@@ -132,5 +141,25 @@ pub fn estimate(
         method,
         total,
         zones,
+    }
+}
+
+/// Median of a non-empty sequence (mean of the two middle values for an even count).
+fn median(values: impl Iterator<Item = f32>) -> f32 {
+    let mut v: Vec<f32> = values.collect();
+    v.sort_by(f32::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_detection_counts() {
+        assert_eq!(median([5.0, 1.0, 7.0].into_iter()), 5.0);
+        assert_eq!(median([6.0, 2.0, 7.0, 5.0].into_iter()), 5.5);
+        assert_eq!(median([3.0].into_iter()), 3.0);
     }
 }

@@ -161,18 +161,7 @@ fn default_fence_clear() -> f64 {
 impl ZoneConfig {
     /// Whether a normalised image point (`[x, y]`) lies inside the polygon (even-odd rule).
     pub fn contains(&self, point: [f32; 2]) -> bool {
-        let [x, y] = point;
-        let p = &self.polygon;
-        let mut inside = false;
-        let mut j = p.len().wrapping_sub(1);
-        for i in 0..p.len() {
-            let ([xi, yi], [xj, yj]) = (p[i], p[j]);
-            if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
-                inside = !inside;
-            }
-            j = i;
-        }
-        inside
+        sightline_vision::crowd::point_in_polygon(point, &self.polygon)
     }
 }
 

@@ -143,6 +143,9 @@ fn heatmap_png_has_the_frame_size() {
     let changed = img.pixels().zip(frame.pixels()).filter(|(a, b)| a != b).count();
     let share = changed as f32 / (frame.width() * frame.height()) as f32;
     eprintln!("heatmap: {} bytes, {:.1}% of pixels tinted", png.len(), 100.0 * share);
+    if let Some(out) = std::env::var_os("SIGHTLINE_HEATMAP_OUT") {
+        std::fs::write(&out, &png).unwrap(); // to look at it
+    }
     assert!(share > 0.01 && share < 0.9, "{share}");
     // a blank frame's floor is not painted
     let gray = density("gray");

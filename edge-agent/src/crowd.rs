@@ -127,7 +127,9 @@ pub fn estimate(
         .iter()
         .map(|z| {
             let count = match sparse {
-                Some(_) => median(persons.iter().map(|p| p.iter().filter(|p| z.contains(foot(p, size))).count() as f32)),
+                Some(_) => {
+                    median(persons.iter().map(|p| p.iter().filter(|p| z.contains(foot(p, size))).count() as f32))
+                }
                 None => map.count_in(&z.polygon, correction),
             };
             ZoneCount { zone: z.name.clone(), count, area_m2: z.area_m2, density_per_m2: z.area_m2.map(|a| count / a) }

@@ -100,10 +100,15 @@ pub struct Camsim {
 }
 
 impl Camsim {
-    /// Serves `mounts` (name, file); waits for camsim's ready lines.
+    /// Serves `mounts` (name, file) on a free port; waits for camsim's ready lines.
     pub fn start(mounts: &[(&str, &Path)], looped: bool) -> Result<Camsim> {
+        Camsim::start_at("127.0.0.1:0", mounts, looped)
+    }
+
+    /// The same on a given `IP:PORT` (to restart a camera where it was).
+    pub fn start_at(listen: &str, mounts: &[(&str, &Path)], looped: bool) -> Result<Camsim> {
         let mut cmd = Command::new(binary("camsim"));
-        cmd.args(["--listen", "127.0.0.1:0"]);
+        cmd.args(["--listen", listen]);
         if looped {
             cmd.arg("--loop");
         }

@@ -147,6 +147,7 @@ pace = "fast"
 [camera.crowd]
 enabled = true
 interval_s = 1.0
+publish_heatmap = true
 [camera.health]
 frozen_after_s = 3600.0
 [[camera.rule]]
@@ -175,6 +176,9 @@ severity = "critical"
         // manifest: cells > 0.01 give 44.8; references 48 (dense CSRNet) / 54 (sparse)
         assert!((40.0..=58.0).contains(&c.total), "{c:?}");
     }
+    let heatmap = sub.on("heatmap").last().map(|m| m.payload.clone()).expect("a heatmap was published");
+    let png = image::load_from_memory(&heatmap).expect("the heatmap is a PNG");
+    assert_eq!((png.width(), png.height()), (480, 360), "drawn over the frame scaled to 480 wide");
     let raised: Vec<Alert> = alerts(&sub)
         .into_iter()
         .filter(|a| a.kind == AlertKind::CrowdThreshold && a.state == AlertState::Raised)

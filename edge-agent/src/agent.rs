@@ -130,6 +130,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     let done = Arc::new(AtomicBool::new(false));
     let worker = Worker {
         site: cfg.agent.site.clone(),
+        agent: cfg.agent.id.clone(),
         faces: models.faces,
         persons: models.persons,
         cameras: cameras.clone(),

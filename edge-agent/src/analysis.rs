@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sightline_contract::{Alert, BestShot, Sighting, new_event_id, topic};
+use sightline_contract::{Alert, AlertKind, AlertState, BestShot, Sighting, new_event_id, topic};
 use sightline_vision::persons::{Person, PersonDetector};
 use sightline_vision::{EMBEDDING_MODEL, FacePipeline};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::Clock;
-use crate::camera::CameraHandle;
+use crate::camera::{CameraHandle, status_message};
 use crate::frames::{Counters, Doorbell, Frame, Taken};
 use crate::health::HealthProbe;
 use crate::mqtt::Outgoing;
@@ -21,6 +21,7 @@ use crate::tracker::{ClosedTrack, FaceObservation, Tracker, TrackerConfig};
 
 pub struct Worker {
     pub site: String,
+    pub agent: String,
     pub faces: FacePipeline,
     /// Person detector, loaded when a camera counts crowds or has a fence.
     pub persons: Option<PersonDetector>,
@@ -178,12 +179,23 @@ impl Worker {
         self.alert(i, alerts);
     }
 
+    /// Publishes alerts; a camera-health alert also updates the camera's retained status
+    /// (`detail` says what is wrong while it is raised).
     fn alert(&self, i: usize, alerts: Vec<Alert>) {
-        let camera = &self.cameras[i].cfg.id;
+        let handle = &self.cameras[i];
+        let camera = &handle.cfg.id;
         for a in alerts {
             tracing::info!(%camera, kind = ?a.kind, state = ?a.state, alert = %a.alert, "{}", a.message);
-            if self.events.blocking_send(Outgoing::event(topic::alert(&self.site, camera), &a)).is_err() {
-                tracing::error!(%camera, "publisher gone: alert not sent");
+            let mut out = vec![Outgoing::event(topic::alert(&self.site, camera), &a)];
+            if matches!(a.kind, AlertKind::CameraOffline | AlertKind::CameraFrozen | AlertKind::CameraTampered) {
+                let mut st = handle.status.lock().unwrap();
+                st.detail = (a.state == AlertState::Raised).then(|| a.message.clone());
+                out.push(status_message(&self.site, &self.agent, camera, &st, a.ts, None));
+            }
+            for msg in out {
+                if self.events.blocking_send(msg).is_err() {
+                    tracing::error!(%camera, "publisher gone: alert not sent");
+                }
             }
         }
     }

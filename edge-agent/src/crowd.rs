@@ -92,7 +92,7 @@ impl CrowdWorker {
         out.extend(alerts.iter().map(|a| Outgoing::event(topic::alert(&self.site, &camera.cfg.id), a)));
         if camera.cfg.crowd.publish_heatmap {
             let topic = format!("{}/heatmap", topic::crowd(&self.site, &camera.cfg.id).trim_end_matches("/crowd"));
-            out.push(Outgoing { topic, payload: map.to_heatmap_png(&frame.image), retain: true });
+            out.push(Outgoing { topic, payload: map.to_heatmap_png(&heatmap_base(&frame.image)), retain: true });
         }
         for msg in out {
             if self.events.blocking_send(msg).is_err() {
@@ -100,6 +100,18 @@ impl CrowdWorker {
             }
         }
     }
+}
+
+/// Heatmaps are drawn over the frame scaled to this width at most (a full-resolution PNG of a
+/// street scene is over a megabyte; operators look at it in a dashboard tile).
+pub const HEATMAP_MAX_WIDTH: u32 = 480;
+
+fn heatmap_base(frame: &image::RgbImage) -> image::RgbImage {
+    if frame.width() <= HEATMAP_MAX_WIDTH {
+        return frame.clone();
+    }
+    let h = (frame.height() as u64 * HEATMAP_MAX_WIDTH as u64 / frame.width() as u64) as u32;
+    image::imageops::thumbnail(frame, HEATMAP_MAX_WIDTH, h.max(1))
 }
 
 /// One hybrid crowd measurement (see the module doc).

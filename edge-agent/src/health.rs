@@ -80,7 +80,11 @@ mod tests {
 
     fn checker(offset: u32) -> RgbImage {
         RgbImage::from_fn(640, 360, |x, y| {
-            if ((x + offset) / 8 + y / 8) % 2 == 0 { image::Rgb([220, 220, 220]) } else { image::Rgb([30, 30, 30]) }
+            if ((x + offset) / 8 + y / 8).is_multiple_of(2) {
+                image::Rgb([220, 220, 220])
+            } else {
+                image::Rgb([30, 30, 30])
+            }
         })
     }
 

@@ -37,6 +37,8 @@ pub struct MqttStats {
     pub published: AtomicU64,
     pub acked: AtomicU64,
     pub connected: AtomicBool,
+    /// Messages refused because they exceed `max_packet_bytes`.
+    pub oversized: AtomicU64,
     /// Notified on every PUBACK.
     pub ack: tokio::sync::Notify,
 }
@@ -127,11 +129,17 @@ pub async fn run_publisher(
     });
 
     while let Some(msg) = rx.recv().await {
-        publish(&client, &stats, msg).await;
+        publish(&client, &stats, cfg.max_packet_bytes, msg).await;
     }
 
     let offline = agent_status(&agent, clock.as_ref(), AgentState::Offline, cameras);
-    publish(&client, &stats, Outgoing::retained(topic::agent_status(&agent.site, &agent.id), &offline)).await;
+    publish(
+        &client,
+        &stats,
+        cfg.max_packet_bytes,
+        Outgoing::retained(topic::agent_status(&agent.site, &agent.id), &offline),
+    )
+    .await;
     let all_acked = async {
         loop {
             let notified = stats.ack.notified();
@@ -150,7 +158,13 @@ pub async fn run_publisher(
     let _ = tokio::time::timeout(Duration::from_millis(500), driver).await;
 }
 
-async fn publish(client: &AsyncClient, stats: &MqttStats, msg: Outgoing) {
+async fn publish(client: &AsyncClient, stats: &MqttStats, max_packet: usize, msg: Outgoing) {
+    // an oversized packet would make the client drop the connection, for every message queued
+    if msg.payload.len() + msg.topic.len() + 16 > max_packet {
+        tracing::error!(topic = %msg.topic, bytes = msg.payload.len(), "message larger than mqtt.max_packet_bytes: not sent");
+        stats.oversized.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     match client.publish(msg.topic, QoS::AtLeastOnce, msg.retain, msg.payload).await {
         Ok(()) => {
             stats.published.fetch_add(1, Ordering::Relaxed);

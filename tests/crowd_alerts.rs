@@ -103,16 +103,70 @@ fn a_camera_that_goes_dark_is_raised_offline_and_cleared_on_return() {
     assert_eq!(offline[0].severity, sightline_contract::Severity::Critical);
 }
 
-/// A black picture (covered or blinded lens) raises `camera_tampered`.
-#[test]
-fn a_black_video_raises_tampered() {
-    let dir = tempfile::tempdir().unwrap();
-    let black = dir.path().join("black.mp4");
+fn black_video(dir: &std::path::Path) -> std::path::PathBuf {
+    let black = dir.join("black.mp4");
     gst_launch(&format!(
         "videotestsrc pattern=black num-buffers=100 ! video/x-raw,width=640,height=360,framerate=10/1 ! x264enc ! h264parse ! mp4mux ! filesink location={}",
         black.display()
     ))
     .unwrap();
+    black
+}
+
+/// An empty scene's density map, captured by the installer command, removes the density
+/// model's residual floor: the same empty scene then counts ~0 instead of a few phantom people.
+#[test]
+fn an_empty_scene_baseline_removes_the_density_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let black = black_video(dir.path());
+    let baseline = dir.path().join("baselines/empty.json");
+    let broker = Mosquitto::start().unwrap();
+    let camera = |with_baseline: bool| {
+        let line = if with_baseline { format!("baseline = \"{}\"\n", baseline.display()) } else { String::new() };
+        let camera = format!(
+            "[[camera]]\nid = \"empty\"\nfile = \"{}\"\npace = \"fast\"\n[camera.crowd]\nenabled = true\ninterval_s = 1.0\n{line}",
+            black.display()
+        );
+        // dense_at = 0: always the density method, whatever the detector says
+        format!("{}\n[crowd]\ndense_at = 0.0\n", agent_config(broker.port, &camera))
+    };
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, camera(true)).unwrap();
+    let out = std::process::Command::new(binary("edge-agent"))
+        .args(["crowd-baseline", "--config", &config.display().to_string(), "--camera", "empty", "--frames", "3"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(baseline.is_file());
+
+    let totals = |with_baseline: bool| {
+        let mut sub = Subscriber::connect(broker.port).unwrap();
+        let mut agent = Agent::start(&camera(with_baseline)).unwrap();
+        assert!(agent.wait_exit(Duration::from_secs(120)).unwrap().success(), "{}", agent.log());
+        // live (not retained: the broker keeps the previous run's) offline status: the run's last message
+        sub.wait_until(Duration::from_secs(10), |m| {
+            m.iter().any(|m| {
+                !m.retain
+                    && m.topic.ends_with("/agent/edge-test/status")
+                    && String::from_utf8_lossy(&m.payload).contains("\"offline\"")
+            })
+        })
+        .unwrap();
+        let t: Vec<f32> = crowds(&sub).iter().map(|c| c.total).collect();
+        assert!(!t.is_empty(), "{}", agent.log());
+        t
+    };
+    let without = totals(false);
+    let with = totals(true);
+    assert!(without.iter().all(|t| *t > 1.0), "the floor this test removes is there: {without:?}");
+    assert!(with.iter().all(|t| *t < 0.5), "baseline-corrected: {with:?}");
+}
+
+/// A black picture (covered or blinded lens) raises `camera_tampered`.
+#[test]
+fn a_black_video_raises_tampered() {
+    let dir = tempfile::tempdir().unwrap();
+    let black = black_video(dir.path());
     let broker = Mosquitto::start().unwrap();
     let mut sub = Subscriber::connect(broker.port).unwrap();
     let camera =

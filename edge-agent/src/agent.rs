@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sightline_contract::CameraState;
-use sightline_vision::crowd::DensityEstimator;
+use sightline_vision::crowd::{DensityEstimator, FloorCorrection};
 use sightline_vision::persons::PersonDetector;
 use sightline_vision::{FacePipeline, Runtime};
 use tokio::sync::{mpsc, watch};
 
 use crate::analysis::Worker;
+use crate::baseline::Baseline;
 use crate::camera::{CameraHandle, CameraTask, StatusInfo, status_message};
 use crate::config::Config;
 use crate::crowd::{CrowdWorker, PERSON_HISTORY};
@@ -44,15 +45,20 @@ pub fn load_models(cfg: &Config) -> Result<Models, AgentError> {
     } else {
         None
     };
-    let density = if enabled().any(|c| c.crowd.enabled) {
-        let rt = rt.with_threads(cfg.crowd.threads);
-        let mut d = DensityEstimator::load(&rt, &cfg.model_path(&cfg.crowd.density_model))?;
-        d.max_width = cfg.crowd.max_width;
-        Some(d)
-    } else {
-        None
-    };
+    let density = if enabled().any(|c| c.crowd.enabled) { Some(density_model(&rt, cfg)?) } else { None };
     Ok(Models { faces: load_faces(&rt, cfg)?, persons, density })
+}
+
+/// The density model alone (`edge-agent crowd-baseline`).
+pub fn load_density(cfg: &Config) -> Result<DensityEstimator, AgentError> {
+    density_model(&Runtime::new(&cfg.runtime)?, cfg)
+}
+
+fn density_model(rt: &Runtime, cfg: &Config) -> Result<DensityEstimator, AgentError> {
+    let rt = rt.with_threads(cfg.crowd.threads);
+    let mut d = DensityEstimator::load(&rt, &cfg.model_path(&cfg.crowd.density_model))?;
+    d.max_width = cfg.crowd.max_width;
+    Ok(d)
 }
 
 fn load_faces(rt: &Runtime, cfg: &Config) -> Result<FacePipeline, AgentError> {
@@ -143,8 +149,20 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     let worker =
         std::thread::Builder::new().name("analysis".into()).spawn(move || worker.run()).expect("spawn analysis thread");
 
+    let corrections = cameras
+        .iter()
+        .map(|c| {
+            let baseline = c.cfg.crowd.baseline.as_deref().map(Baseline::load).transpose()?;
+            Ok(FloorCorrection {
+                cell_threshold: cfg.crowd.cell_threshold,
+                baseline: baseline.map(|b| b.cells),
+                ..FloorCorrection::default()
+            })
+        })
+        .collect::<Result<Vec<_>, AgentError>>()?;
     let crowd_worker = models.density.map(|density| {
         let w = CrowdWorker {
+            corrections,
             site: cfg.agent.site.clone(),
             density,
             cfg: cfg.crowd.clone(),

@@ -169,11 +169,14 @@ pub struct CameraCrowdConfig {
     pub persons_fps: f64,
     /// Publish the latest density heatmap (PNG, retained) on `…/{camera}/heatmap`.
     pub publish_heatmap: bool,
+    /// Empty-scene density baseline captured with `edge-agent crowd-baseline` (relative to the
+    /// config file); subtracted from every density map before counting.
+    pub baseline: Option<PathBuf>,
 }
 
 impl Default for CameraCrowdConfig {
     fn default() -> Self {
-        CameraCrowdConfig { enabled: false, interval_s: 10.0, persons_fps: 2.0, publish_heatmap: false }
+        CameraCrowdConfig { enabled: false, interval_s: 10.0, persons_fps: 2.0, publish_heatmap: false, baseline: None }
     }
 }
 
@@ -282,6 +285,9 @@ impl Config {
         }
         for c in &mut cfg.cameras {
             if let Some(p) = c.file.as_mut() {
+                rebase(p);
+            }
+            if let Some(p) = c.crowd.baseline.as_mut() {
                 rebase(p);
             }
         }

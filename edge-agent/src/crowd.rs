@@ -36,6 +36,8 @@ pub struct CrowdWorker {
     pub density: DensityEstimator,
     pub cfg: CrowdConfig,
     pub cameras: Vec<Arc<CameraHandle>>,
+    /// Per camera: the density floor correction (cell threshold, and the camera's baseline if any).
+    pub corrections: Vec<FloorCorrection>,
     pub bell: Arc<Doorbell>,
     pub events: mpsc::Sender<Outgoing>,
     pub done: Arc<AtomicBool>,
@@ -44,13 +46,13 @@ pub struct CrowdWorker {
 impl CrowdWorker {
     /// Runs until `done` is set and the pending frames are measured. Blocking: call on its own thread.
     pub fn run(mut self) {
-        let correction = FloorCorrection { cell_threshold: self.cfg.cell_threshold, ..FloorCorrection::default() };
         loop {
             let done = self.done.load(Ordering::Acquire);
             let mut idle = true;
             for i in 0..self.cameras.len() {
                 if let Some(Taken::Frame(frame)) = self.cameras[i].crowd_slot.take() {
                     idle = false;
+                    let correction = self.corrections[i].clone();
                     self.measure(i, frame, &correction);
                 }
             }

@@ -28,7 +28,7 @@ impl HealthProbe {
             }
             _ => true,
         };
-        let sharpness = laplacian_variance(&thumb, w, h);
+        let sharpness = sightline_vision::quality::laplacian_variance_of(&thumb, w, h);
         self.prev = Some(thumb);
         FrameHealth { mean_luma: mean, luma_std: var.sqrt(), sharpness, changed }
     }
@@ -55,23 +55,6 @@ fn grey_thumbnail(frame: &RgbImage) -> (Vec<f32>, usize, usize) {
         }
     }
     (out, w, h)
-}
-
-fn laplacian_variance(g: &[f32], w: usize, h: usize) -> f32 {
-    if w < 3 || h < 3 {
-        return 0.0;
-    }
-    let (mut sum, mut sq, mut n) = (0f64, 0f64, 0f64);
-    for y in 1..h - 1 {
-        for x in 1..w - 1 {
-            let i = y * w + x;
-            let l = (g[i - 1] + g[i + 1] + g[i - w] + g[i + w] - 4.0 * g[i]) as f64;
-            sum += l;
-            sq += l * l;
-            n += 1.0;
-        }
-    }
-    (sq / n - (sum / n).powi(2)) as f32
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod analysis;
+pub mod baseline;
 pub mod camera;
 pub mod config;
 pub mod crowd;
@@ -41,6 +42,8 @@ pub enum AgentError {
     Decode(#[from] decode::DecodeError),
     #[error(transparent)]
     Rtsp(#[from] rtsp::RtspError),
+    #[error(transparent)]
+    Baseline(#[from] baseline::BaselineError),
     #[error("camera {camera}: {source}")]
     Rules {
         camera: String,

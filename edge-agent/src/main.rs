@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sightline_edge_agent::config::{Config, RtspTransport};
-use sightline_edge_agent::{SystemClock, agent, decode, rtsp};
+use sightline_edge_agent::{SystemClock, agent, baseline, decode, rtsp};
 
 #[derive(Parser)]
 #[command(name = "edge-agent", version, about = "sightline edge agent: cameras in, sightings out on MQTT")]
@@ -25,6 +25,19 @@ enum Command {
     },
     /// Validate a config file: syntax, keys, values, decoders, runtime library and model files.
     CheckConfig { config: PathBuf },
+    /// Capture a camera's empty-scene density baseline (run while nobody is in view).
+    CrowdBaseline {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        camera: String,
+        /// Frames to average, one a second.
+        #[arg(long, default_value_t = 5)]
+        frames: usize,
+        /// Where to write it; default: the camera's `[camera.crowd] baseline`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Print codec, resolution and frame rate of an RTSP URL.
     Probe {
         url: String,
@@ -76,6 +89,29 @@ fn main() -> anyhow::Result<()> {
                 cfg.cameras.len()
             );
         }
+        Command::CrowdBaseline { config, camera, frames, out } => {
+            let cfg = Config::load(&config)?;
+            let cam = cfg
+                .cameras
+                .iter()
+                .find(|c| c.id == camera)
+                .with_context(|| format!("{}: no camera {camera:?} (cameras: {})", config.display(), ids(&cfg)))?;
+            let out = out.or_else(|| cam.crowd.baseline.clone()).with_context(|| {
+                format!("camera {camera}: give --out or set `[camera.crowd] baseline` in {}", config.display())
+            })?;
+            decode::init()?;
+            let mut density = agent::load_density(&cfg)?;
+            let baseline = rt.block_on(baseline::capture(&cfg, cam, &mut density, frames))?;
+            baseline.save(&out)?;
+            println!(
+                "{}: baseline of camera {camera} from {} frame(s): {}x{} cells, {:.1} people of floor removed per frame",
+                out.display(),
+                baseline.frames,
+                baseline.width,
+                baseline.height,
+                baseline.cells.iter().sum::<f32>()
+            );
+        }
         Command::Probe { url, transport, timeout_s } => {
             let url: url::Url = url.parse().with_context(|| format!("{url:?} is not a URL"))?;
             let transport = if transport == "udp" { RtspTransport::Udp } else { RtspTransport::Tcp };
@@ -102,4 +138,8 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+fn ids(cfg: &Config) -> String {
+    cfg.cameras.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")
 }

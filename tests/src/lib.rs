@@ -222,7 +222,9 @@ pub struct Subscriber {
 impl Subscriber {
     pub fn connect(port: u16) -> Result<Subscriber> {
         use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-        let mut opts = MqttOptions::new(format!("test-sub-{}", std::process::id()), "127.0.0.1", port);
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut opts = MqttOptions::new(format!("test-sub-{}-{n}", std::process::id()), "127.0.0.1", port);
         opts.set_max_packet_size(1 << 20, 1 << 20);
         opts.set_keep_alive(Duration::from_secs(10));
         let (client, mut conn) = Client::new(opts, 100);

@@ -78,24 +78,8 @@ impl DensityEstimator {
     /// Runs CSRNet on an RGB frame (downscaled to `max_width` if wider).
     pub fn estimate(&mut self, frame: &RgbImage) -> Result<DensityMap> {
         let (fw, fh) = frame.dimensions();
-        let scale = (self.max_width as f32 / fw as f32).min(1.0);
-        let resized;
-        let img = if scale < 1.0 {
-            let w = ((fw as f32 * scale).round() as u32).max(STRIDE);
-            let h = ((fh as f32 * scale).round() as u32).max(STRIDE);
-            let mut dst = RgbImage::new(w, h);
-            self.resizer
-                .resize(
-                    frame,
-                    &mut dst,
-                    &fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear)),
-                )
-                .map_err(|e| VisionError::Inference { model: MODEL, detail: format!("resize: {e}") })?;
-            resized = dst;
-            &resized
-        } else {
-            frame
-        };
+        let img = crate::downscale(&mut self.resizer, frame, self.max_width, STRIDE, MODEL)?;
+        let img = img.as_ref();
         if img.width() < STRIDE || img.height() < STRIDE {
             return Err(VisionError::Inference {
                 model: MODEL,

@@ -104,6 +104,30 @@ impl FacePipeline {
     }
 }
 
+/// `frame` scaled down (bilinear, aspect kept) so it is at most `max_width` wide and each side at
+/// least `min_side`; the frame itself when it is narrow enough. The detectors' common first step.
+pub(crate) fn downscale<'a>(
+    resizer: &mut fast_image_resize::Resizer,
+    frame: &'a RgbImage,
+    max_width: u32,
+    min_side: u32,
+    model: &'static str,
+) -> Result<std::borrow::Cow<'a, RgbImage>> {
+    use fast_image_resize as fr;
+    let scale = max_width as f32 / frame.width() as f32;
+    if scale >= 1.0 {
+        return Ok(std::borrow::Cow::Borrowed(frame));
+    }
+    let w = ((frame.width() as f32 * scale).round() as u32).max(min_side);
+    let h = ((frame.height() as f32 * scale).round() as u32).max(min_side);
+    let mut dst = RgbImage::new(w, h);
+    let bilinear = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+    resizer
+        .resize(frame, &mut dst, &bilinear)
+        .map_err(|e| VisionError::Inference { model, detail: format!("resize: {e}") })?;
+    Ok(std::borrow::Cow::Owned(dst))
+}
+
 /// Loads an image file as RGB (tests, `POST /search`, tools).
 pub fn load_rgb(path: &std::path::Path) -> Result<RgbImage> {
     image::open(path)

@@ -35,17 +35,21 @@ pub fn frontality(lm: &[[f32; 2]; 5]) -> f32 {
 
 /// Variance of the 4-neighbour Laplacian of the chip's luma.
 pub fn laplacian_variance(img: &RgbImage) -> f32 {
-    let (w, h) = (img.width() as usize, img.height() as usize);
+    let luma: Vec<f32> =
+        img.as_raw().chunks_exact(3).map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).collect();
+    laplacian_variance_of(&luma, img.width() as usize, img.height() as usize)
+}
+
+/// Variance of the 4-neighbour Laplacian of a `w` x `h` grey image (row-major): a sharpness measure.
+pub fn laplacian_variance_of(grey: &[f32], w: usize, h: usize) -> f32 {
     if w < 3 || h < 3 {
         return 0.0;
     }
-    let luma: Vec<f32> =
-        img.as_raw().chunks_exact(3).map(|p| 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).collect();
     let (mut sum, mut sq, mut n) = (0f64, 0f64, 0f64);
     for y in 1..h - 1 {
         for x in 1..w - 1 {
             let i = y * w + x;
-            let l = (luma[i - 1] + luma[i + 1] + luma[i - w] + luma[i + w] - 4.0 * luma[i]) as f64;
+            let l = (grey[i - 1] + grey[i + 1] + grey[i - w] + grey[i + w] - 4.0 * grey[i]) as f64;
             sum += l;
             sq += l * l;
             n += 1.0;

@@ -116,24 +116,8 @@ impl FaceDetector {
 
     /// Detects faces in an RGB frame; coordinates in the frame's pixels.
     pub fn detect(&mut self, frame: &RgbImage) -> Result<Vec<Face>> {
-        let scale = (self.max_width as f32 / frame.width() as f32).min(1.0);
-        let resized;
-        let img = if scale < 1.0 {
-            let w = ((frame.width() as f32 * scale).round() as u32).max(32);
-            let h = ((frame.height() as f32 * scale).round() as u32).max(32);
-            let mut dst = RgbImage::new(w, h);
-            self.resizer
-                .resize(
-                    frame,
-                    &mut dst,
-                    &fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear)),
-                )
-                .map_err(|e| VisionError::Inference { model: MODEL, detail: format!("resize: {e}") })?;
-            resized = dst;
-            &resized
-        } else {
-            frame
-        };
+        let img = crate::downscale(&mut self.resizer, frame, self.max_width, 32, MODEL)?;
+        let img = img.as_ref();
         let (sx, sy) = (frame.width() as f32 / img.width() as f32, frame.height() as f32 / img.height() as f32);
         let input = bgr_planar_padded(img, 32);
         let padded_w = input.shape()[3];

@@ -16,13 +16,15 @@ trap cleanup EXIT INT TERM
 
 printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$MQTT_PORT" > "$RUN/mosquitto.conf"
 mosquitto -c "$RUN/mosquitto.conf" > "$RUN/mosquitto.log" 2>&1 & pids+=($!)
-"$BIN/camsim" --listen "127.0.0.1:$RTSP_PORT" --loop --mount "stage=$(realpath ../shared/media/short_hamilton_clip.mp4)" & pids+=($!)
+"$BIN/camsim" --listen "127.0.0.1:$RTSP_PORT" --loop --mount "stage=$(realpath ../shared/media/short_hamilton_clip.mp4)" \
+  --mount "walkway=$(realpath ../shared/media/vtest.avi)" & pids+=($!)
 sed -e "s/^port = 1883/port = $MQTT_PORT/" -e "s#127.0.0.1:8554#127.0.0.1:$RTSP_PORT#" configs/demo.toml > "$RUN/demo.toml"
 sed -i "s#\"\.\./#\"$(pwd)/#" "$RUN/demo.toml"
 cat <<MSG
 
-  sightline demo: camera rtsp://127.0.0.1:$RTSP_PORT/stage -> edge-agent -> mqtt://127.0.0.1:$MQTT_PORT
-  watch the sightings (and statuses) with:
+  sightline demo: cameras rtsp://127.0.0.1:$RTSP_PORT/{stage,walkway} -> edge-agent -> mqtt://127.0.0.1:$MQTT_PORT
+  (stage: faces -> sightings; walkway: crowd counts, a fence, alerts)
+  watch everything it publishes with:
 
       mosquitto_sub -h 127.0.0.1 -p $MQTT_PORT -t 'sightline/v1/#' -v
 

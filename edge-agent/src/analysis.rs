@@ -189,8 +189,8 @@ impl Worker {
             let mut out = vec![Outgoing::event(topic::alert(&self.site, camera), &a)];
             if matches!(a.kind, AlertKind::CameraOffline | AlertKind::CameraFrozen | AlertKind::CameraTampered) {
                 let mut st = handle.status.lock().unwrap();
-                st.detail = (a.state == AlertState::Raised).then(|| a.message.clone());
-                out.push(status_message(&self.site, &self.agent, camera, &st, a.ts, None));
+                st.health = (a.state == AlertState::Raised).then(|| a.message.clone());
+                out.push(status_message(&self.site, &self.agent, camera, &st, self.clock.now(), None));
             }
             for msg in out {
                 if self.events.blocking_send(msg).is_err() {

@@ -51,12 +51,15 @@ pub struct StatusInfo {
     pub state: CameraState,
     pub codec: Option<String>,
     pub resolution: Option<[u32; 2]>,
+    /// Why the connection is in its state (e.g. the last connection error).
     pub detail: Option<String>,
+    /// What the raised camera-health alert says, while one is raised.
+    pub health: Option<String>,
 }
 
 impl StatusInfo {
     pub fn new(state: CameraState) -> Self {
-        StatusInfo { state, codec: None, resolution: None, detail: None }
+        StatusInfo { state, codec: None, resolution: None, detail: None, health: None }
     }
 }
 
@@ -234,7 +237,10 @@ pub fn status_message(
         frames_dropped: rates.map(|r| r.2),
         codec: st.codec.clone(),
         resolution: st.resolution,
-        detail: st.detail.clone(),
+        detail: match (&st.detail, &st.health) {
+            (Some(d), Some(h)) => Some(format!("{d}; {h}")),
+            (d, h) => d.clone().or_else(|| h.clone()),
+        },
     };
     Outgoing::retained(topic::camera_status(site, camera), &status)
 }

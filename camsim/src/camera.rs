@@ -91,19 +91,13 @@ pub struct MountArg {
 /// Parses `NAME=FILE`; NAME must match `[a-z0-9][a-z0-9_-]{0,63}`.
 pub fn parse_mount(arg: &str) -> Result<MountArg, Error> {
     let (name, file) = arg.split_once('=').ok_or_else(|| Error::MountSyntax(arg.to_owned()))?;
-    if !valid_name(name) {
+    if sightline_contract::validate_id("camera", name).is_err() {
         return Err(Error::MountName(name.to_owned()));
     }
     if file.is_empty() {
         return Err(Error::MountNoFile(arg.to_owned()));
     }
     Ok(MountArg { name: name.to_owned(), file: PathBuf::from(file) })
-}
-
-fn valid_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    let ok = |c: u8, first: bool| c.is_ascii_lowercase() || c.is_ascii_digit() || (!first && (c == b'_' || c == b'-'));
-    !b.is_empty() && b.len() <= 64 && ok(b[0], true) && b[1..].iter().all(|&c| ok(c, false))
 }
 
 /// What the video stream of a file is, which decides the media pipeline.

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::crowd::{CrowdWorker, PERSON_HISTORY};
 use crate::frames::{Counters, Doorbell, FrameSlot};
 use crate::mqtt::{MqttStats, run_publisher};
+use crate::outbox::Outbox;
 use crate::rules::CameraRules;
 use crate::{AgentError, Clock};
 
@@ -82,6 +83,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         "models loaded"
     );
 
+    let outbox = Outbox::open(&cfg.mqtt.outbox, cfg.mqtt.outbox_max_bytes)?;
     let (events, events_rx) = mpsc::channel(EVENT_QUEUE);
     let stats = Arc::new(MqttStats::default());
     let publisher = tokio::spawn(run_publisher(
@@ -92,6 +94,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         stats.clone(),
         Duration::from_secs(10),
         Some(cfg.cameras.iter().map(|c| c.id.clone()).collect()),
+        outbox,
     ));
 
     let bell = Arc::new(Doorbell::default());
@@ -227,6 +230,8 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     tracing::info!(
         published = stats.published.load(Ordering::Relaxed),
         acked = stats.acked.load(Ordering::Relaxed),
+        outbox = stats.outbox_depth.load(Ordering::Relaxed),
+        evicted = stats.evicted.load(Ordering::Relaxed),
         "stopped"
     );
     Ok(())

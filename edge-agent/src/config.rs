@@ -68,6 +68,12 @@ pub struct MqttConfig {
     pub max_packet_bytes: usize,
     /// Interval of the retained camera status refresh (fps and drop counters).
     pub status_interval_s: u64,
+    /// The durable outbox (SQLite): every message is stored here until the broker acknowledges
+    /// it. Relative to the config file.
+    pub outbox: PathBuf,
+    /// Bound of the outbox (topic + payload bytes); past it the lowest-priority, oldest
+    /// messages are evicted (crowd, then statuses, then sightings, alerts last).
+    pub outbox_max_bytes: u64,
 }
 
 impl Default for MqttConfig {
@@ -79,6 +85,8 @@ impl Default for MqttConfig {
             keep_alive_s: 15,
             max_packet_bytes: 1 << 20,
             status_interval_s: 30,
+            outbox: PathBuf::from("/var/lib/sightline/outbox.sqlite"),
+            outbox_max_bytes: 64 << 20,
         }
     }
 }
@@ -280,6 +288,7 @@ impl Config {
             }
         };
         rebase(&mut cfg.agent.model_dir);
+        rebase(&mut cfg.mqtt.outbox);
         if let Some(p) = cfg.runtime.onnxruntime.as_mut() {
             rebase(p);
         }
@@ -313,6 +322,12 @@ impl Config {
                 "mqtt.max_packet_bytes".into(),
                 "must be at least 16384 (a sighting is ~3 KiB)".into(),
             ));
+        }
+        if self.mqtt.outbox_max_bytes < 64 * 1024 {
+            return Err(invalid("mqtt.outbox_max_bytes".into(), "must be at least 65536".into()));
+        }
+        if self.mqtt.outbox.as_os_str().is_empty() {
+            return Err(invalid("mqtt.outbox".into(), "must be a file path".into()));
         }
         if !(0.0..=1.0).contains(&self.faces.score_threshold) {
             return Err(invalid("faces.score_threshold".into(), "must be within 0..1".into()));
@@ -388,6 +403,8 @@ rtsp = "rtsp://127.0.0.1:8554/cam"
         assert_eq!(c.cameras[0].analysis_fps, 5.0);
         assert_eq!(c.decode.h264, "avdec_h264");
         assert_eq!(c.mqtt.port, 1883);
+        assert_eq!(c.mqtt.outbox, Path::new("/var/lib/sightline/outbox.sqlite"));
+        assert_eq!(c.mqtt.outbox_max_bytes, 64 << 20);
         assert!(matches!(c.cameras[0].source(), Source::Rtsp { transport: RtspTransport::Tcp, .. }));
     }
 
@@ -417,5 +434,7 @@ rtsp = "rtsp://127.0.0.1:8554/cam"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/edge-agent.example.toml");
         let c = Config::load(&path).unwrap();
         assert!(!c.cameras.is_empty());
+        // relative paths are rebased on the config file's directory
+        assert!(c.mqtt.outbox.starts_with(path.parent().unwrap()), "{:?}", c.mqtt.outbox);
     }
 }

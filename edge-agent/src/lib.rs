@@ -11,6 +11,7 @@ pub mod decode;
 pub mod frames;
 pub mod health;
 pub mod mqtt;
+pub mod outbox;
 pub mod rtsp;
 pub mod rules;
 pub mod tracker;
@@ -44,6 +45,8 @@ pub enum AgentError {
     Rtsp(#[from] rtsp::RtspError),
     #[error(transparent)]
     Baseline(#[from] baseline::BaselineError),
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
     #[error("camera {camera}: {source}")]
     Rules {
         camera: String,

@@ -1,18 +1,65 @@
-//! Publishing to MQTT with `rumqttc`: QoS 1, retained statuses, the agent's Last Will.
+//! Publishing to MQTT with `rumqttc`: QoS 1, retained statuses, the agent's Last Will, and a
+//! durable store-and-forward [`Outbox`].
 //!
-//! Producers hand [`Outgoing`] messages to a bounded channel; when the broker is slow or away
-//! the channel fills and producers wait (frames are dropped upstream, events never are).
+//! # Flow
+//!
+//! Producers hand [`Outgoing`] messages to a bounded channel (when it is full they wait: frames
+//! are dropped upstream, events never are). The publisher task writes each message to the
+//! outbox first (one SQLite transaction per batch: that is the durability point; each is then
+//! logged at debug level as `enqueued` with its `seq`, topic and event `id`), then publishes
+//! outbox rows in `seq` order with at most [`WINDOW`] publishes outstanding. A row is deleted
+//! when its PUBACK arrives. Rows left by a previous run (crash, broker away at shutdown) are
+//! therefore sent first, in order, and a backlog built while the broker was away is replayed in
+//! order while new messages keep being stored behind it.
+//!
+//! # Packet ids → rows
+//!
+//! One driver task polls rumqttc's event loop and forwards `Outgoing::Publish(pkid)`,
+//! `PubAck(pkid)`, `ConnAck` and connection losses to the publisher task in order. rumqttc emits
+//! `Outgoing::Publish(pkid)` in the order of the `publish` calls, so a FIFO of the `seq`s handed
+//! to the client gives `pkid → seq`; a PUBACK acks the row of its pkid. Only the publisher task
+//! calls `publish`, and only while connected. Our window (64) is below rumqttc's in-flight limit
+//! (100), so packet ids are never reused while outstanding (no collisions, which would reorder).
+//!
+//! On a connection loss the driver first forwards the events rumqttc still buffered for the lost
+//! connection, then reports the loss and waits until the publisher has forgotten every mapping
+//! (and stopped publishing). It then calls `EventLoop::clean`, which moves anything still queued
+//! in the request channel into rumqttc's `pending` list. The session is clean
+//! (`clean_session = true`), so on the next CONNACK (`session_present = false`) rumqttc drops
+//! `pending` instead of retransmitting it with stale packet ids: nothing published on an old
+//! connection can produce an event on the new one, and a PUBACK can never ack the wrong row.
+//! After the CONNACK the publisher starts again from the oldest unacknowledged row. Messages
+//! whose PUBACK was lost are sent twice: delivery is at-least-once and consumers de-duplicate
+//! by event `id` (contract v1).
+//!
+//! The retained agent `online` status announced on every CONNACK and the `offline` status at
+//! shutdown stay outside the outbox (they describe the connection itself).
+//!
+//! # Shutdown
+//!
+//! When the channel closes, the publisher keeps sending until the outbox is empty, publishes
+//! `offline`, waits for its PUBACK and disconnects, for at most `flush_timeout`. Whatever is not
+//! acknowledged by then stays in the outbox for the next start (logged).
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use sightline_contract::{AgentState, AgentStatus, Payload, topic};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::Clock;
 use crate::config::{AgentSection, MqttConfig};
+use crate::outbox::{Outbox, Priority};
+
+/// Publishes outstanding (handed to the client, not yet acknowledged) at most.
+pub const WINDOW: usize = 64;
+/// rumqttc's in-flight limit (packet ids 1..=INFLIGHT); above [`WINDOW`] so ids never collide.
+const INFLIGHT: u16 = 100;
+/// Messages stored in one outbox transaction at most.
+const BATCH: usize = 256;
 
 /// A message to publish.
 #[derive(Debug)]
@@ -39,8 +86,12 @@ pub struct MqttStats {
     pub connected: AtomicBool,
     /// Messages refused because they exceed `max_packet_bytes`.
     pub oversized: AtomicU64,
-    /// Notified on every PUBACK.
-    pub ack: tokio::sync::Notify,
+    /// Messages waiting in the outbox (not yet acknowledged).
+    pub outbox_depth: AtomicU64,
+    /// Messages evicted from the outbox by its bound.
+    pub evicted: AtomicU64,
+    /// Messages that could not be stored in the outbox (a database error): lost.
+    pub lost: AtomicU64,
 }
 
 pub fn agent_status(
@@ -59,8 +110,219 @@ pub fn agent_status(
     }
 }
 
-/// Publishes everything received on `rx` until it closes, then marks the agent offline and waits
-/// (up to `flush_timeout`) for the broker to acknowledge everything before disconnecting.
+/// What the driver task reports from rumqttc's event loop, in order.
+enum Link {
+    ConnAck,
+    /// A publish went out with this packet id (in the order of the `publish` calls).
+    Published(u16),
+    PubAck(u16),
+    /// The connection is gone; reply once every mapping is forgotten and publishing stopped.
+    Lost(oneshot::Sender<()>),
+}
+
+/// Polls the event loop until our DISCONNECT went out, forwarding what the publisher needs.
+async fn drive(mut eventloop: EventLoop, link: mpsc::UnboundedSender<Link>, broker: String) {
+    let forward = |ev: &Event| match ev {
+        Event::Outgoing(rumqttc::Outgoing::Publish(pkid)) => Some(Link::Published(*pkid)),
+        Event::Incoming(Packet::PubAck(ack)) => Some(Link::PubAck(ack.pkid)),
+        _ => None,
+    };
+    let mut warned = false;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                tracing::info!(%broker, "MQTT connected");
+                warned = false;
+                if link.send(Link::ConnAck).is_err() {
+                    return;
+                }
+            }
+            // our own DISCONNECT went out: the session is over
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+            Ok(ev) => {
+                if let Some(l) = forward(&ev)
+                    && link.send(l).is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(%broker, error = %e, "MQTT connection lost; retrying");
+                    warned = true;
+                }
+                // events rumqttc still buffers belong to the lost connection: deliver them now
+                for ev in std::mem::take(&mut eventloop.state.events) {
+                    if let Some(l) = forward(&ev) {
+                        let _ = link.send(l);
+                    }
+                }
+                let (done, wait) = oneshot::channel();
+                if link.send(Link::Lost(done)).is_err() {
+                    return;
+                }
+                let _ = wait.await;
+                // requests queued before the publisher stopped go to `pending`, which the next
+                // (clean-session) CONNACK drops
+                eventloop.clean();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The publisher task's state: the outbox and what is outstanding on the current connection.
+struct Publisher {
+    client: AsyncClient,
+    outbox: Outbox,
+    stats: Arc<MqttStats>,
+    max_packet: usize,
+    connected: bool,
+    /// Highest `seq` handed to the client on this connection.
+    cursor: i64,
+    /// Publishes handed to the client whose packet id is not known yet (`None`: agent status).
+    fifo: VecDeque<Option<i64>>,
+    /// Packet id → row of the publishes waiting for their PUBACK.
+    inflight: HashMap<u16, Option<i64>>,
+}
+
+impl Publisher {
+    fn outstanding(&self) -> usize {
+        self.fifo.len() + self.inflight.len()
+    }
+
+    fn update_stats(&self) {
+        self.stats.outbox_depth.store(self.outbox.depth(), Ordering::Relaxed);
+        self.stats.evicted.store(self.outbox.evicted(), Ordering::Relaxed);
+    }
+
+    /// Stores messages in the outbox (the durability point).
+    fn store(&mut self, msgs: Vec<Outgoing>) {
+        let mut keep = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            // an oversized packet would make the client drop the connection, for every message queued
+            if m.payload.len() + m.topic.len() + 16 > self.max_packet {
+                tracing::error!(topic = %m.topic, bytes = m.payload.len(), "message larger than mqtt.max_packet_bytes: not sent");
+                self.stats.oversized.fetch_add(1, Ordering::Relaxed);
+            } else {
+                keep.push(m);
+            }
+        }
+        if keep.is_empty() {
+            return;
+        }
+        match self.outbox.push_batch(keep.iter().map(|m| (m, Priority::of_topic(&m.topic)))) {
+            Ok(seqs) => {
+                for (m, seq) in keep.iter().zip(seqs) {
+                    match event_id(&m.payload) {
+                        Some(id) => tracing::debug!(seq, topic = %m.topic, %id, "enqueued"),
+                        None => tracing::debug!(seq, topic = %m.topic, "enqueued"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, messages = keep.len(), "cannot store messages in the outbox: lost");
+                self.stats.lost.fetch_add(keep.len() as u64, Ordering::Relaxed);
+            }
+        }
+        self.update_stats();
+    }
+
+    /// Hands outbox rows after the cursor to the client while connected and the window allows.
+    fn fill(&mut self) {
+        while self.connected && self.outstanding() < WINDOW {
+            let rows = match self.outbox.next_after(self.cursor, WINDOW - self.outstanding()) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the outbox");
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                return;
+            }
+            for row in rows {
+                if !self.submit(row.topic, row.payload, row.retain, Some(row.seq)) {
+                    return;
+                }
+                self.cursor = row.seq;
+            }
+        }
+    }
+
+    /// `try_publish` (the request channel holds more than the window: it only fails when closed).
+    fn submit(&mut self, topic: String, payload: Vec<u8>, retain: bool, seq: Option<i64>) -> bool {
+        match self.client.try_publish(topic, QoS::AtLeastOnce, retain, payload) {
+            Ok(()) => {
+                self.fifo.push_back(seq);
+                self.stats.published.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "MQTT client refused a publish");
+                false
+            }
+        }
+    }
+
+    fn on_link(&mut self, l: Link) {
+        match l {
+            Link::ConnAck => {
+                self.connected = true;
+                self.stats.connected.store(true, Ordering::Relaxed);
+                self.cursor = 0;
+                self.fifo.clear();
+                self.inflight.clear();
+                if self.outbox.depth() > 0 {
+                    tracing::info!(messages = self.outbox.depth(), "sending the outbox backlog");
+                }
+            }
+            Link::Published(pkid) => match self.fifo.pop_front() {
+                Some(seq) => {
+                    self.inflight.insert(pkid, seq);
+                }
+                None => tracing::warn!(pkid, "publish event without a pending publish"),
+            },
+            Link::PubAck(pkid) => {
+                let Some(seq) = self.inflight.remove(&pkid) else {
+                    tracing::warn!(pkid, "PUBACK for no outstanding publish");
+                    return;
+                };
+                self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                if let Some(seq) = seq
+                    && let Err(e) = self.outbox.ack(seq)
+                {
+                    tracing::error!(seq, error = %e, "cannot delete an acknowledged message from the outbox");
+                }
+                self.update_stats();
+            }
+            Link::Lost(done) => {
+                self.connected = false;
+                self.stats.connected.store(false, Ordering::Relaxed);
+                self.fifo.clear();
+                self.inflight.clear();
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// The `id` of an event payload (JSON with a top-level `id`), for the log.
+fn event_id(payload: &[u8]) -> Option<uuid::Uuid> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: Option<uuid::Uuid>,
+    }
+    if payload.first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<Id>(payload).ok()?.id
+}
+
+/// Stores everything received on `rx` in `outbox` and publishes the outbox until `rx` closes;
+/// then sends what it can of the outbox, marks the agent offline and waits (up to
+/// `flush_timeout` in all) for the broker to acknowledge before disconnecting.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_publisher(
     cfg: MqttConfig,
     agent: AgentSection,
@@ -69,106 +331,106 @@ pub async fn run_publisher(
     stats: Arc<MqttStats>,
     flush_timeout: Duration,
     cameras: Option<Vec<String>>,
+    outbox: Outbox,
 ) {
     let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("sightline-edge-{}", agent.id));
     let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
     opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)));
     opts.set_max_packet_size(cfg.max_packet_bytes, cfg.max_packet_bytes);
-    opts.set_clean_session(false);
+    // redelivery is the outbox's job: rumqttc must not retransmit an old session's packets
+    opts.set_clean_session(true);
+    opts.set_inflight(INFLIGHT);
+    let status_topic = topic::agent_status(&agent.site, &agent.id);
     let will = agent_status(&agent, clock.as_ref(), AgentState::Offline, None);
-    opts.set_last_will(LastWill::new(
-        topic::agent_status(&agent.site, &agent.id),
-        will.to_json(),
-        QoS::AtLeastOnce,
-        true,
-    ));
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
+    opts.set_last_will(LastWill::new(status_topic.clone(), will.to_json(), QoS::AtLeastOnce, true));
+    // the request channel never fills: at most WINDOW publishes (+ a DISCONNECT) are outstanding
+    let (client, eventloop) = AsyncClient::new(opts, 2 * WINDOW);
+    let (link_tx, mut link) = mpsc::unbounded_channel();
+    let driver = tokio::spawn(drive(eventloop, link_tx, format!("{}:{}", cfg.host, cfg.port)));
 
-    let driver_stats = stats.clone();
-    // Every (re)connection re-announces the agent online: the broker published our Last Will
-    // (retained `offline`) when the previous connection dropped.
-    let announcer = client.clone();
-    let online_topic = topic::agent_status(&agent.site, &agent.id);
-    let (announce_agent, announce_clock, announce_cameras) = (agent.clone(), clock.clone(), cameras.clone());
-    let broker = format!("{}:{}", cfg.host, cfg.port);
-    let driver = tokio::spawn(async move {
-        let mut warned = false;
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    driver_stats.connected.store(true, Ordering::Relaxed);
-                    let online = agent_status(
-                        &announce_agent,
-                        announce_clock.as_ref(),
-                        AgentState::Online,
-                        announce_cameras.clone(),
-                    );
-                    if announcer.try_publish(online_topic.as_str(), QoS::AtLeastOnce, true, online.to_json()).is_ok() {
-                        driver_stats.published.fetch_add(1, Ordering::Relaxed);
-                    }
-                    tracing::info!(%broker, "MQTT connected");
-                    warned = false;
-                }
-                // our own DISCONNECT went out: the session is over
-                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    driver_stats.acked.fetch_add(1, Ordering::Relaxed);
-                    driver_stats.ack.notify_waiters();
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    driver_stats.connected.store(false, Ordering::Relaxed);
-                    if !warned {
-                        tracing::warn!(%broker, error = %e, "MQTT connection lost; retrying");
-                        warned = true;
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-    });
-
-    while let Some(msg) = rx.recv().await {
-        publish(&client, &stats, cfg.max_packet_bytes, msg).await;
+    if outbox.depth() > 0 {
+        tracing::info!(messages = outbox.depth(), bytes = outbox.bytes(), "outbox holds messages of a previous run");
     }
-
-    let offline = agent_status(&agent, clock.as_ref(), AgentState::Offline, cameras);
-    publish(
-        &client,
-        &stats,
-        cfg.max_packet_bytes,
-        Outgoing::retained(topic::agent_status(&agent.site, &agent.id), &offline),
-    )
-    .await;
-    let all_acked = async {
-        loop {
-            let notified = stats.ack.notified();
-            if stats.acked.load(Ordering::Relaxed) >= stats.published.load(Ordering::Relaxed) {
-                return;
-            }
-            notified.await;
-        }
+    let mut p = Publisher {
+        client: client.clone(),
+        outbox,
+        stats: stats.clone(),
+        max_packet: cfg.max_packet_bytes,
+        connected: false,
+        cursor: 0,
+        fifo: VecDeque::new(),
+        inflight: HashMap::new(),
     };
-    if tokio::time::timeout(flush_timeout, all_acked).await.is_err() {
-        let pending = stats.published.load(Ordering::Relaxed).saturating_sub(stats.acked.load(Ordering::Relaxed));
-        tracing::warn!(unacknowledged = pending, "MQTT flush timed out");
-    }
-    let _ = client.disconnect().await;
-    // let the DISCONNECT go out before the event loop is dropped
-    let _ = tokio::time::timeout(Duration::from_millis(500), driver).await;
-}
+    p.update_stats();
 
-async fn publish(client: &AsyncClient, stats: &MqttStats, max_packet: usize, msg: Outgoing) {
-    // an oversized packet would make the client drop the connection, for every message queued
-    if msg.payload.len() + msg.topic.len() + 16 > max_packet {
-        tracing::error!(topic = %msg.topic, bytes = msg.payload.len(), "message larger than mqtt.max_packet_bytes: not sent");
-        stats.oversized.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    match client.publish(msg.topic, QoS::AtLeastOnce, msg.retain, msg.payload).await {
-        Ok(()) => {
-            stats.published.fetch_add(1, Ordering::Relaxed);
+    // Running: store what arrives, publish the outbox.
+    loop {
+        tokio::select! {
+            msg = rx.recv() => {
+                let Some(msg) = msg else { break };
+                let mut batch = vec![msg];
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
+                }
+                p.store(batch);
+                p.fill();
+            }
+            l = link.recv() => {
+                let Some(l) = l else { break };
+                let connack = matches!(l, Link::ConnAck);
+                p.on_link(l);
+                if connack {
+                    // every (re)connection re-announces the agent online: the broker published our
+                    // Last Will (retained `offline`) when the previous connection dropped
+                    let online = agent_status(&agent, clock.as_ref(), AgentState::Online, cameras.clone());
+                    p.submit(status_topic.clone(), online.to_json(), true, None);
+                }
+                p.fill();
+            }
         }
-        Err(e) => tracing::error!(error = %e, "MQTT client closed; message not published"),
+    }
+
+    // Closing: drain the outbox, then `offline`, within flush_timeout.
+    let deadline = tokio::time::Instant::now() + flush_timeout;
+    let mut offline_sent = false;
+    loop {
+        if p.connected && !offline_sent && p.outbox.depth() == 0 {
+            let offline = agent_status(&agent, clock.as_ref(), AgentState::Offline, cameras.clone());
+            offline_sent = p.submit(status_topic.clone(), offline.to_json(), true, None);
+        }
+        if offline_sent && p.outstanding() == 0 && p.outbox.depth() == 0 {
+            break;
+        }
+        tokio::select! {
+            l = link.recv() => {
+                let Some(l) = l else { break };
+                if matches!(l, Link::Lost(_)) {
+                    offline_sent = false;
+                }
+                p.on_link(l);
+                p.fill();
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(unacknowledged = p.outstanding(), "MQTT flush timed out");
+                break;
+            }
+        }
+    }
+    if p.outbox.depth() > 0 {
+        tracing::warn!(
+            messages = p.outbox.depth(),
+            bytes = p.outbox.bytes(),
+            "outbox not empty at shutdown: kept for the next start"
+        );
+    }
+    let _ = client.try_disconnect();
+    drop(link);
+    // let the DISCONNECT go out before the event loop is dropped
+    let mut driver = driver;
+    if tokio::time::timeout(Duration::from_millis(500), &mut driver).await.is_err() {
+        driver.abort();
     }
 }

@@ -70,16 +70,42 @@ impl Drop for Proc {
 
 pub struct Mosquitto {
     pub port: u16,
-    _proc: Proc,
-    _dir: tempfile::TempDir,
+    proc: Option<Proc>,
+    dir: tempfile::TempDir,
+    persistent: bool,
 }
 
 impl Mosquitto {
+    /// A broker on a free port, without persistence.
     pub fn start() -> Result<Mosquitto> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port();
+        Mosquitto::start_on(free_port())
+    }
+
+    /// A broker on `port` (e.g. where a previous one ran), without persistence.
+    pub fn start_on(port: u16) -> Result<Mosquitto> {
+        Mosquitto::spawn(port, tempfile::tempdir()?, false)
+    }
+
+    /// A broker on a free port that saves its sessions (persistent subscriptions and their
+    /// queued QoS 1 messages) when [`stop`](Self::stop)ped, and restores them on [`restart`](Self::restart).
+    pub fn start_persistent() -> Result<Mosquitto> {
+        Mosquitto::spawn(free_port(), tempfile::tempdir()?, true)
+    }
+
+    fn spawn(port: u16, dir: tempfile::TempDir, persistent: bool) -> Result<Mosquitto> {
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"))?;
+        let persistence = if persistent {
+            // started as root, mosquitto drops to its own user, which must be able to save there
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))?;
+            format!(
+                "persistence true\npersistence_location {}/\nautosave_interval 0\nmax_queued_messages 0\n",
+                dir.path().display()
+            )
+        } else {
+            "persistence false\n".to_owned()
+        };
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"))?;
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
@@ -89,7 +115,33 @@ impl Mosquitto {
             .context("starting mosquitto (apt-get install mosquitto; scripts/setup.sh does)")?;
         let proc = Proc(child);
         wait_for_port(port, Duration::from_secs(10))?;
-        Ok(Mosquitto { port, _proc: proc, _dir: dir })
+        Ok(Mosquitto { port, proc: Some(proc), dir, persistent })
+    }
+
+    /// Stops the broker cleanly (SIGTERM: a persistent broker saves its sessions) and waits for it.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut proc) = self.proc.take() else { return Ok(()) };
+        let status = Command::new("kill").args(["-TERM", &proc.0.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM mosquitto failed");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while proc.0.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("mosquitto did not stop within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Starts the broker again on the same port (with the saved sessions when persistent).
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir()?);
+        let port = self.port;
+        *self = Mosquitto::spawn(port, dir, self.persistent)?;
+        Ok(())
     }
 }
 
@@ -142,6 +194,11 @@ impl Camsim {
 
 /// Config text for an agent publishing to `mqtt_port` with the given `[[camera]]` tables.
 pub fn agent_config(mqtt_port: u16, cameras: &str) -> String {
+    agent_config_with_outbox(mqtt_port, cameras, Path::new("outbox.sqlite"))
+}
+
+/// The same with the agent's outbox at `outbox` (relative: in the agent's directory).
+pub fn agent_config_with_outbox(mqtt_port: u16, cameras: &str, outbox: &Path) -> String {
     format!(
         r#"
 [agent]
@@ -156,10 +213,12 @@ threads = 2
 host = "127.0.0.1"
 port = {mqtt_port}
 status_interval_s = 2
+outbox = "{outbox}"
 
 {cameras}
 "#,
-        models = model_dir().display()
+        models = model_dir().display(),
+        outbox = outbox.display(),
     )
 }
 
@@ -221,10 +280,21 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn connect(port: u16) -> Result<Subscriber> {
-        use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut opts = MqttOptions::new(format!("test-sub-{}-{n}", std::process::id()), "127.0.0.1", port);
+        Subscriber::connect_with(port, format!("test-sub-{}-{n}", std::process::id()), false)
+    }
+
+    /// A subscriber with a persistent session (`clean_session = false`, QoS 1): it reconnects
+    /// whenever the connection drops, and a persistent broker queues messages for it meanwhile.
+    pub fn connect_persistent(port: u16, client_id: &str) -> Result<Subscriber> {
+        Subscriber::connect_with(port, client_id.to_owned(), true)
+    }
+
+    fn connect_with(port: u16, client_id: String, persistent: bool) -> Result<Subscriber> {
+        use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+        let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+        opts.set_clean_session(!persistent);
         opts.set_max_packet_size(1 << 20, 1 << 20);
         opts.set_keep_alive(Duration::from_secs(10));
         let (client, mut conn) = Client::new(opts, 100);
@@ -245,6 +315,7 @@ impl Subscriber {
                         }
                     }
                     Ok(_) => {}
+                    Err(_) if persistent => std::thread::sleep(Duration::from_millis(200)),
                     Err(_) => return,
                 }
             }

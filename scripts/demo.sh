@@ -26,7 +26,7 @@ cat <<MSG
   (stage: faces -> sightings; walkway: crowd counts, a fence, alerts)
   watch everything it publishes with:
 
-      mosquitto_sub -h 127.0.0.1 -p $MQTT_PORT -t 'sightline/v1/#' -v
+      mosquitto_sub -h 127.0.0.1 -p $MQTT_PORT -t 'sightline/v1/#' -T 'sightline/v1/+/+/heatmap' -v
 
 MSG
 "$BIN/edge-agent" run --config "$RUN/demo.toml" & pids+=($!)

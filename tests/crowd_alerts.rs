@@ -143,15 +143,7 @@ fn an_empty_scene_baseline_removes_the_density_floor() {
         let mut sub = Subscriber::connect(broker.port).unwrap();
         let mut agent = Agent::start(&camera(with_baseline)).unwrap();
         assert!(agent.wait_exit(Duration::from_secs(120)).unwrap().success(), "{}", agent.log());
-        // live (not retained: the broker keeps the previous run's) offline status: the run's last message
-        sub.wait_until(Duration::from_secs(10), |m| {
-            m.iter().any(|m| {
-                !m.retain
-                    && m.topic.ends_with("/agent/edge-test/status")
-                    && String::from_utf8_lossy(&m.payload).contains("\"offline\"")
-            })
-        })
-        .unwrap();
+        sub.wait_agent_stopped(Duration::from_secs(10)).unwrap();
         let t: Vec<f32> = crowds(&sub).iter().map(|c| c.total).collect();
         assert!(!t.is_empty(), "{}", agent.log());
         t
@@ -217,12 +209,7 @@ severity = "critical"
             .unwrap();
     let status = agent.wait_exit(Duration::from_secs(180)).unwrap();
     assert!(status.success(), "{}", agent.log());
-    sub.wait_until(Duration::from_secs(10), |m| {
-        m.iter().any(|m| {
-            m.topic.ends_with("/agent/edge-test/status") && String::from_utf8_lossy(&m.payload).contains("\"offline\"")
-        })
-    })
-    .unwrap();
+    sub.wait_agent_stopped(Duration::from_secs(10)).unwrap();
     let measured = crowds(&sub);
     assert!(!measured.is_empty(), "no crowd measurement: {}", agent.log());
     for c in &measured {

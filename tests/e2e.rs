@@ -124,12 +124,7 @@ fn file_source_replays_and_exits() {
     let status = agent.wait_exit(Duration::from_secs(120)).unwrap();
     assert!(status.success(), "agent failed: {}", agent.log());
     // the agent flushed before exiting: its retained offline status is the last thing it sent
-    sub.wait_until(Duration::from_secs(10), |m| {
-        m.iter().any(|m| {
-            m.topic.ends_with("/agent/edge-test/status") && String::from_utf8_lossy(&m.payload).contains("\"offline\"")
-        })
-    })
-    .unwrap();
+    sub.wait_agent_stopped(Duration::from_secs(10)).unwrap();
     let all = sightings(&sub);
     assert!(all.len() >= 2, "{all:#?}");
     assert!(matches(&all, &miranda) >= 1, "no sighting of Lin-Manuel Miranda in {all:#?}");

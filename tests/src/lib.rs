@@ -337,6 +337,18 @@ impl Subscriber {
         Ok(())
     }
 
+    /// Waits for the test agent's own `offline` status, the last message of a clean stop, received
+    /// live (a retained one may be the previous run's).
+    pub fn wait_agent_stopped(&mut self, timeout: Duration) -> Result<()> {
+        self.wait_until(timeout, |m| {
+            m.iter().any(|m| {
+                !m.retain
+                    && m.topic.ends_with("/agent/edge-test/status")
+                    && String::from_utf8_lossy(&m.payload).contains("\"offline\"")
+            })
+        })
+    }
+
     /// Everything received so far whose topic ends with `/suffix`.
     pub fn on(&self, suffix: &str) -> Vec<&Message> {
         self.seen.iter().filter(|m| m.topic.ends_with(&format!("/{suffix}"))).collect()

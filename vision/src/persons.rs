@@ -66,17 +66,7 @@ pub fn letterbox_tensor(resized: &RgbImage) -> ndarray::Array4<f32> {
     let s = INPUT_SIZE as usize;
     assert!(resized.width() as usize <= s && resized.height() as usize <= s, "letterboxed image fits 416x416");
     let mut t = ndarray::Array4::<f32>::from_elem((1, 3, s, s), PAD_VALUE);
-    let plane = s * s;
-    let data = t.as_slice_mut().expect("fresh array is contiguous");
-    let w = resized.width() as usize;
-    for (y, row) in resized.as_raw().chunks_exact(w * 3).enumerate() {
-        for (x, px) in row.chunks_exact(3).enumerate() {
-            let o = y * s + x;
-            data[o] = px[2] as f32;
-            data[plane + o] = px[1] as f32;
-            data[2 * plane + o] = px[0] as f32;
-        }
-    }
+    crate::yunet::write_bgr_planar(resized, t.as_slice_mut().expect("fresh array is contiguous"), s, s);
     t
 }
 

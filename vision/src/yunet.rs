@@ -153,17 +153,22 @@ pub fn bgr_planar_padded(img: &RgbImage, multiple: u32) -> ndarray::Array4<f32> 
     let m = multiple as usize;
     let (pw, ph) = (w.div_ceil(m) * m, h.div_ceil(m) * m);
     let mut t = ndarray::Array4::<f32>::zeros((1, 3, ph, pw));
-    let plane = ph * pw;
-    let data = t.as_slice_mut().expect("fresh array is contiguous");
+    write_bgr_planar(img, t.as_slice_mut().expect("fresh array is contiguous"), pw, ph);
+    t
+}
+
+/// Writes `img` as raw BGR planes (0..255) into the top-left of a `[3, height, width]` buffer.
+pub(crate) fn write_bgr_planar(img: &RgbImage, data: &mut [f32], width: usize, height: usize) {
+    let plane = width * height;
+    let w = img.width() as usize;
     for (y, row) in img.as_raw().chunks_exact(w * 3).enumerate() {
         for (x, px) in row.chunks_exact(3).enumerate() {
-            let o = y * pw + x;
+            let o = y * width + x;
             data[o] = px[2] as f32;
             data[plane + o] = px[1] as f32;
             data[2 * plane + o] = px[0] as f32;
         }
     }
-    t
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/sightline/target}
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-PKGS=(pkg-config curl ca-certificates unzip python3
+PKGS=(pkg-config curl ca-certificates unzip python3 systemd
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp mosquitto mosquitto-clients)

@@ -6,13 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sd_notify::NotifyState;
 use sightline_contract::CameraState;
 use sightline_vision::crowd::{DensityEstimator, FloorCorrection};
 use sightline_vision::persons::PersonDetector;
 use sightline_vision::{FacePipeline, Runtime};
 use tokio::sync::{mpsc, watch};
 
-use crate::analysis::Worker;
+use crate::analysis::{Heartbeat, Worker};
 use crate::baseline::Baseline;
 use crate::camera::{CameraHandle, CameraTask, StatusInfo, status_message};
 use crate::config::Config;
@@ -137,6 +138,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     }
 
     let done = Arc::new(AtomicBool::new(false));
+    let heartbeat = Arc::new(Heartbeat::default());
     let worker = Worker {
         site: cfg.agent.site.clone(),
         agent: cfg.agent.id.clone(),
@@ -148,6 +150,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         clock: clock.clone(),
         events: events.clone(),
         done: done.clone(),
+        heartbeat: heartbeat.clone(),
     };
     let worker =
         std::thread::Builder::new().name("analysis".into()).spawn(move || worker.run()).expect("spawn analysis thread");
@@ -186,6 +189,9 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         Duration::from_secs(cfg.mqtt.status_interval_s.max(1)),
     ));
 
+    let watchdog = sd_notify::watchdog_enabled().map(|period| tokio::spawn(feed_watchdog(period, heartbeat.clone())));
+    let _ = sd_notify::notify(&[NotifyState::Ready]);
+
     // Until every camera finished, or shutdown.
     loop {
         tokio::select! {
@@ -201,6 +207,10 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
                 break;
             }
         }
+    }
+    let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    if let Some(w) = watchdog {
+        w.abort();
     }
     done.store(true, Ordering::Release);
     bell.ring();
@@ -235,6 +245,20 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         "stopped"
     );
     Ok(())
+}
+
+/// Feeds the systemd watchdog (`WatchdogSec`) while the analysis worker is alive: a stuck
+/// pipeline stops the pings and systemd restarts the agent.
+async fn feed_watchdog(period: Duration, heartbeat: Arc<Heartbeat>) {
+    let mut tick = tokio::time::interval(period / 3);
+    loop {
+        tick.tick().await;
+        if heartbeat.age() < period / 2 {
+            let _ = sd_notify::notify(&[NotifyState::Watchdog]);
+        } else {
+            tracing::error!(stuck_for = ?heartbeat.age(), "analysis worker unresponsive: withholding the watchdog ping");
+        }
+    }
 }
 
 /// Refreshes each camera's retained status with rates measured over the last interval.

@@ -32,6 +32,31 @@ pub struct Worker {
     pub events: mpsc::Sender<Outgoing>,
     /// Set once every camera task has ended: drain the slots and stop.
     pub done: Arc<AtomicBool>,
+    pub heartbeat: Arc<Heartbeat>,
+}
+
+/// The analysis worker's liveness: it beats at least every [`TICK`] while it runs, so a stale
+/// heartbeat means it is stuck (the systemd watchdog is fed only while it is fresh).
+pub struct Heartbeat {
+    start: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat { start: Instant::now(), last_ms: 0.into() }
+    }
+}
+
+impl Heartbeat {
+    pub fn beat(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn age(&self) -> Duration {
+        self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
 }
 
 /// How often tracks of cameras without frames are aged.
@@ -72,6 +97,7 @@ impl Worker {
             .collect();
         let mut last_tick = Instant::now();
         loop {
+            self.heartbeat.beat();
             // Cameras without new frames still age their tracks, so a silent camera's
             // tracks close on time whatever the other cameras do.
             if last_tick.elapsed() >= TICK {

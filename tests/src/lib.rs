@@ -229,6 +229,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(config: &str) -> Result<Agent> {
+        Agent::start_with_env(config, &[])
+    }
+
+    /// The same with extra environment variables (e.g. systemd's `NOTIFY_SOCKET`).
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Result<Agent> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("agent.toml");
         std::fs::write(&path, config)?;
@@ -237,6 +242,7 @@ impl Agent {
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info,sightline_edge_agent=debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;

@@ -94,7 +94,19 @@ fn a_camera_that_goes_dark_is_raised_offline_and_cleared_on_return() {
     // 3 s without frames, detected on the worker's 250 ms tick (plus broker round trips)
     assert!(dark.elapsed() < Duration::from_secs(8), "raised after {:?}", dark.elapsed());
 
+    let streamed = |m: &[Message]| {
+        m.iter()
+            .filter(|m| {
+                m.topic.ends_with("/door/status") && String::from_utf8_lossy(&m.payload).contains("\"streaming\"")
+            })
+            .count()
+    };
+    let before = streamed(&sub.seen);
     let _camsim = Camsim::start_at(&listen, &[("door", &clip)], true).unwrap();
+    let back = std::time::Instant::now();
+    sub.wait_until(Duration::from_secs(30), |m| streamed(m) > before)
+        .unwrap_or_else(|e| panic!("{e}; {}", agent.log()));
+    assert!(back.elapsed() < Duration::from_secs(10), "streaming again after {:?}", back.elapsed());
     sub.wait_until(Duration::from_secs(60), |m| has_alert(m, AlertKind::CameraOffline, AlertState::Cleared))
         .unwrap_or_else(|e| panic!("{e}; {}", agent.log()));
     let offline: Vec<Alert> = alerts(&sub).into_iter().filter(|a| a.kind == AlertKind::CameraOffline).collect();

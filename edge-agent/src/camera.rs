@@ -89,7 +89,8 @@ enum Ended {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Capped low so a camera is back within seconds of its return (jitter spreads the retries).
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl CameraTask {
     pub async fn run(mut self) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent machine + project setup for Debian 12 (run as root).
-#   - Debian packages: GStreamer (dev + plugins + tools), RTSP server, mosquitto, pkg-config
+#   - Debian packages: GStreamer (dev + plugins + tools), RTSP server, mosquitto, pkg-config,
+#     openssl (the TLS tests make their certificates with its CLI)
 #   - ONNX Runtime shared library from the PyPI `onnxruntime` wheel into .local/onnxruntime/
 #   - builds models/cache/csrnet.onnx if no cached or mirror copy exists (models/csrnet/build.sh)
 #   - fetches the models (sha256-verified; mirror ../shared/models first) into models/cache/
@@ -12,7 +13,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/sightline/target}
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-PKGS=(pkg-config curl ca-certificates unzip python3 systemd
+PKGS=(pkg-config curl ca-certificates openssl unzip python3 systemd
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
   gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp mosquitto mosquitto-clients)

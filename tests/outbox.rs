@@ -9,8 +9,11 @@
 //! sees everything published after the broker returns, whoever reconnects first. After the
 //! broker is back, every event id enqueued so far must reach the recorder (bounded wait), the
 //! backlog in the order it was enqueued, and the camera statuses produced during the outage
-//! (they have no id) must arrive too. The eviction bound is covered by the unit tests of
-//! `edge-agent/src/outbox.rs`.
+//! (they have no id) must arrive too.
+//!
+//! The bound: with a 64 KiB outbox and the broker away, evictions are counted (metrics) and
+//! logged, statuses go before sightings, and alerts are kept and delivered once the broker is
+//! back (the order within the bound is unit-tested in `edge-agent/src/outbox.rs`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -169,4 +172,57 @@ fn agent_killed_during_outage_resends_after_restart() {
     assert_all_arrive(&mut sub, &expected, after_restart, &|| {
         format!("{first_log}\n--- restarted ---\n{}", agent.log())
     });
+}
+
+/// `outbox full: message evicted` lines of the agent's log: the topics evicted, in order.
+fn evicted(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains("outbox full: message evicted"))
+        .map(|l| field(l, "topic").unwrap_or_else(|| panic!("no topic in {l}")).to_owned())
+        .collect()
+}
+
+#[test]
+fn a_full_outbox_evicts_low_priority_messages_and_keeps_alerts() {
+    let mut broker = Mosquitto::start_persistent().unwrap();
+    let mut sub = Subscriber::connect_persistent(broker.port, "outbox-recorder-3").unwrap();
+    broker.stop().unwrap();
+    // a looping clip analysed as fast as possible fills the outbox with sightings and statuses;
+    // a camera that never answers raises `camera_offline` after 2 s
+    let cameras = format!(
+        "[[camera]]\nid = \"stage\"\nfile = \"{clip}\"\nloop = true\npace = \"fast\"\n\n\
+         [[camera]]\nid = \"door\"\nrtsp = \"rtsp://127.0.0.1:{port}/door\"\nsilence_timeout_s = 1\n\
+         [camera.health]\noffline_after_s = 2\n",
+        clip = media("short_hamilton_clip.mp4").display(),
+        port = free_port(),
+    );
+    let config = agent_config(broker.port, &cameras).replace("status_interval_s = 2", "outbox_max_bytes = 65536");
+    let agent = Agent::start(&config).unwrap();
+    let base = agent.metrics_url().unwrap();
+    // well past the bound: statuses went first, then the oldest sightings
+    wait_metric(&base, "sightline_outbox_evictions_total", 30.0, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", agent.log()));
+    let log = agent.log();
+    let stored = enqueued(&log);
+    let alerts: Vec<&Enqueued> = stored.iter().filter(|e| e.topic.ends_with("/door/alert")).collect();
+    assert!(!alerts.is_empty(), "camera_offline was raised while the broker was away:\n{log}");
+    let gone = evicted(&log);
+    assert!(gone.len() > 30, "{gone:?}");
+    assert!(gone.iter().all(|t| !t.ends_with("/alert")), "an alert was evicted: {gone:?}");
+    let first_sighting = gone.iter().position(|t| t.ends_with("/sighting"));
+    if let Some(i) = first_sighting {
+        // a sighting is evicted only when no status is left to evict: none was stored before it
+        assert!(gone[..i].iter().all(|t| t.ends_with("/status")), "{gone:?}");
+    }
+
+    broker.restart().unwrap();
+    let wanted: HashSet<String> = alerts.iter().filter_map(|e| e.id.clone()).collect();
+    sub.wait_until(Duration::from_secs(60), |m| {
+        let got: HashSet<String> = m.iter().filter_map(id_of).collect();
+        wanted.iter().all(|id| got.contains(id))
+    })
+    .unwrap_or_else(|e| panic!("{e}: alerts {wanted:?} lost\nagent log:\n{}", agent.log()));
+    let (_, text) = http_get(&format!("{base}/metrics")).unwrap();
+    let evictions = sample(&text, "sightline_outbox_evictions_total").unwrap();
+    assert!(evictions >= gone.len() as f64, "metric {evictions} < {} logged", gone.len());
 }

@@ -23,6 +23,12 @@
 //!   mid-way can start decoding at the next key frame. Any other codec is
 //!   decoded and re-encoded with `x264enc` (`tune=zerolatency`,
 //!   `speed-preset=ultrafast`, a key frame every ~2 s), which is logged.
+//! * **Fault injection.** `--scale WxH` decodes every file and re-encodes it
+//!   at that size (same pipelines as other codecs, with a `videoscale`), so a
+//!   camera can come back at another resolution. `--corrupt PROB` damages the
+//!   encoded access units on their way into the payloader (a pad probe on
+//!   `pay0`'s sink pad, see [`crate::corrupt`]), deterministically from
+//!   `--seed`; the RTP packetisation stays valid.
 //! * **Seeking.** The non-live `appsrc` is not seekable, so gst-rtsp-server
 //!   ignores a client's PLAY `Range` and a second client joining a shared
 //!   stream does not restart it for the first.
@@ -47,6 +53,8 @@ use gst::prelude::*;
 use gst_pbutils::prelude::*;
 use gst_rtsp_server::prelude::*;
 use tracing::{debug, error, info, warn};
+
+use crate::corrupt::{self, Corrupter};
 
 /// Everything that can go wrong before the server is up.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +81,44 @@ pub enum Error {
     Server { addr: std::net::SocketAddr, reason: String },
     #[error("GStreamer: {0}")]
     Gst(String),
+}
+
+/// A `--scale WIDTHxHEIGHT` argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scale {
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Parses `WIDTHxHEIGHT`: even numbers (4:2:0 encoding) from 16 to 7680.
+pub fn parse_scale(arg: &str) -> Result<Scale, String> {
+    let syntax = || format!("expected WIDTHxHEIGHT such as 1280x720, got '{arg}'");
+    let (w, h) = arg.split_once(['x', 'X']).ok_or_else(syntax)?;
+    let (width, height) =
+        (w.trim().parse::<u32>().map_err(|_| syntax())?, h.trim().parse::<u32>().map_err(|_| syntax())?);
+    if !(16..=7680).contains(&width) || !(16..=7680).contains(&height) {
+        return Err(format!("width and height must be between 16 and 7680, got {width}x{height}"));
+    }
+    if width % 2 != 0 || height % 2 != 0 {
+        return Err(format!("width and height must be even (4:2:0 video), got {width}x{height}"));
+    }
+    Ok(Scale { width, height })
+}
+
+/// Parses a `--corrupt` probability: a number from 0 to 1.
+pub fn parse_probability(arg: &str) -> Result<f64, String> {
+    match arg.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("expected a probability from 0 to 1 (e.g. 0.05), got '{arg}'")),
+    }
+}
+
+/// `--corrupt PROB --seed N`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Corruption {
+    /// Probability that an encoded access unit is damaged.
+    pub probability: f64,
+    pub seed: u64,
 }
 
 impl From<glib::BoolError> for Error {
@@ -120,6 +166,10 @@ pub struct Camera {
     pub codec: Codec,
     /// Frames per second of the video stream, when the file says.
     pub fps: Option<f64>,
+    /// Serve at this size (decoded, scaled and re-encoded to H.264).
+    pub scale: Option<Scale>,
+    /// Damage the encoded stream.
+    pub corrupt: Option<Corruption>,
 }
 
 impl Camera {
@@ -136,20 +186,32 @@ impl Camera {
         let (codec, fps) = probe(&path)
             .map_err(|reason| Error::NotMedia { path: given.clone(), reason })?
             .ok_or_else(|| Error::NoVideo(given.clone()))?;
-        Ok(Camera { name: mount.name.clone(), given, path, codec, fps })
+        Ok(Camera { name: mount.name.clone(), given, path, codec, fps, scale: None, corrupt: None })
+    }
+
+    /// Whether the file is decoded and re-encoded (other codecs, or `--scale`).
+    fn transcodes(&self) -> bool {
+        self.scale.is_some() || matches!(self.codec, Codec::Other(_))
     }
 
     /// Launch line of the media pipeline gst-rtsp-server builds for each
     /// (shared) media of this mount.
     fn media_launch(&self) -> String {
         const SRC: &str = "appsrc name=src format=time block=true max-time=1000000000 max-bytes=4000000";
-        match &self.codec {
-            Codec::H264 => format!("( {SRC} ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )"),
-            Codec::H265 => format!("( {SRC} ! h265parse ! rtph265pay name=pay0 pt=96 config-interval=-1 )"),
-            Codec::Other(_) => {
+        match (&self.codec, self.scale) {
+            (Codec::H264, None) => format!("( {SRC} ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )"),
+            (Codec::H265, None) => format!("( {SRC} ! h265parse ! rtph265pay name=pay0 pt=96 config-interval=-1 )"),
+            _ => {
                 let gop = (self.fps.unwrap_or(30.0) * 2.0).round().max(1.0) as u32;
+                // videoscale keeps the picture's aspect ratio (with borders when it changes)
+                let (scale, size) = match self.scale {
+                    Some(s) => {
+                        ("videoscale ! ", format!(",width={},height={},pixel-aspect-ratio=1/1", s.width, s.height))
+                    }
+                    None => ("", String::new()),
+                };
                 format!(
-                    "( {SRC} ! videoconvert ! video/x-raw,format=I420 ! x264enc tune=zerolatency \
+                    "( {SRC} ! videoconvert ! {scale}video/x-raw,format=I420{size} ! x264enc tune=zerolatency \
                      speed-preset=ultrafast key-int-max={gop} ! video/x-h264,profile=baseline \
                      ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
                 )
@@ -159,17 +221,32 @@ impl Camera {
 
     /// The factory to put on this camera's mount point.
     pub fn factory(&self, looping: bool) -> gst_rtsp_server::RTSPMediaFactory {
-        match &self.codec {
-            Codec::Other(caps) => info!(
+        match (&self.codec, self.scale) {
+            (_, Some(s)) => info!(
+                mount = %self.name,
+                "{}: video is scaled to {}x{} and re-encoded to H.264 with x264enc",
+                self.given.display(),
+                s.width,
+                s.height
+            ),
+            (Codec::Other(caps), None) => info!(
                 mount = %self.name,
                 "{}: {caps} video is transcoded to H.264 with x264enc",
                 self.given.display()
             ),
-            codec => info!(
+            (codec, None) => info!(
                 mount = %self.name,
                 "{}: {codec:?} video is served as is (no re-encoding)",
                 self.given.display()
             ),
+        }
+        if let Some(c) = self.corrupt {
+            info!(
+                mount = %self.name,
+                "corrupting about {:.1} % of the encoded access units (seed {})",
+                c.probability * 100.0,
+                c.seed
+            );
         }
         let factory = gst_rtsp_server::RTSPMediaFactory::new();
         factory.set_launch(&self.media_launch());
@@ -192,6 +269,9 @@ impl Camera {
             .by_name("src")
             .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
             .ok_or_else(|| Error::Gst("media pipeline has no appsrc".into()))?;
+        if let Some(c) = self.corrupt {
+            self.attach_corrupter(&bin, c)?;
+        }
         let file = FilePipeline::new(self, &appsrc, looping).inspect_err(|_| {
             // Let the media fail now rather than wait for data that won't come.
             let _ = appsrc.end_of_stream();
@@ -217,6 +297,57 @@ impl Camera {
             if let Some(f) = feeder.lock().unwrap().take() {
                 f.stop();
             }
+        });
+        Ok(())
+    }
+}
+
+impl Camera {
+    /// Damages the access units going into the payloader (`pay0`'s sink pad), from a fresh
+    /// sequence per media: the same seed gives every new session the same damage.
+    fn attach_corrupter(&self, bin: &gst::Bin, c: Corruption) -> Result<(), Error> {
+        let pay = bin.by_name("pay0").ok_or_else(|| Error::Gst("media pipeline has no pay0".into()))?;
+        let hevc = pay.factory().is_some_and(|f| f.name() == "rtph265pay");
+        let pad = pay.static_pad("sink").ok_or_else(|| Error::Gst("payloader without sink pad".into()))?;
+        // each mount its own sequence
+        let seed =
+            self.name.bytes().fold(c.seed ^ 0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        let corrupter = Mutex::new(Corrupter::new(c.probability, seed, hevc));
+        let name = self.name.clone();
+        let count = std::sync::atomic::AtomicU64::new(0);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let framing = pad
+                .current_caps()
+                .and_then(|caps| {
+                    let s = caps.structure(0)?;
+                    let codec_data = s.get::<gst::Buffer>("codec_data").ok();
+                    let map = codec_data.as_ref().and_then(|b| b.map_readable().ok());
+                    Some(corrupt::framing(
+                        s.get::<&str>("stream-format").ok(),
+                        map.as_ref().map(|m| m.as_slice()),
+                        hevc,
+                    ))
+                })
+                .unwrap_or(corrupt::Framing::AnnexB);
+            let Some(buffer) = info.buffer_mut() else { return gst::PadProbeReturn::Ok };
+            let Ok(mut data) = buffer.map_readable().map(|m| m.to_vec()) else { return gst::PadProbeReturn::Ok };
+            let Some(damage) = corrupter.lock().unwrap().process(&mut data, framing) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let mut damaged = gst::Buffer::from_mut_slice(data);
+            if buffer
+                .copy_into(
+                    damaged.get_mut().expect("fresh buffer"),
+                    gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS | gst::BufferCopyFlags::META,
+                    ..,
+                )
+                .is_ok()
+            {
+                *buffer = damaged;
+                let count = count.fetch_add(1, Ordering::Relaxed) + 1;
+                debug!(mount = %name, count, ?damage, pts = ?buffer.pts(), "corrupted an access unit");
+            }
+            gst::PadProbeReturn::Ok
         });
         Ok(())
     }
@@ -253,7 +384,7 @@ impl FilePipeline {
     /// Builds the pipeline and, when looping, prerolls it and puts it in
     /// segment mode (so the demuxer posts SEGMENT_DONE instead of EOS).
     fn new(camera: &Camera, appsrc: &gst_app::AppSrc, looping: bool) -> Result<Self, Error> {
-        let passthrough = !matches!(camera.codec, Codec::Other(_));
+        let passthrough = !camera.transcodes();
         let pipeline = gst::Pipeline::with_name(&format!("file-{}", camera.name));
         let filesrc = gst::ElementFactory::make("filesrc")
             .property("location", camera.path.to_str().ok_or_else(|| Error::Gst("path is not UTF-8".into()))?)

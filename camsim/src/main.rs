@@ -2,13 +2,18 @@
 //!
 //! ```text
 //! camsim --listen 127.0.0.1:8554 --mount NAME=FILE [--mount NAME=FILE ...] [--loop]
+//!        [--scale WIDTHxHEIGHT] [--corrupt PROB [--seed N]]
 //! ```
 //!
 //! Each FILE is served at `rtsp://IP:PORT/NAME`, paced in real time. When the
 //! server listens it prints `camsim: serving rtsp://IP:PORT/NAME (FILE)` on
 //! stdout, one line per mount. See [`camera`] for how the streams are built.
+//!
+//! For fault-injection tests, `--scale` serves every file re-encoded at another size and
+//! `--corrupt` damages the encoded stream deterministically (see [`corrupt`]).
 
 mod camera;
+mod corrupt;
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
@@ -25,7 +30,7 @@ use gst_rtsp_server::prelude::*;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
-use camera::{Camera, Error, MountArg};
+use camera::{Camera, Corruption, Error, MountArg, Scale};
 
 const SIGINT: i32 = 2;
 const SIGTERM: i32 = 15;
@@ -45,6 +50,19 @@ struct Cli {
     /// When a file ends, start it again without ending the stream.
     #[arg(long = "loop")]
     looping: bool,
+
+    /// Serve every file decoded, scaled to WIDTHxHEIGHT (even numbers) and re-encoded to H.264.
+    #[arg(long, value_name = "WIDTHxHEIGHT", value_parser = camera::parse_scale)]
+    scale: Option<Scale>,
+
+    /// Fault injection: damage each encoded access unit with probability PROB (0 to 1) by
+    /// flipping bits, zeroing a run of bytes or truncating a slice NAL unit.
+    #[arg(long, value_name = "PROB", value_parser = camera::parse_probability)]
+    corrupt: Option<f64>,
+
+    /// Seed of --corrupt's damage: the same seed damages a stream the same way [default: 0].
+    #[arg(long, value_name = "N", requires = "corrupt")]
+    seed: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -70,7 +88,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(dup) = cli.mounts.iter().find(|m| !names.insert(&m.name)) {
         return Err(Error::DuplicateMount(dup.name.clone()).into());
     }
-    let cameras = cli.mounts.iter().map(Camera::open).collect::<Result<Vec<_>, _>>()?;
+    let corrupt = cli.corrupt.map(|probability| Corruption { probability, seed: cli.seed.unwrap_or(0) });
+    let cameras = cli
+        .mounts
+        .iter()
+        .map(|m| Camera::open(m).map(|c| Camera { scale: cli.scale, corrupt, ..c }))
+        .collect::<Result<Vec<_>, _>>()?;
 
     // Handle signals before announcing anything: a SIGTERM right after the
     // ready line must stop us cleanly, not kill us.

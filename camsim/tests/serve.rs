@@ -294,3 +294,53 @@ fn port_in_use_is_an_error() {
     assert!(!status.success());
     assert!(stderr.contains(&addr), "{stderr}");
 }
+
+#[test]
+fn scale_serves_the_file_re_encoded_at_that_size() {
+    let clip = media(CLIP);
+    let (cam, urls) = start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--loop",
+        "--scale",
+        "480x270",
+        "--mount",
+        &format!("small={}", clip.display()),
+    ]);
+    let got = receive(&urls[0], "h264", 15, Duration::from_secs(15));
+    assert_eq!(got.frames, 15, "{got:?}");
+    assert_eq!(got.size, Some((480, 270)));
+    assert!(cam.stderr.lock().unwrap().contains("scaled to 480x270"), "the re-encoding is logged");
+}
+
+#[test]
+fn a_corrupted_stream_is_still_served() {
+    let clip = media(CLIP);
+    let mount = format!("noisy={}", clip.display());
+    let (cam, urls) =
+        start(&["--listen", "127.0.0.1:0", "--loop", "--corrupt", "0.2", "--seed", "11", "--mount", &mount]);
+    // a client decodes through the damage (the RTP packetisation stays valid)
+    let got = receive(&urls[0], "h264", 60, Duration::from_secs(15));
+    assert_eq!(got.frames, 60, "{got:?}");
+    assert_eq!(got.size, Some((640, 360)));
+    assert!(cam.stderr.lock().unwrap().contains("corrupting about 20.0 %"), "{}", cam.stderr.lock().unwrap());
+}
+
+#[test]
+fn bad_fault_injection_values_are_named() {
+    let mount = format!("cam={}", media(CLIP).display());
+    for (args, expect) in [
+        (vec!["--scale", "641x360"], "even"),
+        (vec!["--scale", "wide"], "WIDTHxHEIGHT"),
+        (vec!["--scale", "8x8"], "between 16 and 7680"),
+        (vec!["--corrupt", "1.5"], "probability from 0 to 1"),
+        (vec!["--corrupt", "often"], "probability from 0 to 1"),
+        (vec!["--seed", "3"], "--corrupt"),
+    ] {
+        let mut all = vec!["--listen", "127.0.0.1:0", "--mount", &mount];
+        all.extend(&args);
+        let (status, stderr) = run_to_exit(&all);
+        assert!(!status.success(), "{args:?}");
+        assert!(stderr.contains(args[0]) && stderr.contains(expect), "{args:?}: {stderr}");
+    }
+}

@@ -1,9 +1,9 @@
 //! The analysis worker: one thread that owns the models (loaded once, shared by every camera)
-//! and each camera's tracker. It serves the camera whose waiting frame is oldest, so no camera
+//! and each camera's tracker. It serves the camera that has waited longest, so no camera
 //! starves, and turns closed tracks into `sightline.sighting/1` events.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sightline_contract::{Alert, AlertKind, AlertState, BestShot, Sighting, new_event_id, topic};
@@ -13,9 +13,10 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::Clock;
-use crate::camera::{CameraHandle, status_message};
+use crate::camera::{CameraHandle, CameraSet, status_message};
 use crate::frames::{Counters, Doorbell, Frame, Taken};
 use crate::health::HealthProbe;
+use crate::metrics::{Metrics, model};
 use crate::mqtt::Outgoing;
 use crate::tracker::{ClosedTrack, FaceObservation, Tracker, TrackerConfig};
 
@@ -25,7 +26,9 @@ pub struct Worker {
     pub faces: FacePipeline,
     /// Person detector, loaded when a camera counts crowds or has a fence.
     pub persons: Option<PersonDetector>,
-    pub cameras: Vec<Arc<CameraHandle>>,
+    /// A person detector loaded after start (a reload added the first camera that needs one).
+    pub late_persons: Arc<Mutex<Option<PersonDetector>>>,
+    pub cameras: Arc<CameraSet>,
     pub tracker: TrackerConfig,
     pub bell: Arc<Doorbell>,
     pub clock: Arc<dyn Clock>,
@@ -33,6 +36,7 @@ pub struct Worker {
     /// Set once every camera task has ended: drain the slots and stop.
     pub done: Arc<AtomicBool>,
     pub heartbeat: Arc<Heartbeat>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The analysis worker's liveness: it beats at least every [`TICK`] while it runs, so a stale
@@ -62,7 +66,9 @@ impl Heartbeat {
 /// How often tracks of cameras without frames are aged.
 const TICK: Duration = Duration::from_millis(250);
 
-struct CameraState {
+/// What the worker keeps per camera it serves.
+struct Served {
+    handle: Arc<CameraHandle>,
     tracker: Tracker,
     frame_size: [u32; 2],
     /// Capture time of the last analysed frame and when it was taken: the tracker runs on
@@ -74,7 +80,19 @@ struct CameraState {
     next_crowd: Option<OffsetDateTime>,
 }
 
-impl CameraState {
+impl Served {
+    fn new(handle: Arc<CameraHandle>, tracker: &TrackerConfig) -> Self {
+        Served {
+            handle,
+            tracker: Tracker::new(tracker.clone()),
+            frame_size: [0, 0],
+            last_frame: None,
+            health: HealthProbe::default(),
+            next_persons: None,
+            next_crowd: None,
+        }
+    }
+
     fn frame_time_now(&self) -> Option<OffsetDateTime> {
         self.last_frame.map(|(ts, at)| ts + at.elapsed())
     }
@@ -83,39 +101,36 @@ impl CameraState {
 impl Worker {
     /// Runs until `done` is set and every slot is drained. Blocking: call on its own thread.
     pub fn run(mut self) {
-        let mut state: Vec<CameraState> = self
-            .cameras
-            .iter()
-            .map(|_| CameraState {
-                tracker: Tracker::new(self.tracker.clone()),
-                frame_size: [0, 0],
-                last_frame: None,
-                health: HealthProbe::default(),
-                next_persons: None,
-                next_crowd: None,
-            })
-            .collect();
+        let mut served: Vec<Served> = Vec::new();
+        let mut seen: Option<Arc<Vec<Arc<CameraHandle>>>> = None;
         let mut last_tick = Instant::now();
         loop {
             self.heartbeat.beat();
+            let set = self.cameras.snapshot();
+            if !seen.as_ref().is_some_and(|s| Arc::ptr_eq(s, &set)) {
+                self.follow(&mut served, &set);
+                seen = Some(set);
+            }
+            if self.persons.is_none() {
+                self.persons = self.late_persons.lock().unwrap().take();
+            }
             // Cameras without new frames still age their tracks, so a silent camera's
             // tracks close on time whatever the other cameras do.
             if last_tick.elapsed() >= TICK {
                 last_tick = Instant::now();
-                for (i, st) in state.iter_mut().enumerate() {
-                    let last = st.last_frame.map(|(ts, _)| ts);
-                    let now = st.frame_time_now().unwrap_or_else(|| self.clock.now());
-                    let closed = st.tracker.tick(now);
-                    self.emit(i, st, closed);
-                    let alerts = self.cameras[i].rules.lock().unwrap().on_silence(now, last);
-                    self.alert(i, alerts);
+                for s in served.iter_mut() {
+                    let last = s.last_frame.map(|(ts, _)| ts);
+                    let now = s.frame_time_now().unwrap_or_else(|| self.clock.now());
+                    let closed = s.tracker.tick(now);
+                    self.emit(s, closed);
+                    let alerts = s.handle.rules.lock().unwrap().on_silence(now, last);
+                    self.alert(&s.handle, alerts);
                 }
             }
-            let next = self
-                .cameras
+            let next = served
                 .iter()
                 .enumerate()
-                .filter_map(|(i, c)| c.slot.pending_since().map(|t| (t, i)))
+                .filter_map(|(i, s)| s.handle.slot.pending_since().map(|t| (t, i)))
                 .min()
                 .map(|(_, i)| i);
             let Some(i) = next else {
@@ -125,32 +140,57 @@ impl Worker {
                 self.bell.wait(TICK);
                 continue;
             };
-            match self.cameras[i].slot.take() {
+            let s = &mut served[i];
+            match s.handle.slot.take() {
                 Some(Taken::Frame(frame)) => {
-                    let closed = self.analyze(i, &mut state[i], frame);
-                    self.emit(i, &state[i], closed);
+                    let closed = self.analyze(s, frame);
+                    self.emit(s, closed);
                 }
-                Some(Taken::Ended) => {
-                    let now = state[i].frame_time_now().unwrap_or_else(|| self.clock.now());
-                    let closed = state[i].tracker.flush(now);
-                    self.emit(i, &state[i], closed);
-                }
+                Some(Taken::Ended) => self.flush(s),
                 None => {}
             }
         }
     }
 
-    fn analyze(&mut self, i: usize, st: &mut CameraState, frame: Frame) -> Vec<ClosedTrack> {
-        let camera = self.cameras[i].clone();
-        st.frame_size = [frame.image.width(), frame.image.height()];
-        st.last_frame = Some((frame.ts, Instant::now()));
-        let health = st.health.measure(&frame.image);
-        let alerts = camera.rules.lock().unwrap().on_frame_health(frame.ts, health);
-        self.alert(i, alerts);
-        if camera.cfg.needs_persons() && due(&mut st.next_persons, frame.ts, 1.0 / camera.cfg.crowd.persons_fps) {
-            self.detect_persons(i, &frame);
+    /// Follows a change of the camera set: cameras that left it have their open tracks closed
+    /// (published as sightings); new ones start with fresh state.
+    fn follow(&self, served: &mut Vec<Served>, set: &[Arc<CameraHandle>]) {
+        let mut previous = std::mem::take(served);
+        for handle in set {
+            match previous.iter().position(|s| Arc::ptr_eq(&s.handle, handle)) {
+                Some(i) => served.push(previous.swap_remove(i)),
+                None => served.push(Served::new(handle.clone(), &self.tracker)),
+            }
         }
-        if camera.cfg.crowd.enabled && due(&mut st.next_crowd, frame.ts, camera.cfg.crowd.interval_s) {
+        for mut gone in previous {
+            self.flush(&mut gone);
+        }
+    }
+
+    fn flush(&self, s: &mut Served) {
+        let now = s.frame_time_now().unwrap_or_else(|| self.clock.now());
+        let closed = s.tracker.flush(now);
+        self.emit(s, closed);
+    }
+
+    fn analyze(&mut self, s: &mut Served, frame: Frame) -> Vec<ClosedTrack> {
+        let camera = s.handle.clone();
+        let size = [frame.image.width(), frame.image.height()];
+        if s.frame_size != size && s.frame_size != [0, 0] {
+            // the camera came back (or switched) at another resolution: the open tracks are in
+            // the old picture's coordinates, so they end here with the old frame size
+            tracing::info!(camera = %camera.cfg.id, from = ?s.frame_size, to = ?size, "new resolution: open tracks closed");
+            self.flush(s);
+        }
+        s.frame_size = size;
+        s.last_frame = Some((frame.ts, Instant::now()));
+        let health = s.health.measure(&frame.image);
+        let alerts = camera.rules.lock().unwrap().on_frame_health(frame.ts, health);
+        self.alert(&camera, alerts);
+        if camera.cfg.needs_persons() && due(&mut s.next_persons, frame.ts, 1.0 / camera.cfg.crowd.persons_fps) {
+            self.detect_persons(&camera, &frame);
+        }
+        if camera.cfg.crowd.enabled && due(&mut s.next_crowd, frame.ts, camera.cfg.crowd.interval_s) {
             camera.crowd_slot.put(Frame { ts: frame.ts, image: frame.image.clone() }, false);
         }
         let faces = match self.faces.analyze(&frame.image) {
@@ -160,6 +200,11 @@ impl Worker {
                 return Vec::new();
             }
         };
+        let timings = self.faces.timings;
+        self.metrics.observe(model::FACE_DETECTION, timings.detect);
+        if let Some(embed) = timings.embed {
+            self.metrics.observe(model::FACE_EMBEDDING, embed);
+        }
         let counters = camera.counters();
         Counters::add(&counters.analyzed, 1);
         Counters::add(&counters.faces, faces.len() as u64);
@@ -173,15 +218,18 @@ impl Worker {
                 embedding: f.embedding,
             })
             .collect();
-        st.tracker.update(frame.ts, observations)
+        s.tracker.update(frame.ts, observations)
     }
 
     /// Person detection: fence rules now, crowd counts when the crowd worker next measures.
-    fn detect_persons(&mut self, i: usize, frame: &Frame) {
+    fn detect_persons(&mut self, camera: &CameraHandle, frame: &Frame) {
         let Some(detector) = self.persons.as_mut() else { return };
-        let camera = &self.cameras[i];
+        let start = Instant::now();
         let persons = match detector.detect(&frame.image) {
-            Ok(p) => p,
+            Ok(p) => {
+                self.metrics.observe(model::PERSON_DETECTION, start.elapsed());
+                p
+            }
             Err(e) => {
                 tracing::error!(camera = %camera.cfg.id, error = %e, "person detection failed");
                 return;
@@ -202,13 +250,12 @@ impl Worker {
         }
         history.push_back((frame.ts, persons));
         drop(history);
-        self.alert(i, alerts);
+        self.alert(camera, alerts);
     }
 
     /// Publishes alerts; a camera-health alert also updates the camera's retained status
     /// (`detail` says what is wrong while it is raised).
-    fn alert(&self, i: usize, alerts: Vec<Alert>) {
-        let handle = &self.cameras[i];
+    fn alert(&self, handle: &CameraHandle, alerts: Vec<Alert>) {
         let camera = &handle.cfg.id;
         for a in alerts {
             tracing::info!(%camera, kind = ?a.kind, state = ?a.state, alert = %a.alert, "{}", a.message);
@@ -226,10 +273,10 @@ impl Worker {
         }
     }
 
-    fn emit(&self, i: usize, st: &CameraState, closed: Vec<ClosedTrack>) {
-        let camera = &self.cameras[i];
+    fn emit(&self, s: &Served, closed: Vec<ClosedTrack>) {
+        let camera = &s.handle;
         for t in closed {
-            let sighting = sighting(&self.site, &camera.cfg.id, st.frame_size, t);
+            let sighting = sighting(&self.site, &camera.cfg.id, s.frame_size, t);
             Counters::add(&camera.counters().sightings, 1);
             tracing::debug!(camera = %camera.cfg.id, track = sighting.track, "sighting");
             let msg = Outgoing::event(topic::sighting(&self.site, &camera.cfg.id), &sighting);

@@ -9,6 +9,7 @@ use sightline_contract::{CameraState, CameraStatus, topic};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
+use sightline_vision::crowd::FloorCorrection;
 use sightline_vision::persons::Person;
 
 use crate::Clock;
@@ -44,6 +45,26 @@ pub struct CameraHandle {
     pub rules: Mutex<CameraRules>,
     /// Recent person detections with their frame times (oldest first, bounded).
     pub persons: Mutex<VecDeque<(OffsetDateTime, Vec<Person>)>>,
+    /// Density floor correction (cell threshold, and the camera's baseline if any).
+    pub correction: FloorCorrection,
+}
+
+/// The cameras the agent runs now. Workers take a [`CameraSet::snapshot`] each round; a reload
+/// replaces the set, and a camera that left it (removed, or replaced by a changed one) is
+/// flushed by the workers that served it.
+#[derive(Default)]
+pub struct CameraSet {
+    current: Mutex<Arc<Vec<Arc<CameraHandle>>>>,
+}
+
+impl CameraSet {
+    pub fn snapshot(&self) -> Arc<Vec<Arc<CameraHandle>>> {
+        self.current.lock().unwrap().clone()
+    }
+
+    pub fn replace(&self, cameras: Vec<Arc<CameraHandle>>) {
+        *self.current.lock().unwrap() = Arc::new(cameras);
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -111,6 +132,7 @@ impl CameraTask {
                 }
                 Ok(Ended::Stopped) => break,
                 Err(e) => {
+                    Counters::add(&self.handle.counters().failures, 1);
                     tracing::warn!(%camera, error = %e, retry_in = ?backoff, "camera stream failed");
                     self.set_status(CameraState::Offline, Some(e.to_string())).await;
                     // a stream that ran for a while earns a fresh backoff
@@ -166,10 +188,23 @@ impl CameraTask {
         self.set_status(CameraState::Streaming, None).await;
         let finished = decoder.finished();
         tokio::pin!(finished);
+        let mut bad = BadData::new();
         loop {
             tokio::select! {
                 frame = stream.next_frame(silence) => {
-                    let (pts, data) = frame?;
+                    let (pts, data) = match frame {
+                        Ok(f) => {
+                            bad.good();
+                            f
+                        }
+                        // retina discards an access unit it cannot depacketize (corrupt NAL
+                        // data, broken fragments) and can go on: skip it, keep the session
+                        Err(e @ RtspError::Stream { .. }) if bad.tolerate(silence) => {
+                            bad.skip(&camera, e);
+                            continue;
+                        }
+                        Err(e) => return Err(bad.cause(e).into()),
+                    };
                     Counters::add(&self.handle.counters().received, 1);
                     decoder.push(pts, data).map_err(decode_err)?;
                 }
@@ -215,6 +250,63 @@ impl CameraTask {
         };
         // the publisher only goes away at shutdown
         let _ = self.events.send(msg).await;
+    }
+}
+
+/// Access units the RTSP client could not depacketize. They are skipped and the session goes on,
+/// unless errors keep coming: [`MAX_BAD_RUN`] in a row, or nothing good for the silence timeout
+/// (an error the session cannot recover from repeats, or ends the stream).
+struct BadData {
+    /// Errors since the last good access unit.
+    run: u32,
+    last_good: std::time::Instant,
+    last_warn: Option<std::time::Instant>,
+    /// Errors not logged as a warning yet.
+    unreported: u64,
+    /// The last error skipped in this run.
+    last: Option<RtspError>,
+}
+
+/// High: every remaining fragment of a damaged access unit is an error of its own, and an I-frame
+/// can have dozens; the limit is for errors that repeat without new data.
+const MAX_BAD_RUN: u32 = 1000;
+/// At most one warning per camera this often (a corrupt stream can fail every frame).
+const BAD_WARN_EVERY: Duration = Duration::from_secs(10);
+
+impl BadData {
+    fn new() -> Self {
+        BadData { run: 0, last_good: std::time::Instant::now(), last_warn: None, unreported: 0, last: None }
+    }
+
+    fn good(&mut self) {
+        self.run = 0;
+        self.last_good = std::time::Instant::now();
+        self.last = None;
+    }
+
+    fn tolerate(&mut self, silence: Duration) -> bool {
+        self.run += 1;
+        self.run <= MAX_BAD_RUN && self.last_good.elapsed() < silence
+    }
+
+    fn skip(&mut self, camera: &str, error: RtspError) {
+        self.unreported += 1;
+        if self.last_warn.is_none_or(|t| t.elapsed() >= BAD_WARN_EVERY) {
+            let errors = std::mem::take(&mut self.unreported);
+            tracing::warn!(%camera, %error, errors, "bad data from the camera skipped");
+            self.last_warn = Some(std::time::Instant::now());
+        } else {
+            tracing::debug!(%camera, %error, "bad data from the camera skipped");
+        }
+        self.last = Some(error);
+    }
+
+    /// The error to report for a stream that gave up: the bad data, if that is what ended it.
+    fn cause(&mut self, e: RtspError) -> RtspError {
+        match (e, self.last.take()) {
+            (RtspError::Ended { .. }, Some(last)) => last,
+            (e, _) => e,
+        }
     }
 }
 

@@ -20,7 +20,7 @@ pub enum ConfigError {
     Invalid { path: PathBuf, key: String, message: String },
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub agent: AgentSection,
@@ -36,11 +36,13 @@ pub struct Config {
     pub decode: DecodeConfig,
     #[serde(default)]
     pub crowd: CrowdConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(default, rename = "camera")]
     pub cameras: Vec<CameraConfig>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSection {
     /// Agent id (`[a-z0-9][a-z0-9_-]{0,63}`), unique per site.
@@ -56,7 +58,7 @@ fn default_model_dir() -> PathBuf {
     PathBuf::from("models/cache")
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
     pub host: String,
@@ -74,6 +76,43 @@ pub struct MqttConfig {
     /// Bound of the outbox (topic + payload bytes); past it the lowest-priority, oldest
     /// messages are evicted (crowd, then statuses, then sightings, alerts last).
     pub outbox_max_bytes: u64,
+    /// User name sent in the MQTT CONNECT (broker authentication).
+    pub username: Option<String>,
+    /// File holding the password of `username` (its first line), so the secret stays out of
+    /// the config. Relative to the config file. Read again on every connection attempt.
+    pub password_file: Option<PathBuf>,
+    /// The password inline (discouraged: prefer `password_file`). Never logged.
+    pub password: Option<Secret>,
+    /// `[mqtt.tls]`: connect over TLS (absent: plain TCP).
+    pub tls: Option<MqttTlsConfig>,
+}
+
+/// `[mqtt.tls]`: TLS to the broker, verified against a private CA, optionally with a client
+/// certificate. PEM files, relative to the config file, read again on every connection attempt
+/// (renewed certificates are picked up on the next reconnection).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTlsConfig {
+    /// CA certificate(s) the broker's certificate must chain to (the system roots are not used).
+    pub ca_file: PathBuf,
+    /// Client certificate (chain) presented to the broker; needs `client_key`.
+    pub client_cert: Option<PathBuf>,
+    /// Private key of `client_cert` (PKCS#8, PKCS#1 or SEC1), unencrypted.
+    pub client_key: Option<PathBuf>,
+    /// Name the broker's certificate must be valid for, instead of `mqtt.host` (e.g. when the
+    /// broker is reached by IP address but its certificate names a host).
+    pub server_name: Option<String>,
+}
+
+/// A secret string: `Debug` prints `***`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl Default for MqttConfig {
@@ -87,11 +126,34 @@ impl Default for MqttConfig {
             status_interval_s: 30,
             outbox: PathBuf::from("/var/lib/sightline/outbox.sqlite"),
             outbox_max_bytes: 64 << 20,
+            username: None,
+            password_file: None,
+            password: None,
+            tls: None,
         }
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// `[metrics]`: Prometheus `/metrics` and `/healthz` over HTTP.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Listen address. The default keeps it on the loopback interface: scrape it with a local
+    /// Prometheus agent or expose it deliberately. Port 0 picks a free port (logged at start).
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true, listen: ([127, 0, 0, 1], DEFAULT_METRICS_PORT).into() }
+    }
+}
+
+/// Default port of the metrics endpoint.
+pub const DEFAULT_METRICS_PORT: u16 = 9810;
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FacesConfig {
     /// Detector model: `yunet_n_dynamic.onnx` (default, more accurate) or `yunet_s_dynamic.onnx`.
@@ -117,7 +179,7 @@ impl Default for FacesConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecodeConfig {
     /// GStreamer decoder element for H.264 (`avdec_h264`, `nvh264dec`, `vaapih264dec`, `v4l2h264dec`, …).
@@ -133,7 +195,7 @@ impl Default for DecodeConfig {
 }
 
 /// `[crowd]`: the crowd models, shared by every camera that measures crowds.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CrowdConfig {
     pub density_model: String,
@@ -241,6 +303,57 @@ pub struct CameraConfig {
     pub crowd: CameraCrowdConfig,
 }
 
+impl MqttConfig {
+    /// Checks the authentication and TLS keys without touching files: `(key, message)`.
+    fn validate_security(&self) -> Result<(), (&'static str, String)> {
+        if self.username.as_ref().is_some_and(|u| u.is_empty()) {
+            return Err(("mqtt.username", "must not be empty (remove it for no authentication)".into()));
+        }
+        if self.password.is_some() && self.password_file.is_some() {
+            return Err(("mqtt.password", "set either `password` or `password_file`, not both".into()));
+        }
+        if self.username.is_none() {
+            if self.password_file.is_some() {
+                return Err(("mqtt.password_file", "needs `mqtt.username`".into()));
+            }
+            if self.password.is_some() {
+                return Err(("mqtt.password", "needs `mqtt.username`".into()));
+            }
+        }
+        if self.password_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(("mqtt.password_file", "must be a file path".into()));
+        }
+        let Some(tls) = &self.tls else { return Ok(()) };
+        if tls.ca_file.as_os_str().is_empty() {
+            return Err(("mqtt.tls.ca_file", "must be a file path (PEM)".into()));
+        }
+        match (&tls.client_cert, &tls.client_key) {
+            (Some(_), None) => {
+                return Err((
+                    "mqtt.tls.client_key",
+                    "`client_cert` is set without `client_key`: set both or neither".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err((
+                    "mqtt.tls.client_cert",
+                    "`client_key` is set without `client_cert`: set both or neither".into(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(name) = &tls.server_name
+            && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            return Err(("mqtt.tls.server_name", format!("{name:?} is not a DNS name or an IP address")));
+        }
+        if rustls::pki_types::ServerName::try_from(self.host.as_str()).is_err() {
+            return Err(("mqtt.host", format!("{:?} is not a DNS name or an IP address (needed for TLS)", self.host)));
+        }
+        Ok(())
+    }
+}
+
 impl CameraConfig {
     /// Person detection runs for crowd counts and for fences.
     pub fn needs_persons(&self) -> bool {
@@ -289,6 +402,15 @@ impl Config {
         };
         rebase(&mut cfg.agent.model_dir);
         rebase(&mut cfg.mqtt.outbox);
+        if let Some(p) = cfg.mqtt.password_file.as_mut() {
+            rebase(p);
+        }
+        if let Some(tls) = cfg.mqtt.tls.as_mut() {
+            rebase(&mut tls.ca_file);
+            for p in [tls.client_cert.as_mut(), tls.client_key.as_mut()].into_iter().flatten() {
+                rebase(p);
+            }
+        }
         if let Some(p) = cfg.runtime.onnxruntime.as_mut() {
             rebase(p);
         }
@@ -300,6 +422,12 @@ impl Config {
                 rebase(p);
             }
         }
+        // the files named in [mqtt] (password, certificates, key) exist and parse
+        crate::mqtt::BrokerSecurity::load(&cfg.mqtt).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: e.key.into(),
+            message: e.message,
+        })?;
         Ok(cfg)
     }
 
@@ -329,6 +457,7 @@ impl Config {
         if self.mqtt.outbox.as_os_str().is_empty() {
             return Err(invalid("mqtt.outbox".into(), "must be a file path".into()));
         }
+        self.mqtt.validate_security().map_err(|(key, message)| invalid(key.into(), message))?;
         if !(0.0..=1.0).contains(&self.faces.score_threshold) {
             return Err(invalid("faces.score_threshold".into(), "must be within 0..1".into()));
         }
@@ -367,7 +496,7 @@ impl Config {
             if c.crowd.interval_s < 1.0 {
                 return Err(invalid(key("crowd.interval_s"), "must be at least 1".into()));
             }
-            if !(c.crowd.persons_fps > 0.0 && c.crowd.persons_fps <= c.analysis_fps) {
+            if c.needs_persons() && !(c.crowd.persons_fps > 0.0 && c.crowd.persons_fps <= c.analysis_fps) {
                 return Err(invalid(key("crowd.persons_fps"), "must be in (0, analysis_fps]".into()));
             }
         }
@@ -436,5 +565,98 @@ rtsp = "rtsp://127.0.0.1:8554/cam"
         assert!(!c.cameras.is_empty());
         // relative paths are rebased on the config file's directory
         assert!(c.mqtt.outbox.starts_with(path.parent().unwrap()), "{:?}", c.mqtt.outbox);
+    }
+
+    fn key_of(e: ConfigError) -> String {
+        match e {
+            ConfigError::Invalid { key, .. } => key,
+            e => panic!("not a semantic error: {e}"),
+        }
+    }
+
+    #[test]
+    fn broker_security_keys_are_checked() {
+        let mqtt = |keys: &str| parse(&format!("{MINIMAL}\n[mqtt]\n{keys}\n"));
+        let c = mqtt("username = \"edge\"\npassword_file = \"pw\"\n[mqtt.tls]\nca_file = \"ca.pem\"").unwrap();
+        assert_eq!(c.mqtt.tls.unwrap().ca_file, Path::new("ca.pem"));
+        assert_eq!(key_of(mqtt("password_file = \"pw\"").unwrap_err()), "mqtt.password_file");
+        assert_eq!(key_of(mqtt("password = \"x\"").unwrap_err()), "mqtt.password");
+        assert_eq!(key_of(mqtt("username = \"\"").unwrap_err()), "mqtt.username");
+        let both = "username = \"u\"\npassword = \"x\"\npassword_file = \"pw\"";
+        assert_eq!(key_of(mqtt(both).unwrap_err()), "mqtt.password");
+        let tls = |keys: &str| mqtt(&format!("[mqtt.tls]\nca_file = \"ca.pem\"\n{keys}"));
+        assert_eq!(key_of(tls("client_cert = \"c.pem\"").unwrap_err()), "mqtt.tls.client_key");
+        assert_eq!(key_of(tls("client_key = \"c.key\"").unwrap_err()), "mqtt.tls.client_cert");
+        assert_eq!(key_of(tls("server_name = \"not a name\"").unwrap_err()), "mqtt.tls.server_name");
+        assert!(tls("server_name = \"broker.example\"").is_ok());
+        let e = tls("cafile = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("unknown field `cafile`"), "{e}");
+        let e = mqtt("[mqtt.tls]\nclient_cert = \"c.pem\"").unwrap_err().to_string();
+        assert!(e.contains("missing field `ca_file`"), "{e}");
+        // an inline password never shows in debug output
+        let c = mqtt("username = \"u\"\npassword = \"hunter2\"").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    /// A config in a fresh directory holding copies of the test PEM files under `certs/`.
+    fn load_with(mqtt: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        std::fs::create_dir(&certs).unwrap();
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/mqtt-tls");
+        for f in ["ca.pem", "client.pem", "client.key", "other.key"] {
+            std::fs::copy(fixtures.join(f), certs.join(f)).unwrap();
+        }
+        std::fs::write(certs.join("password"), "s3cret\n").unwrap();
+        std::fs::write(certs.join("empty"), "").unwrap();
+        std::fs::write(certs.join("garbage.pem"), "not a certificate\n").unwrap();
+        std::fs::write(certs.join("truncated.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, format!("{MINIMAL}\n[mqtt]\noutbox = \"outbox.sqlite\"\n{mqtt}\n")).unwrap();
+        let cfg = Config::load(&path);
+        (dir, cfg)
+    }
+
+    const TLS_OK: &str = r#"username = "edge"
+password_file = "certs/password"
+[mqtt.tls]
+ca_file = "certs/ca.pem"
+client_cert = "certs/client.pem"
+client_key = "certs/client.key""#;
+
+    #[test]
+    fn broker_security_files_are_loaded_relative_to_the_config() {
+        let (dir, cfg) = load_with(TLS_OK);
+        let mqtt = cfg.unwrap().mqtt;
+        assert_eq!(mqtt.password_file.as_deref(), Some(dir.path().join("certs/password").as_path()));
+        let tls = mqtt.tls.as_ref().unwrap();
+        assert_eq!(tls.ca_file, dir.path().join("certs/ca.pem"));
+        assert_eq!(tls.client_key.as_deref(), Some(dir.path().join("certs/client.key").as_path()));
+        let security = crate::mqtt::BrokerSecurity::load(&mqtt).unwrap();
+        assert!(security.tls());
+        assert!(!format!("{security:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn broker_security_file_errors_name_the_key_and_the_file() {
+        let cases = [
+            ("certs/ca.pem", "certs/missing.pem", "mqtt.tls.ca_file", "missing.pem"),
+            ("certs/ca.pem", "certs/garbage.pem", "mqtt.tls.ca_file", "no PEM certificate"),
+            ("certs/ca.pem", "certs/truncated.pem", "mqtt.tls.ca_file", "bad PEM"),
+            ("certs/client.pem", "certs/client.key", "mqtt.tls.client_cert", "no PEM certificate"),
+            ("certs/client.key", "certs/ca.pem", "mqtt.tls.client_key", "no unencrypted PEM private key"),
+            ("certs/client.key", "certs/other.key", "mqtt.tls.client_key", "does not fit"),
+            ("certs/password", "certs/empty", "mqtt.password_file", "is empty"),
+            ("certs/password", "certs/nowhere", "mqtt.password_file", "cannot read"),
+        ];
+        for (good, bad, key, message) in cases {
+            let (dir, cfg) = load_with(&TLS_OK.replace(good, bad));
+            let e = cfg.unwrap_err();
+            let text = e.to_string();
+            assert!(text.contains(message), "{bad}: {text}");
+            let file = dir.path().join(bad);
+            assert!(text.contains(&file.display().to_string()), "{bad}: {text}");
+            assert_eq!(key_of(e), key, "{bad}");
+        }
     }
 }

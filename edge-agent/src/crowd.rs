@@ -18,14 +18,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sightline_contract::{Crowd, CrowdMethod, ZoneCount, new_event_id, topic};
-use sightline_vision::crowd::{DensityEstimator, DensityMap, FloorCorrection};
+use sightline_vision::crowd::{DensityEstimator, DensityMap};
 use sightline_vision::persons::Person;
 use tokio::sync::mpsc;
 
 use crate::analysis::foot;
-use crate::camera::CameraHandle;
+use crate::camera::{CameraHandle, CameraSet};
 use crate::config::CrowdConfig;
 use crate::frames::{Doorbell, Frame, Taken};
+use crate::metrics::{Metrics, model};
 use crate::mqtt::Outgoing;
 
 /// Person detections kept per camera for the median (at most one interval's worth is used).
@@ -35,12 +36,11 @@ pub struct CrowdWorker {
     pub site: String,
     pub density: DensityEstimator,
     pub cfg: CrowdConfig,
-    pub cameras: Vec<Arc<CameraHandle>>,
-    /// Per camera: the density floor correction (cell threshold, and the camera's baseline if any).
-    pub corrections: Vec<FloorCorrection>,
+    pub cameras: Arc<CameraSet>,
     pub bell: Arc<Doorbell>,
     pub events: mpsc::Sender<Outgoing>,
     pub done: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl CrowdWorker {
@@ -49,11 +49,10 @@ impl CrowdWorker {
         loop {
             let done = self.done.load(Ordering::Acquire);
             let mut idle = true;
-            for i in 0..self.cameras.len() {
-                if let Some(Taken::Frame(frame)) = self.cameras[i].crowd_slot.take() {
+            for camera in self.cameras.snapshot().iter() {
+                if let Some(Taken::Frame(frame)) = camera.crowd_slot.take() {
                     idle = false;
-                    let correction = self.corrections[i].clone();
-                    self.measure(i, frame, &correction);
+                    self.measure(camera, frame);
                 }
             }
             if idle {
@@ -65,10 +64,13 @@ impl CrowdWorker {
         }
     }
 
-    fn measure(&mut self, i: usize, frame: Frame, correction: &FloorCorrection) {
-        let camera = self.cameras[i].clone();
+    fn measure(&mut self, camera: &CameraHandle, frame: Frame) {
+        let start = std::time::Instant::now();
         let map = match self.density.estimate(&frame.image) {
-            Ok(m) => m,
+            Ok(m) => {
+                self.metrics.observe(model::DENSITY, start.elapsed());
+                m
+            }
             Err(e) => {
                 tracing::error!(camera = %camera.cfg.id, error = %e, "density estimation failed");
                 return;
@@ -86,7 +88,7 @@ impl CrowdWorker {
             .map(|(_, p)| p.clone())
             .collect();
         let size = (frame.image.width() as f32, frame.image.height() as f32);
-        let crowd = estimate(&self.site, &camera, &frame, &map, &recent, size, correction, self.cfg.dense_at);
+        let crowd = estimate(&self.site, camera, &frame, &map, &recent, size, self.cfg.dense_at);
         tracing::debug!(camera = %camera.cfg.id, method = ?crowd.method, total = crowd.total, "crowd");
         let zones: Vec<(String, f32)> = crowd.zones.iter().map(|z| (z.zone.clone(), z.count)).collect();
         let alerts = camera.rules.lock().unwrap().on_crowd(frame.ts, crowd.total, &zones);
@@ -117,7 +119,6 @@ fn heatmap_base(frame: &image::RgbImage) -> image::RgbImage {
 }
 
 /// One hybrid crowd measurement (see the module doc).
-#[allow(clippy::too_many_arguments)]
 pub fn estimate(
     site: &str,
     camera: &CameraHandle,
@@ -125,9 +126,9 @@ pub fn estimate(
     map: &DensityMap,
     persons: &[Vec<Person>],
     size: (f32, f32),
-    correction: &FloorCorrection,
     dense_at: f32,
 ) -> Crowd {
+    let correction = &camera.correction;
     let density_total = map.count(correction);
     let detected = (!persons.is_empty()).then(|| median(persons.iter().map(|p| p.len() as f32)));
     let sparse = detected.filter(|n| *n < dense_at && density_total < dense_at);

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use time::OffsetDateTime;
@@ -31,6 +31,8 @@ pub struct Counters {
     pub analyzed: AtomicU64,
     pub faces: AtomicU64,
     pub sightings: AtomicU64,
+    /// Stream failures (each followed by a reconnection).
+    pub failures: AtomicU64,
 }
 
 impl Counters {
@@ -47,6 +49,9 @@ struct SlotState {
     frame: Option<Frame>,
     /// The source ended (file EOS): after the last frame, the tracker is flushed.
     ended: bool,
+    /// Since when the slot has had something for the worker (a frame replaced by a newer one
+    /// keeps its place in the queue).
+    waiting_since: Option<Instant>,
 }
 
 /// What the worker found in a slot.
@@ -100,6 +105,7 @@ impl FrameSlot {
         if s.frame.replace(frame).is_some() {
             Counters::add(&self.counters.dropped, 1);
         }
+        s.waiting_since.get_or_insert_with(Instant::now);
         Counters::add(&self.counters.sampled, 1);
         drop(s);
         self.bell.ring();
@@ -107,7 +113,10 @@ impl FrameSlot {
 
     /// Marks the source as ended; the worker flushes the camera's tracks after its last frame.
     pub fn end(&self) {
-        self.state.lock().unwrap().ended = true;
+        let mut s = self.state.lock().unwrap();
+        s.ended = true;
+        s.waiting_since.get_or_insert_with(Instant::now);
+        drop(s);
         self.bell.ring();
     }
 
@@ -126,15 +135,18 @@ impl FrameSlot {
             }
             None => None,
         };
+        // the end marker, if still pending, waits behind the other cameras' frames
+        s.waiting_since = s.ended.then(Instant::now);
         drop(s);
         self.taken.notify_all();
         out
     }
 
-    /// Capture time of the waiting frame, if any (the worker serves the oldest first).
-    pub fn pending_since(&self) -> Option<OffsetDateTime> {
-        let s = self.state.lock().unwrap();
-        s.frame.as_ref().map(|f| f.ts).or(if s.ended { Some(OffsetDateTime::UNIX_EPOCH) } else { None })
+    /// Since when the slot has been waiting for the worker, if it is. The worker serves the
+    /// longest-waiting camera first: cameras take turns whatever their frame timestamps say
+    /// (each camera's clock is its own).
+    pub fn pending_since(&self) -> Option<Instant> {
+        self.state.lock().unwrap().waiting_since
     }
 }
 
@@ -160,6 +172,23 @@ mod tests {
             _ => panic!("expected the newest frame"),
         }
         assert!(slot.take().is_none());
+    }
+
+    #[test]
+    fn the_longest_waiting_slot_is_served_first_whatever_the_frame_times() {
+        let bell = Arc::new(Doorbell::default());
+        let (a, b) = (FrameSlot::new(Arc::default(), bell.clone()), FrameSlot::new(Arc::default(), bell));
+        assert_eq!(a.pending_since(), None);
+        a.put(frame(100), false);
+        std::thread::sleep(Duration::from_millis(2));
+        b.put(frame(1), false);
+        // a keeps its place when its frame is replaced by a newer one
+        a.put(frame(101), false);
+        assert!(a.pending_since().unwrap() < b.pending_since().unwrap());
+        assert!(matches!(a.take(), Some(Taken::Frame(_))));
+        assert_eq!(a.pending_since(), None);
+        a.put(frame(102), false);
+        assert!(b.pending_since().unwrap() < a.pending_since().unwrap(), "a goes behind b");
     }
 
     #[test]

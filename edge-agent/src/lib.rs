@@ -10,6 +10,7 @@ pub mod crowd;
 pub mod decode;
 pub mod frames;
 pub mod health;
+pub mod metrics;
 pub mod mqtt;
 pub mod outbox;
 pub mod rtsp;
@@ -47,6 +48,12 @@ pub enum AgentError {
     Baseline(#[from] baseline::BaselineError),
     #[error(transparent)]
     Outbox(#[from] outbox::OutboxError),
+    #[error("metrics endpoint: cannot listen on {addr}: {source} (set [metrics] listen, or enabled = false)")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("camera {camera}: {source}")]
     Rules {
         camera: String,

@@ -1,4 +1,4 @@
-//! `edge-agent`: run, check-config, probe.
+//! `edge-agent`: run, check-config, crowd-baseline, probe.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,26 +49,32 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()),
         )
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // under systemd, journald stamps every line itself
+    match std::env::var_os("JOURNAL_STREAM") {
+        Some(_) => logs.without_time().init(),
+        None => logs.init(),
+    }
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cli.command {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             decode::init()?;
-            let (tx, rx) = tokio::sync::watch::channel(false);
+            let (stop, shutdown) = tokio::sync::watch::channel(false);
+            let (reload_tx, reload) = tokio::sync::mpsc::channel(1);
             rt.block_on(async move {
                 tokio::spawn(async move {
-                    wait_for_signal().await;
-                    let _ = tx.send(true);
+                    wait_for_signals(reload_tx).await;
+                    let _ = stop.send(true);
                 });
-                agent::run(cfg, Arc::new(SystemClock), rx).await
+                let control = agent::Control { shutdown, reload, config_path: Some(config) };
+                agent::run(cfg, Arc::new(SystemClock), control).await
             })?;
         }
         Command::CheckConfig { config } => {
@@ -131,12 +137,20 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Returns on SIGTERM or Ctrl-C; each SIGHUP asks for a reload (requests arriving while one
+/// is pending are merged).
+async fn wait_for_signals(reload: tokio::sync::mpsc::Sender<()>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                let _ = reload.try_send(());
+            }
+        }
     }
 }
 

@@ -35,6 +35,18 @@
 //! The retained agent `online` status announced on every CONNACK and the `offline` status at
 //! shutdown stay outside the outbox (they describe the connection itself).
 //!
+//! # Broker security
+//!
+//! [`BrokerSecurity`] turns `[mqtt]`'s `username`, `password_file` (or `password`) and
+//! `[mqtt.tls]` into the client's transport (plain TCP, or TLS with rustls and the *ring*
+//! provider, verified against `ca_file` only, with an optional client certificate) and
+//! credentials. It is the one place where the transport is configured. `Config::load` loads it
+//! once to validate the files; the driver loads it again before every connection attempt, so a
+//! renewed certificate or a changed password file is picked up on the next reconnection. A
+//! refusal (bad credentials, not authorised) or a TLS failure is logged as an error naming the
+//! cause and retried with a growing delay (up to [`MAX_RETRY`]); the outbox keeps every message
+//! meanwhile. The password is never logged.
+//!
 //! # Shutdown
 //!
 //! When the channel closes, the publisher keeps sending until the outbox is empty, publishes
@@ -42,16 +54,25 @@
 //! acknowledged by then stays in the outbox for the next start (logged).
 
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
+    TlsConfiguration, Transport,
+};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use sightline_contract::{AgentState, AgentStatus, Payload, topic};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Clock;
-use crate::config::{AgentSection, MqttConfig};
+use crate::config::{AgentSection, MqttConfig, MqttTlsConfig, Secret};
 use crate::outbox::{Outbox, Priority};
 
 /// Publishes outstanding (handed to the client, not yet acknowledged) at most.
@@ -60,6 +81,265 @@ pub const WINDOW: usize = 64;
 const INFLIGHT: u16 = 100;
 /// Messages stored in one outbox transaction at most.
 const BATCH: usize = 256;
+/// Longest delay between connection attempts after a refusal or a TLS failure (a network
+/// error is retried every second: the broker may just be restarting).
+pub const MAX_RETRY: Duration = Duration::from_secs(30);
+/// A connection failure that persists is logged again this often (changes are logged at once).
+const REPEAT_LOG: Duration = Duration::from_secs(60);
+
+/// A problem with the files or values `[mqtt]` names for authentication or TLS.
+#[derive(Debug, thiserror::Error)]
+#[error("`{key}`: {message}")]
+pub struct SecurityError {
+    /// The config key at fault (`mqtt.tls.ca_file`).
+    pub key: &'static str,
+    /// What is wrong, naming the file.
+    pub message: String,
+}
+
+/// The connection's credentials and TLS configuration, loaded from the files `[mqtt]` names.
+pub struct BrokerSecurity {
+    credentials: Option<(String, Secret)>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for BrokerSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerSecurity")
+            .field("username", &self.credentials.as_ref().map(|(u, _)| u))
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl BrokerSecurity {
+    /// Reads the password file and the PEM files of `cfg` and builds the TLS client configuration.
+    pub fn load(cfg: &MqttConfig) -> Result<BrokerSecurity, SecurityError> {
+        let credentials = match &cfg.username {
+            None => None,
+            Some(user) => {
+                let password = match (&cfg.password, &cfg.password_file) {
+                    (Some(p), _) => p.clone(),
+                    (None, Some(file)) => read_password(file)?,
+                    // a user name alone (brokers that identify clients by it, e.g. with certificates)
+                    (None, None) => Secret(String::new()),
+                };
+                Some((user.clone(), password))
+            }
+        };
+        let tls = cfg.tls.as_ref().map(tls_client_config).transpose()?.map(Arc::new);
+        Ok(BrokerSecurity { credentials, tls })
+    }
+
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Sets the transport (TCP or TLS) and the credentials of `opts`.
+    fn apply(&self, opts: &mut MqttOptions) {
+        match &self.tls {
+            Some(tls) => opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone()))),
+            None => opts.set_transport(Transport::Tcp),
+        };
+        if let Some((user, password)) = &self.credentials {
+            opts.set_credentials(user.clone(), password.0.clone());
+        }
+    }
+}
+
+/// The first line of a password file.
+fn read_password(file: &Path) -> Result<Secret, SecurityError> {
+    let key = "mqtt.password_file";
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| SecurityError { key, message: format!("cannot read {}: {e}", file.display()) })?;
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err(SecurityError {
+            key,
+            message: format!("{} is empty (the password is its first line)", file.display()),
+        });
+    }
+    Ok(Secret(line.to_owned()))
+}
+
+/// The certificates of a PEM file (at least one).
+fn read_certs(key: &'static str, file: &Path) -> Result<Vec<CertificateDer<'static>>, SecurityError> {
+    let pem = std::fs::read(file)
+        .map_err(|e| SecurityError { key, message: format!("cannot read {}: {e}", file.display()) })?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SecurityError { key, message: format!("{}: bad PEM: {e}", file.display()) })?;
+    if certs.is_empty() {
+        return Err(SecurityError {
+            key,
+            message: format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", file.display()),
+        });
+    }
+    Ok(certs)
+}
+
+/// rustls with the *ring* provider: TLS 1.2 and 1.3, the server verified against `ca_file` only.
+fn tls_client_config(t: &MqttTlsConfig) -> Result<rustls::ClientConfig, SecurityError> {
+    let ca_key = "mqtt.tls.ca_file";
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(read_certs(ca_key, &t.ca_file)?);
+    if added == 0 {
+        return Err(SecurityError {
+            key: ca_key,
+            message: format!(
+                "{}: none of its {ignored} certificate(s) is a usable CA certificate",
+                t.ca_file.display()
+            ),
+        });
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SecurityError { key: "mqtt.tls", message: e.to_string() })?;
+    let builder = match &t.server_name {
+        None => builder.with_root_certificates(roots),
+        Some(name) => {
+            let name = ServerName::try_from(name.clone()).map_err(|_| SecurityError {
+                key: "mqtt.tls.server_name",
+                message: format!("{name:?} is not a DNS name or an IP address"),
+            })?;
+            let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| SecurityError { key: ca_key, message: format!("{}: {e}", t.ca_file.display()) })?;
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(NameOverride { verifier, name }))
+        }
+    };
+    let (cert_file, key_file) = match (&t.client_cert, &t.client_key) {
+        (Some(c), Some(k)) => (c, k),
+        (None, None) => return Ok(builder.with_no_client_auth()),
+        (Some(_), None) => {
+            return Err(SecurityError {
+                key: "mqtt.tls.client_key",
+                message: "set both client_cert and client_key".into(),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(SecurityError {
+                key: "mqtt.tls.client_cert",
+                message: "set both client_cert and client_key".into(),
+            });
+        }
+    };
+    let certs = read_certs("mqtt.tls.client_cert", cert_file)?;
+    let key = "mqtt.tls.client_key";
+    let pem = std::fs::read(key_file)
+        .map_err(|e| SecurityError { key, message: format!("cannot read {}: {e}", key_file.display()) })?;
+    let private = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| SecurityError {
+        key,
+        message: match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                format!("{} holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)", key_file.display())
+            }
+            e => format!("{}: bad PEM: {e}", key_file.display()),
+        },
+    })?;
+    builder.with_client_auth_cert(certs, private).map_err(|e| SecurityError {
+        key,
+        message: format!("{} does not fit the certificate in {}: {e}", key_file.display(), cert_file.display()),
+    })
+}
+
+/// Verifies the broker's certificate for `[mqtt.tls] server_name` instead of `mqtt.host`
+/// (rumqttc names the server after the host it connects to); everything else is webpki's.
+#[derive(Debug)]
+struct NameOverride {
+    verifier: Arc<WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for NameOverride {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _host: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verifier.verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.verifier.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.verifier.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.verifier.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.verifier.root_hint_subjects()
+    }
+}
+
+/// Why a connection attempt failed, for the log; `true` when retrying soon will not help
+/// (a refusal or a TLS failure: the configuration, the certificates or the broker must change).
+fn explain(e: &ConnectionError) -> (String, bool) {
+    if let ConnectionError::ConnectionRefused(code) = e {
+        let why = match code {
+            ConnectReturnCode::BadUserNamePassword => {
+                "bad user name or password (check mqtt.username and mqtt.password_file)"
+            }
+            ConnectReturnCode::NotAuthorized => {
+                "not authorised (check mqtt.username, the password and the broker's access rules)"
+            }
+            ConnectReturnCode::BadClientId => "client id rejected (check mqtt.client_id)",
+            ConnectReturnCode::ServiceUnavailable => "service unavailable",
+            ConnectReturnCode::RefusedProtocolVersion => "MQTT 3.1.1 not supported",
+            ConnectReturnCode::Success => "unexpected return code",
+        };
+        return (format!("MQTT broker refused the connection: {why}"), true);
+    }
+    // the handshake failed, or the broker sent an alert after it (TLS 1.3: our client
+    // certificate refused), which surfaces while reading the CONNACK
+    if let Some(tls) = tls_cause(e) {
+        return (format!("MQTT TLS error: {tls}"), true);
+    }
+    match e {
+        ConnectionError::Tls(e) => (format!("MQTT TLS error: {e}"), true),
+        e => (e.to_string(), false),
+    }
+}
+
+/// The rustls error somewhere in `e`'s chain of sources (or wrapped in an `io::Error` of it).
+fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(tls) =
+            e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls);
+        }
+        next = e.source();
+    }
+    None
+}
 
 /// A message to publish.
 #[derive(Debug)]
@@ -121,18 +401,34 @@ enum Link {
 }
 
 /// Polls the event loop until our DISCONNECT went out, forwarding what the publisher needs.
-async fn drive(mut eventloop: EventLoop, link: mpsc::UnboundedSender<Link>, broker: String) {
+/// Before each connection attempt it loads the credentials and TLS files of `cfg` again.
+async fn drive(mut eventloop: EventLoop, link: mpsc::UnboundedSender<Link>, broker: String, cfg: MqttConfig) {
     let forward = |ev: &Event| match ev {
         Event::Outgoing(rumqttc::Outgoing::Publish(pkid)) => Some(Link::Published(*pkid)),
         Event::Incoming(Packet::PubAck(ack)) => Some(Link::PubAck(ack.pkid)),
         _ => None,
     };
-    let mut warned = false;
+    let mut failures = Failures::default();
+    let mut connecting = true;
     loop {
-        match eventloop.poll().await {
+        if connecting {
+            match BrokerSecurity::load(&cfg) {
+                Ok(security) => security.apply(&mut eventloop.mqtt_options),
+                Err(e) => {
+                    // never connect without the configured security: wait for the files to be fixed
+                    let delay =
+                        failures.failed(&broker, &format!("cannot load the MQTT credentials or TLS files: {e}"), true);
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            }
+        }
+        let polled = eventloop.poll().await;
+        connecting = false;
+        match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!(%broker, "MQTT connected");
-                warned = false;
+                tracing::info!(%broker, tls = cfg.tls.is_some(), "MQTT connected");
+                failures = Failures::default();
                 if link.send(Link::ConnAck).is_err() {
                     return;
                 }
@@ -147,10 +443,9 @@ async fn drive(mut eventloop: EventLoop, link: mpsc::UnboundedSender<Link>, brok
                 }
             }
             Err(e) => {
-                if !warned {
-                    tracing::warn!(%broker, error = %e, "MQTT connection lost; retrying");
-                    warned = true;
-                }
+                connecting = true;
+                let (why, severe) = explain(&e);
+                let delay = failures.failed(&broker, &why, severe);
                 // events rumqttc still buffers belong to the lost connection: deliver them now
                 for ev in std::mem::take(&mut eventloop.state.events) {
                     if let Some(l) = forward(&ev) {
@@ -165,9 +460,46 @@ async fn drive(mut eventloop: EventLoop, link: mpsc::UnboundedSender<Link>, brok
                 // requests queued before the publisher stopped go to `pending`, which the next
                 // (clean-session) CONNACK drops
                 eventloop.clean();
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// Consecutive connection failures: their log lines and the delay before the next attempt.
+#[derive(Default)]
+struct Failures {
+    attempts: u32,
+    /// The last reason logged, and when.
+    logged: Option<(String, Instant)>,
+}
+
+impl Failures {
+    /// Logs a failed attempt (a new reason at once, the same one again every [`REPEAT_LOG`]; each
+    /// attempt at debug level) and returns the delay before the next: 1 s, or growing to
+    /// [`MAX_RETRY`] while the broker refuses us or TLS fails (`severe`).
+    fn failed(&mut self, broker: &str, why: &str, severe: bool) -> Duration {
+        self.attempts += 1;
+        let attempts = self.attempts;
+        let delay = if severe {
+            Duration::from_secs(1 << attempts.saturating_sub(1).min(5)).min(MAX_RETRY)
+        } else {
+            Duration::from_secs(1)
+        };
+        tracing::debug!(%broker, attempts, error = %why, ?delay, "MQTT connection attempt failed");
+        let repeat = match &self.logged {
+            Some((last, at)) => last != why || at.elapsed() >= REPEAT_LOG,
+            None => true,
+        };
+        if repeat {
+            if severe {
+                tracing::error!(%broker, attempts, "{why}; retrying");
+            } else {
+                tracing::warn!(%broker, attempts, error = %why, "MQTT connection lost; retrying");
+            }
+            self.logged = Some((why.to_owned(), Instant::now()));
+        }
+        delay
     }
 }
 
@@ -330,7 +662,7 @@ pub async fn run_publisher(
     mut rx: mpsc::Receiver<Outgoing>,
     stats: Arc<MqttStats>,
     flush_timeout: Duration,
-    cameras: Option<Vec<String>>,
+    mut cameras: watch::Receiver<Vec<String>>,
     outbox: Outbox,
 ) {
     let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("sightline-edge-{}", agent.id));
@@ -344,9 +676,13 @@ pub async fn run_publisher(
     let will = agent_status(&agent, clock.as_ref(), AgentState::Offline, None);
     opts.set_last_will(LastWill::new(status_topic.clone(), will.to_json(), QoS::AtLeastOnce, true));
     // the request channel never fills: at most WINDOW publishes (+ a DISCONNECT) are outstanding
+    if cfg.username.is_some() && cfg.tls.is_none() {
+        tracing::warn!("mqtt.username without [mqtt.tls]: the password crosses the network in clear text");
+    }
     let (client, eventloop) = AsyncClient::new(opts, 2 * WINDOW);
     let (link_tx, mut link) = mpsc::unbounded_channel();
-    let driver = tokio::spawn(drive(eventloop, link_tx, format!("{}:{}", cfg.host, cfg.port)));
+    let broker = format!("{}:{}", cfg.host, cfg.port);
+    let driver = tokio::spawn(drive(eventloop, link_tx, broker, cfg.clone()));
 
     if outbox.depth() > 0 {
         tracing::info!(messages = outbox.depth(), bytes = outbox.bytes(), "outbox holds messages of a previous run");
@@ -385,10 +721,17 @@ pub async fn run_publisher(
                 if connack {
                     // every (re)connection re-announces the agent online: the broker published our
                     // Last Will (retained `offline`) when the previous connection dropped
-                    let online = agent_status(&agent, clock.as_ref(), AgentState::Online, cameras.clone());
+                    let online = agent_status(&agent, clock.as_ref(), AgentState::Online, Some(cameras.borrow().clone()));
                     p.submit(status_topic.clone(), online.to_json(), true, None);
                 }
                 p.fill();
+            }
+            // a reload changed the camera list: announce it
+            Ok(()) = cameras.changed() => {
+                if p.connected {
+                    let online = agent_status(&agent, clock.as_ref(), AgentState::Online, Some(cameras.borrow().clone()));
+                    p.submit(status_topic.clone(), online.to_json(), true, None);
+                }
             }
         }
     }
@@ -398,7 +741,7 @@ pub async fn run_publisher(
     let mut offline_sent = false;
     loop {
         if p.connected && !offline_sent && p.outbox.depth() == 0 {
-            let offline = agent_status(&agent, clock.as_ref(), AgentState::Offline, cameras.clone());
+            let offline = agent_status(&agent, clock.as_ref(), AgentState::Offline, Some(cameras.borrow().clone()));
             offline_sent = p.submit(status_topic.clone(), offline.to_json(), true, None);
         }
         if offline_sent && p.outstanding() == 0 && p.outbox.depth() == 0 {
@@ -432,5 +775,30 @@ pub async fn run_publisher(
     let mut driver = driver;
     if tokio::time::timeout(Duration::from_millis(500), &mut driver).await.is_err() {
         driver.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_and_tls_failures_are_explained_and_backed_off() {
+        let (why, severe) = explain(&ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized));
+        assert!(why.starts_with("MQTT broker refused the connection: not authorised"), "{why}");
+        assert!(severe);
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
+        let (why, severe) = explain(&ConnectionError::MqttState(rumqttc::StateError::Io(io)));
+        assert_eq!(why, "MQTT TLS error: received fatal alert: CertificateRequired");
+        assert!(severe);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let (_, severe) = explain(&ConnectionError::Io(refused));
+        assert!(!severe, "a broker that is down is retried every second");
+
+        let mut f = Failures::default();
+        let delays: Vec<u64> = (0..8).map(|_| f.failed("b", "MQTT TLS error: x", true).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(f.failed("b", "I/O: connection refused", false), Duration::from_secs(1));
     }
 }

@@ -92,6 +92,8 @@ impl Outbox {
         let db = Connection::open(path).map_err(err)?;
         db.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         db.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        // delivered messages hold face embeddings: overwrite them on delete, not just unlink them
+        db.pragma_update(None, "secure_delete", "ON").map_err(err)?;
         db.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS outbox (

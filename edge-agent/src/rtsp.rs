@@ -37,6 +37,14 @@ pub fn redact(url: &Url) -> String {
     u.to_string()
 }
 
+/// The user name and password of `rtsp://user:pass@host/…`, percent-decoded (a password with
+/// `@`, `:` or `/` is written `%40`, `%3A`, `%2F` in the URL).
+fn credentials(url: &Url) -> Option<Credentials> {
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    (!url.username().is_empty())
+        .then(|| Credentials { username: decode(url.username()), password: decode(url.password().unwrap_or_default()) })
+}
+
 /// A playing RTSP video stream.
 pub struct RtspStream {
     pub url: String,
@@ -59,10 +67,7 @@ pub async fn connect(url: &Url, transport: RtspTransport, timeout: Duration) -> 
     let shown = redact(url);
     let connect_err = |detail: String| RtspError::Connect { url: shown.clone(), detail };
     let mut bare = url.clone();
-    let creds = (!url.username().is_empty()).then(|| Credentials {
-        username: url.username().to_owned(),
-        password: url.password().unwrap_or_default().to_owned(),
-    });
+    let creds = credentials(url);
     let _ = bare.set_username("");
     let _ = bare.set_password(None);
     let options =
@@ -151,4 +156,17 @@ pub async fn probe(url: &Url, transport: RtspTransport, timeout: Duration) -> Re
         info.fps = Some(n as f64 * 1e9 / (last - first) as f64);
     }
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_percent_decoded() {
+        let url: Url = "rtsp://adm%40n:p%40ss%3Aw%2Fd@cam.local/stream".parse().unwrap();
+        let c = credentials(&url).unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("adm@n", "p@ss:w/d"));
+        assert!(credentials(&"rtsp://cam.local/stream".parse().unwrap()).is_none());
+    }
 }

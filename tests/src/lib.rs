@@ -3,7 +3,9 @@
 //! - [`Mosquitto`]: Debian's broker on a free port, stopped on drop;
 //! - [`Camsim`]: the project's RTSP camera simulator serving real media;
 //! - [`Agent`]: the `edge-agent` binary with a generated config;
-//! - [`Subscriber`]: an MQTT client collecting everything under `sightline/v1/#`.
+//! - [`Subscriber`]: an MQTT client collecting everything under `sightline/v1/#`;
+//! - [`HostileRtsp`]: a misbehaving RTSP server; [`Camsim::start_logged`] for camsim's
+//!   fault injection (`--corrupt`, `--scale`); see [`hostile`].
 //!
 //! Binaries are taken from the cargo target directory this test runs from (`cargo build --bins` first).
 
@@ -15,6 +17,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+pub mod hostile;
+pub use hostile::{HostileRtsp, Hostility};
 
 /// `shared/media` (env `SIGHTLINE_MEDIA_DIR`, set by `.cargo/config.toml`).
 pub fn media(name: &str) -> PathBuf {
@@ -73,6 +78,8 @@ pub struct Mosquitto {
     proc: Option<Proc>,
     dir: tempfile::TempDir,
     persistent: bool,
+    /// Listener settings replacing `allow_anonymous true` ([`start_with`](Self::start_with)).
+    settings: Option<String>,
 }
 
 impl Mosquitto {
@@ -83,16 +90,29 @@ impl Mosquitto {
 
     /// A broker on `port` (e.g. where a previous one ran), without persistence.
     pub fn start_on(port: u16) -> Result<Mosquitto> {
-        Mosquitto::spawn(port, tempfile::tempdir()?, false)
+        Mosquitto::spawn(port, tempfile::tempdir()?, false, None)
     }
 
     /// A broker on a free port that saves its sessions (persistent subscriptions and their
     /// queued QoS 1 messages) when [`stop`](Self::stop)ped, and restores them on [`restart`](Self::restart).
     pub fn start_persistent() -> Result<Mosquitto> {
-        Mosquitto::spawn(free_port(), tempfile::tempdir()?, true)
+        Mosquitto::spawn(free_port(), tempfile::tempdir()?, true, None)
     }
 
-    fn spawn(port: u16, dir: tempfile::TempDir, persistent: bool) -> Result<Mosquitto> {
+    /// A broker on a free port, without persistence, whose listener takes `settings` (mosquitto.conf
+    /// lines, e.g. TLS files, `require_certificate true`, `allow_anonymous false`, `password_file`)
+    /// instead of `allow_anonymous true`. Its log is kept ([`log`](Self::log)). Started as root,
+    /// mosquitto reads these files after dropping to its own user: they must be world-readable.
+    pub fn start_with(settings: &str) -> Result<Mosquitto> {
+        Mosquitto::spawn(free_port(), tempfile::tempdir()?, false, Some(settings.to_owned()))
+    }
+
+    /// The broker's log so far (brokers started with [`start_with`](Self::start_with)).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+
+    fn spawn(port: u16, dir: tempfile::TempDir, persistent: bool, settings: Option<String>) -> Result<Mosquitto> {
         let conf = dir.path().join("mosquitto.conf");
         let persistence = if persistent {
             // started as root, mosquitto drops to its own user, which must be able to save there
@@ -105,17 +125,22 @@ impl Mosquitto {
         } else {
             "persistence false\n".to_owned()
         };
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}"))?;
+        let listener = settings.as_deref().unwrap_or("allow_anonymous true\n");
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\n{listener}\n{persistence}"))?;
+        let log = match settings {
+            Some(_) => Stdio::from(std::fs::File::create(dir.path().join("mosquitto.log"))?),
+            None => Stdio::null(),
+        };
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .context("starting mosquitto (apt-get install mosquitto; scripts/setup.sh does)")?;
         let proc = Proc(child);
         wait_for_port(port, Duration::from_secs(10))?;
-        Ok(Mosquitto { port, proc: Some(proc), dir, persistent })
+        Ok(Mosquitto { port, proc: Some(proc), dir, persistent, settings })
     }
 
     /// Stops the broker cleanly (SIGTERM: a persistent broker saves its sessions) and waits for it.
@@ -140,7 +165,7 @@ impl Mosquitto {
         self.stop()?;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir()?);
         let port = self.port;
-        *self = Mosquitto::spawn(port, dir, self.persistent)?;
+        *self = Mosquitto::spawn(port, dir, self.persistent, self.settings.clone())?;
         Ok(())
     }
 }
@@ -159,15 +184,44 @@ impl Camsim {
 
     /// The same on a given `IP:PORT` (to restart a camera where it was).
     pub fn start_at(listen: &str, mounts: &[(&str, &Path)], looped: bool) -> Result<Camsim> {
+        Camsim::launch(listen, mounts, looped, &[], None)
+    }
+
+    /// Like [`Camsim::start_at`] with `extra` camsim arguments (e.g. `--scale 960x540`,
+    /// `--corrupt 0.1 --seed 7`); camsim's stderr, at `RUST_LOG=camsim=debug`, goes to `log`.
+    pub fn start_logged(
+        listen: &str,
+        mounts: &[(&str, &Path)],
+        looped: bool,
+        extra: &[&str],
+        log: &Path,
+    ) -> Result<Camsim> {
+        Camsim::launch(listen, mounts, looped, extra, Some(log))
+    }
+
+    fn launch(
+        listen: &str,
+        mounts: &[(&str, &Path)],
+        looped: bool,
+        extra: &[&str],
+        log: Option<&Path>,
+    ) -> Result<Camsim> {
         let mut cmd = Command::new(binary("camsim"));
-        cmd.args(["--listen", listen]);
+        cmd.args(["--listen", listen]).args(extra);
         if looped {
             cmd.arg("--loop");
         }
         for (name, file) in mounts {
             cmd.arg("--mount").arg(format!("{name}={}", file.display()));
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().context("starting camsim")?;
+        let stderr = match log {
+            Some(log) => {
+                cmd.env("RUST_LOG", "camsim=debug");
+                Stdio::from(std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?)
+            }
+            None => Stdio::inherit(),
+        };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().context("starting camsim")?;
         let stdout = child.stdout.take().unwrap();
         let proc = Proc(child);
         let (tx, rx) = mpsc::channel();
@@ -178,9 +232,14 @@ impl Camsim {
                 }
             }
         });
+        let deadline = Instant::now() + Duration::from_secs(20);
         let mut base = None;
         for _ in mounts {
-            let line = rx.recv_timeout(Duration::from_secs(20)).context("camsim did not report ready")?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let log = log.and_then(|l| std::fs::read_to_string(l).ok()).unwrap_or_default();
+                bail!("camsim did not report ready; its log:\n{log}");
+            };
             let url = line.split_whitespace().find(|w| w.starts_with("rtsp://")).context("ready line without URL")?;
             base = Some(url[..url.rfind('/').unwrap() + 1].to_owned());
         }
@@ -215,6 +274,9 @@ port = {mqtt_port}
 status_interval_s = 2
 outbox = "{outbox}"
 
+[metrics]
+listen = "127.0.0.1:0"
+
 {cameras}
 "#,
         models = model_dir().display(),
@@ -241,7 +303,7 @@ impl Agent {
         let child = Command::new(binary("edge-agent"))
             .args(["run", "--config"])
             .arg(&path)
-            .env("RUST_LOG", "info,sightline_edge_agent=debug")
+            .env("RUST_LOG", "info,ort=warn,sightline_edge_agent=debug")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
@@ -252,6 +314,43 @@ impl Agent {
     /// The agent's log so far (for assertion messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, …) to the agent.
+    pub fn signal(&self, name: &str) -> Result<()> {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.proc.0.id().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -{name} failed");
+        }
+        Ok(())
+    }
+
+    /// The config file the agent was started with (rewrite it, then send `HUP`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("agent.toml")
+    }
+
+    /// Waits until the agent's log contains `needle`; returns the log.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return Ok(log);
+            }
+            if Instant::now() > deadline {
+                bail!("{needle:?} not logged within {timeout:?}; log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Base URL of the agent's metrics endpoint (`http://127.0.0.1:port`), once it listens.
+    pub fn metrics_url(&self) -> Result<String> {
+        let log = self.wait_log("metrics and health endpoint listening", Duration::from_secs(60))?;
+        let line = log.lines().find(|l| l.contains("metrics and health endpoint listening")).unwrap_or_default();
+        let url = line.split("url=").nth(1).and_then(|u| u.split_whitespace().next());
+        url.map(str::to_owned).with_context(|| format!("no url= in {line:?}"))
     }
 
     /// Waits for the agent to exit by itself; returns its exit status.
@@ -288,21 +387,36 @@ impl Subscriber {
     pub fn connect(port: u16) -> Result<Subscriber> {
         static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Subscriber::connect_with(port, format!("test-sub-{}-{n}", std::process::id()), false)
+        Subscriber::connect_with(port, format!("test-sub-{}-{n}", std::process::id()), false, None)
+    }
+
+    /// The same over TLS and/or with credentials.
+    pub fn connect_secure(port: u16, security: &ClientSecurity) -> Result<Subscriber> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Subscriber::connect_with(port, format!("test-sub-secure-{}-{n}", std::process::id()), false, Some(security))
     }
 
     /// A subscriber with a persistent session (`clean_session = false`, QoS 1): it reconnects
     /// whenever the connection drops, and a persistent broker queues messages for it meanwhile.
     pub fn connect_persistent(port: u16, client_id: &str) -> Result<Subscriber> {
-        Subscriber::connect_with(port, client_id.to_owned(), true)
+        Subscriber::connect_with(port, client_id.to_owned(), true, None)
     }
 
-    fn connect_with(port: u16, client_id: String, persistent: bool) -> Result<Subscriber> {
+    fn connect_with(
+        port: u16,
+        client_id: String,
+        persistent: bool,
+        security: Option<&ClientSecurity>,
+    ) -> Result<Subscriber> {
         use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
         let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
         opts.set_clean_session(!persistent);
         opts.set_max_packet_size(1 << 20, 1 << 20);
         opts.set_keep_alive(Duration::from_secs(10));
+        if let Some(security) = security {
+            security.apply(&mut opts)?;
+        }
         let (client, mut conn) = Client::new(opts, 100);
         client.subscribe("sightline/v1/#", QoS::AtLeastOnce)?;
         let (tx, rx) = mpsc::channel();
@@ -361,6 +475,59 @@ impl Subscriber {
     }
 }
 
+/// `GET url` over plain HTTP/1.1 (the agent's metrics endpoint): status code and body.
+pub fn http_get(url: &str) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").context("http:// URL expected")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP header end")?;
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no HTTP status")?;
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Ok((code, if chunked { dechunk(body)? } else { body.to_owned() }))
+}
+
+fn dechunk(mut body: &str) -> Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").context("bad chunk")?;
+        let size = usize::from_str_radix(size.trim(), 16)?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(rest.get(..size).context("short chunk")?);
+        body = rest.get(size + 2..).context("short chunk")?;
+    }
+}
+
+/// The value of one sample in a Prometheus text exposition, e.g.
+/// `sample(text, r#"sightline_camera_frames_analyzed_total{camera="stage"}"#)`.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.split_whitespace().next()?.parse().ok())
+}
+
+/// Polls the agent's `/metrics` at `base` until `series` exceeds `above`; returns its value.
+pub fn wait_metric(base: &str, series: &str, above: f64, timeout: Duration) -> Result<f64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (code, text) = http_get(&format!("{base}/metrics"))?;
+        if code != 200 {
+            bail!("GET {base}/metrics: HTTP {code}");
+        }
+        match sample(&text, series) {
+            Some(v) if v > above => return Ok(v),
+            last if Instant::now() > deadline => {
+                bail!("{series} = {last:?}, not above {above} in {timeout:?}:\n{text}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
 /// The embedding of the single face in a media image, computed with the project's own face pipeline.
 pub fn reference_embedding(name: &str) -> Vec<f32> {
     use sightline_vision::{FacePipeline, Runtime, RuntimeConfig};
@@ -378,4 +545,147 @@ pub fn gst_launch(args: &str) -> Result<()> {
         bail!("gst-launch-1.0 {args}: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
+}
+
+/// TLS and credentials of a test MQTT client ([`Subscriber::connect_secure`]).
+#[derive(Clone, Debug, Default)]
+pub struct ClientSecurity {
+    /// CA the broker's certificate must chain to: connect over TLS (rustls, *ring*).
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key (PEM).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// User name and password.
+    pub credentials: Option<(String, String)>,
+}
+
+impl ClientSecurity {
+    fn apply(&self, opts: &mut rumqttc::MqttOptions) -> Result<()> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        if let Some((user, password)) = &self.credentials {
+            opts.set_credentials(user.clone(), password.clone());
+        }
+        let Some(ca) = &self.ca else { return Ok(()) };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).with_context(|| ca.display().to_string())? {
+            roots.add(cert?)?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let config = match &self.client_cert {
+            Some((cert, key)) => {
+                let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+                builder.with_client_auth_cert(certs, PrivateKeyDer::from_pem_file(key)?)?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+            std::sync::Arc::new(config),
+        )));
+        Ok(())
+    }
+}
+
+/// A private PKI made with the `openssl` CLI (EC P-256 keys, valid 2 days): a CA, a server
+/// certificate for `127.0.0.1` and `localhost`, a client certificate, and an unrelated CA. The
+/// files are world-readable (mosquitto reads them after dropping root).
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A CA that signed nothing here (a client trusting only it rejects the server).
+    pub other_ca: PathBuf,
+}
+
+impl TestPki {
+    pub fn generate() -> Result<TestPki> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        let openssl = |args: &[&str]| -> Result<()> {
+            let out = Command::new("openssl").args(args).current_dir(d).output().context("running openssl")?;
+            if !out.status.success() {
+                bail!("openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(())
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        for ca in ["ca", "other-ca"] {
+            let (key, pem, subj) = (format!("{ca}.key"), format!("{ca}.pem"), format!("/CN=sightline test {ca}"));
+            let mut args = vec!["req", "-x509", "-days", "2", "-keyout", &key, "-out", &pem, "-subj", &subj];
+            args.extend(ec);
+            args.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
+            openssl(&args)?;
+        }
+        let leaves = [
+            ("server", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"),
+            ("client", "/CN=edge-test", "extendedKeyUsage=clientAuth\n"),
+        ];
+        for (name, subj, ext) in leaves {
+            let (key, csr, pem, extfile) =
+                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+            std::fs::write(
+                d.join(&extfile),
+                format!("{ext}basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"),
+            )?;
+            let mut args = vec!["req", "-keyout", &key, "-out", &csr, "-subj", subj];
+            args.extend(ec);
+            openssl(&args)?;
+            let sign = format!(
+                "x509 -req -days 2 -in {csr} -CA ca.pem -CAkey ca.key -CAcreateserial -out {pem} -extfile {extfile}"
+            );
+            openssl(&sign.split_whitespace().collect::<Vec<_>>())?;
+        }
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))?;
+        for f in std::fs::read_dir(d)? {
+            std::fs::set_permissions(f?.path(), std::fs::Permissions::from_mode(0o644))?;
+        }
+        Ok(TestPki {
+            ca: d.join("ca.pem"),
+            server_cert: d.join("server.pem"),
+            server_key: d.join("server.key"),
+            client_cert: d.join("client.pem"),
+            client_key: d.join("client.key"),
+            other_ca: d.join("other-ca.pem"),
+            dir,
+        })
+    }
+
+    /// mosquitto listener settings: TLS with this PKI's server certificate, clients must present
+    /// a certificate signed by its CA.
+    pub fn mosquitto_tls(&self) -> String {
+        format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            self.ca.display(),
+            self.server_cert.display(),
+            self.server_key.display()
+        )
+    }
+}
+
+/// Writes a mosquitto password file (`mosquitto_passwd -b`) with `users` (name, password), world-readable.
+pub fn mosquitto_password_file(path: &Path, users: &[(&str, &str)]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, "")?;
+    for (user, password) in users {
+        let out = Command::new("mosquitto_passwd").arg("-b").arg(path).args([user, password]).output()?;
+        if !out.status.success() {
+            bail!("mosquitto_passwd: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+/// [`agent_config`] with `keys` (TOML lines, e.g. `username = "…"` or `tls = { ca_file = "…" }`)
+/// added to its `[mqtt]` table.
+pub fn agent_config_with_mqtt(mqtt_port: u16, keys: &str, cameras: &str) -> String {
+    let config = agent_config(mqtt_port, cameras);
+    assert!(config.contains("\n[mqtt]\n"), "agent_config has an [mqtt] table");
+    config.replacen("\n[mqtt]\n", &format!("\n[mqtt]\n{keys}\n"), 1)
 }

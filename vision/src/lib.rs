@@ -70,6 +70,17 @@ pub struct FacePipeline {
     pub embedder: FaceEmbedder,
     /// Faces narrower than this (source pixels) are not embedded: too small to identify.
     pub min_face_px: f32,
+    /// How long the last [`FacePipeline::analyze`] spent in each model (for latency metrics).
+    pub timings: Timings,
+}
+
+/// Time spent in the models by one [`FacePipeline::analyze`] call.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    /// Detection, including pre- and post-processing.
+    pub detect: std::time::Duration,
+    /// Alignment and the embedding batch; `None` when no face was embedded.
+    pub embed: Option<std::time::Duration>,
 }
 
 impl FacePipeline {
@@ -79,18 +90,24 @@ impl FacePipeline {
             detector: FaceDetector::load(rt, &model_dir.join(detector_file))?,
             embedder: FaceEmbedder::load(rt, &model_dir.join(embed::MODEL_FILE))?,
             min_face_px: 24.0,
+            timings: Timings::default(),
         })
     }
 
     /// Detects, aligns and embeds every face in an RGB frame.
     pub fn analyze(&mut self, frame: &RgbImage) -> Result<Vec<AnalyzedFace>> {
+        let start = std::time::Instant::now();
+        self.timings = Timings::default();
         let faces: Vec<Face> =
             self.detector.detect(frame)?.into_iter().filter(|f| f.bbox[2] >= self.min_face_px).collect();
+        self.timings.detect = start.elapsed();
         if faces.is_empty() {
             return Ok(Vec::new());
         }
+        let start = std::time::Instant::now();
         let chips: Vec<RgbImage> = faces.iter().map(|f| align::align(frame, &f.landmarks)).collect();
         let embeddings = self.embedder.embed(&chips)?;
+        self.timings.embed = Some(start.elapsed());
         Ok(faces
             .into_iter()
             .zip(chips.iter())

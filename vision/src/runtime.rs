@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::{Result, VisionError};
 
 /// `[runtime]` section of the agent's (and aggregator's) config.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
     /// Path of `libonnxruntime.so`; when unset, `ORT_DYLIB_PATH`.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo on embedded defaults: camsim serves the face clip as an RTSP camera, a local
-# mosquitto runs, and edge-agent publishes sightings. Ctrl-C stops everything.
+# The demo on embedded defaults: the aggregator (with its embedded MQTT broker), camsim serving
+# the face clip and a street scene as RTSP cameras, and an edge agent publishing sightings,
+# crowd counts and alerts that the aggregator turns into trajectories. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/sightline/target}
@@ -14,17 +15,19 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$RUN"; }
 trap cleanup EXIT INT TERM
 
-printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n' "$MQTT_PORT" > "$RUN/mosquitto.conf"
-mosquitto -c "$RUN/mosquitto.conf" > "$RUN/mosquitto.log" 2>&1 & pids+=($!)
+sed -e "s/127.0.0.1:1883/127.0.0.1:$MQTT_PORT/" -e "s#\"\.\./#\"$(pwd)/#" configs/demo-aggregator.toml > "$RUN/aggregator.toml"
+"$BIN/aggregator" run --config "$RUN/aggregator.toml" 2> >(tee "$RUN/aggregator.log" >&2) & pids+=($!)
+for _ in $(seq 100); do grep -q "subscribed: ingesting" "$RUN/aggregator.log" 2>/dev/null && break; sleep 0.1; done
 "$BIN/camsim" --listen "127.0.0.1:$RTSP_PORT" --loop --mount "stage=$(realpath ../shared/media/short_hamilton_clip.mp4)" \
   --mount "walkway=$(realpath ../shared/media/vtest.avi)" & pids+=($!)
 sed -e "s/^port = 1883/port = $MQTT_PORT/" -e "s#127.0.0.1:8554#127.0.0.1:$RTSP_PORT#" configs/demo.toml > "$RUN/demo.toml"
 sed -i "s#\"\.\./#\"$(pwd)/#" "$RUN/demo.toml"
 cat <<MSG
 
-  sightline demo: cameras rtsp://127.0.0.1:$RTSP_PORT/{stage,walkway} -> edge-agent -> mqtt://127.0.0.1:$MQTT_PORT
-  (stage: faces -> sightings; walkway: crowd counts, a fence, alerts)
-  watch everything it publishes with:
+  sightline demo: cameras rtsp://127.0.0.1:$RTSP_PORT/{stage,walkway} -> edge-agent
+                  -> aggregator (embedded broker mqtt://127.0.0.1:$MQTT_PORT, store .local/state/)
+  (stage: faces -> sightings -> trajectories; walkway: crowd counts, a fence, alerts)
+  watch everything on the broker, trajectory updates included, with:
 
       mosquitto_sub -h 127.0.0.1 -p $MQTT_PORT -t 'sightline/v1/#' -T 'sightline/v1/+/+/heatmap' -v
 

@@ -298,6 +298,52 @@ impl Payload for AgentStatus {
     const SCHEMA: &'static str = "sightline.agent_status/1";
 }
 
+/// `sightline.trajectory/1`: published by the aggregator each time a sighting joins a
+/// trajectory (`new`: the sighting started it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Trajectory {
+    /// Event id of this update.
+    pub id: Uuid,
+    pub site: String,
+    /// When the sighting was placed.
+    #[serde(with = "ts::rfc3339_ms")]
+    pub ts: OffsetDateTime,
+    /// The trajectory's id (stable across its updates).
+    pub trajectory: Uuid,
+    /// The sighting that joined it.
+    pub sighting: Uuid,
+    pub camera: String,
+    #[serde(with = "ts::rfc3339_ms")]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "ts::rfc3339_ms")]
+    pub last_seen: OffsetDateTime,
+    /// Metres in the site frame, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ground: Option<[f64; 2]>,
+    /// Embedding distance to the trajectory it joined (absent when `new`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance: Option<f32>,
+    pub new: bool,
+}
+
+impl Payload for Trajectory {
+    const SCHEMA: &'static str = "sightline.trajectory/1";
+}
+
+/// Wall-clock time, injected so behaviour that depends on time can be tested deterministically.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system's UTC clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

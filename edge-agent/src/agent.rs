@@ -199,8 +199,8 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut control: Control) -> Re
     // Until every camera finished, or shutdown.
     loop {
         tokio::select! {
-            Some(id) = ended_rx.recv() => {
-                if sup.finished(&id) && sup.running.is_empty() {
+            Some(handle) = ended_rx.recv() => {
+                if sup.finished(&handle) && sup.running.is_empty() {
                     tracing::info!("every source finished");
                     break;
                 }
@@ -280,8 +280,8 @@ struct Supervisor {
     events: mpsc::Sender<Outgoing>,
     set: Arc<CameraSet>,
     running: HashMap<String, Running>,
-    /// Camera tasks report their id here when they end.
-    ended: mpsc::UnboundedSender<String>,
+    /// Camera tasks report their handle here when they end.
+    ended: mpsc::UnboundedSender<Arc<CameraHandle>>,
     bell: Arc<Doorbell>,
     crowd_bell: Arc<Doorbell>,
     done: Arc<AtomicBool>,
@@ -327,10 +327,10 @@ impl Supervisor {
             events: self.events.clone(),
             shutdown: stop_rx,
         };
-        let (id, ended) = (handle.cfg.id.clone(), self.ended.clone());
+        let (me, ended) = (handle.clone(), self.ended.clone());
         let task = tokio::spawn(async move {
             task.run().await;
-            let _ = ended.send(id);
+            let _ = ended.send(me);
         });
         self.running.insert(handle.cfg.id.clone(), Running { handle, stop, task });
     }
@@ -350,10 +350,12 @@ impl Supervisor {
             Some(std::thread::Builder::new().name("crowd".into()).spawn(move || w.run()).expect("spawn crowd thread"));
     }
 
-    /// A camera task ended: whether it finished by itself (rather than being stopped).
-    fn finished(&mut self, id: &str) -> bool {
+    /// A camera task ended: whether it finished by itself (a task that was stopped, or replaced
+    /// by a reload, has left `running` already).
+    fn finished(&mut self, handle: &Arc<CameraHandle>) -> bool {
+        let id = &handle.cfg.id;
         match self.running.get(id) {
-            Some(r) if r.task.is_finished() => {
+            Some(r) if Arc::ptr_eq(&r.handle, handle) => {
                 self.running.remove(id);
                 true
             }

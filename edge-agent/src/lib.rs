@@ -17,21 +17,7 @@ pub mod rtsp;
 pub mod rules;
 pub mod tracker;
 
-use time::OffsetDateTime;
-
-/// Wall-clock time, injected so behaviour that depends on time can be tested deterministically.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> OffsetDateTime;
-}
-
-/// The system's UTC clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
+pub use sightline_contract::{Clock, SystemClock};
 
 /// Errors that stop the agent (per-camera errors are retried, not returned).
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod center;
 pub mod hostile;
+pub mod sim;
+pub use center::{Aggregator, aggregator_config, publish};
 pub use hostile::{HostileRtsp, Hostility};
 
 /// `shared/media` (env `SIGHTLINE_MEDIA_DIR`, set by `.cargo/config.toml`).

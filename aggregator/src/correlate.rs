@@ -1,0 +1,941 @@
+//! Cross-camera correlation: each sighting joins the trajectory it most likely belongs to, or
+//! starts a new one. See `docs/correlation.md` for the method, its failure modes and its tuning.
+//!
+//! A sighting is compared only with the live trajectories that
+//! 1. carry embeddings of the same `model` (and length),
+//! 2. have a member within `horizon_s` of it in event time,
+//! 3. stay physically possible with it inserted at its place *in event time*: the members just
+//!    before and just after it, and any member overlapping it, pass [`SiteModel`]'s gates
+//!    (speed, links, one track at a time per camera).
+//!
+//! Among those, the trajectory whose appearance is closest wins if its distance is at most
+//! `max_distance` and no other trajectory of a *different-looking* person comes within `margin`
+//! of it; otherwise the sighting starts a new trajectory. Nothing is random and ties are broken
+//! on trajectory ids, so the same sightings in the same order give the same trajectories.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use sightline_contract::Sighting;
+use time::OffsetDateTime;
+pub use uuid::Uuid;
+
+use crate::site::{SiteError, SiteModel, same_camera_ok, span_ms, unix_ms};
+
+/// Default `max_distance`: the dlib same-person threshold (models manifest: same person
+/// 0.06–0.55, different people from 0.65).
+pub const DEFAULT_MAX_DISTANCE: f32 = 0.6;
+/// Default `margin`, measured on the simulator (docs/correlation.md, "Tuning").
+pub const DEFAULT_MARGIN: f32 = 0.05;
+/// Default `horizon_s`: half an hour.
+pub const DEFAULT_HORIZON_S: f64 = 1800.0;
+/// Default `appearance_members`.
+pub const DEFAULT_APPEARANCE_MEMBERS: usize = 16;
+
+/// How a trajectory's appearance is compared with a sighting's embedding, over its
+/// `appearance_members` most recent members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Appearance {
+    /// Mean of the distances to the members (default). On the scale of a pairwise dlib
+    /// distance, so `max_distance` keeps its meaning; one odd shot cannot carry a look-alike in.
+    MeanDistance,
+    /// Distance to the mean of the members' embeddings. Per-shot noise averages out, so distances
+    /// are smaller than pairwise ones for everybody: it needs `max_distance` ≈ 0.55.
+    Centroid,
+    /// Smallest distance to any member: one similar shot is enough, so look-alikes merge more.
+    Nearest,
+}
+
+fn default_max_distance() -> f32 {
+    DEFAULT_MAX_DISTANCE
+}
+fn default_margin() -> f32 {
+    DEFAULT_MARGIN
+}
+fn default_horizon() -> f64 {
+    DEFAULT_HORIZON_S
+}
+fn default_appearance() -> Appearance {
+    Appearance::MeanDistance
+}
+fn default_members() -> usize {
+    DEFAULT_APPEARANCE_MEMBERS
+}
+
+/// `[correlation]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelationConfig {
+    /// A sighting joins a trajectory only if its embedding distance to the trajectory's appearance
+    /// is at most this (Euclidean, dlib units, (0, 2]). Default 0.6.
+    #[serde(default = "default_max_distance")]
+    pub max_distance: f32,
+    /// The best trajectory must beat the runner-up by at least this much, unless the two look
+    /// like the same person; otherwise the sighting starts a new trajectory ([0, 1]). Default 0.05.
+    #[serde(default = "default_margin")]
+    pub margin: f32,
+    /// A sighting further than this (s) in event time from every member of a trajectory cannot
+    /// join it (> 0). Default 1800.
+    #[serde(default = "default_horizon")]
+    pub horizon_s: f64,
+    /// How a trajectory's appearance is compared. Default `mean_distance`.
+    #[serde(default = "default_appearance")]
+    pub appearance: Appearance,
+    /// How many of a trajectory's most recent members (in event time) make its appearance
+    /// ([1, 1024]). Default 16.
+    #[serde(default = "default_members")]
+    pub appearance_members: usize,
+}
+
+impl Default for CorrelationConfig {
+    fn default() -> Self {
+        Self {
+            max_distance: DEFAULT_MAX_DISTANCE,
+            margin: DEFAULT_MARGIN,
+            horizon_s: DEFAULT_HORIZON_S,
+            appearance: Appearance::MeanDistance,
+            appearance_members: DEFAULT_APPEARANCE_MEMBERS,
+        }
+    }
+}
+
+impl CorrelationConfig {
+    /// Checks every value; the error names the key (`correlation.margin`, …).
+    pub fn validate(&self) -> Result<(), SiteError> {
+        let d = self.max_distance;
+        if !(d.is_finite() && d > 0.0 && d <= 2.0) {
+            return Err(SiteError::new("correlation.max_distance", "must be in (0, 2]"));
+        }
+        if !(self.margin.is_finite() && (0.0..=1.0).contains(&self.margin)) {
+            return Err(SiteError::new("correlation.margin", "must be in [0, 1]"));
+        }
+        if !(self.horizon_s.is_finite() && self.horizon_s > 0.0) {
+            return Err(SiteError::new("correlation.horizon_s", "must be a finite number of seconds > 0"));
+        }
+        if !(1..=1024).contains(&self.appearance_members) {
+            return Err(SiteError::new("correlation.appearance_members", "must be in [1, 1024]"));
+        }
+        Ok(())
+    }
+}
+
+/// What the correlator needs of a sighting.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub sighting: Uuid,
+    pub camera: String,
+    pub first_seen: OffsetDateTime,
+    pub last_seen: OffsetDateTime,
+    pub embedding: Vec<f32>,
+    pub model: String,
+}
+
+impl Observation {
+    pub fn from_sighting(s: &Sighting) -> Self {
+        Self {
+            sighting: s.id,
+            camera: s.camera.clone(),
+            first_seen: s.first_seen,
+            last_seen: s.last_seen,
+            embedding: s.embedding.clone(),
+            model: s.model.clone(),
+        }
+    }
+}
+
+/// Where a sighting went.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Assignment {
+    /// The trajectory it joined or started (new ones get a UUIDv7).
+    pub trajectory: Uuid,
+    /// It started the trajectory.
+    pub new: bool,
+    /// Embedding distance to the trajectory's appearance when it joined (`None` when `new`).
+    pub distance: Option<f32>,
+}
+
+/// Counters since the correlator was created (for metrics).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CorrelatorStats {
+    /// Sightings that joined an existing trajectory.
+    pub joined: u64,
+    /// Sightings that started a trajectory (all reasons, including the two below).
+    pub started: u64,
+    /// ... of which because two different-looking trajectories were within `margin`.
+    pub ambiguous: u64,
+    /// ... of which because the embedding was empty or not finite (never compared).
+    pub unusable: u64,
+    /// Sightings already placed (redelivered): answered with their first assignment.
+    pub duplicates: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Member {
+    sighting: Uuid,
+    cam: u32,
+    start: i64,
+    end: i64,
+    /// Empty once the member is no longer among the `appearance_members` most recent, or when it
+    /// cannot be compared (restored with another model).
+    emb: Box<[f32]>,
+}
+
+#[derive(Clone, Debug)]
+struct Track {
+    id: Uuid,
+    model: u32,
+    dim: usize,
+    /// Sorted by (start, end, sighting).
+    members: Vec<Member>,
+    first: i64,
+    last: i64,
+    /// Mean of the recent members' embeddings: the appearance for `Appearance::Centroid`, a lower
+    /// bound of the mean distance for `Appearance::MeanDistance`.
+    centroid: Vec<f32>,
+}
+
+impl Track {
+    /// The members among the `k` most recent that carry an embedding.
+    fn recent(&self, k: usize) -> impl Iterator<Item = &Member> {
+        self.members[self.members.len().saturating_sub(k)..].iter().filter(|m| !m.emb.is_empty())
+    }
+}
+
+/// A sighting ready for comparison.
+struct Probe {
+    cam: u32,
+    start: i64,
+    end: i64,
+    model: u32,
+    emb: Vec<f32>,
+}
+
+#[derive(Clone, Copy)]
+struct Candidate {
+    idx: usize,
+    d2: f32,
+}
+
+/// Places sightings into trajectories. Single-threaded: wrap it in a mutex to share it.
+pub struct Correlator {
+    cfg: CorrelationConfig,
+    site: SiteModel,
+    horizon_ms: i64,
+    /// In creation order.
+    tracks: Vec<Track>,
+    by_id: HashMap<Uuid, usize>,
+    by_sighting: HashMap<Uuid, Assignment>,
+    cameras: HashMap<String, u32>,
+    /// Interned camera -> index in the site model.
+    cam_site: Vec<Option<usize>>,
+    models: HashMap<String, u32>,
+    stats: CorrelatorStats,
+}
+
+impl Correlator {
+    pub fn new(cfg: CorrelationConfig, site: SiteModel) -> Result<Self, SiteError> {
+        cfg.validate()?;
+        let horizon_ms = (cfg.horizon_s * 1000.0).round() as i64;
+        Ok(Self {
+            cfg,
+            site,
+            horizon_ms,
+            tracks: Vec::new(),
+            by_id: HashMap::new(),
+            by_sighting: HashMap::new(),
+            cameras: HashMap::new(),
+            cam_site: Vec::new(),
+            models: HashMap::new(),
+            stats: CorrelatorStats::default(),
+        })
+    }
+
+    pub fn config(&self) -> &CorrelationConfig {
+        &self.cfg
+    }
+
+    pub fn site(&self) -> &SiteModel {
+        &self.site
+    }
+
+    pub fn stats(&self) -> CorrelatorStats {
+        self.stats
+    }
+
+    /// Live trajectories.
+    pub fn live(&self) -> usize {
+        self.tracks.len()
+    }
+
+    /// Places a sighting (in any arrival order: it is placed by event time). A sighting already
+    /// placed gets its first assignment again.
+    pub fn assign(&mut self, obs: Observation) -> Assignment {
+        if let Some(a) = self.by_sighting.get(&obs.sighting) {
+            self.stats.duplicates += 1;
+            return *a;
+        }
+        let sighting = obs.sighting;
+        let probe = self.probe(obs);
+        let usable = !probe.emb.is_empty() && probe.emb.iter().all(|x| x.is_finite());
+        let choice = if usable { self.choose(&probe) } else { Err(Why::Unusable) };
+        let assignment = match choice {
+            Ok((idx, d)) => {
+                self.stats.joined += 1;
+                self.insert(idx, sighting, probe);
+                Assignment { trajectory: self.tracks[idx].id, new: false, distance: Some(d) }
+            }
+            Err(why) => {
+                self.stats.started += 1;
+                match why {
+                    Why::Ambiguous => self.stats.ambiguous += 1,
+                    Why::Unusable => self.stats.unusable += 1,
+                    Why::NoCandidate => {}
+                }
+                let id = Uuid::now_v7();
+                let idx = self.create(id, &probe);
+                self.insert(idx, sighting, probe);
+                Assignment { trajectory: id, new: true, distance: None }
+            }
+        };
+        self.by_sighting.insert(sighting, assignment);
+        assignment
+    }
+
+    /// Rebuilds state after a restart: puts a stored sighting back into its stored trajectory,
+    /// without any gate. Replay in event-time order; a sighting already placed is ignored.
+    pub fn restore(&mut self, obs: Observation, trajectory: Uuid) {
+        if self.by_sighting.contains_key(&obs.sighting) {
+            return;
+        }
+        let sighting = obs.sighting;
+        let probe = self.probe(obs);
+        let (idx, new) = match self.by_id.get(&trajectory) {
+            Some(&idx) => (idx, false),
+            None => (self.create(trajectory, &probe), true),
+        };
+        self.insert(idx, sighting, probe);
+        self.by_sighting.insert(sighting, Assignment { trajectory, new, distance: None });
+    }
+
+    /// Drops the trajectories whose last sighting ended before `t`, and the members of live
+    /// trajectories that ended before `t` and no longer count for their appearance.
+    pub fn forget_before(&mut self, t: OffsetDateTime) {
+        let t = unix_ms(t);
+        let k = self.cfg.appearance_members;
+        let Self { tracks, by_sighting, by_id, .. } = self;
+        tracks.retain_mut(|tr| {
+            if tr.last < t {
+                for m in &tr.members {
+                    by_sighting.remove(&m.sighting);
+                }
+                return false;
+            }
+            let keep_from = tr.members.len().saturating_sub(k);
+            let mut i = 0;
+            tr.members.retain(|m| {
+                let keep = i >= keep_from || m.end >= t;
+                if !keep {
+                    by_sighting.remove(&m.sighting);
+                }
+                i += 1;
+                keep
+            });
+            tr.first = tr.members.iter().map(|m| m.start).min().unwrap_or(tr.first);
+            true
+        });
+        by_id.clear();
+        by_id.extend(tracks.iter().enumerate().map(|(i, tr)| (tr.id, i)));
+    }
+
+    fn probe(&mut self, obs: Observation) -> Probe {
+        let (start, end) = span_ms((obs.first_seen, obs.last_seen));
+        let cam = match self.cameras.get(&obs.camera) {
+            Some(&cam) => cam,
+            None => {
+                let cam = self.cam_site.len() as u32;
+                self.cam_site.push(self.site.camera_index(&obs.camera));
+                self.cameras.insert(obs.camera, cam);
+                cam
+            }
+        };
+        let next = self.models.len() as u32;
+        let model = *self.models.entry(obs.model).or_insert(next);
+        Probe { cam, start, end, model, emb: obs.embedding }
+    }
+
+    fn create(&mut self, id: Uuid, p: &Probe) -> usize {
+        let idx = self.tracks.len();
+        self.tracks.push(Track {
+            id,
+            model: p.model,
+            dim: p.emb.len(),
+            members: Vec::new(),
+            first: p.start,
+            last: p.end,
+            centroid: Vec::new(),
+        });
+        self.by_id.insert(id, idx);
+        idx
+    }
+
+    fn insert(&mut self, idx: usize, sighting: Uuid, p: Probe) {
+        let k = self.cfg.appearance_members;
+        let tr = &mut self.tracks[idx];
+        let comparable = p.model == tr.model && p.emb.len() == tr.dim && p.emb.iter().all(|x| x.is_finite());
+        let emb = if comparable { p.emb.into_boxed_slice() } else { Box::default() };
+        let key = (p.start, p.end, sighting);
+        let pos = tr.members.partition_point(|m| (m.start, m.end, m.sighting) < key);
+        tr.members.insert(pos, Member { sighting, cam: p.cam, start: p.start, end: p.end, emb });
+        tr.first = tr.first.min(p.start);
+        tr.last = tr.last.max(p.end);
+        let n = tr.members.len();
+        if pos + k < n {
+            // Older than the `k` most recent: never part of the appearance.
+            tr.members[pos].emb = Box::default();
+            return;
+        }
+        if n > k {
+            tr.members[n - k - 1].emb = Box::default();
+        }
+        {
+            let mut sum = vec![0f32; tr.dim];
+            let mut count = 0u32;
+            for m in tr.members[n.saturating_sub(k)..].iter().filter(|m| !m.emb.is_empty()) {
+                for (s, x) in sum.iter_mut().zip(m.emb.iter()) {
+                    *s += x;
+                }
+                count += 1;
+            }
+            if count > 0 {
+                let inv = 1.0 / count as f32;
+                sum.iter_mut().for_each(|s| *s *= inv);
+                tr.centroid = sum;
+            } else {
+                tr.centroid.clear();
+            }
+        }
+    }
+
+    /// The trajectory to join (index, distance), or why none.
+    fn choose(&self, p: &Probe) -> Result<(usize, f32), Why> {
+        let max_d = self.cfg.max_distance;
+        let limit = max_d + self.cfg.margin;
+        let limit2 = limit * limit;
+        let mut best: Option<Candidate> = None;
+        let mut second: Option<Candidate> = None;
+        let before = |a: &Candidate, b: &Candidate| (a.d2, self.tracks[a.idx].id) < (b.d2, self.tracks[b.idx].id);
+        for (idx, tr) in self.tracks.iter().enumerate() {
+            if tr.model != p.model || tr.dim != p.emb.len() {
+                continue;
+            }
+            if p.start - tr.last > self.horizon_ms || tr.first - p.end > self.horizon_ms {
+                continue;
+            }
+            if !self.fits(tr, p) {
+                continue;
+            }
+            let Some(d2) = self.appearance_d2(tr, &p.emb, limit2) else { continue };
+            let c = Candidate { idx, d2 };
+            match best {
+                Some(b) if !before(&c, &b) => {
+                    if second.is_none_or(|s| before(&c, &s)) {
+                        second = Some(c);
+                    }
+                }
+                _ => {
+                    second = best;
+                    best = Some(c);
+                }
+            }
+        }
+        let Some(b) = best else { return Err(Why::NoCandidate) };
+        let d = b.d2.sqrt();
+        if d > max_d {
+            return Err(Why::NoCandidate);
+        }
+        if let Some(s) = second
+            && s.d2.sqrt() - d < self.cfg.margin
+            && !self.look_alike(&self.tracks[b.idx], &self.tracks[s.idx])
+        {
+            return Err(Why::Ambiguous);
+        }
+        Ok((b.idx, d))
+    }
+
+    /// Do two trajectories look like the same person (fragments of one), by the same appearance
+    /// rule and threshold as a sighting?
+    fn look_alike(&self, a: &Track, b: &Track) -> bool {
+        let max2 = self.cfg.max_distance * self.cfg.max_distance;
+        match self.cfg.appearance {
+            Appearance::Centroid => {
+                !a.centroid.is_empty() && !b.centroid.is_empty() && sq_l2(&a.centroid, &b.centroid) <= max2
+            }
+            Appearance::Nearest | Appearance::MeanDistance => {
+                let k = self.cfg.appearance_members;
+                let mut sum = 0.0f32;
+                let mut n = 0u32;
+                let mut min = f32::INFINITY;
+                for x in a.recent(k) {
+                    for y in b.recent(k) {
+                        let d2 = sq_l2(&x.emb, &y.emb);
+                        min = min.min(d2);
+                        sum += d2.sqrt();
+                        n += 1;
+                    }
+                }
+                match self.cfg.appearance {
+                    Appearance::Nearest => min <= max2,
+                    _ => n > 0 && sum / n as f32 <= self.cfg.max_distance,
+                }
+            }
+        }
+    }
+
+    /// Squared distance from `emb` to the trajectory's appearance, `None` if above `limit2`.
+    fn appearance_d2(&self, tr: &Track, emb: &[f32], limit2: f32) -> Option<f32> {
+        match self.cfg.appearance {
+            Appearance::Centroid => sq_l2_within(&tr.centroid, emb, limit2),
+            Appearance::Nearest => {
+                let k = self.cfg.appearance_members;
+                let mut best: Option<f32> = None;
+                for m in tr.recent(k) {
+                    if let Some(d2) = sq_l2_within(&m.emb, emb, best.unwrap_or(limit2)) {
+                        best = Some(d2);
+                    }
+                }
+                best
+            }
+            Appearance::MeanDistance => {
+                // The distance to the centroid is a lower bound of the mean distance (triangle
+                // inequality): most trajectories are ruled out with one comparison.
+                sq_l2_within(&tr.centroid, emb, limit2)?;
+                let k = self.cfg.appearance_members;
+                let (mut sum, mut n) = (0.0f32, 0u32);
+                for m in tr.recent(k) {
+                    sum += sq_l2(&m.emb, emb).sqrt();
+                    n += 1;
+                }
+                let mean = sum / n.max(1) as f32;
+                (n > 0 && mean * mean <= limit2).then_some(mean * mean)
+            }
+        }
+    }
+
+    /// Can the sighting be inserted into the trajectory at its place in event time? Checks the
+    /// members overlapping it and the nearest member on each side that does not, and the horizon.
+    fn fits(&self, tr: &Track, p: &Probe) -> bool {
+        let m = &tr.members;
+        let idx = m.partition_point(|x| x.start <= p.start);
+        let mut nearest = i64::MAX;
+        for x in m[..idx].iter().rev() {
+            if !self.pair_ok(x, p) {
+                return false;
+            }
+            let gap = p.start - x.end;
+            nearest = nearest.min(gap.max(0));
+            if gap >= 0 {
+                break;
+            }
+        }
+        for x in &m[idx..] {
+            if !self.pair_ok(x, p) {
+                return false;
+            }
+            let gap = x.start - p.end;
+            nearest = nearest.min(gap.max(0));
+            if gap >= 0 {
+                break;
+            }
+        }
+        nearest <= self.horizon_ms
+    }
+
+    fn pair_ok(&self, m: &Member, p: &Probe) -> bool {
+        if m.cam == p.cam {
+            return same_camera_ok((m.start, m.end), (p.start, p.end));
+        }
+        self.site.feasible_ms(
+            self.cam_site[m.cam as usize],
+            (m.start, m.end),
+            self.cam_site[p.cam as usize],
+            (p.start, p.end),
+        )
+    }
+}
+
+enum Why {
+    NoCandidate,
+    Ambiguous,
+    Unusable,
+}
+
+/// Squared Euclidean distance; eight independent accumulators so the loop vectorises.
+#[inline]
+fn sq_l2(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| (x - y) * (x - y)).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            let d = x[i] - y[i];
+            acc[i] += d * d;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// [`sq_l2`], giving up (`None`) as soon as a block of 32 dimensions takes the sum above `limit2`.
+#[inline]
+fn sq_l2_within(a: &[f32], b: &[f32], limit2: f32) -> Option<f32> {
+    if a.len() != b.len() || a.is_empty() {
+        return None;
+    }
+    let mut sum = 0.0f32;
+    for (x, y) in a.chunks(32).zip(b.chunks(32)) {
+        sum += sq_l2(x, y);
+        if sum > limit2 {
+            return None;
+        }
+    }
+    Some(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::site::{CameraPlace, Link, SiteConfig};
+    use time::Duration;
+    use time::macros::datetime;
+
+    const T0: OffsetDateTime = datetime!(2026-11-23 08:00:00 UTC);
+    const MODEL: &str = "dlib-resnet-v1";
+
+    /// Cameras on a line: a at 0 m, b at 120 m, c at 15 m (views overlapping a's), far at 2 km.
+    fn site(links: Vec<Link>) -> SiteModel {
+        let cam =
+            |id: &str, x: f64| CameraPlace { id: id.into(), position: [x, 0.0], view_radius_m: 10.0, homography: None };
+        SiteModel::new(
+            SiteConfig { id: "riverside".into(), max_walking_speed_mps: 2.5, time_tolerance_s: 1.0, georef: None },
+            vec![cam("a", 0.0), cam("b", 120.0), cam("c", 15.0), cam("far", 2000.0)],
+            links,
+        )
+        .unwrap()
+    }
+
+    fn correlator(cfg: CorrelationConfig) -> Correlator {
+        Correlator::new(cfg, site(vec![])).unwrap()
+    }
+
+    /// A unit direction per person (coordinates 0/1 in distinct dimensions), plus a small offset:
+    /// `person(p, e)` and `person(p, f)` are `|e - f|` apart, different people ~1.4 apart.
+    fn emb(person: usize, offset: f32) -> Vec<f32> {
+        let mut v = vec![0f32; 128];
+        v[person] = 1.0;
+        v[127] = offset;
+        v
+    }
+
+    /// An embedding between two people: distance `d` from `a`'s direction (on the segment a->b).
+    fn between(a: usize, b: usize, d: f32) -> Vec<f32> {
+        let t = d / 2f32.sqrt();
+        let mut v = vec![0f32; 128];
+        v[a] = 1.0 - t;
+        v[b] = t;
+        v
+    }
+
+    fn obs(n: u128, camera: &str, start: f64, end: f64, embedding: Vec<f32>) -> Observation {
+        Observation {
+            sighting: Uuid::from_u128(n),
+            camera: camera.into(),
+            first_seen: T0 + Duration::seconds_f64(start),
+            last_seen: T0 + Duration::seconds_f64(end),
+            embedding,
+            model: MODEL.into(),
+        }
+    }
+
+    #[test]
+    fn config_defaults_and_validation() {
+        let c: CorrelationConfig = toml::from_str("").unwrap();
+        assert_eq!(c, CorrelationConfig::default());
+        assert_eq!(c.max_distance, 0.6);
+        assert_eq!(c.horizon_s, 1800.0);
+        assert_eq!(c.appearance, Appearance::MeanDistance);
+        let c: CorrelationConfig = toml::from_str("appearance = \"nearest\"\nmargin = 0").unwrap();
+        assert_eq!((c.appearance, c.margin), (Appearance::Nearest, 0.0));
+        assert!(toml::from_str::<CorrelationConfig>("threshold = 0.5").is_err());
+        let bad = |f: fn(&mut CorrelationConfig)| {
+            let mut c = CorrelationConfig::default();
+            f(&mut c);
+            Correlator::new(c, site(vec![])).err().unwrap().key
+        };
+        assert_eq!(bad(|c| c.max_distance = 0.0), "correlation.max_distance");
+        assert_eq!(bad(|c| c.margin = f32::NAN), "correlation.margin");
+        assert_eq!(bad(|c| c.horizon_s = -1.0), "correlation.horizon_s");
+        assert_eq!(bad(|c| c.appearance_members = 0), "correlation.appearance_members");
+    }
+
+    #[test]
+    fn same_person_joins_and_distance_is_reported() {
+        let mut c = correlator(CorrelationConfig::default());
+        let a = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0)));
+        assert!(a.new && a.distance.is_none());
+        let b = c.assign(obs(2, "c", 20.0, 25.0, emb(0, 0.3)));
+        assert_eq!((b.trajectory, b.new), (a.trajectory, false));
+        assert!((b.distance.unwrap() - 0.3).abs() < 1e-6);
+        // Another person starts their own.
+        let d = c.assign(obs(3, "c", 20.0, 25.0, emb(1, 0.0)));
+        assert!(d.new && d.trajectory != a.trajectory);
+        assert_eq!(c.live(), 2);
+        // Redelivery: the same answer, nothing added.
+        assert_eq!(c.assign(obs(2, "c", 20.0, 25.0, emb(0, 0.3))), b);
+        assert_eq!(c.stats(), CorrelatorStats { joined: 1, started: 2, ambiguous: 0, unusable: 0, duplicates: 1 });
+    }
+
+    #[test]
+    fn speed_gate() {
+        let mut c = correlator(CorrelationConfig::default());
+        let a = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0)));
+        // b is 100 m of walking away: 10 s later is too fast for one person.
+        let b = c.assign(obs(2, "b", 15.0, 20.0, emb(0, 0.1)));
+        assert!(b.new);
+        // 60 s later is a walk: both trajectories are possible, the closer one wins.
+        let d = c.assign(obs(3, "b", 65.0, 70.0, emb(0, 0.02)));
+        assert_eq!((d.trajectory, d.new), (a.trajectory, false));
+        // 2 km in 100 s: no.
+        assert!(c.assign(obs(4, "far", 170.0, 175.0, emb(0, 0.0))).new);
+    }
+
+    #[test]
+    fn links_override_speed() {
+        let link = Link { from: "a".into(), to: "c".into(), min_s: 120.0, max_s: None, one_way: false };
+        let mut c = Correlator::new(CorrelationConfig::default(), site(vec![link])).unwrap();
+        let a = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0)));
+        // c's view overlaps a's, but the link says it takes 2 minutes (a fence between them).
+        assert!(c.assign(obs(2, "c", 10.0, 15.0, emb(0, 0.3))).new);
+        let late = c.assign(obs(3, "c", 130.0, 135.0, emb(0, 0.1)));
+        assert_eq!((late.trajectory, late.new), (a.trajectory, false));
+    }
+
+    #[test]
+    fn horizon() {
+        let mut c = correlator(CorrelationConfig { horizon_s: 600.0, ..Default::default() });
+        let a = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0)));
+        assert_eq!(c.assign(obs(2, "a", 600.0, 610.0, emb(0, 0.1))).trajectory, a.trajectory);
+        let far = c.assign(obs(3, "a", 1211.0, 1220.0, emb(0, 0.1)));
+        assert!(far.new, "1211 - 610 > 600 s");
+        // A late sighting just before the first member, within the horizon, joins.
+        let early = c.assign(obs(4, "c", -300.0, -290.0, emb(0, 0.2)));
+        assert_eq!(early.trajectory, a.trajectory);
+    }
+
+    #[test]
+    fn threshold_and_margin() {
+        let mut c = correlator(CorrelationConfig::default());
+        let p = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0)));
+        let q = c.assign(obs(2, "a", 10.0, 15.0, emb(1, 0.0)));
+        assert!(q.new);
+        // 0.61 from p: too far.
+        assert!(c.assign(obs(3, "a", 20.0, 40.0, between(0, 2, 0.61))).new);
+        // Between p and q (1.41 apart: different people): 0.55 from p, 0.87 from q: clear.
+        let clear = c.assign(obs(4, "a", 30.0, 35.0, between(0, 1, 0.55)));
+        assert_eq!(clear.trajectory, p.trajectory);
+        // Two different-looking people within the margin of each other: start a new one.
+        let mut c = correlator(CorrelationConfig { max_distance: 0.8, margin: 0.05, ..Default::default() });
+        let _p = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0)));
+        let _q = c.assign(obs(2, "a", 10.0, 15.0, emb(1, 0.0)));
+        let amb = c.assign(obs(3, "a", 20.0, 25.0, between(0, 1, 0.69)));
+        assert!(amb.new);
+        assert_eq!(c.stats().ambiguous, 1);
+        // With margin 0, the nearest wins.
+        let mut c = correlator(CorrelationConfig { max_distance: 0.8, margin: 0.0, ..Default::default() });
+        let p = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0)));
+        let _q = c.assign(obs(2, "a", 10.0, 15.0, emb(1, 0.0)));
+        assert_eq!(c.assign(obs(3, "a", 20.0, 25.0, between(0, 1, 0.69))).trajectory, p.trajectory);
+    }
+
+    #[test]
+    fn fragments_of_one_person_are_not_ambiguous() {
+        // p's trajectory was split (a run between cameras); both fragments look alike, so a
+        // sighting close to both joins the closer one instead of starting a third.
+        let mut c = correlator(CorrelationConfig::default());
+        let p1 = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0)));
+        let p2 = c.assign(obs(2, "b", 10.0, 15.0, emb(0, 0.1)));
+        assert!(p2.new);
+        let next = c.assign(obs(3, "b", 300.0, 305.0, emb(0, 0.07)));
+        assert!(!next.new);
+        assert_eq!(next.trajectory, p2.trajectory);
+        assert_ne!(p1.trajectory, p2.trajectory);
+    }
+
+    #[test]
+    fn appearance_rules() {
+        // Members 0.4 apart; the sighting is 0.1 from one and 0.3 from the other.
+        for (appearance, want) in
+            [(Appearance::MeanDistance, 0.2), (Appearance::Centroid, 0.1), (Appearance::Nearest, 0.1)]
+        {
+            let mut c = correlator(CorrelationConfig { appearance, ..Default::default() });
+            let t = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0))).trajectory;
+            assert_eq!(c.assign(obs(2, "a", 10.0, 15.0, emb(0, 0.4))).trajectory, t);
+            let x = c.assign(obs(3, "a", 20.0, 25.0, emb(0, 0.1)));
+            assert_eq!(x.trajectory, t);
+            assert!((x.distance.unwrap() - want).abs() < 1e-6, "{appearance:?}: {x:?}");
+        }
+        // Only the `appearance_members` most recent members count.
+        let mut c = correlator(CorrelationConfig { appearance_members: 1, ..Default::default() });
+        let t = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0))).trajectory;
+        assert_eq!(c.assign(obs(2, "a", 10.0, 15.0, emb(0, 0.4))).trajectory, t);
+        let x = c.assign(obs(3, "a", 20.0, 25.0, emb(0, 0.1)));
+        assert!((x.distance.unwrap() - 0.3).abs() < 1e-6, "{x:?}");
+    }
+
+    #[test]
+    fn model_mismatch_never_compared() {
+        let mut c = correlator(CorrelationConfig::default());
+        let a = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0)));
+        let mut other = obs(2, "a", 10.0, 15.0, emb(0, 0.0));
+        other.model = "arcface-r100".into();
+        let b = c.assign(other);
+        assert!(b.new && b.trajectory != a.trajectory);
+        // Different length, same name: not comparable either.
+        assert!(c.assign(obs(3, "a", 20.0, 25.0, vec![0.0; 64])).new);
+        // Unusable embeddings start their own trajectory and are counted.
+        assert!(c.assign(obs(4, "a", 30.0, 35.0, vec![])).new);
+        let mut nan = emb(0, 0.0);
+        nan[3] = f32::NAN;
+        assert!(c.assign(obs(5, "a", 40.0, 45.0, nan)).new);
+        assert_eq!(c.stats().unusable, 2);
+        // The dlib trajectory still takes dlib sightings.
+        assert_eq!(c.assign(obs(6, "a", 50.0, 55.0, emb(0, 0.1))).trajectory, a.trajectory);
+    }
+
+    #[test]
+    fn late_sighting_between_two_members() {
+        let mut c = correlator(CorrelationConfig::default());
+        let a = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0)));
+        assert_eq!(c.assign(obs(2, "a", 200.0, 205.0, emb(0, 0.1))).trajectory, a.trajectory);
+        // Replayed later: at b between the two a sightings. 100 m each way, 95 s each way: fine.
+        let late = c.assign(obs(3, "b", 100.0, 105.0, emb(0, 0.05)));
+        assert_eq!((late.trajectory, late.new), (a.trajectory, false));
+        // At b 10 s before the one at 200 on a: too fast *to* the member after it.
+        assert!(c.assign(obs(5, "b", 180.0, 190.0, emb(0, 0.05))).new);
+        // Another replay at b, 20 s after the a sighting at 200: too fast from a.
+        assert_ne!(c.assign(obs(4, "b", 225.0, 230.0, emb(0, 0.05))).trajectory, a.trajectory);
+        // At far, overlapping nothing but between members in time: 2 km away, impossible.
+        assert!(c.assign(obs(6, "far", 150.0, 151.0, emb(0, 0.0))).new);
+    }
+
+    #[test]
+    fn overlap_in_time() {
+        let mut c = correlator(CorrelationConfig::default());
+        let a = c.assign(obs(1, "a", 0.0, 60.0, emb(0, 0.0)));
+        // Same camera, overlapping: another person, however similar (twins).
+        assert!(c.assign(obs(2, "a", 30.0, 40.0, emb(0, 0.3))).new);
+        // Same camera, right after (a track split at its maximum duration): same trajectory.
+        assert_eq!(c.assign(obs(3, "a", 60.0, 90.0, emb(0, 0.02))).trajectory, a.trajectory);
+        // c's view overlaps a's: seen by both at once is fine.
+        assert_eq!(c.assign(obs(4, "c", 70.0, 80.0, emb(0, 0.02))).trajectory, a.trajectory);
+        // b is 100 m away: overlapping a member in time there is impossible.
+        assert!(c.assign(obs(5, "b", 20.0, 25.0, emb(0, 0.0))).new);
+    }
+
+    #[test]
+    fn unknown_cameras_are_gated_by_time_only() {
+        let mut c = correlator(CorrelationConfig::default());
+        let a = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0)));
+        assert_eq!(c.assign(obs(2, "nowhere", 6.0, 8.0, emb(0, 0.1))).trajectory, a.trajectory);
+        assert!(c.assign(obs(3, "nowhere", 7.0, 9.0, emb(0, 0.1))).new, "same unknown camera, overlapping");
+    }
+
+    #[test]
+    fn restore_rebuilds_the_same_state() {
+        let seq = [
+            obs(1, "a", 0.0, 5.0, emb(0, 0.0)),
+            obs(2, "a", 3.0, 9.0, emb(1, 0.0)),
+            obs(3, "c", 30.0, 35.0, emb(0, 0.2)),
+            obs(4, "b", 90.0, 95.0, emb(1, 0.2)),
+        ];
+        let mut live = correlator(CorrelationConfig::default());
+        let placed: Vec<_> = seq.iter().map(|o| live.assign(o.clone()).trajectory).collect();
+        let mut again = correlator(CorrelationConfig::default());
+        for (o, t) in seq.iter().zip(&placed) {
+            again.restore(o.clone(), *t);
+        }
+        assert_eq!(again.live(), 2);
+        let next = obs(5, "b", 140.0, 145.0, emb(0, 0.1));
+        let x = live.assign(next.clone());
+        let y = again.assign(next);
+        assert_eq!((x.trajectory, x.new), (y.trajectory, y.new));
+        assert_eq!(x.trajectory, placed[0]);
+        // A restored sighting is known: redelivery does not place it again.
+        assert_eq!(again.assign(seq[1].clone()).trajectory, placed[1]);
+    }
+
+    #[test]
+    fn forget_before_bounds_memory() {
+        let mut c = correlator(CorrelationConfig { appearance_members: 2, ..Default::default() });
+        let a = c.assign(obs(1, "a", 0.0, 5.0, emb(0, 0.0)));
+        for i in 0..5 {
+            let t = 100.0 * (i + 1) as f64;
+            assert_eq!(c.assign(obs(10 + i, "a", t, t + 5.0, emb(0, 0.1))).trajectory, a.trajectory);
+        }
+        assert!(c.assign(obs(2, "b", 50.0, 55.0, emb(1, 0.0))).new);
+        assert_eq!(c.live(), 2);
+        c.forget_before(T0 + Duration::seconds(300));
+        assert_eq!(c.live(), 1);
+        let tr = &c.tracks[0];
+        assert_eq!(tr.id, a.trajectory);
+        assert_eq!(tr.members.len(), 3, "members 300, 400, 500 remain");
+        assert!(tr.members.iter().rev().take(2).all(|m| !m.emb.is_empty()));
+        assert!(tr.members[0].emb.is_empty());
+        assert_eq!(c.by_sighting.len(), 3);
+        // The forgotten trajectory's sightings are forgotten too; a's still takes sightings.
+        assert!(c.assign(obs(2, "b", 50.0, 55.0, emb(1, 0.0))).new);
+        assert_eq!(c.stats().duplicates, 0);
+        assert_eq!(c.assign(obs(99, "a", 600.0, 605.0, emb(0, 0.0))).trajectory, a.trajectory);
+    }
+
+    #[test]
+    fn deterministic_apart_from_ids() {
+        let run = || {
+            let mut c = correlator(CorrelationConfig::default());
+            let mut labels: Vec<usize> = Vec::new();
+            let mut seen: Vec<Uuid> = Vec::new();
+            for i in 0..60u128 {
+                let person = (i * 7 % 5) as usize;
+                let o = obs(i + 1, ["a", "c", "b"][(i % 3) as usize], i as f64 * 70.0, i as f64 * 70.0 + 5.0, {
+                    let mut e = emb(person, 0.0);
+                    e[100 + (i % 20) as usize] = 0.2;
+                    e
+                });
+                let t = c.assign(o).trajectory;
+                let pos = seen.iter().position(|x| *x == t).unwrap_or_else(|| {
+                    seen.push(t);
+                    seen.len() - 1
+                });
+                labels.push(pos);
+            }
+            labels
+        };
+        let first = run();
+        assert_eq!(first, run());
+        assert_eq!(first.iter().max(), Some(&4));
+    }
+
+    #[test]
+    fn sq_l2_matches_naive() {
+        let a: Vec<f32> = (0..128).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..128).map(|i| (i as f32 * 0.11).cos()).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+        assert!((sq_l2(&a, &b) - naive).abs() < 1e-3);
+        assert_eq!(sq_l2_within(&a, &b, naive * 0.5), None);
+        assert!((sq_l2_within(&a, &b, naive * 2.0).unwrap() - naive).abs() < 1e-3);
+        assert!(
+            (sq_l2(&a[..13], &b[..13]) - a[..13].iter().zip(&b[..13]).map(|(x, y)| (x - y) * (x - y)).sum::<f32>())
+                .abs()
+                < 1e-4
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! sightline aggregator: receives every edge agent's MQTT traffic, correlates sightings across
+//! cameras into trajectories, stores them, and serves integrators and operators.
+//! See `docs/aggregator.md`.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod correlate;
+pub mod ingest;
+pub mod service;
+pub mod site;
+pub mod store;
+
+pub use sightline_contract::{Clock, SystemClock};

@@ -1,0 +1,142 @@
+//! `aggregator`: run, check-config, token.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sightline_aggregator::auth::{Role, new_token, token_hash};
+use sightline_aggregator::config::Config;
+use sightline_aggregator::store::{SqliteStore, Store};
+use sightline_aggregator::{SystemClock, service};
+use sightline_contract::Clock;
+
+#[derive(Parser)]
+#[command(name = "aggregator", version, about = "sightline aggregator: sightings from every camera into trajectories")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the aggregator.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a config file: syntax, keys, values, the site model.
+    CheckConfig { config: PathBuf },
+    /// API tokens (stored hashed; a token is shown once, when it is created).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (once).
+    Create {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// operator < integrator < admin.
+        #[arg(long)]
+        role: Role,
+    },
+    /// Revoke a token by name.
+    Revoke {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (names, roles, dates; never the tokens).
+    List {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttd=warn,ort=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match std::env::var_os("JOURNAL_STREAM") {
+        Some(_) => logs.without_time().init(),
+        None => logs.init(),
+    }
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            rt.block_on(async move {
+                let (stop, shutdown) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    let _ = stop.send(true);
+                });
+                service::run(cfg, Arc::new(SystemClock), shutdown).await
+            })?;
+        }
+        Command::CheckConfig { config } => {
+            let cfg = Config::load(&config)?;
+            println!(
+                "{}: OK (site {}, {} camera(s), {} link(s), store {})",
+                config.display(),
+                cfg.site.id,
+                cfg.cameras.len(),
+                cfg.links.len(),
+                cfg.store.path.display()
+            );
+        }
+        Command::Token { command } => tokens(command)?,
+    }
+    Ok(())
+}
+
+fn tokens(command: TokenCommand) -> anyhow::Result<()> {
+    let open = |config: &PathBuf| -> anyhow::Result<SqliteStore> {
+        let cfg = Config::load(config)?;
+        SqliteStore::open(&cfg.store.path).with_context(|| format!("opening the store of {}", config.display()))
+    };
+    match command {
+        TokenCommand::Create { config, name, role } => {
+            let store = open(&config)?;
+            let token = new_token();
+            store.create_token(&name, role, &token_hash(&token), SystemClock.now())?;
+            eprintln!("token {name:?} ({}) created; it is shown only this once:", role.as_str());
+            println!("{token}");
+        }
+        TokenCommand::Revoke { config, name } => {
+            let store = open(&config)?;
+            anyhow::ensure!(store.revoke_token(&name, SystemClock.now())?, "no active token named {name:?}");
+            println!("token {name:?} revoked");
+        }
+        TokenCommand::List { config } => {
+            let when =
+                |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+            for t in open(&config)?.list_tokens()? {
+                let state = t.revoked_at.map(|r| format!("revoked {}", when(r))).unwrap_or("active".into());
+                println!("{}\t{}\tcreated {}\t{state}", t.name, t.role.as_str(), when(t.created_at));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

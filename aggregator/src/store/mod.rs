@@ -1,0 +1,621 @@
+//! The aggregator's storage: cameras, sightings, trajectories, alerts, crowd series, tokens, the
+//! audit log and the watchlist (`docs/aggregator-storage.md`).
+//!
+//! [`Store`] is synchronous: every call is one short transaction (or a few, for [`Store::purge`]),
+//! and the async caller runs it on a blocking thread (`tokio::task::spawn_blocking`) with the
+//! store shared as `Arc<dyn Store>`. [`SqliteStore`] is the default implementation; a PostgreSQL
+//! one can follow behind the same trait.
+//!
+//! Time is always passed in (`received_at`, `at`, `now`), never read from the system clock, so
+//! behaviour is deterministic under test. Timestamps are kept at millisecond precision, like the
+//! wire contract. Time windows are half-open: `since` inclusive, `until` exclusive.
+//!
+//! Inserts of events (sightings, alerts, crowd measurements) are idempotent on the event id and
+//! return whether the event was new: edges deliver at least once.
+//!
+//! What is stored of a person: the sighting's metadata and its face embedding (128 floats). Never
+//! a face image. [`Store::purge`] deletes sightings and their embeddings past the retention limit
+//! and leaves no trace of them in the database files.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sightline_contract::{AgentStatus, Alert, AlertKind, AlertState, CameraStatus, Crowd, Sighting, ts};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use crate::auth::Role;
+
+pub mod migrations;
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+/// A storage failure. Each names the operation or the thing at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: cannot open: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error(
+        "store {path}: schema version {found} is newer than this aggregator supports (up to {supported}); \
+         run a newer aggregator, or restore a backup made by this version"
+    )]
+    TooNew { path: String, found: u32, supported: u32 },
+    #[error("store {path}: not a sightline aggregator database: {detail}")]
+    Foreign { path: String, detail: String },
+    #[error("store {path}: migration to schema version {version} ({name}) failed and was rolled back: {source}")]
+    Migration { path: String, version: u32, name: &'static str, source: rusqlite::Error },
+    #[error("store: {op}: {source}")]
+    Sql { op: &'static str, source: rusqlite::Error },
+    #[error("store: {what} {key:?} not found")]
+    NotFound { what: &'static str, key: String },
+    #[error("store: token name {0:?} is already taken (names are never reused, even after revocation)")]
+    TokenNameTaken(String),
+    #[error("store: invalid {what}: {detail}")]
+    Invalid { what: &'static str, detail: String },
+    #[error("store: corrupt {what} in the database: {detail}")]
+    Corrupt { what: &'static str, detail: String },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Storage of everything the aggregator keeps. Implementations are thread-safe; each call is
+/// synchronous (run it on a blocking thread).
+pub trait Store: Send + Sync {
+    // ---- ingestion -------------------------------------------------------------------------
+
+    /// Whether an event (sighting, alert or crowd measurement) with this id is stored.
+    fn seen(&self, id: Uuid) -> Result<bool>;
+
+    /// Stores a sighting placed on `trajectory` (at embedding `distance` from it, `None` when the
+    /// sighting started it) and, in the same transaction, creates or updates the trajectory's row
+    /// (first/last seen, sighting count, cameras). Returns false, changing nothing, when the
+    /// sighting's id is already stored. A trajectory belongs to one site.
+    fn record_sighting(
+        &self,
+        sighting: &Sighting,
+        trajectory: Uuid,
+        distance: Option<f32>,
+        received_at: OffsetDateTime,
+    ) -> Result<bool>;
+
+    /// Stores an alert event; false when its id is already stored. An event of an alert that was
+    /// already acknowledged (e.g. its clear) inherits the acknowledgement.
+    fn record_alert(&self, alert: &Alert, received_at: OffsetDateTime) -> Result<bool>;
+
+    /// Stores a crowd measurement; false when its id is already stored.
+    fn record_crowd(&self, crowd: &Crowd, received_at: OffsetDateTime) -> Result<bool>;
+
+    /// Keeps the camera's status if it is at least as recent (by `ts`) as the stored one;
+    /// returns whether it was kept. Creates the camera if it is unknown.
+    fn record_camera_status(&self, status: &CameraStatus, received_at: OffsetDateTime) -> Result<bool>;
+
+    /// Keeps the agent's status if it is at least as recent (by `ts`) as the stored one; returns
+    /// whether it was kept.
+    fn record_agent_status(&self, status: &AgentStatus, received_at: OffsetDateTime) -> Result<bool>;
+
+    /// Creates a camera or sets its position (metres in the site frame, from the site config);
+    /// its status is left as it is.
+    fn put_camera(&self, site: &str, camera: &str, position: Option<[f64; 2]>) -> Result<()>;
+
+    /// Acknowledges every event of an alert (by its stable `alert` id). The first
+    /// acknowledgement is kept.
+    fn acknowledge_alert(&self, alert: &str, by: &str, at: OffsetDateTime) -> Result<Acknowledged>;
+
+    // ---- queries for the HTTP API ------------------------------------------------------------
+
+    /// Every camera with its position and latest status, by site and id.
+    fn cameras(&self) -> Result<Vec<CameraRecord>>;
+
+    /// Every agent's latest status, by site and id.
+    fn agents(&self) -> Result<Vec<AgentRecord>>;
+
+    /// Alert events matching `q`, newest first.
+    fn alerts(&self, q: &AlertQuery) -> Result<Vec<StoredAlert>>;
+
+    /// A camera's crowd counts averaged in buckets of `q.step_s`; only non-empty buckets.
+    fn crowd_series(&self, q: &CrowdQuery) -> Result<Vec<CrowdBucket>>;
+
+    /// Trajectory summaries matching `q`, newest (by `last_seen`) first, one page.
+    fn trajectories(&self, q: &TrajectoryQuery) -> Result<TrajectoryPage>;
+
+    /// A trajectory and its sightings in event order; `None` when unknown.
+    fn trajectory(&self, id: Uuid) -> Result<Option<TrajectoryDetail>>;
+
+    /// One sighting with the trajectory it belongs to; `None` when unknown.
+    fn sighting(&self, id: Uuid) -> Result<Option<StoredSighting>>;
+
+    // ---- search and restart --------------------------------------------------------------------
+
+    /// Calls `f` for each stored embedding of `model` whose sighting's `last_seen` is in
+    /// `[since, until)`, in `last_seen` order; returns how many. Used to build the in-memory search
+    /// index at startup. `f` must not call the store.
+    fn for_each_embedding(
+        &self,
+        model: &str,
+        since: Option<OffsetDateTime>,
+        until: Option<OffsetDateTime>,
+        f: &mut dyn FnMut(EmbeddingRow),
+    ) -> Result<u64>;
+
+    /// [`Store::for_each_embedding`], collected.
+    fn embeddings(
+        &self,
+        model: &str,
+        since: Option<OffsetDateTime>,
+        until: Option<OffsetDateTime>,
+    ) -> Result<Vec<EmbeddingRow>> {
+        let mut rows = Vec::new();
+        self.for_each_embedding(model, since, until, &mut |r| rows.push(r))?;
+        Ok(rows)
+    }
+
+    /// Sightings with `last_seen >= since`, in event order (`first_seen`, then id), with their
+    /// trajectories: what the correlator replays at startup.
+    fn sightings_for_replay(&self, since: OffsetDateTime) -> Result<Vec<StoredSighting>>;
+
+    // ---- tokens --------------------------------------------------------------------------------
+
+    /// Stores a new token by the hex SHA-256 of its secret (`auth::token_hash`).
+    /// [`StoreError::TokenNameTaken`] when the name was ever used.
+    fn create_token(&self, name: &str, role: Role, hash: &str, at: OffsetDateTime) -> Result<Token>;
+
+    /// The **unrevoked** token with this hash.
+    fn token_by_hash(&self, hash: &str) -> Result<Option<Token>>;
+
+    /// Revokes a token by name: true if revoked now, false if it already was.
+    /// [`StoreError::NotFound`] when no token has this name.
+    fn revoke_token(&self, name: &str, at: OffsetDateTime) -> Result<bool>;
+
+    /// Every token, revoked ones included, by creation.
+    fn list_tokens(&self) -> Result<Vec<Token>>;
+
+    // ---- audit ---------------------------------------------------------------------------------
+
+    /// Appends to the audit log (durably, before the audited answer is sent); returns its `seq`.
+    fn audit(&self, entry: &AuditEntry) -> Result<i64>;
+
+    /// Audit records matching `q`, in the order they were written.
+    fn audit_log(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>>;
+
+    // ---- watchlist -----------------------------------------------------------------------------
+
+    /// Adds an entry; false when its id is already there.
+    fn watchlist_add(&self, entry: &WatchlistEntry) -> Result<bool>;
+
+    /// Entries not expired at `at` (`expires_at > at`), by creation.
+    fn watchlist_active(&self, at: OffsetDateTime) -> Result<Vec<WatchlistEntry>>;
+
+    /// Deletes an entry and its embedding from the database files; false when unknown.
+    fn watchlist_remove(&self, id: Uuid) -> Result<bool>;
+
+    // ---- retention -----------------------------------------------------------------------------
+
+    /// Deletes what is past `policy` at `now`: sightings (with their embeddings) by `last_seen`,
+    /// trajectories left without sightings (the others are recomputed), alerts and crowd
+    /// measurements by `ts`, audit records by `ts`, expired watchlist entries. Then makes sure the
+    /// deleted data is gone from the database files too.
+    fn purge(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeReport>;
+
+    /// Rewrites the whole database compactly (SQLite `VACUUM`, then a WAL truncation): no free
+    /// space is left holding bytes of deleted rows, whatever the page history. Takes time in
+    /// proportion to the store's size and holds up writes meanwhile: for a quiet hour, not for
+    /// every purge (see `docs/aggregator-storage.md`).
+    fn compact(&self) -> Result<()>;
+}
+
+/// Outcome of [`Store::acknowledge_alert`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acknowledged {
+    /// Acknowledged now.
+    Now,
+    /// It already was, by `by` at `at`; unchanged.
+    Already { by: String, at: OffsetDateTime },
+    /// No event with this `alert` id is stored.
+    NotFound,
+}
+
+/// A camera: where it is and what it last reported.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CameraRecord {
+    pub site: String,
+    pub camera: String,
+    /// Metres in the site frame.
+    pub position: Option<[f64; 2]>,
+    /// The latest status by `ts`, if any was received.
+    pub status: Option<CameraStatus>,
+    #[serde(with = "opt_ts")]
+    pub status_received_at: Option<OffsetDateTime>,
+}
+
+/// An agent's latest status.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AgentRecord {
+    pub status: AgentStatus,
+    #[serde(with = "ts::rfc3339_ms")]
+    pub received_at: OffsetDateTime,
+}
+
+/// Filters of [`Store::alerts`].
+#[derive(Clone, Debug, Default)]
+pub struct AlertQuery {
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    pub kind: Option<AlertKind>,
+    pub state: Option<AlertState>,
+    pub site: Option<String>,
+    pub camera: Option<String>,
+    /// At least 1.
+    pub limit: u32,
+}
+
+/// A stored alert event.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StoredAlert {
+    pub alert: Alert,
+    #[serde(with = "ts::rfc3339_ms")]
+    pub received_at: OffsetDateTime,
+    pub acknowledged_by: Option<String>,
+    #[serde(with = "opt_ts")]
+    pub acknowledged_at: Option<OffsetDateTime>,
+}
+
+/// Parameters of [`Store::crowd_series`].
+#[derive(Clone, Debug)]
+pub struct CrowdQuery {
+    pub site: Option<String>,
+    pub camera: String,
+    /// A zone's counts; `None`: the camera's `total`.
+    pub zone: Option<String>,
+    pub since: OffsetDateTime,
+    pub until: OffsetDateTime,
+    /// Bucket width in seconds (at least 1). Buckets are aligned to multiples of the step since
+    /// the Unix epoch, so the same step gives the same buckets whatever `since` is.
+    pub step_s: u32,
+}
+
+/// One bucket of a crowd series.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CrowdBucket {
+    /// Start of the bucket (inclusive); it ends at `start + step`.
+    #[serde(with = "ts::rfc3339_ms")]
+    pub start: OffsetDateTime,
+    /// Mean count of the measurements in the bucket.
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub samples: u32,
+}
+
+/// Filters and page of [`Store::trajectories`].
+#[derive(Clone, Debug, Default)]
+pub struct TrajectoryQuery {
+    pub site: Option<String>,
+    /// Trajectories overlapping `[since, until)`: `last_seen >= since` and `first_seen < until`.
+    pub since: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    /// Trajectories with at least one sighting on this camera.
+    pub camera: Option<String>,
+    /// Page size, at least 1.
+    pub limit: u32,
+    /// Where the previous page ended ([`TrajectoryPage::next`]).
+    pub cursor: Option<Cursor>,
+}
+
+/// A trajectory's summary row.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrajectorySummary {
+    pub id: Uuid,
+    pub site: String,
+    #[serde(with = "ts::rfc3339_ms")]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "ts::rfc3339_ms")]
+    pub last_seen: OffsetDateTime,
+    pub sightings: u32,
+    /// Camera ids in order of first visit.
+    pub cameras: Vec<String>,
+}
+
+/// One page of trajectories.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrajectoryPage {
+    pub items: Vec<TrajectorySummary>,
+    /// The cursor of the next page; `None` on the last one.
+    pub next: Option<Cursor>,
+}
+
+/// An opaque keyset-pagination cursor (the position after a trajectory in newest-first order).
+/// As a string it is 48 hex digits; clients pass it back unchanged.
+///
+/// Paging is stable under inserts: a page never repeats an item of an earlier page, and
+/// trajectories created after the first page do not shift later pages. A trajectory that gains a
+/// sighting while a client pages moves to the head of the order (its `last_seen` grows), so the
+/// client sees it again only by starting over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub(crate) last_seen_ms: i64,
+    pub(crate) id: Uuid,
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut bytes = [0u8; 24];
+        bytes[..8].copy_from_slice(&self.last_seen_ms.to_be_bytes());
+        bytes[8..].copy_from_slice(self.id.as_bytes());
+        f.write_str(&hex::encode(bytes))
+    }
+}
+
+impl FromStr for Cursor {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || StoreError::Invalid { what: "cursor", detail: format!("{s:?} is not a cursor of this API") };
+        let bytes = hex::decode(s).map_err(|_| bad())?;
+        if bytes.len() != 24 {
+            return Err(bad());
+        }
+        let last_seen_ms = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+        let id = Uuid::from_slice(&bytes[8..]).map_err(|_| bad())?;
+        Ok(Cursor { last_seen_ms, id })
+    }
+}
+
+impl Serialize for Cursor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A trajectory and its sightings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrajectoryDetail {
+    #[serde(flatten)]
+    pub summary: TrajectorySummary,
+    /// In event order (`first_seen`, then id).
+    pub sightings: Vec<TrajectoryPoint>,
+}
+
+/// A sighting as part of a trajectory.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrajectoryPoint {
+    pub id: Uuid,
+    pub camera: String,
+    #[serde(with = "ts::rfc3339_ms")]
+    pub first_seen: OffsetDateTime,
+    #[serde(with = "ts::rfc3339_ms")]
+    pub last_seen: OffsetDateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ground: Option<[f64; 2]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance: Option<f32>,
+}
+
+/// A stored sighting with where it was placed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredSighting {
+    pub sighting: Sighting,
+    pub trajectory: Uuid,
+    pub distance: Option<f32>,
+    pub received_at: OffsetDateTime,
+}
+
+/// One embedding for the search index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmbeddingRow {
+    pub sighting: Uuid,
+    pub trajectory: Uuid,
+    pub site: String,
+    pub camera: String,
+    pub last_seen: OffsetDateTime,
+    pub embedding: Vec<f32>,
+}
+
+/// An API token (its hash is not returned).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Token {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    #[serde(with = "ts::rfc3339_ms")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "opt_ts")]
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// What an audit record is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// `POST /search`.
+    Search,
+    /// `GET /trajectories`.
+    TrajectoryList,
+    /// `GET /trajectories/{id}` (and its GeoJSON).
+    TrajectoryRead,
+    /// `GET /sightings/{id}`.
+    SightingRead,
+    WatchlistAdd,
+    WatchlistRemove,
+    WatchlistList,
+    TokenCreate,
+    TokenRevoke,
+    /// `GET /audit`.
+    AuditRead,
+}
+
+impl AuditAction {
+    pub const ALL: [AuditAction; 10] = [
+        AuditAction::Search,
+        AuditAction::TrajectoryList,
+        AuditAction::TrajectoryRead,
+        AuditAction::SightingRead,
+        AuditAction::WatchlistAdd,
+        AuditAction::WatchlistRemove,
+        AuditAction::WatchlistList,
+        AuditAction::TokenCreate,
+        AuditAction::TokenRevoke,
+        AuditAction::AuditRead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Search => "search",
+            AuditAction::TrajectoryList => "trajectory_list",
+            AuditAction::TrajectoryRead => "trajectory_read",
+            AuditAction::SightingRead => "sighting_read",
+            AuditAction::WatchlistAdd => "watchlist_add",
+            AuditAction::WatchlistRemove => "watchlist_remove",
+            AuditAction::WatchlistList => "watchlist_list",
+            AuditAction::TokenCreate => "token_create",
+            AuditAction::TokenRevoke => "token_revoke",
+            AuditAction::AuditRead => "audit_read",
+        }
+    }
+}
+
+impl FromStr for AuditAction {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        AuditAction::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| format!("unknown audit action {s:?}"))
+    }
+}
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One accountable access. `query` is what was asked (filters, ids); it must not hold images or
+/// embeddings (record a digest of a probe instead), since the audit log outlives sightings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditEntry {
+    #[serde(with = "ts::rfc3339_ms")]
+    pub ts: OffsetDateTime,
+    /// Token name.
+    pub token: String,
+    pub role: Role,
+    pub action: AuditAction,
+    pub purpose: Option<String>,
+    pub query: serde_json::Value,
+    /// How many results the answer holds.
+    pub results: u64,
+}
+
+/// A written audit entry.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditRecord {
+    /// Increasing, never reused.
+    pub seq: i64,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+/// Filters of [`Store::audit_log`].
+#[derive(Clone, Debug, Default)]
+pub struct AuditQuery {
+    /// `ts >= since`.
+    pub since: Option<OffsetDateTime>,
+    /// `ts < until`.
+    pub until: Option<OffsetDateTime>,
+    /// Only this token name's records.
+    pub token: Option<String>,
+    /// Only records after this `seq` (paging: pass the last `seq` seen).
+    pub after_seq: Option<i64>,
+    /// At least 1.
+    pub limit: u32,
+}
+
+/// A face to raise `watchlist_match` for, registered by an admin with a purpose and an expiry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchlistEntry {
+    pub id: Uuid,
+    pub name: String,
+    pub purpose: String,
+    pub model: String,
+    pub embedding: Vec<f32>,
+    /// Token name of the admin.
+    pub created_by: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// How long data is kept, in days (fractions allowed; each must be positive).
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionPolicy {
+    /// Sightings and their embeddings, by `last_seen`: biometric data, kept briefly. Default 7.
+    pub sightings_days: f64,
+    /// Alert events, by `ts`. Default 90.
+    pub alerts_days: f64,
+    /// Crowd measurements, by `ts` (no personal data). Default 90.
+    pub crowd_days: f64,
+    /// Audit records, by `ts`: long enough to answer for past searches. Default 365.
+    pub audit_days: f64,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy { sightings_days: 7.0, alerts_days: 90.0, crowd_days: 90.0, audit_days: 365.0 }
+    }
+}
+
+impl RetentionPolicy {
+    /// The oldest time kept for a limit of `days` at `now`; rows strictly older are deleted.
+    pub fn cutoff(now: OffsetDateTime, days: f64) -> OffsetDateTime {
+        now - time::Duration::seconds_f64(days * 86_400.0)
+    }
+
+    fn check(&self) -> Result<()> {
+        for (key, days) in [
+            ("sightings_days", self.sightings_days),
+            ("alerts_days", self.alerts_days),
+            ("crowd_days", self.crowd_days),
+            ("audit_days", self.audit_days),
+        ] {
+            // at most ~27,000 years, so the cutoff stays a valid time
+            if !(days > 0.0 && days < 1e7) {
+                return Err(StoreError::Invalid {
+                    what: "retention policy",
+                    detail: format!("{key} must be a positive number of days, got {days}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`Store::purge`] deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PurgeReport {
+    pub sightings: u64,
+    /// Trajectories deleted because none of their sightings is left.
+    pub trajectories_deleted: u64,
+    /// Trajectories that lost some sightings and were recomputed.
+    pub trajectories_updated: u64,
+    pub alerts: u64,
+    pub crowd: u64,
+    pub audit: u64,
+    /// Expired watchlist entries.
+    pub watchlist: u64,
+    /// `last_seen` of the oldest sighting left (the proof: not before the cutoff).
+    #[serde(with = "opt_ts")]
+    pub oldest_sighting: Option<OffsetDateTime>,
+    /// Whether the write-ahead log was checkpointed and truncated (false: another connection was
+    /// reading; the deleted pages are then erased at a later checkpoint).
+    pub wal_truncated: bool,
+}
+
+/// `Option<OffsetDateTime>` as a contract timestamp or null.
+mod opt_ts {
+    use serde::Serializer;
+    use time::OffsetDateTime;
+
+    pub fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&sightline_contract::ts::format(*t)),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -1,0 +1,969 @@
+//! The SQLite store on real files: round trips, de-duplication, trajectory rows, paging, crowd
+//! buckets, tokens, the audit log, the watchlist, migrations, and retention down to the file bytes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::json;
+use sightline_aggregator::store::migrations::{self, Migration};
+use sightline_aggregator::store::*;
+use sightline_contract::*;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+const T0: OffsetDateTime = datetime!(2026-11-23 08:00 UTC);
+const MODEL: &str = "dlib-resnet-v1";
+
+fn secs(s: i64) -> Duration {
+    Duration::seconds(s)
+}
+
+fn tmp() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aggregator.sqlite");
+    (dir, path)
+}
+
+fn open(path: &Path) -> SqliteStore {
+    SqliteStore::open(path).unwrap()
+}
+
+/// 128 distinctive floats: `prefix` in the high 16 bits, the index in the low ones.
+fn pattern(prefix: u32) -> Vec<f32> {
+    (0..128).map(|i| f32::from_bits((prefix << 16) | (i * 97 + 13))).collect()
+}
+
+fn sighting(camera: &str, first: OffsetDateTime, last: OffsetDateTime, embedding: Vec<f32>) -> Sighting {
+    Sighting {
+        id: Uuid::now_v7(),
+        site: "riverside".into(),
+        camera: camera.into(),
+        track: 4,
+        first_seen: first,
+        last_seen: last,
+        best: BestShot {
+            ts: first,
+            bbox: [202.2139, 39.83889, 85.21399, 116.81976],
+            landmarks: [
+                [221.83218, 88.40773],
+                [261.04733, 84.176765],
+                [241.17981, 107.37846],
+                [230.49316, 129.32237],
+                [264.6186, 125.52226],
+            ],
+            det_score: 0.9343402,
+            quality: 0.71530753,
+        },
+        frame_size: [640, 360],
+        ground: Some([12.5, -3.25]),
+        model: MODEL.into(),
+        embedding,
+    }
+}
+
+fn alert(alert: &str, state: AlertState, kind: AlertKind, camera: &str, ts: OffsetDateTime) -> Alert {
+    Alert {
+        id: Uuid::now_v7(),
+        site: "riverside".into(),
+        camera: camera.into(),
+        ts,
+        alert: alert.into(),
+        state,
+        kind,
+        severity: Severity::Warning,
+        zone: Some("plaza".into()),
+        message: format!("{alert} {state:?}"),
+        details: Some(json!({"count": 41.5, "threshold": 40, "note": null})),
+    }
+}
+
+fn crowd(camera: &str, ts: OffsetDateTime, total: f32, plaza: f32) -> Crowd {
+    Crowd {
+        id: Uuid::now_v7(),
+        site: "riverside".into(),
+        camera: camera.into(),
+        ts,
+        method: CrowdMethod::Detection,
+        total,
+        zones: vec![
+            ZoneCount { zone: "plaza".into(), count: plaza, area_m2: Some(120.0), density_per_m2: Some(plaza / 120.0) },
+            ZoneCount { zone: "steps".into(), count: total - plaza, area_m2: None, density_per_m2: None },
+        ],
+    }
+}
+
+fn audit_entry(ts: OffsetDateTime, token: &str, action: AuditAction, results: u64) -> AuditEntry {
+    AuditEntry {
+        ts,
+        token: token.into(),
+        role: Role::Integrator,
+        action,
+        purpose: Some("missing person report 2026-117".into()),
+        query: json!({"since": "2026-11-23T08:00:00.000Z", "limit": 10}),
+        results,
+    }
+}
+
+fn hash(n: u8) -> String {
+    format!("{:064x}", u128::from(n) * 0x1234_5678_9abc_def1)
+}
+
+fn le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The database file and its WAL, raw.
+fn file_bytes(path: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    if let Ok(w) = std::fs::read(&wal) {
+        bytes.extend(w);
+    }
+    bytes
+}
+
+/// Whether any 8 consecutive bytes (two floats) of `embedding` are in the files.
+fn any_trace(path: &Path, embedding: &[f32]) -> bool {
+    let needles: std::collections::HashSet<[u8; 8]> =
+        le_bytes(embedding).windows(8).step_by(4).map(|w| w.try_into().unwrap()).collect();
+    let bytes = file_bytes(path);
+    bytes.windows(8).any(|w| needles.contains(<&[u8; 8]>::try_from(w).unwrap()))
+}
+
+#[test]
+fn sighting_round_trip_and_dedup() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    let s = sighting("stage", T0, T0 + secs(6), pattern(0x3e11));
+    let traj = Uuid::now_v7();
+    assert!(!store.seen(s.id).unwrap());
+    assert!(store.record_sighting(&s, traj, None, T0 + secs(9)).unwrap());
+    assert!(store.seen(s.id).unwrap());
+    // a redelivery changes nothing
+    assert!(!store.record_sighting(&s, Uuid::now_v7(), Some(0.1), T0 + secs(20)).unwrap());
+    let got = store.sighting(s.id).unwrap().unwrap();
+    assert_eq!(
+        got,
+        StoredSighting { sighting: s.clone(), trajectory: traj, distance: None, received_at: T0 + secs(9) }
+    );
+    assert_eq!(store.trajectory(traj).unwrap().unwrap().summary.sightings, 1);
+    assert!(store.sighting(Uuid::now_v7()).unwrap().is_none());
+    assert!(!store.seen(Uuid::now_v7()).unwrap());
+
+    // alerts and crowd measurements share the de-duplication
+    let a = alert("a1", AlertState::Raised, AlertKind::CrowdThreshold, "stage", T0);
+    let c = crowd("stage", T0, 10.0, 4.0);
+    assert!(store.record_alert(&a, T0).unwrap());
+    assert!(!store.record_alert(&a, T0 + secs(1)).unwrap());
+    assert!(store.record_crowd(&c, T0).unwrap());
+    assert!(!store.record_crowd(&c, T0 + secs(1)).unwrap());
+    assert!(store.seen(a.id).unwrap() && store.seen(c.id).unwrap());
+}
+
+#[test]
+fn trajectory_rows_follow_their_sightings() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    let traj = Uuid::now_v7();
+    let a = sighting("gate", T0, T0 + secs(60), pattern(0x3e01));
+    let b = sighting("hall", T0 + secs(300), T0 + secs(360), pattern(0x3e02));
+    let late = sighting("yard", T0 - secs(600), T0 - secs(480), pattern(0x3e03)); // arrives last, happened first
+    let again = sighting("gate", T0 + secs(900), T0 + secs(930), pattern(0x3e04));
+    store.record_sighting(&a, traj, None, T0 + secs(63)).unwrap();
+    store.record_sighting(&b, traj, Some(0.41), T0 + secs(363)).unwrap();
+    let t = store.trajectory(traj).unwrap().unwrap().summary;
+    assert_eq!((t.first_seen, t.last_seen, t.sightings), (T0, T0 + secs(360), 2));
+    assert_eq!(t.cameras, ["gate", "hall"]);
+    store.record_sighting(&late, traj, Some(0.52), T0 + secs(400)).unwrap();
+    store.record_sighting(&again, traj, Some(0.3), T0 + secs(933)).unwrap();
+    assert!(!store.record_sighting(&b, traj, Some(0.41), T0 + secs(999)).unwrap());
+
+    let d = store.trajectory(traj).unwrap().unwrap();
+    assert_eq!(d.summary.id, traj);
+    assert_eq!(d.summary.site, "riverside");
+    assert_eq!((d.summary.first_seen, d.summary.last_seen, d.summary.sightings), (T0 - secs(600), T0 + secs(930), 4));
+    assert_eq!(d.summary.cameras, ["yard", "gate", "hall"], "by first visit");
+    let ids: Vec<Uuid> = d.sightings.iter().map(|p| p.id).collect();
+    assert_eq!(ids, [late.id, a.id, b.id, again.id], "in event order");
+    assert_eq!(d.sightings[0].distance, Some(0.52));
+    assert_eq!(d.sightings[1].distance, None);
+    assert_eq!(d.sightings[2].ground, Some([12.5, -3.25]));
+    assert_eq!(store.sighting(b.id).unwrap().unwrap().trajectory, traj);
+
+    // a trajectory belongs to one site
+    let mut elsewhere = sighting("gate", T0, T0 + secs(1), pattern(0x3e05));
+    elsewhere.site = "docks".into();
+    let e = store.record_sighting(&elsewhere, traj, Some(0.2), T0).unwrap_err().to_string();
+    assert!(e.contains("site \"docks\"") && e.contains("belongs to site \"riverside\""), "{e}");
+    assert!(!store.seen(elsewhere.id).unwrap());
+    assert!(store.trajectory(Uuid::now_v7()).unwrap().is_none());
+}
+
+#[test]
+fn alerts_round_trip_filter_and_acknowledge() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    let raise = alert("a1", AlertState::Raised, AlertKind::CrowdThreshold, "stage", T0);
+    let clear = alert("a1", AlertState::Cleared, AlertKind::CrowdThreshold, "stage", T0 + secs(60));
+    let mut offline = alert("a2", AlertState::Raised, AlertKind::CameraOffline, "lens", T0 + secs(30));
+    offline.zone = None;
+    offline.details = None;
+    offline.severity = Severity::Critical;
+    for a in [&raise, &clear, &offline] {
+        assert!(store.record_alert(a, a.ts + secs(2)).unwrap());
+    }
+    let q = |f: &dyn Fn(&mut AlertQuery)| {
+        let mut q = AlertQuery { limit: 100, ..Default::default() };
+        f(&mut q);
+        store.alerts(&q).unwrap().into_iter().map(|a| a.alert.id).collect::<Vec<_>>()
+    };
+    assert_eq!(q(&|_| {}), [clear.id, offline.id, raise.id], "newest first");
+    assert_eq!(q(&|q| q.kind = Some(AlertKind::CrowdThreshold)), [clear.id, raise.id]);
+    assert_eq!(q(&|q| q.state = Some(AlertState::Raised)), [offline.id, raise.id]);
+    assert_eq!(q(&|q| q.camera = Some("lens".into())), [offline.id]);
+    assert_eq!(q(&|q| q.site = Some("docks".into())), Vec::<Uuid>::new());
+    assert_eq!(q(&|q| (q.since, q.until) = (Some(T0 + secs(30)), Some(T0 + secs(60)))), [offline.id], "half-open");
+    assert_eq!(q(&|q| q.limit = 1), [clear.id]);
+    let all = store.alerts(&AlertQuery { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(all[0].alert, clear);
+    assert_eq!(all[1].alert, offline);
+    assert_eq!(all[0].received_at, clear.ts + secs(2));
+    assert_eq!(all[0].acknowledged_by, None);
+    let e = store.alerts(&AlertQuery::default()).unwrap_err().to_string();
+    assert!(e.contains("limit must be at least 1"), "{e}");
+
+    assert_eq!(store.acknowledge_alert("a1", "ops-anna", T0 + secs(90)).unwrap(), Acknowledged::Now);
+    assert_eq!(
+        store.acknowledge_alert("a1", "ops-bob", T0 + secs(95)).unwrap(),
+        Acknowledged::Already { by: "ops-anna".into(), at: T0 + secs(90) }
+    );
+    assert_eq!(store.acknowledge_alert("nope", "ops-bob", T0).unwrap(), Acknowledged::NotFound);
+    // a later event of an acknowledged alert inherits the acknowledgement
+    let again = alert("a1", AlertState::Raised, AlertKind::CrowdThreshold, "stage", T0 + secs(120));
+    store.record_alert(&again, T0 + secs(121)).unwrap();
+    let acks: Vec<_> = store
+        .alerts(&AlertQuery { kind: Some(AlertKind::CrowdThreshold), limit: 10, ..Default::default() })
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.acknowledged_by, a.acknowledged_at))
+        .collect();
+    assert_eq!(acks, vec![(Some("ops-anna".to_string()), Some(T0 + secs(90))); 3]);
+    let other = &store.alerts(&AlertQuery { camera: Some("lens".into()), limit: 1, ..Default::default() }).unwrap()[0];
+    assert_eq!(other.acknowledged_at, None);
+}
+
+#[test]
+fn crowd_round_trip_and_bucketing() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    // one measurement every 20 s from 08:00:00 to 08:02:40 on "stage"; total = i, plaza = i / 2
+    for i in 0..9 {
+        store.record_crowd(&crowd("stage", T0 + secs(20 * i), i as f32, i as f32 / 2.0), T0).unwrap();
+    }
+    store.record_crowd(&crowd("lens", T0 + secs(10), 100.0, 50.0), T0).unwrap();
+    let series = |zone: Option<&str>, since, until, step_s| {
+        store
+            .crowd_series(&CrowdQuery {
+                site: None,
+                camera: "stage".into(),
+                zone: zone.map(Into::into),
+                since,
+                until,
+                step_s,
+            })
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.start, b.mean, b.min, b.max, b.samples))
+            .collect::<Vec<_>>()
+    };
+    let end = T0 + secs(3600);
+    assert_eq!(
+        series(None, T0, end, 60),
+        [(T0, 1.0, 0.0, 2.0, 3), (T0 + secs(60), 4.0, 3.0, 5.0, 3), (T0 + secs(120), 7.0, 6.0, 8.0, 3)]
+    );
+    assert_eq!(
+        series(Some("plaza"), T0, end, 60),
+        [(T0, 0.5, 0.0, 1.0, 3), (T0 + secs(60), 2.0, 1.5, 2.5, 3), (T0 + secs(120), 3.5, 3.0, 4.0, 3)]
+    );
+    // buckets are aligned to the epoch, not to `since`; samples before `since` are left out
+    assert_eq!(
+        series(None, T0 + secs(30), T0 + secs(100), 60),
+        [(T0, 2.0, 2.0, 2.0, 1), (T0 + secs(60), 3.5, 3.0, 4.0, 2)]
+    );
+    assert_eq!(series(Some("nowhere"), T0, end, 60), []);
+    assert_eq!(series(None, T0, end, 3600), [(T0, 4.0, 0.0, 8.0, 9)]);
+    for (q, want) in [
+        (CrowdQuery { site: None, camera: "stage".into(), zone: None, since: T0, until: end, step_s: 0 }, "step"),
+        (CrowdQuery { site: None, camera: "stage".into(), zone: None, since: end, until: T0, step_s: 60 }, "until"),
+    ] {
+        let e = store.crowd_series(&q).unwrap_err().to_string();
+        assert!(e.contains("invalid crowd query") && e.contains(want), "{e}");
+    }
+    let only_docks = CrowdQuery {
+        site: Some("docks".into()),
+        camera: "stage".into(),
+        zone: None,
+        since: T0,
+        until: end,
+        step_s: 60,
+    };
+    assert!(store.crowd_series(&only_docks).unwrap().is_empty());
+}
+
+#[test]
+fn camera_and_agent_statuses_keep_the_latest() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    store.put_camera("riverside", "stage", Some([0.0, 0.0])).unwrap();
+    store.put_camera("riverside", "gate", Some([30.0, 4.5])).unwrap();
+    let status = |ts, state| CameraStatus {
+        site: "riverside".into(),
+        camera: "stage".into(),
+        ts,
+        agent: "edge-1".into(),
+        state,
+        fps_in: Some(30.0),
+        fps_analyzed: Some(5.0),
+        frames_dropped: Some(3),
+        codec: Some("avc1.42C01E".into()),
+        resolution: Some([640, 360]),
+        detail: Some("source finished".into()),
+    };
+    let newer = status(T0 + secs(30), CameraState::Streaming);
+    assert!(store.record_camera_status(&newer, T0 + secs(31)).unwrap());
+    assert!(!store.record_camera_status(&status(T0, CameraState::Connecting), T0 + secs(40)).unwrap(), "older");
+    let unknown =
+        CameraStatus { camera: "spare".into(), state: CameraState::Disabled, ..status(T0, CameraState::Disabled) };
+    assert!(store.record_camera_status(&unknown, T0).unwrap());
+    store.put_camera("riverside", "stage", Some([1.0, 2.0])).unwrap(); // keeps the status
+    let cams = store.cameras().unwrap();
+    let summary: Vec<_> =
+        cams.iter().map(|c| (c.camera.as_str(), c.position, c.status.as_ref().map(|s| s.state))).collect();
+    assert_eq!(
+        summary,
+        [
+            ("gate", Some([30.0, 4.5]), None),
+            ("spare", None, Some(CameraState::Disabled)),
+            ("stage", Some([1.0, 2.0]), Some(CameraState::Streaming))
+        ]
+    );
+    assert_eq!(cams[2].status.as_ref(), Some(&newer));
+    assert_eq!(cams[2].status_received_at, Some(T0 + secs(31)));
+
+    let agent = |ts, state| AgentStatus {
+        site: "riverside".into(),
+        agent: "edge-1".into(),
+        ts,
+        state,
+        version: Some("0.1.0".into()),
+        cameras: Some(vec!["stage".into(), "gate".into()]),
+    };
+    assert!(store.record_agent_status(&agent(T0, AgentState::Online), T0).unwrap());
+    assert!(store.record_agent_status(&agent(T0 + secs(5), AgentState::Offline), T0 + secs(6)).unwrap());
+    // the Last Will carries the connect time: older than the clean stop, so ignored
+    assert!(!store.record_agent_status(&agent(T0 - secs(100), AgentState::Offline), T0 + secs(7)).unwrap());
+    let agents = store.agents().unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].status, agent(T0 + secs(5), AgentState::Offline));
+    assert_eq!(agents[0].received_at, T0 + secs(6));
+}
+
+#[test]
+fn trajectory_paging_is_keyset_and_stable_under_inserts() {
+    let (_dir, path) = tmp();
+    let store: Arc<dyn Store> = Arc::new(open(&path));
+    let mut want = Vec::new();
+    for i in 0..25i64 {
+        let traj = Uuid::now_v7();
+        // pairs share a last_seen: ties are broken by id
+        let last = T0 + secs(60 * (i / 2));
+        let camera = if i % 3 == 0 { "gate" } else { "hall" };
+        store.record_sighting(&sighting(camera, last - secs(5), last, pattern(0x3f00)), traj, None, last).unwrap();
+        want.push((last, traj));
+    }
+    want.sort_by(|a, b| b.cmp(a));
+    let want: Vec<Uuid> = want.into_iter().map(|(_, id)| id).collect();
+
+    let mut got = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let page = store.trajectories(&TrajectoryQuery { limit: 10, cursor, ..Default::default() }).unwrap();
+        got.extend(page.items.iter().map(|t| t.id));
+        pages += 1;
+        if pages == 1 {
+            // newer trajectories arriving between pages do not shift the following pages
+            for _ in 0..5 {
+                let t = T0 + secs(10_000);
+                store.record_sighting(&sighting("gate", t, t, pattern(0x3f01)), Uuid::now_v7(), None, t).unwrap();
+            }
+        }
+        match page.next {
+            // the cursor travels as an opaque string
+            Some(c) => cursor = Some(c.to_string().parse().unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(got, want);
+
+    let all = |q: TrajectoryQuery| store.trajectories(&q).unwrap().items.len();
+    assert_eq!(all(TrajectoryQuery { limit: 100, ..Default::default() }), 30);
+    assert_eq!(all(TrajectoryQuery { limit: 100, camera: Some("gate".into()), ..Default::default() }), 9 + 5);
+    assert_eq!(all(TrajectoryQuery { limit: 100, site: Some("docks".into()), ..Default::default() }), 0);
+    let window =
+        TrajectoryQuery { limit: 100, since: Some(T0 + secs(60)), until: Some(T0 + secs(115)), ..Default::default() };
+    assert_eq!(all(window), 2, "overlapping [since, until)");
+    let e = "zz".parse::<Cursor>().unwrap_err().to_string();
+    assert!(e.contains("invalid cursor"), "{e}");
+    let full = store.trajectories(&TrajectoryQuery { limit: 30, ..Default::default() }).unwrap();
+    assert_eq!((full.items.len(), full.next), (30, None), "no empty last page");
+}
+
+#[test]
+fn embeddings_and_replay() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    let traj = Uuid::now_v7();
+    let a = sighting("gate", T0 + secs(10), T0 + secs(50), pattern(0x3e21));
+    let b = sighting("hall", T0, T0 + secs(20), pattern(0x3e22));
+    let mut other = sighting("hall", T0, T0 + secs(30), vec![0.5; 512]);
+    other.model = "arcface-r100".into();
+    store.record_sighting(&a, traj, None, T0 + secs(60)).unwrap();
+    store.record_sighting(&b, traj, Some(0.3), T0 + secs(61)).unwrap();
+    store.record_sighting(&other, Uuid::now_v7(), None, T0 + secs(62)).unwrap();
+
+    let rows = store.embeddings(MODEL, None, None).unwrap();
+    assert_eq!(
+        rows,
+        [
+            EmbeddingRow {
+                sighting: b.id,
+                trajectory: traj,
+                site: "riverside".into(),
+                camera: "hall".into(),
+                last_seen: b.last_seen,
+                embedding: b.embedding.clone()
+            },
+            EmbeddingRow {
+                sighting: a.id,
+                trajectory: traj,
+                site: "riverside".into(),
+                camera: "gate".into(),
+                last_seen: a.last_seen,
+                embedding: a.embedding.clone()
+            },
+        ]
+    );
+    let ids = |since, until| {
+        store.embeddings(MODEL, since, until).unwrap().into_iter().map(|r| r.sighting).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(Some(T0 + secs(21)), None), [a.id]);
+    assert_eq!(ids(None, Some(T0 + secs(50))), [b.id], "until is exclusive");
+    assert_eq!(store.embeddings("arcface-r100", None, None).unwrap()[0].embedding.len(), 512);
+    let mut n = 0;
+    assert_eq!(store.for_each_embedding(MODEL, None, None, &mut |_| n += 1).unwrap(), 2);
+    assert_eq!(n, 2);
+
+    let replay = store.sightings_for_replay(T0 + secs(25)).unwrap();
+    let order: Vec<Uuid> = replay.iter().map(|r| r.sighting.id).collect();
+    assert_eq!(order, [other.id, a.id], "last_seen >= since, by first_seen");
+    let all = store.sightings_for_replay(T0 - secs(3600)).unwrap();
+    assert_eq!(all.iter().map(|r| r.sighting.id).collect::<Vec<_>>().len(), 3);
+    assert_eq!(all[0].sighting.first_seen, T0);
+    let rb = all.iter().find(|r| r.sighting.id == b.id).unwrap();
+    assert_eq!((&rb.sighting, rb.trajectory, rb.distance), (&b, traj, Some(0.3)));
+}
+
+#[test]
+fn token_lifecycle() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    let t = store.create_token("dashboard", Role::Operator, &hash(1), T0).unwrap();
+    assert_eq!((t.name.as_str(), t.role, t.created_at, t.revoked_at), ("dashboard", Role::Operator, T0, None));
+    let admin = store.create_token("ops-anna", Role::Admin, &hash(2), T0 + secs(1)).unwrap();
+    assert_eq!(store.token_by_hash(&hash(1)).unwrap(), Some(t.clone()));
+    assert_eq!(store.token_by_hash(&hash(3)).unwrap(), None);
+
+    let e = store.create_token("dashboard", Role::Admin, &hash(3), T0).unwrap_err();
+    assert!(matches!(e, StoreError::TokenNameTaken(ref n) if n == "dashboard"), "{e}");
+    assert!(e.to_string().contains("\"dashboard\" is already taken"), "{e}");
+    let e = store.create_token("other", Role::Admin, &hash(1), T0).unwrap_err().to_string();
+    assert!(e.contains("same hash"), "{e}");
+    for bad in ["", "abc", &hash(1).to_uppercase()] {
+        let e = store.create_token("x", Role::Admin, bad, T0).unwrap_err().to_string();
+        assert!(e.contains("SHA-256 in lowercase hex"), "{e}");
+    }
+    let e = store.create_token(" ", Role::Admin, &hash(4), T0).unwrap_err().to_string();
+    assert!(e.contains("name is empty"), "{e}");
+
+    assert!(store.revoke_token("dashboard", T0 + secs(10)).unwrap());
+    assert!(!store.revoke_token("dashboard", T0 + secs(20)).unwrap(), "already revoked");
+    assert_eq!(store.token_by_hash(&hash(1)).unwrap(), None, "revoked tokens do not authenticate");
+    let e = store.revoke_token("nobody", T0).unwrap_err().to_string();
+    assert!(e.contains("token \"nobody\" not found"), "{e}");
+    // names are never reused, so the audit log stays unambiguous
+    assert!(matches!(
+        store.create_token("dashboard", Role::Operator, &hash(5), T0),
+        Err(StoreError::TokenNameTaken(_))
+    ));
+
+    let list = store.list_tokens().unwrap();
+    assert_eq!(list, [Token { revoked_at: Some(T0 + secs(10)), ..t }, admin]);
+}
+
+#[test]
+fn audit_log_keeps_write_order() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    let entries = [
+        audit_entry(T0 + secs(5), "acme", AuditAction::Search, 3),
+        audit_entry(T0, "acme", AuditAction::TrajectoryRead, 1), // a clock step back: order is still write order
+        audit_entry(T0 + secs(5), "city", AuditAction::SightingRead, 1),
+        audit_entry(T0 + secs(9), "acme", AuditAction::TrajectoryList, 20),
+    ];
+    let seqs: Vec<i64> = entries.iter().map(|e| store.audit(e).unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let log = |q: AuditQuery| store.audit_log(&q).unwrap();
+    let all = log(AuditQuery { limit: 100, ..Default::default() });
+    assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), seqs);
+    assert_eq!(all.iter().map(|r| r.entry.clone()).collect::<Vec<_>>(), entries);
+    let tokens = |rs: Vec<AuditRecord>| rs.into_iter().map(|r| (r.entry.token, r.entry.action)).collect::<Vec<_>>();
+    assert_eq!(
+        tokens(log(AuditQuery {
+            token: Some("acme".into()),
+            since: Some(T0 + secs(5)),
+            limit: 100,
+            ..Default::default()
+        })),
+        [("acme".to_string(), AuditAction::Search), ("acme".to_string(), AuditAction::TrajectoryList)]
+    );
+    let first_two = log(AuditQuery { limit: 2, ..Default::default() });
+    let rest = log(AuditQuery { after_seq: Some(first_two[1].seq), limit: 100, ..Default::default() });
+    assert_eq!(first_two.len() + rest.len(), 4);
+    assert_eq!(rest[0].seq, seqs[2]);
+    assert_eq!(log(AuditQuery { until: Some(T0 + secs(5)), limit: 100, ..Default::default() }).len(), 1);
+    let e = store.audit_log(&AuditQuery::default()).unwrap_err().to_string();
+    assert!(e.contains("invalid audit query"), "{e}");
+}
+
+#[test]
+fn watchlist_active_and_removal_erases_the_embedding() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    let entry = |name: &str, expires_at, embedding| WatchlistEntry {
+        id: Uuid::now_v7(),
+        name: name.into(),
+        purpose: "missing person report 2026-117".into(),
+        model: MODEL.into(),
+        embedding,
+        created_by: "ops-anna".into(),
+        created_at: T0,
+        expires_at,
+    };
+    let lasting = entry("child A", T0 + secs(86_400), pattern(0x3e31));
+    let brief = entry("adult B", T0 + secs(3600), pattern(0x3e32));
+    assert!(store.watchlist_add(&lasting).unwrap());
+    assert!(store.watchlist_add(&brief).unwrap());
+    assert!(!store.watchlist_add(&brief).unwrap());
+    assert_eq!(store.watchlist_active(T0 + secs(60)).unwrap(), [lasting.clone(), brief.clone()]);
+    assert_eq!(
+        store.watchlist_active(T0 + secs(3600)).unwrap(),
+        std::slice::from_ref(&lasting),
+        "expired at expires_at"
+    );
+    let bad = WatchlistEntry { purpose: "  ".into(), ..entry("x", T0 + secs(1), pattern(0x3e33)) };
+    assert!(store.watchlist_add(&bad).unwrap_err().to_string().contains("purpose is empty"));
+    let bad = entry("x", T0, pattern(0x3e33));
+    assert!(store.watchlist_add(&bad).unwrap_err().to_string().contains("expires_at must be after created_at"));
+
+    assert!(any_trace(&path, &lasting.embedding), "the test can see embeddings in the files");
+    assert!(store.watchlist_remove(lasting.id).unwrap());
+    assert!(!store.watchlist_remove(lasting.id).unwrap());
+    assert_eq!(store.watchlist_active(T0).unwrap(), std::slice::from_ref(&brief));
+    assert!(!any_trace(&path, &lasting.embedding), "a removed watchlist embedding is gone from the files");
+    assert!(any_trace(&path, &brief.embedding));
+}
+
+#[test]
+fn retention_purges_rows_and_their_bytes() {
+    let (_dir, path) = tmp();
+    let now = datetime!(2026-12-01 12:00 UTC);
+    let days = |d: i64| Duration::days(d);
+    let store = open(&path);
+    let old_emb = pattern(0x5ec0);
+    let old_emb2 = pattern(0x5ec1);
+    let new_emb = pattern(0x4d1d);
+
+    // t1: only old sightings (goes); t2: old and recent (shrinks); t3: recent only (stays)
+    let (t1, t2, t3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let old = now - days(10);
+    let s1 = sighting("gate", old, old + secs(30), old_emb.clone());
+    let s2 = sighting("hall", old + secs(100), old + secs(130), old_emb2.clone());
+    let edge = sighting("hall", now - days(7) - secs(100), now - days(7), pattern(0x3e41)); // exactly at the limit
+    let s3 = sighting("gate", now - days(1), now - days(1) + secs(20), new_emb.clone());
+    let s4 = sighting("hall", now - days(1) + secs(60), now - days(1) + secs(90), pattern(0x3e42));
+    store.record_sighting(&s1, t1, None, old).unwrap();
+    store.record_sighting(&s2, t2, None, old).unwrap();
+    store.record_sighting(&edge, t2, Some(0.3), now - days(7)).unwrap();
+    store.record_sighting(&s3, t2, Some(0.4), now - days(1)).unwrap();
+    store.record_sighting(&s4, t3, None, now - days(1)).unwrap();
+
+    let old_alert = alert("a-old", AlertState::Raised, AlertKind::ZoneIntrusion, "gate", now - days(91));
+    let new_alert = alert("a-new", AlertState::Raised, AlertKind::ZoneIntrusion, "gate", now - days(89));
+    store.record_alert(&old_alert, now).unwrap();
+    store.record_alert(&new_alert, now).unwrap();
+    store.record_crowd(&crowd("gate", now - days(100), 5.0, 1.0), now).unwrap();
+    store.record_crowd(&crowd("gate", now - days(2), 5.0, 1.0), now).unwrap();
+    store.audit(&audit_entry(now - days(400), "acme", AuditAction::Search, 1)).unwrap();
+    let kept_audit = store.audit(&audit_entry(now - days(300), "acme", AuditAction::Search, 1)).unwrap();
+    let expired = WatchlistEntry {
+        id: Uuid::now_v7(),
+        name: "expired".into(),
+        purpose: "p".into(),
+        model: MODEL.into(),
+        embedding: pattern(0x5ec2),
+        created_by: "ops-anna".into(),
+        created_at: now - days(30),
+        expires_at: now - days(1),
+    };
+    store.watchlist_add(&expired).unwrap();
+
+    for e in [&old_emb, &old_emb2, &expired.embedding, &new_emb] {
+        assert!(any_trace(&path, e), "before the purge, the files hold the embeddings");
+    }
+
+    let report = store.purge(now, &RetentionPolicy::default()).unwrap();
+    assert_eq!(
+        report,
+        PurgeReport {
+            sightings: 2,
+            trajectories_deleted: 1,
+            trajectories_updated: 1,
+            alerts: 1,
+            crowd: 1,
+            audit: 1,
+            watchlist: 1,
+            oldest_sighting: Some(now - days(7)),
+            wal_truncated: true,
+        }
+    );
+
+    // the bytes of the deleted embeddings are nowhere in the database files
+    for e in [&old_emb, &old_emb2, &expired.embedding] {
+        assert!(!any_trace(&path, e), "a purged embedding is still in the database files");
+    }
+    assert!(any_trace(&path, &new_emb), "kept embeddings are still there");
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0, "the WAL is truncated");
+
+    // no row older than its limit remains (read with a separate connection)
+    {
+        let raw = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+        for (sql, limit) in [
+            ("SELECT COUNT(*) FROM sightings WHERE last_seen < ?1", now - days(7)),
+            ("SELECT COUNT(*) FROM trajectories WHERE last_seen < ?1", now - days(7)),
+            ("SELECT COUNT(*) FROM alerts WHERE ts < ?1", now - days(90)),
+            ("SELECT COUNT(*) FROM crowd WHERE ts < ?1", now - days(90)),
+            ("SELECT COUNT(*) FROM audit WHERE ts < ?1", now - days(365)),
+            ("SELECT COUNT(*) FROM watchlist WHERE expires_at <= ?1", now),
+        ] {
+            let n: i64 = raw.query_row(sql, [ms(limit)], |r| r.get(0)).unwrap();
+            assert_eq!(n, 0, "{sql}");
+        }
+        let n: i64 = raw.query_row("SELECT COUNT(*) FROM sightings", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 3);
+    }
+
+    assert!(!store.seen(s1.id).unwrap() && !store.seen(s2.id).unwrap());
+    assert!(store.trajectory(t1).unwrap().is_none());
+    let t2row = store.trajectory(t2).unwrap().unwrap();
+    assert_eq!(t2row.sightings.iter().map(|p| p.id).collect::<Vec<_>>(), [edge.id, s3.id]);
+    assert_eq!(
+        (t2row.summary.first_seen, t2row.summary.sightings, t2row.summary.cameras.clone()),
+        (edge.first_seen, 2, vec!["hall".to_string(), "gate".to_string()])
+    );
+    assert_eq!(store.trajectory(t3).unwrap().unwrap().summary.sightings, 1);
+    assert_eq!(store.audit_log(&AuditQuery { limit: 10, ..Default::default() }).unwrap()[0].seq, kept_audit);
+    drop(store);
+
+    // reopening after a purge works; a second purge finds nothing; sequences are not reused
+    let store = open(&path);
+    assert!(store.seen(s3.id).unwrap());
+    let again = store.purge(now, &RetentionPolicy::default()).unwrap();
+    assert_eq!(again, PurgeReport { oldest_sighting: Some(now - days(7)), wal_truncated: true, ..Default::default() });
+    assert!(store.audit(&audit_entry(now, "acme", AuditAction::Search, 0)).unwrap() > kept_audit);
+    assert!(!any_trace(&path, &old_emb));
+    let size = std::fs::metadata(&path).unwrap().len();
+    store.compact().unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() <= size);
+    assert!(any_trace(&path, &new_emb) && !any_trace(&path, &old_emb2));
+    assert_eq!(store.trajectory(t2).unwrap().unwrap().sightings.len(), 2);
+    // a day later the sighting at the limit goes, and its trajectory shrinks again
+    let later = store.purge(now + days(1), &RetentionPolicy::default()).unwrap();
+    assert_eq!((later.sightings, later.trajectories_updated, later.trajectories_deleted), (1, 1, 0));
+}
+
+#[test]
+fn retention_policy_is_checked() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let policy = RetentionPolicy { crowd_days: bad, ..Default::default() };
+        let e = store.purge(T0, &policy).unwrap_err().to_string();
+        assert!(e.contains("crowd_days must be a positive number of days"), "{e}");
+    }
+    let p = RetentionPolicy::default();
+    assert_eq!((p.sightings_days, p.alerts_days, p.crowd_days, p.audit_days), (7.0, 90.0, 90.0, 365.0));
+    let p: RetentionPolicy = toml::from_str("sightings_days = 0.5").unwrap();
+    assert_eq!(RetentionPolicy::cutoff(T0, p.sightings_days), T0 - Duration::hours(12));
+}
+
+#[test]
+fn restart_keeps_trajectories_and_dedup_state() {
+    let (_dir, path) = tmp();
+    let traj = Uuid::now_v7();
+    let s = sighting("gate", T0, T0 + secs(5), pattern(0x3e51));
+    let a = alert("a1", AlertState::Raised, AlertKind::CameraFrozen, "gate", T0);
+    let c = crowd("gate", T0, 3.0, 1.0);
+    {
+        let store = open(&path);
+        store.record_sighting(&s, traj, None, T0).unwrap();
+        store.record_alert(&a, T0).unwrap();
+        store.record_crowd(&c, T0).unwrap();
+        store.create_token("acme", Role::Integrator, &hash(7), T0).unwrap();
+    }
+    let store = open(&path);
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    for id in [s.id, a.id, c.id] {
+        assert!(store.seen(id).unwrap());
+    }
+    assert!(!store.record_sighting(&s, traj, None, T0 + secs(60)).unwrap());
+    assert!(!store.record_alert(&a, T0 + secs(60)).unwrap());
+    assert!(!store.record_crowd(&c, T0 + secs(60)).unwrap());
+    assert_eq!(store.trajectory(traj).unwrap().unwrap().summary.sightings, 1);
+    assert_eq!(store.sightings_for_replay(T0).unwrap()[0].trajectory, traj);
+    assert_eq!(store.token_by_hash(&hash(7)).unwrap().unwrap().name, "acme");
+}
+
+#[test]
+fn migrates_a_version_1_file() {
+    let (_dir, path) = tmp();
+    let traj = Uuid::now_v7();
+    let s = sighting("gate", T0, T0 + secs(5), pattern(0x3e61));
+    let alert_id = Uuid::now_v7();
+    {
+        let v1 = SqliteStore::open_with(&path, &migrations::MIGRATIONS[..1]).unwrap();
+        assert_eq!(v1.schema_version().unwrap(), 1);
+        v1.record_sighting(&s, traj, None, T0).unwrap();
+    }
+    {
+        // an alert as version 1 stored it (no acknowledgement columns)
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        let has_ack: bool = raw
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('alerts') WHERE name = 'acknowledged_at')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!has_ack);
+        raw.execute(
+            "INSERT INTO alerts (id, alert, site, camera, ts, state, kind, severity, message, received_at) \
+             VALUES (?1, 'a1', 'riverside', 'gate', 1795420800000, 'raised', 'camera_offline', 'critical', 'gone', 1795420800000)",
+            [alert_id.to_string()],
+        )
+        .unwrap();
+    }
+    let store = open(&path);
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    assert_eq!(store.sighting(s.id).unwrap().unwrap().sighting, s);
+    let alerts = store.alerts(&AlertQuery { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(
+        (alerts[0].alert.id, alerts[0].alert.kind, alerts[0].acknowledged_at),
+        (alert_id, AlertKind::CameraOffline, None)
+    );
+    assert_eq!(store.acknowledge_alert("a1", "ops-anna", T0).unwrap(), Acknowledged::Now);
+    store.create_token("acme", Role::Integrator, &hash(9), T0).unwrap();
+    assert_eq!(store.audit(&audit_entry(T0, "acme", AuditAction::Search, 0)).unwrap(), 1);
+}
+
+#[test]
+fn a_failed_migration_is_rolled_back() {
+    let (_dir, path) = tmp();
+    let broken = [
+        migrations::MIGRATIONS[0],
+        Migration {
+            version: 2,
+            name: "broken step",
+            sql: "CREATE TABLE half (a INTEGER); INSERT INTO missing VALUES (1);",
+        },
+    ];
+    let e = SqliteStore::open_with(&path, &broken).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("migration to schema version 2 (broken step) failed and was rolled back")
+            && msg.contains("no such table: missing")
+            && msg.contains(&path.display().to_string()),
+        "{msg}"
+    );
+    {
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        assert_eq!(migrations::version(&raw).unwrap(), 1, "version 1 committed, version 2 not");
+        let half: bool =
+            raw.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'half')", [], |r| r.get(0)).unwrap();
+        assert!(!half, "the failed step left nothing behind");
+    }
+    assert_eq!(open(&path).schema_version().unwrap(), migrations::LATEST);
+}
+
+#[test]
+fn a_newer_schema_is_refused_untouched() {
+    let (_dir, path) = tmp();
+    drop(open(&path));
+    let newer = migrations::LATEST + 1;
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", newer).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let e = SqliteStore::open(&path).unwrap_err();
+    assert!(
+        matches!(e, StoreError::TooNew { found, supported, .. } if found == newer && supported == migrations::LATEST)
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "schema version {newer} is newer than this aggregator supports (up to {})",
+            migrations::LATEST
+        )) && msg.contains(&path.display().to_string()),
+        "{msg}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the file is left as it was");
+}
+
+#[test]
+fn foreign_files_are_refused() {
+    let (dir, path) = tmp();
+    // an edge agent's outbox, say
+    rusqlite::Connection::open(&path).unwrap().execute_batch("CREATE TABLE outbox (seq INTEGER PRIMARY KEY);").unwrap();
+    let e = SqliteStore::open(&path).unwrap_err().to_string();
+    assert!(e.contains("not a sightline aggregator database") && e.contains("outbox"), "{e}");
+
+    let other_app = dir.path().join("other.sqlite");
+    rusqlite::Connection::open(&other_app).unwrap().pragma_update(None, "application_id", 42).unwrap();
+    let e = SqliteStore::open(&other_app).unwrap_err().to_string();
+    assert!(e.contains("not a sightline aggregator database: application_id is 0x2a"), "{e}");
+
+    let text = dir.path().join("notes.sqlite");
+    std::fs::write(
+        &text,
+        "this is not a database, it is a text file that is long enough to have a header\n".repeat(20),
+    )
+    .unwrap();
+    let e = SqliteStore::open(&text).unwrap_err().to_string();
+    assert!(e.contains("cannot open") && e.contains("notes.sqlite") && e.contains("not a database"), "{e}");
+}
+
+#[test]
+fn concurrent_writers_and_readers() {
+    let (_dir, path) = tmp();
+    let store: Arc<dyn Store> = Arc::new(open(&path));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let traj = Uuid::now_v7();
+                for i in 0..25 {
+                    let t = T0 + secs(i);
+                    let s = sighting(&format!("cam-{w}"), t, t, pattern(0x3e70));
+                    assert!(store.record_sighting(&s, traj, Some(0.1), t).unwrap());
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for _ in 0..50 {
+                let page = store.trajectories(&TrajectoryQuery { limit: 10, ..Default::default() }).unwrap();
+                assert!(page.items.len() <= 4);
+                store.embeddings(MODEL, None, None).unwrap();
+            }
+        })
+    };
+    for h in writers {
+        h.join().unwrap();
+    }
+    reader.join().unwrap();
+    let page = store.trajectories(&TrajectoryQuery { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(page.items.iter().map(|t| t.sightings).collect::<Vec<_>>(), [25; 4]);
+}
+
+/// Two weeks of ingestion with a purge at the end of every day, sightings of uneven sizes, some
+/// arriving late: deletes land all over the b-tree and SQLite rebalances its pages. After every
+/// purge, no two consecutive floats of any purged embedding are left in the files (each embedding's
+/// floats count up by one, so stray page bytes are not mistaken for them).
+#[test]
+fn retention_at_scale_leaves_no_trace() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    let start = datetime!(2026-11-01 00:00 UTC);
+    let policy = RetentionPolicy::default();
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    // embedding of a sighting seen on `day`: every float's high 16 bits are 0x5E00 | day, the low
+    // 16 bits count up
+    let embedding = |day: i64, serial: u32| -> Vec<f32> {
+        (0..128u32).map(|k| f32::from_bits(((0x5E00 | day as u32) << 16) | ((serial * 128 + k) & 0xFFFF))).collect()
+    };
+    let mut serial = 0u32;
+    let mut traj = Uuid::now_v7();
+    let mut purged_through = -1i64; // sightings of days <= this must be gone
+    for day in 0..15i64 {
+        for _ in 0..120 {
+            // ~10% arrive late (an edge's outbox replay): seen up to two days earlier
+            let back = if next(10) == 0 { next(2 * 86_400) as i64 } else { 0 };
+            let t = (start + Duration::days(day) + secs(next(86_400) as i64) - secs(back)).max(start);
+            let seen_day = (t - start).whole_days();
+            let mut s =
+                sighting(&"c".repeat(1 + next(40) as usize), t, t + secs(next(30) as i64), embedding(seen_day, serial));
+            s.last_seen = s.last_seen.min(start + Duration::days(seen_day + 1) - secs(1));
+            s.ground = if next(2) == 0 { None } else { Some([next(1000) as f64, 1.5]) };
+            serial += 1;
+            if next(4) == 0 {
+                traj = Uuid::now_v7();
+            }
+            store.record_sighting(&s, traj, Some(0.3), t).unwrap();
+        }
+        let now = start + Duration::days(day + 1);
+        let report = store.purge(now, &policy).unwrap();
+        assert!(report.wal_truncated);
+        purged_through = purged_through.max(day + 1 - 7 - 1);
+        if let Some(oldest) = report.oldest_sighting {
+            assert!(oldest >= RetentionPolicy::cutoff(now, policy.sightings_days));
+        }
+        assert_eq!(
+            trace_of_days(&file_bytes(&path), |d| d <= purged_through),
+            None,
+            "day {day}: bytes of an embedding purged (seen on day <= {purged_through}) remain"
+        );
+    }
+    assert_eq!(purged_through, 7);
+    assert!(trace_of_days(&file_bytes(&path), |d| d == 14).is_some(), "kept embeddings are found");
+}
+
+/// Where two consecutive floats of an embedding of `retention_at_scale_leaves_no_trace` seen on a
+/// day matching `day` are in `bytes`.
+fn trace_of_days(bytes: &[u8], day: impl Fn(i64) -> bool) -> Option<usize> {
+    let word = |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+    // candidates: the top byte of a float
+    (3..bytes.len().saturating_sub(5)).filter(|&i| bytes[i] == 0x5E).map(|i| i - 3).find(|&i| {
+        let (a, b) = (word(i), word(i + 4));
+        day(i64::from((a >> 16) & 0xFF)) && b == a + 1
+    })
+}

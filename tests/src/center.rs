@@ -1,0 +1,105 @@
+//! The monitoring centre side: the `aggregator` binary with a generated config (its embedded
+//! broker on a free loopback port) and a one-shot MQTT publisher for injecting messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use crate::{Proc, binary};
+
+/// A running aggregator; killed on drop.
+pub struct Aggregator {
+    pub proc: Proc,
+    /// Port of its embedded broker.
+    pub port: u16,
+    pub dir: PathBuf,
+    log: PathBuf,
+}
+
+/// Config text for an aggregator whose embedded broker listens on `port`, storing in `store`,
+/// with the given `[site]`, `[[camera]]` and other tables.
+pub fn aggregator_config(port: u16, store: &Path, site: &str) -> String {
+    format!("[broker]\nlisten = \"127.0.0.1:{port}\"\n\n[store]\npath = \"{}\"\n\n{site}\n", store.display())
+}
+
+impl Aggregator {
+    /// Starts the aggregator with `config` (written into `dir`, which also gets its log) and
+    /// waits until it has subscribed (ingesting).
+    pub fn start_in(dir: &Path, config: &str, port: u16) -> Result<Aggregator> {
+        let path = dir.join("aggregator.toml");
+        std::fs::write(&path, config)?;
+        static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = dir.join(format!("aggregator-{run}.log"));
+        let child = Command::new(binary("aggregator"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info,rumqttd=warn,sightline_aggregator=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let agg = Aggregator { proc: Proc(child), port, dir: dir.to_owned(), log };
+        agg.wait_log("subscribed: ingesting", 1, Duration::from_secs(30))?;
+        Ok(agg)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` `count` times; returns the log.
+    pub fn wait_log(&self, needle: &str, count: usize, timeout: Duration) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= count {
+                return Ok(log);
+            }
+            if Instant::now() > deadline {
+                bail!("{needle:?} not logged {count} time(s) within {timeout:?}; log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops it with SIGTERM and waits for the exit.
+    pub fn stop(mut self) -> Result<()> {
+        Command::new("kill").arg("-TERM").arg(self.proc.0.id().to_string()).status()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.proc.0.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                bail!("aggregator did not stop; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+/// Publishes `messages` (topic, payload) with QoS 1 and waits for every PUBACK.
+pub fn publish(port: u16, messages: &[(String, Vec<u8>)]) -> Result<()> {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut opts = MqttOptions::new(format!("test-pub-{}-{n}", std::process::id()), "127.0.0.1", port);
+    opts.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut conn) = Client::new(opts, messages.len() + 10);
+    for (topic, payload) in messages {
+        client.publish(topic, QoS::AtLeastOnce, false, payload.clone())?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut acked = 0;
+    while acked < messages.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match conn.recv_timeout(left) {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!("publishing: {e}"),
+            Err(_) => bail!("{acked} of {} messages acknowledged within 20 s", messages.len()),
+        }
+    }
+    let _ = client.disconnect();
+    Ok(())
+}

@@ -11,13 +11,15 @@ BIN="$CARGO_TARGET_DIR/debug"
 RUN=$(mktemp -d)
 MQTT_PORT=${MQTT_PORT:-1883}
 RTSP_PORT=${RTSP_PORT:-8554}
+HTTP_PORT=${HTTP_PORT:-8080}
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$RUN"; }
 trap cleanup EXIT INT TERM
 
-sed -e "s/127.0.0.1:1883/127.0.0.1:$MQTT_PORT/" -e "s#\"\.\./#\"$(pwd)/#" configs/demo-aggregator.toml > "$RUN/aggregator.toml"
+sed -e "s/127.0.0.1:1883/127.0.0.1:$MQTT_PORT/" -e "s/127.0.0.1:8080/127.0.0.1:$HTTP_PORT/" -e "s#\"\.\./#\"$(pwd)/#" configs/demo-aggregator.toml > "$RUN/aggregator.toml"
 "$BIN/aggregator" run --config "$RUN/aggregator.toml" 2> >(tee "$RUN/aggregator.log" >&2) & pids+=($!)
 for _ in $(seq 100); do grep -q "subscribed: ingesting" "$RUN/aggregator.log" 2>/dev/null && break; sleep 0.1; done
+TOKEN=$("$BIN/aggregator" token create --config "$RUN/aggregator.toml" --name "demo-$(date +%s)-$$" --role integrator 2>/dev/null)
 "$BIN/camsim" --listen "127.0.0.1:$RTSP_PORT" --loop --mount "stage=$(realpath ../shared/media/short_hamilton_clip.mp4)" \
   --mount "walkway=$(realpath ../shared/media/vtest.avi)" & pids+=($!)
 sed -e "s/^port = 1883/port = $MQTT_PORT/" -e "s#127.0.0.1:8554#127.0.0.1:$RTSP_PORT#" configs/demo.toml > "$RUN/demo.toml"
@@ -30,6 +32,10 @@ cat <<MSG
   watch everything on the broker, trajectory updates included, with:
 
       mosquitto_sub -h 127.0.0.1 -p $MQTT_PORT -t 'sightline/v1/#' -T 'sightline/v1/+/+/heatmap' -v
+
+  integrator API: http://127.0.0.1:$HTTP_PORT/api/v1 (OpenAPI: /api/v1/openapi.json); a demo token:
+
+      curl -s -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:$HTTP_PORT/api/v1/trajectories?purpose=demo'
 
 MSG
 "$BIN/edge-agent" run --config "$RUN/demo.toml" & pids+=($!)

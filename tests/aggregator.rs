@@ -202,6 +202,23 @@ fn bad_messages_are_rejected_duplicates_absorbed_and_state_survives_a_restart() 
     assert_eq!(t2.trajectory, t1.trajectory, "the restarted aggregator continues the trajectory");
     assert!(!t2.new && t2.distance.is_some_and(|d| d < 0.3), "{t2:?}");
     assert!(!trajectories(&sub).iter().any(|t| t.sighting == first.id), "a redelivery was placed again");
+
+    // the integrator API serves the trajectory (tokens created with the CLI, stored hashed)
+    let api = agg.api_url().unwrap();
+    let url = format!("{api}/trajectories/{}?purpose=test", t1.trajectory);
+    assert_eq!(http_get_as(&url, None).unwrap().0, 401);
+    let operator = agg.token("ops", "operator").unwrap();
+    assert_eq!(http_get_as(&url, Some(&operator)).unwrap().0, 403);
+    let integrator = agg.token("integration", "integrator").unwrap();
+    let (code, body) = http_get_as(&url, Some(&integrator)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    for id in [first.id, second.id] {
+        assert!(body.contains(&id.to_string()), "sighting {id} missing from {body}");
+    }
+    let admin = agg.token("auditor", "admin").unwrap();
+    let (code, audit) = http_get_as(&format!("{api}/audit"), Some(&admin)).unwrap();
+    assert_eq!(code, 200, "{audit}");
+    assert!(audit.contains("integration") && audit.contains("\"test\""), "the read is audited: {audit}");
     let dir_log = agg.dir.clone();
     agg.stop().unwrap();
     let logs: Vec<String> = std::fs::read_dir(&dir_log)

@@ -30,6 +30,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     #[serde(default)]
     pub store: StoreConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
     /// `[retention]`: how long data is kept (days). Sightings carry face embeddings: biometric data.
     #[serde(default)]
     pub retention: RetentionPolicy,
@@ -88,6 +90,20 @@ impl Default for MqttConfig {
     }
 }
 
+/// `[http]`: the integrator API (`/api/v1`) and `/healthz`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Loopback by default: put a TLS-terminating reverse proxy in front to serve the network.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: ([127, 0, 0, 1], 8080).into() }
+    }
+}
+
 /// `[store]`: the SQLite database.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -123,7 +139,7 @@ impl Config {
         let invalid =
             |key: &str, message: String| ConfigError::Invalid { path: path.to_owned(), key: key.into(), message };
         cfg.site_model().map_err(|e| invalid(&e.key, e.reason))?;
-        cfg.correlation.validate().map_err(|e| invalid(&format!("correlation.{}", e.key), e.reason))?;
+        cfg.correlation.validate().map_err(|e| invalid(&e.key, e.reason))?;
         let r = &cfg.retention;
         for (key, days) in [
             ("retention.sightings_days", r.sightings_days),
@@ -157,5 +173,33 @@ impl Config {
     pub fn mqtt_address(&self) -> (String, u16) {
         let host = self.mqtt.host.clone().unwrap_or_else(|| self.broker.listen.ip().to_string());
         (host, self.mqtt.port.unwrap_or(self.broker.listen.port()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_configs_parse() {
+        for file in ["aggregator.example.toml", "demo-aggregator.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs").join(file);
+            Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let site = "[site]\nid = \"s\"\n";
+        let bad = |text: &str| Config::parse(text, Path::new("a.toml")).unwrap_err().to_string();
+        assert!(bad(&format!("{site}[retention]\nsightings_days = 0.0\n")).contains("retention.sightings_days"));
+        assert!(bad(&format!("{site}[store]\nretention_every_s = 0\n")).contains("store.retention_every_s"));
+        assert!(bad(&format!("{site}[mqtt]\nshared_group = \"A B\"\n")).contains("mqtt.shared_group"));
+        assert!(bad(&format!("{site}[correlation]\nmax_distance = 5.0\n")).contains("`correlation.max_distance`"));
+        assert!(
+            bad(&format!("{site}[[camera]]\nid = \"c\"\nposition = [0.0, 0.0]\n[[link]]\nfrom = \"c\"\nto = \"x\"\n"))
+                .contains("link[0]")
+        );
+        assert!(bad("[site]\nid = \"s\"\nsurprise = 1\n").contains("surprise"));
     }
 }

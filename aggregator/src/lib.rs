@@ -2,6 +2,7 @@
 //! cameras into trajectories, stores them, and serves integrators and operators.
 //! See `docs/aggregator.md`.
 
+pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod config;

@@ -35,6 +35,12 @@ pub enum ServiceError {
     Broker(#[from] crate::broker::BrokerError),
     #[error("site model: `{}`: {}", .0.key, .0.reason)]
     Site(crate::site::SiteError),
+    #[error("HTTP API: cannot listen on {addr}: {source} (set [http] listen)")]
+    HttpListen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Ingest counters.
@@ -71,7 +77,8 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     }
     let mut correlator = Correlator::new(cfg.correlation.clone(), site).map_err(ServiceError::Site)?;
     let horizon = time::Duration::seconds_f64(cfg.correlation.horizon_s);
-    let replay = store.sightings_for_replay(clock.now() - horizon)?;
+    // as much as the retention job keeps in memory (see `retention_job`)
+    let replay = store.sightings_for_replay(clock.now() - horizon * 2)?;
     for s in &replay {
         correlator.restore(Observation::from_sighting(&s.sighting), s.trajectory);
     }
@@ -82,6 +89,14 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         "correlator restored from the store"
     );
     drop(replay);
+
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .map_err(|source| ServiceError::HttpListen { addr: cfg.http.listen, source })?;
+    let api = crate::api::ApiState::new(store.clone(), clock.clone(), cfg.site_model().map_err(ServiceError::Site)?);
+    let url = listener.local_addr().map(|a| format!("http://{a}/api/v1")).unwrap_or_default();
+    let http = tokio::spawn(crate::api::serve(listener, Arc::new(api), shutdown.clone()));
+    tracing::info!(%url, "HTTP API listening");
 
     if cfg.broker.embedded {
         crate::broker::start(&cfg.broker)?;
@@ -171,6 +186,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     }
     tracing::info!("shutting down");
     retention.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     drop(work);
     let _ = tokio::task::spawn_blocking(move || ingest.join()).await;
     let _ = client.disconnect().await;
@@ -205,7 +221,9 @@ async fn retention_job(
             Ok(Err(e)) => tracing::error!(error = %e, "retention job failed"),
             Err(e) => tracing::error!(error = %e, "retention job panicked"),
         }
-        if work.send(Work::Forget(now - horizon)).await.is_err() {
+        // a sighting replayed late (an edge outbox after an outage) may still join a trajectory
+        // that ended up to one horizon before it: keep twice the horizon in memory
+        if work.send(Work::Forget(now - horizon * 2)).await.is_err() {
             return;
         }
     }

@@ -21,7 +21,10 @@ pub struct Aggregator {
 /// Config text for an aggregator whose embedded broker listens on `port`, storing in `store`,
 /// with the given `[site]`, `[[camera]]` and other tables.
 pub fn aggregator_config(port: u16, store: &Path, site: &str) -> String {
-    format!("[broker]\nlisten = \"127.0.0.1:{port}\"\n\n[store]\npath = \"{}\"\n\n{site}\n", store.display())
+    format!(
+        "[broker]\nlisten = \"127.0.0.1:{port}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[store]\npath = \"{}\"\n\n{site}\n",
+        store.display()
+    )
 }
 
 impl Aggregator {
@@ -62,6 +65,30 @@ impl Aggregator {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Base URL of its API (`http://127.0.0.1:port/api/v1`).
+    pub fn api_url(&self) -> Result<String> {
+        let log = self.wait_log("HTTP API listening", 1, Duration::from_secs(30))?;
+        let line = log.lines().find(|l| l.contains("HTTP API listening")).unwrap_or_default();
+        line.split("url=")
+            .nth(1)
+            .and_then(|u| u.split_whitespace().next())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no url= in {line:?}"))
+    }
+
+    /// Creates an API token with the CLI (`aggregator token create`); returns it.
+    pub fn token(&self, name: &str, role: &str) -> Result<String> {
+        let out = Command::new(binary("aggregator"))
+            .args(["token", "create", "--config"])
+            .arg(self.dir.join("aggregator.toml"))
+            .args(["--name", name, "--role", role])
+            .output()?;
+        if !out.status.success() {
+            bail!("aggregator token create: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_owned())
     }
 
     /// Stops it with SIGTERM and waits for the exit.

@@ -480,12 +480,18 @@ impl Subscriber {
 
 /// `GET url` over plain HTTP/1.1 (the agent's metrics endpoint): status code and body.
 pub fn http_get(url: &str) -> Result<(u16, String)> {
+    http_get_as(url, None)
+}
+
+/// `GET url` with an optional bearer token.
+pub fn http_get_as(url: &str, bearer: Option<&str>) -> Result<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").context("http:// URL expected")?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let mut stream = std::net::TcpStream::connect(host)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n")?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").context("no HTTP header end")?;

@@ -1,0 +1,559 @@
+//! The integrator API over a real socket on a real SQLite store: auth (401, 403), JSON shapes,
+//! paging, 400s naming the parameter, 404s, GeoJSON, and an audit row for every trajectory read.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use sightline_aggregator::api::{self, ApiState};
+use sightline_aggregator::auth::{new_token, token_hash};
+use sightline_aggregator::site::{CameraPlace, GeoRef, SiteConfig, SiteModel};
+use sightline_aggregator::store::*;
+use sightline_contract::*;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+const T0: OffsetDateTime = datetime!(2026-11-23 08:00 UTC);
+const NOW: OffsetDateTime = datetime!(2026-11-23 09:00 UTC);
+
+struct FixedClock;
+impl Clock for FixedClock {
+    fn now(&self) -> OffsetDateTime {
+        NOW
+    }
+}
+
+fn secs(s: i64) -> Duration {
+    Duration::seconds(s)
+}
+
+fn sighting(camera: &str, first: OffsetDateTime, ground: Option<[f64; 2]>) -> Sighting {
+    Sighting {
+        id: Uuid::now_v7(),
+        site: "riverside".into(),
+        camera: camera.into(),
+        track: 1,
+        first_seen: first,
+        last_seen: first + secs(5),
+        best: BestShot {
+            ts: first,
+            bbox: [10.0, 20.0, 80.0, 110.0],
+            landmarks: [[30.0, 50.0], [60.0, 50.0], [45.0, 65.0], [35.0, 85.0], [55.0, 85.0]],
+            det_score: 0.93,
+            quality: 0.7,
+        },
+        frame_size: [640, 360],
+        ground,
+        model: "dlib-resnet-v1".into(),
+        embedding: vec![0.125; 128],
+    }
+}
+
+fn alert(name: &str, kind: AlertKind, state: AlertState, camera: &str, ts: OffsetDateTime) -> Alert {
+    Alert {
+        id: Uuid::now_v7(),
+        site: "riverside".into(),
+        camera: camera.into(),
+        ts,
+        alert: name.into(),
+        state,
+        kind,
+        severity: Severity::Warning,
+        zone: None,
+        message: format!("{name} {state:?}"),
+        details: None,
+    }
+}
+
+fn site(georef: bool) -> SiteModel {
+    let place = |id: &str, position| CameraPlace { id: id.into(), position, view_radius_m: 10.0, homography: None };
+    SiteModel::new(
+        SiteConfig {
+            id: "riverside".into(),
+            max_walking_speed_mps: 2.5,
+            time_tolerance_s: 1.0,
+            georef: georef.then_some(GeoRef { origin_lat: 48.8566, origin_lon: 2.3522, rotation_deg: 0.0 }),
+        },
+        vec![place("gate-north", [0.0, 120.0]), place("plaza", [30.0, 120.0]), place("lens", [60.0, 0.0])],
+        vec![],
+    )
+    .unwrap()
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    addr: std::net::SocketAddr,
+    operator: String,
+    integrator: String,
+    admin: String,
+    revoked: String,
+    /// Trajectory ids, oldest first: A (gate-north then plaza, 2 sightings), B (lens), C (plaza).
+    trajectories: Vec<Uuid>,
+    /// Sightings of A, in order.
+    sightings_a: Vec<Uuid>,
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+async fn fixture(georef: bool) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("aggregator.sqlite")).unwrap());
+    let token = |name: &str, role| {
+        let secret = new_token();
+        store.create_token(name, role, &token_hash(&secret), T0).unwrap();
+        secret
+    };
+    let operator = token("ops-desk", Role::Operator);
+    let integrator = token("city-app", Role::Integrator);
+    let admin = token("dpo", Role::Admin);
+    let revoked = token("old-app", Role::Integrator);
+    assert!(store.revoke_token("old-app", T0 + secs(1)).unwrap());
+
+    for (cam, pos) in [("gate-north", [0.0, 120.0]), ("plaza", [30.0, 120.0]), ("lens", [60.0, 0.0])] {
+        store.put_camera("riverside", cam, Some(pos)).unwrap();
+    }
+    let trajectories: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+    let a1 = sighting("gate-north", T0, None);
+    let a2 = sighting("plaza", T0 + secs(30), Some([31.0, 118.5]));
+    store.record_sighting(&a1, trajectories[0], None, T0 + secs(6)).unwrap();
+    store.record_sighting(&a2, trajectories[0], Some(0.41), T0 + secs(36)).unwrap();
+    store.record_sighting(&sighting("lens", T0 + secs(100), None), trajectories[1], None, T0 + secs(106)).unwrap();
+    store.record_sighting(&sighting("plaza", T0 + secs(200), None), trajectories[2], None, T0 + secs(206)).unwrap();
+
+    store
+        .record_alert(&alert("off-lens", AlertKind::CameraOffline, AlertState::Raised, "lens", T0 + secs(10)), T0)
+        .unwrap();
+    store
+        .record_alert(&alert("off-lens", AlertKind::CameraOffline, AlertState::Cleared, "lens", T0 + secs(70)), T0)
+        .unwrap();
+    store
+        .record_alert(&alert("crowd-plaza", AlertKind::CrowdThreshold, AlertState::Raised, "plaza", T0 + secs(90)), T0)
+        .unwrap();
+    for i in 0..6 {
+        let c = Crowd {
+            id: Uuid::now_v7(),
+            site: "riverside".into(),
+            camera: "plaza".into(),
+            ts: T0 + secs(20 * i),
+            method: CrowdMethod::Detection,
+            total: i as f32,
+            zones: vec![ZoneCount { zone: "steps".into(), count: 1.0, area_m2: None, density_per_m2: None }],
+        };
+        store.record_crowd(&c, T0).unwrap();
+    }
+
+    let state = Arc::new(ApiState::new(store.clone(), Arc::new(FixedClock), site(georef)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(api::serve(listener, state, rx));
+    Fixture {
+        _dir: dir,
+        store,
+        addr,
+        operator,
+        integrator,
+        admin,
+        revoked,
+        sightings_a: vec![a1.id, a2.id],
+        trajectories,
+        _stop: stop,
+    }
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A tiny HTTP/1.1 client: one GET per connection (`Connection: close`), body by Content-Length.
+async fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Reply {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    let body = raw[split + 4..].to_vec();
+    let reply = Reply { status, headers, body };
+    if let Some(len) = reply.header("content-length") {
+        assert_eq!(len.parse::<usize>().unwrap(), reply.body.len(), "body length");
+    } else {
+        assert!(reply.header("transfer-encoding").is_none(), "chunked bodies are not handled by this client");
+    }
+    reply
+}
+
+fn audit_all(store: &SqliteStore) -> Vec<AuditRecord> {
+    store.audit_log(&AuditQuery { limit: 1000, ..Default::default() }).unwrap()
+}
+
+#[tokio::test]
+async fn healthz_needs_no_token() {
+    let f = fixture(true).await;
+    let r = get(f.addr, "/healthz", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn missing_unknown_malformed_or_revoked_tokens_are_401() {
+    let f = fixture(true).await;
+    for path in ["/api/v1/cameras", "/api/v1/trajectories", "/api/v1/audit"] {
+        let r = get(f.addr, path, None).await;
+        assert_eq!(r.status, 401, "{path}");
+        assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+        assert_eq!(r.json()["error"], "unauthorized");
+    }
+    for token in [f.revoked.as_str(), "slt_00000000", "not a token"] {
+        let r = get(f.addr, "/api/v1/trajectories", Some(token)).await;
+        assert_eq!(r.status, 401, "{token}");
+        assert!(r.header("www-authenticate").unwrap().contains("invalid_token"));
+    }
+    // nothing was answered, nothing audited
+    assert!(audit_all(&f.store).is_empty());
+}
+
+#[tokio::test]
+async fn too_low_a_role_is_403() {
+    let f = fixture(true).await;
+    let id = f.trajectories[0];
+    for path in [
+        "/api/v1/trajectories".to_string(),
+        format!("/api/v1/trajectories/{id}"),
+        format!("/api/v1/trajectories/{id}/geojson"),
+        format!("/api/v1/sightings/{}", f.sightings_a[0]),
+    ] {
+        let r = get(f.addr, &path, Some(&f.operator)).await;
+        assert_eq!(r.status, 403, "{path}");
+        assert_eq!(r.json()["error"], "forbidden");
+    }
+    let r = get(f.addr, "/api/v1/audit", Some(&f.integrator)).await;
+    assert_eq!(r.status, 403);
+    assert!(r.json()["message"].as_str().unwrap().contains("admin"));
+    // higher roles include lower ones
+    assert_eq!(get(f.addr, "/api/v1/cameras", Some(&f.admin)).await.status, 200);
+    assert_eq!(get(f.addr, "/api/v1/trajectories", Some(&f.admin)).await.status, 200);
+    assert!(audit_all(&f.store).iter().all(|r| r.entry.token == "dpo"));
+}
+
+#[tokio::test]
+async fn operator_endpoints_answer_json() {
+    let f = fixture(true).await;
+    let op = Some(f.operator.as_str());
+
+    let r = get(f.addr, "/api/v1/cameras", op).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("application/json"));
+    let cams = r.json()["items"].as_array().unwrap().clone();
+    assert_eq!(cams.len(), 3);
+    let gate = cams.iter().find(|c| c["camera"] == "gate-north").unwrap();
+    assert_eq!(gate["site"], "riverside");
+    assert_eq!(gate["position"], json!([0.0, 120.0]));
+    let [lon, lat] = [gate["wgs84"][0].as_f64().unwrap(), gate["wgs84"][1].as_f64().unwrap()];
+    assert!((lat - 48.8577).abs() < 1e-3 && (lon - 2.3522).abs() < 1e-6, "{lat} {lon}");
+
+    let r = get(f.addr, "/api/v1/alerts", op).await;
+    assert_eq!(r.status, 200);
+    let items = r.json()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[0]["alert"]["alert"], "crowd-plaza", "newest first");
+    assert_eq!(items[0]["alert"]["ts"], "2026-11-23T08:01:30.000Z");
+    let r = get(f.addr, "/api/v1/alerts?kind=camera_offline&state=cleared&camera=lens&limit=5", op).await;
+    let items = r.json()["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["alert"]["state"], "cleared");
+    let r = get(f.addr, "/api/v1/alerts?since=2026-11-23T08:01:00Z&until=2026-11-23T08:02:00.000Z", op).await;
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 2);
+
+    let r = get(f.addr, "/api/v1/crowd?camera=plaza&since=2026-11-23T08:00:00Z&until=2026-11-23T08:02:00Z&step=60", op)
+        .await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    assert_eq!(v["step_s"], 60);
+    assert_eq!(v["since"], "2026-11-23T08:00:00.000Z");
+    let buckets = v["items"].as_array().unwrap();
+    assert_eq!(buckets.len(), 2);
+    assert_eq!(buckets[0]["start"], "2026-11-23T08:00:00.000Z");
+    assert_eq!(buckets[0]["mean"], 1.0); // totals 0, 1, 2
+    assert_eq!(buckets[1]["samples"], 3);
+    let r = get(
+        f.addr,
+        "/api/v1/crowd?camera=plaza&zone=steps&since=2026-11-23T08:00:00Z&until=2026-11-23T08:02:00Z&step=120",
+        op,
+    )
+    .await;
+    assert_eq!(r.json()["items"][0]["mean"], 1.0);
+    assert_eq!(r.json()["items"][0]["samples"], 6);
+    // operator reads are not personal data: not audited
+    assert!(audit_all(&f.store).is_empty());
+}
+
+#[tokio::test]
+async fn trajectories_page_newest_first_with_a_cursor_and_are_audited() {
+    let f = fixture(true).await;
+    let it = Some(f.integrator.as_str());
+    let r = get(f.addr, "/api/v1/trajectories?limit=2&purpose=missing%20person%20report%20117", it).await;
+    assert_eq!(r.status, 200);
+    let page = r.json();
+    let ids: Vec<&str> = page["items"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [f.trajectories[2].to_string(), f.trajectories[1].to_string()]);
+    assert_eq!(page["items"][0]["cameras"], json!(["plaza"]));
+    assert_eq!(page["items"][0]["first_seen"], "2026-11-23T08:03:20.000Z");
+    let next = page["next"].as_str().unwrap().to_string();
+
+    let r = get(f.addr, &format!("/api/v1/trajectories?limit=2&cursor={next}"), it).await;
+    let page2 = r.json();
+    assert_eq!(page2["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page2["items"][0]["id"], f.trajectories[0].to_string());
+    assert_eq!(page2["items"][0]["sightings"], 2);
+    assert_eq!(page2["items"][0]["cameras"], json!(["gate-north", "plaza"]));
+    assert!(page2["next"].is_null());
+
+    let r = get(f.addr, "/api/v1/trajectories?camera=gate-north", it).await;
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 1);
+
+    let log = audit_all(&f.store);
+    assert_eq!(log.len(), 3);
+    let first = &log[0].entry;
+    assert_eq!(first.token, "city-app");
+    assert_eq!(first.role, Role::Integrator);
+    assert_eq!(first.action, AuditAction::TrajectoryList);
+    assert_eq!(first.purpose.as_deref(), Some("missing person report 117"));
+    assert_eq!(first.query["limit"], 2);
+    assert_eq!(first.results, 2);
+    assert_eq!(first.ts, NOW);
+    assert_eq!(log[1].entry.query["cursor"], next.as_str());
+    assert_eq!(log[1].entry.results, 1);
+    assert_eq!(log[2].entry.query["camera"], "gate-north");
+    assert!(log[1].entry.purpose.is_none());
+}
+
+#[tokio::test]
+async fn trajectory_detail_and_sighting_are_audited_and_hide_the_embedding() {
+    let f = fixture(true).await;
+    let it = Some(f.integrator.as_str());
+    let id = f.trajectories[0];
+    let r = get(f.addr, &format!("/api/v1/trajectories/{id}?purpose=case%2042"), it).await;
+    assert_eq!(r.status, 200);
+    let t = r.json();
+    assert_eq!(t["id"], id.to_string());
+    assert_eq!(t["sightings"].as_array().unwrap().len(), 2);
+    assert_eq!(t["sightings"][0]["id"], f.sightings_a[0].to_string());
+    assert_eq!(t["sightings"][0]["camera"], "gate-north");
+    assert_eq!(t["sightings"][1]["ground"], json!([31.0, 118.5]));
+    assert_eq!(t["sightings"][1]["distance"].as_f64().unwrap() as f32, 0.41);
+    assert_eq!(t["sightings"][0]["first_seen"], "2026-11-23T08:00:00.000Z");
+
+    let r = get(f.addr, &format!("/api/v1/sightings/{}", f.sightings_a[1]), it).await;
+    assert_eq!(r.status, 200);
+    let s = r.json();
+    assert_eq!(s["trajectory"], id.to_string());
+    assert_eq!(s["sighting"]["camera"], "plaza");
+    assert_eq!(s["sighting"]["best"]["det_score"].as_f64().unwrap() as f32, 0.93);
+    assert!(s["sighting"].get("embedding").is_none(), "the embedding is never served");
+    assert!(!String::from_utf8_lossy(&r.body).contains("0.125"));
+    assert_eq!(s["received_at"], "2026-11-23T08:00:36.000Z");
+
+    let log = audit_all(&f.store);
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].entry.action, AuditAction::TrajectoryRead);
+    assert_eq!(log[0].entry.purpose.as_deref(), Some("case 42"));
+    assert_eq!(log[0].entry.query["id"], id.to_string());
+    assert_eq!(log[0].entry.results, 2);
+    assert_eq!(log[1].entry.action, AuditAction::SightingRead);
+    assert_eq!(log[1].entry.results, 1);
+}
+
+#[tokio::test]
+async fn geojson_is_wgs84_with_a_georef_and_site_metres_without() {
+    let f = fixture(true).await;
+    let id = f.trajectories[0];
+    let r = get(f.addr, &format!("/api/v1/trajectories/{id}/geojson"), Some(&f.integrator)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/geo+json"));
+    let g = r.json();
+    assert_eq!(g["type"], "Feature");
+    assert_eq!(g["geometry"]["type"], "LineString");
+    let coords = g["geometry"]["coordinates"].as_array().unwrap();
+    assert_eq!(coords.len(), 2);
+    // [lon, lat]; gate-north's camera position (no ground), then plaza's ground point
+    let (lon0, lat0) = (coords[0][0].as_f64().unwrap(), coords[0][1].as_f64().unwrap());
+    assert!((lon0 - 2.3522).abs() < 1e-9 && (lat0 - 48.8577).abs() < 1e-3);
+    assert!(coords[1][0].as_f64().unwrap() > lon0);
+    assert_eq!(g["properties"]["crs"], "WGS84");
+    assert_eq!(g["properties"]["sightings"][0]["position"], "camera");
+    assert_eq!(g["properties"]["sightings"][1]["position"], "ground");
+    assert!(g["properties"].get("note").is_none());
+    let log = audit_all(&f.store);
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].entry.action, AuditAction::TrajectoryRead);
+    assert_eq!(log[0].entry.query["endpoint"], "GET /api/v1/trajectories/{id}/geojson");
+
+    let f = fixture(false).await;
+    let id = f.trajectories[0];
+    let g = get(f.addr, &format!("/api/v1/trajectories/{id}/geojson"), Some(&f.integrator)).await.json();
+    assert_eq!(g["geometry"]["coordinates"], json!([[0.0, 120.0], [31.0, 118.5]]));
+    assert_eq!(g["properties"]["crs"], "site");
+    assert!(g["properties"]["note"].as_str().unwrap().contains("site frame"));
+    // one sighting: a Point
+    let one = f.trajectories[1];
+    let g = get(f.addr, &format!("/api/v1/trajectories/{one}/geojson"), Some(&f.integrator)).await.json();
+    assert_eq!(g["geometry"], json!({"type": "Point", "coordinates": [60.0, 0.0]}));
+}
+
+#[tokio::test]
+async fn unknown_ids_are_404_and_still_audited() {
+    let f = fixture(true).await;
+    let it = Some(f.integrator.as_str());
+    let unknown = Uuid::now_v7();
+    for path in [
+        format!("/api/v1/trajectories/{unknown}"),
+        format!("/api/v1/trajectories/{unknown}/geojson"),
+        format!("/api/v1/sightings/{unknown}"),
+    ] {
+        let r = get(f.addr, &path, it).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["error"], "not_found");
+    }
+    let r = get(f.addr, "/api/v1/nothing-here", it).await;
+    assert_eq!(r.status, 404);
+    let log = audit_all(&f.store);
+    assert_eq!(log.len(), 3, "every attempt to read is accountable");
+    assert!(log.iter().all(|r| r.entry.results == 0 && r.entry.query["id"] == unknown.to_string()));
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_naming_them() {
+    let f = fixture(true).await;
+    let (op, it, ad) = (Some(f.operator.as_str()), Some(f.integrator.as_str()), Some(f.admin.as_str()));
+    let cases: [(&str, Option<&str>, &str); 14] = [
+        ("/api/v1/alerts?since=yesterday", op, "since"),
+        ("/api/v1/alerts?kind=fire", op, "kind"),
+        ("/api/v1/alerts?state=open", op, "state"),
+        ("/api/v1/alerts?limit=0", op, "limit"),
+        ("/api/v1/alerts?limit=abc", op, "limit"),
+        ("/api/v1/alerts?colour=red", op, "colour"),
+        ("/api/v1/alerts?since=2026-11-23T09:00:00Z&until=2026-11-23T08:00:00Z", op, "until"),
+        ("/api/v1/crowd?since=2026-11-23T08:00:00Z", op, "camera"),
+        ("/api/v1/crowd?camera=plaza&step=0", op, "step"),
+        ("/api/v1/trajectories?cursor=zzz", it, "cursor"),
+        ("/api/v1/trajectories?limit=2&limit=3", it, "limit"),
+        ("/api/v1/trajectories/not-a-uuid", it, "id"),
+        ("/api/v1/sightings/12", it, "id"),
+        ("/api/v1/audit?until=2026-13-01T00:00:00Z", ad, "until"),
+    ];
+    for (path, token, param) in cases {
+        let r = get(f.addr, path, token).await;
+        assert_eq!(r.status, 400, "{path}");
+        let v = r.json();
+        assert_eq!(v["error"], "bad_request", "{path}");
+        assert_eq!(v["parameter"], param, "{path}");
+        assert!(v["message"].as_str().unwrap().contains(&format!("`{param}`")), "{path}: {v}");
+    }
+    // a refused request answered nothing: not audited
+    assert!(audit_all(&f.store).is_empty());
+}
+
+#[tokio::test]
+async fn admins_read_the_audit_log_paged() {
+    let f = fixture(true).await;
+    let it = Some(f.integrator.as_str());
+    for _ in 0..3 {
+        assert_eq!(get(f.addr, "/api/v1/trajectories?purpose=patrol", it).await.status, 200);
+    }
+    let r = get(f.addr, "/api/v1/audit?limit=2", Some(&f.admin)).await;
+    assert_eq!(r.status, 200);
+    let v = r.json();
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["token"], "city-app");
+    assert_eq!(items[0]["action"], "trajectory_list");
+    assert_eq!(items[0]["purpose"], "patrol");
+    assert_eq!(items[0]["results"], 3);
+    assert_eq!(items[0]["ts"], "2026-11-23T09:00:00.000Z");
+    let after = v["next_after"].as_i64().unwrap();
+    let v = get(f.addr, &format!("/api/v1/audit?after={after}&token=city-app"), Some(&f.admin)).await.json();
+    assert_eq!(v["items"].as_array().unwrap().len(), 1);
+    assert!(v["next_after"].is_null());
+    // reading the audit log is itself audited
+    let log = audit_all(&f.store);
+    assert_eq!(log.iter().filter(|r| r.entry.action == AuditAction::AuditRead).count(), 2);
+    assert!(log.iter().filter(|r| r.entry.action == AuditAction::AuditRead).all(|r| r.entry.token == "dpo"));
+}
+
+#[tokio::test]
+async fn a_failed_audit_write_fails_the_read() {
+    let f = fixture(true).await;
+    // make every audit insert fail, from another connection to the same database file
+    let db = rusqlite::Connection::open(f._dir.path().join("aggregator.sqlite")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'audit disabled'); END;",
+    )
+    .unwrap();
+    let it = Some(f.integrator.as_str());
+    let id = f.trajectories[0];
+    for path in [
+        "/api/v1/trajectories".to_string(),
+        format!("/api/v1/trajectories/{id}"),
+        format!("/api/v1/trajectories/{id}/geojson"),
+        format!("/api/v1/sightings/{}", f.sightings_a[0]),
+    ] {
+        let r = get(f.addr, &path, it).await;
+        assert_eq!(r.status, 500, "{path}");
+        let body = String::from_utf8_lossy(&r.body).to_string();
+        assert!(!body.contains(&id.to_string()) && !body.contains("gate-north"), "{path}: nothing answered: {body}");
+        assert!(r.json()["message"].as_str().unwrap().contains("audit"));
+    }
+    // operator reads do not depend on the audit log
+    assert_eq!(get(f.addr, "/api/v1/cameras", Some(&f.operator)).await.status, 200);
+}
+
+#[tokio::test]
+async fn the_openapi_document_needs_no_token_and_lists_every_endpoint() {
+    let f = fixture(true).await;
+    let r = get(f.addr, "/api/v1/openapi.json", None).await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/healthz",
+        "/api/v1/cameras",
+        "/api/v1/alerts",
+        "/api/v1/crowd",
+        "/api/v1/trajectories",
+        "/api/v1/trajectories/{id}",
+        "/api/v1/trajectories/{id}/geojson",
+        "/api/v1/sightings/{id}",
+        "/api/v1/audit",
+        "/api/v1/openapi.json",
+    ] {
+        assert!(doc["paths"][path]["get"].is_object(), "{path}");
+    }
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let params = doc["paths"]["/api/v1/trajectories"]["get"]["parameters"].as_array().unwrap();
+    assert!(params.iter().any(|p| p["name"] == "cursor"));
+    assert!(doc["paths"]["/api/v1/audit"]["get"]["responses"]["403"].is_object());
+}

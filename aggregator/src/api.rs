@@ -573,16 +573,27 @@ async fn trajectory(
     Path(raw): Path<String>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let token = authorize(&state, &headers, Role::Integrator).await?;
-    let p = Params::parse(query, &["purpose"])?;
-    let id = parse_id(&raw)?;
-    let purpose = p.purpose()?;
-    let detail = blocking(&state, "reading a trajectory", move |s| s.trajectory(id)).await?;
-    let audited = json!({ "endpoint": "GET /api/v1/trajectories/{id}", "id": id });
-    let results = detail.as_ref().map_or(0, |d| d.sightings.len() as u64);
-    audit_access(&state, &token, AuditAction::TrajectoryRead, purpose, audited, results).await?;
-    let detail = detail.ok_or_else(|| ApiError::not_found("trajectory", id))?;
+    let detail = read_trajectory(&state, &headers, &raw, query, "GET /api/v1/trajectories/{id}").await?;
     Ok(Json(detail).into_response())
+}
+
+/// One trajectory for an integrator, the read audited (a 404 too) before it is answered.
+async fn read_trajectory(
+    state: &Arc<ApiState>,
+    headers: &HeaderMap,
+    raw: &str,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    endpoint: &'static str,
+) -> Result<crate::store::TrajectoryDetail, ApiError> {
+    let token = authorize(state, headers, Role::Integrator).await?;
+    let p = Params::parse(query, &["purpose"])?;
+    let id = parse_id(raw)?;
+    let purpose = p.purpose()?;
+    let detail = blocking(state, "reading a trajectory", move |s| s.trajectory(id)).await?;
+    let audited = json!({ "endpoint": endpoint, "id": id });
+    let results = detail.as_ref().map_or(0, |d| d.sightings.len() as u64);
+    audit_access(state, &token, AuditAction::TrajectoryRead, purpose, audited, results).await?;
+    detail.ok_or_else(|| ApiError::not_found("trajectory", id))
 }
 
 #[utoipa::path(
@@ -609,15 +620,7 @@ async fn trajectory_geojson(
     Path(raw): Path<String>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let token = authorize(&state, &headers, Role::Integrator).await?;
-    let p = Params::parse(query, &["purpose"])?;
-    let id = parse_id(&raw)?;
-    let purpose = p.purpose()?;
-    let detail = blocking(&state, "reading a trajectory", move |s| s.trajectory(id)).await?;
-    let audited = json!({ "endpoint": "GET /api/v1/trajectories/{id}/geojson", "id": id });
-    let results = detail.as_ref().map_or(0, |d| d.sightings.len() as u64);
-    audit_access(&state, &token, AuditAction::TrajectoryRead, purpose, audited, results).await?;
-    let detail = detail.ok_or_else(|| ApiError::not_found("trajectory", id))?;
+    let detail = read_trajectory(&state, &headers, &raw, query, "GET /api/v1/trajectories/{id}/geojson").await?;
 
     // Positions: the sighting's ground point when the camera is calibrated, else the camera's
     // position; site-frame metres, turned into WGS84 when the trajectory's site is the configured

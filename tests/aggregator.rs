@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use sightline_contract::{BestShot, Payload, Sighting, Trajectory, new_event_id};
+use sightline_contract::{Alert, AlertKind, AlertState, BestShot, Payload, Severity, Sighting, Trajectory, new_event_id};
 use sightline_tests::*;
 use sightline_vision::distance;
 use time::OffsetDateTime;
@@ -111,6 +111,48 @@ fn one_person_seen_by_two_cameras_30_m_apart_makes_one_trajectory() {
         assert_eq!(t.site, "testsite");
         assert_eq!(t.new, t.distance.is_none());
     }
+
+    // an investigator searches with his photo: his trajectory comes first, and the search is
+    // audited (with the photo's digest, never the photo)
+    let api = agg.api_url().unwrap();
+    let integrator = agg.token("investigations", "integrator").unwrap();
+    let photo = std::fs::read(media("lin-manuel-miranda.png")).unwrap();
+    let image = base64::engine::Engine::encode(&base64::engine::general_purpose::STANDARD, &photo);
+    let request = serde_json::json!({ "image": image, "purpose": "case 2026-114: missing person" });
+    let search = |body: &serde_json::Value| {
+        http_request("POST", &format!("{api}/search"), Some(&integrator), Some(&body.to_string())).unwrap()
+    };
+    let (code, body) = search(&request);
+    assert_eq!(code, 200, "{body}\naggregator log:\n{}", agg.log());
+    let found: serde_json::Value = serde_json::from_str(&body).unwrap();
+    eprintln!("search: {found:#}");
+    assert_eq!(found["probe"]["source"], "image");
+    assert_eq!(found["probe"]["faces_found"], 1);
+    let best = found["trajectories"][0]["trajectory"].as_str().unwrap().parse::<Uuid>().unwrap();
+    assert!(his.contains(&best), "the best match {best} is not his trajectory {his:?}: {found:#}");
+    assert_eq!(found["trajectories"][0]["cameras"], serde_json::json!(["lobby", "stage"]), "{found:#}");
+    // every match is his (nobody else is within the distance limit)
+    for s in found["sightings"].as_array().unwrap() {
+        let id: Uuid = s["sighting"].as_str().unwrap().parse().unwrap();
+        let sighting = all.iter().find(|x| x.id == id).unwrap();
+        assert!(to_photo(sighting) < 0.6, "{s}");
+    }
+    // without a purpose: refused, naming the field
+    let (code, body) = search(&serde_json::json!({ "image": image }));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains(r#""parameter":"purpose""#), "{body}");
+    let admin = agg.token("dpo", "admin").unwrap();
+    let (code, audit) = http_get_as(&format!("{api}/audit"), Some(&admin)).unwrap();
+    assert_eq!(code, 200, "{audit}");
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let searches: Vec<&serde_json::Value> =
+        audit["items"].as_array().unwrap().iter().filter(|r| r["action"] == "search").collect();
+    assert_eq!(searches.len(), 1, "{audit:#}");
+    assert_eq!(searches[0]["token"], "investigations");
+    assert_eq!(searches[0]["purpose"], "case 2026-114: missing person");
+    assert_eq!(searches[0]["results"], found["sightings"].as_array().unwrap().len());
+    assert!(searches[0]["query"]["probe"]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(!searches[0].to_string().contains(&image[..64]), "the photo is not kept");
 }
 
 fn synthetic(camera: &str, at: OffsetDateTime, embedding: &[f32]) -> Sighting {
@@ -231,4 +273,130 @@ fn bad_messages_are_rejected_duplicates_absorbed_and_state_survives_a_restart() 
     assert_eq!(total("rejected"), bad.len() as u64);
     assert_eq!(total("duplicates"), 2, "one redelivery per run");
     assert_eq!(total("accepted"), 2);
+}
+
+fn watchlist_alerts(sub: &Subscriber) -> Vec<Alert> {
+    sub.on("alert")
+        .iter()
+        .map(|m| Alert::from_json(&m.payload).unwrap())
+        .filter(|a| a.kind == AlertKind::WatchlistMatch)
+        .collect()
+}
+
+/// Live events, the watchlist and the metrics on a running aggregator: an operator's event
+/// stream receives an alert published on MQTT; an admin's watchlist entry raises
+/// `watchlist_match` on MQTT (once per trajectory) when a matching sighting arrives, and removing
+/// it clears the alert; an integrator's stream sees the sightings and is audited.
+#[test]
+fn live_events_watchlist_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let agg =
+        Aggregator::start_in(dir.path(), &aggregator_config(port, &dir.path().join("agg.sqlite"), SITE), port).unwrap();
+    let api = agg.api_url().unwrap();
+    let base = api.trim_end_matches("/api/v1");
+    let operator = agg.token("ops", "operator").unwrap();
+    let integrator = agg.token("app", "integrator").unwrap();
+    let admin = agg.token("dpo", "admin").unwrap();
+    let mut sub = Subscriber::connect(port).unwrap();
+
+    // operators may not stream where people go
+    let refused = EventStream::open(&format!("{api}/events?kinds=alert,sighting"), Some(&operator)).err().unwrap();
+    assert!(refused.to_string().contains("HTTP 403"), "{refused}");
+    let mut ops = EventStream::open(&format!("{api}/events"), Some(&operator)).unwrap();
+    let ready = ops.next(Duration::from_secs(5)).unwrap();
+    assert_eq!(ready.event, "ready");
+    assert!(!ready.data.contains("sighting"), "{ready:?}");
+    let url = format!("{api}/events?kinds=sighting,trajectory&purpose=dashboard");
+    let mut app = EventStream::open(&url, Some(&integrator)).unwrap();
+    assert_eq!(app.next(Duration::from_secs(5)).unwrap().event, "ready");
+
+    // an edge alert reaches the operator's stream
+    let now = OffsetDateTime::now_utc();
+    let edge_alert = Alert {
+        id: new_event_id(),
+        site: "testsite".into(),
+        camera: "stage".into(),
+        ts: now,
+        alert: "crowd:stage:front".into(),
+        state: AlertState::Raised,
+        kind: AlertKind::CrowdThreshold,
+        severity: Severity::Warning,
+        zone: Some("front".into()),
+        message: "41 people in front".into(),
+        details: None,
+    };
+    publish(port, &[("sightline/v1/testsite/stage/alert".into(), edge_alert.to_json())]).unwrap();
+    let id = edge_alert.id.to_string();
+    let got = ops.wait_for("alert", Duration::from_secs(5), |e| e.id.as_deref() == Some(&id)).unwrap();
+    assert!(got.data.contains("41 people in front"), "{got:?}");
+
+    // a watchlist entry (an embedding) and a matching sighting
+    let face: Vec<f32> = (0..128).map(|i| ((i * 53 % 97) as f32 / 97.0 - 0.5) * 0.18).collect();
+    let expires = sightline_contract::ts::format(now + time::Duration::days(2));
+    let entry = serde_json::json!({ "name": "case 7", "purpose": "missing child", "expires_at": expires, "embedding": face });
+    let add = |token: &str| {
+        http_request("POST", &format!("{api}/watchlist"), Some(token), Some(&entry.to_string())).unwrap()
+    };
+    let (code, body) = add(&integrator);
+    assert_eq!(code, 403, "integrators cannot change the watchlist: {body}");
+    let (code, body) = add(&admin);
+    assert_eq!(code, 201, "{body}");
+    let entry_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["id"].as_str().unwrap().to_owned();
+    assert!(!body.contains(r#""embedding":"#), "{body}");
+
+    let near: Vec<f32> = face.iter().enumerate().map(|(i, v)| v + if i % 3 == 0 { 0.02 } else { -0.01 }).collect();
+    let stranger: Vec<f32> = face.iter().map(|v| -v).collect();
+    let first = synthetic("stage", now - time::Duration::seconds(30), &near);
+    let other = synthetic("lobby", now - time::Duration::seconds(25), &stranger);
+    let again = synthetic("lobby", now - time::Duration::seconds(10), &near);
+    for s in [&first, &other, &again] {
+        publish(port, &[(topic(s), s.to_json())]).unwrap();
+        placed(&mut sub, s.id, &agg);
+    }
+    // the alert is published before the trajectory update of its sighting's successor
+    sub.wait_until(Duration::from_secs(10), |m| m.iter().any(|m| m.topic.ends_with("/stage/alert")
+        && String::from_utf8_lossy(&m.payload).contains("watchlist_match")))
+    .unwrap();
+    let raised = watchlist_alerts(&sub);
+    assert_eq!(raised.len(), 1, "one alert for the trajectory, not one per sighting: {raised:?}");
+    let details = raised[0].details.clone().unwrap();
+    assert_eq!(details["watchlist"], entry_id.as_str());
+    assert_eq!(details["sighting"], first.id.to_string());
+    assert_eq!((raised[0].camera.as_str(), raised[0].severity), ("stage", Severity::Critical));
+    // the operator saw it live, and the integrator saw the sightings (no embeddings)
+    ops.wait_for("alert", Duration::from_secs(5), |e| e.data.contains("watchlist_match")).unwrap();
+    let id = other.id.to_string();
+    let seen = app.wait_for("sighting", Duration::from_secs(5), |e| e.id.as_deref() == Some(&id)).unwrap();
+    assert!(!seen.data.contains("embedding"), "{seen:?}");
+    app.wait_for("trajectory", Duration::from_secs(5), |e| e.data.contains(&again.id.to_string())).unwrap();
+
+    let url = format!("{api}/watchlist/{entry_id}?purpose=found");
+    assert_eq!(http_request("DELETE", &url, Some(&admin), None).unwrap().0, 204);
+    sub.wait_until(Duration::from_secs(10), |m| {
+        m.iter().any(|m| m.topic.ends_with("/alert") && String::from_utf8_lossy(&m.payload).contains(r#""cleared""#))
+    })
+    .unwrap();
+    let all = watchlist_alerts(&sub);
+    assert_eq!(all.last().unwrap().state, AlertState::Cleared);
+    assert_eq!(all.last().unwrap().alert, raised[0].alert);
+
+    // the audit log has every watchlist change and the integrator's stream
+    let (_, audit) = http_get_as(&format!("{api}/audit"), Some(&admin)).unwrap();
+    for action in [r#""watchlist_add""#, r#""watchlist_remove""#, r#""events_stream""#] {
+        assert!(audit.contains(action), "{action} not audited: {audit}");
+    }
+
+    // metrics: no token needed, counts by kind and outcome
+    let (code, text) = http_get(&format!("{base}/metrics")).unwrap();
+    assert_eq!(code, 200);
+    let value = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(value(r#"sightline_aggregator_messages_total{kind="sighting",outcome="accepted"}"#), 3.0);
+    assert_eq!(value("sightline_aggregator_watchlist_matches_total"), 1.0);
+    assert_eq!(value("sightline_aggregator_event_subscribers"), 2.0);
+    assert_eq!(value("sightline_aggregator_search_index_embeddings"), 3.0);
+    assert_eq!(value("sightline_aggregator_mqtt_connected"), 1.0);
+    assert_eq!(value(r#"sightline_aggregator_http_responses_total{route="/api/v1/watchlist",status="201"}"#), 1.0);
+    drop((ops, app));
+    agg.stop().unwrap();
 }

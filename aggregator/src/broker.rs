@@ -1,6 +1,13 @@
 //! The embedded MQTT broker (`rumqttd`, cargo feature `embedded-broker`): one machine runs the
 //! whole system with no other service. At scale, point the edges and the aggregator at an
 //! external broker instead (`[broker] embedded = false`, `[mqtt] host`).
+//!
+//! With `[broker] users_file`, rumqttd's static authentication (`ConnectionSettings::auth`, a map
+//! of user names to passwords compared in constant time) refuses every client whose CONNECT lacks
+//! one of those users and its password. rumqttd then closes the connection without a CONNACK
+//! (the client sees the connection closed while it waits for one) and logs `InvalidAuth`; the
+//! passwords are never logged. No TLS here (rumqttd's would bring a second rustls): the broker
+//! listens on loopback by default, and networked deployments use mosquitto or EMQX with TLS.
 
 use std::net::SocketAddr;
 
@@ -16,6 +23,8 @@ pub enum BrokerError {
     },
     #[error("embedded MQTT broker: {0}")]
     Start(String),
+    #[error("embedded MQTT broker: {0}")]
+    Users(#[from] crate::config::SecurityError),
     #[error("this aggregator was built without the `embedded-broker` feature: set [broker] embedded = false")]
     NotBuilt,
 }
@@ -29,6 +38,14 @@ pub fn start(cfg: &BrokerConfig) -> Result<(), BrokerError> {
 
     // rumqttd binds on its own thread and only logs a failure there: check the address first
     drop(std::net::TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Listen { addr: cfg.listen, source })?);
+    let auth = match &cfg.users_file {
+        Some(file) => {
+            let users = crate::config::load_users(file)?;
+            Some(users.into_iter().map(|(user, password)| (user, password.0)).collect::<HashMap<_, _>>())
+        }
+        None => None,
+    };
+    let users = auth.as_ref().map(HashMap::len);
     let server = ServerSettings {
         name: "v4".into(),
         listen: cfg.listen,
@@ -38,7 +55,7 @@ pub fn start(cfg: &BrokerConfig) -> Result<(), BrokerError> {
             connection_timeout_ms: 60_000,
             max_payload_size: cfg.max_payload_bytes,
             max_inflight_count: 500,
-            auth: None,
+            auth,
             external_auth: None,
             dynamic_filters: true,
         },
@@ -66,7 +83,12 @@ pub fn start(cfg: &BrokerConfig) -> Result<(), BrokerError> {
             }
         })
         .map_err(|e| BrokerError::Start(e.to_string()))?;
-    tracing::info!(listen = %cfg.listen, "embedded MQTT broker started");
+    match users {
+        Some(users) => {
+            tracing::info!(listen = %cfg.listen, users, "embedded MQTT broker started (clients must log in)")
+        }
+        None => tracing::info!(listen = %cfg.listen, "embedded MQTT broker started (no authentication)"),
+    }
     Ok(())
 }
 

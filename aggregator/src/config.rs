@@ -6,10 +6,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+pub use sightline_contract::mqtt::{BrokerSecurity, MqttTlsConfig, Secret, SecurityError, SecurityKeys};
 
 use crate::correlate::CorrelationConfig;
 use crate::site::{CameraPlace, Link, SiteConfig, SiteModel};
 use crate::store::RetentionPolicy;
+use crate::watchlist::WatchlistConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -19,6 +21,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config {path}: `{key}`: {message}")]
     Invalid { path: PathBuf, key: String, message: String },
+    /// A file `[mqtt]` names became unreadable after the config was loaded.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -42,6 +47,16 @@ pub struct Config {
     pub links: Vec<Link>,
     #[serde(default)]
     pub correlation: CorrelationConfig,
+    #[serde(default)]
+    pub search: SearchConfig,
+    /// `[faces]`: the face pipeline that embeds uploaded photos (search, watchlist).
+    #[serde(default)]
+    pub faces: FacesConfig,
+    /// `[runtime]`: ONNX Runtime for `[faces]` (as in the edge agent's config).
+    #[serde(default)]
+    pub runtime: sightline_vision::RuntimeConfig,
+    #[serde(default)]
+    pub watchlist: WatchlistConfig,
 }
 
 /// `[broker]`: the embedded MQTT broker (cargo feature `embedded-broker`, on by default).
@@ -56,11 +71,57 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// Largest MQTT payload accepted (a sighting with its embedding is ~3 KiB).
     pub max_payload_bytes: usize,
+    /// File of `user:password` lines (`#` comments and blank lines ignored): when set, the
+    /// embedded broker refuses clients without one of these user names and its password.
+    /// Relative to the config file. Plain text (rumqttd compares passwords as given): keep it
+    /// readable by the aggregator's user only. Never logged.
+    pub users_file: Option<PathBuf>,
+}
+
+/// The users of `[broker] users_file`: (user name, password), in file order.
+pub fn load_users(file: &Path) -> Result<Vec<(String, Secret)>, SecurityError> {
+    let key = "broker.users_file";
+    let err = |message: String| SecurityError { key, message };
+    let text = std::fs::read_to_string(file).map_err(|e| err(format!("cannot read {}: {e}", file.display())))?;
+    let mut users: Vec<(String, Secret)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        // messages name the line, never its content (it holds a password)
+        let at = || format!("{} line {}", file.display(), i + 1);
+        let Some((user, password)) = line.split_once(':') else {
+            return Err(err(format!("{}: expected `user:password`", at())));
+        };
+        if user.is_empty() || user.trim() != user {
+            return Err(err(format!("{}: empty user name, or spaces around it", at())));
+        }
+        if password.is_empty() {
+            return Err(err(format!("{}: empty password for user {user:?}", at())));
+        }
+        if users.iter().any(|(u, _)| u == user) {
+            return Err(err(format!("{}: user {user:?} is listed twice", at())));
+        }
+        users.push((user.to_owned(), Secret(password.to_owned())));
+    }
+    if users.is_empty() {
+        return Err(err(format!(
+            "{} lists no `user:password` line (remove the key for no authentication)",
+            file.display()
+        )));
+    }
+    Ok(users)
 }
 
 impl Default for BrokerConfig {
     fn default() -> Self {
-        BrokerConfig { embedded: true, listen: ([127, 0, 0, 1], 1883).into(), max_payload_bytes: 1 << 20 }
+        BrokerConfig {
+            embedded: true,
+            listen: ([127, 0, 0, 1], 1883).into(),
+            max_payload_bytes: 1 << 20,
+            users_file: None,
+        }
     }
 }
 
@@ -76,6 +137,26 @@ pub struct MqttConfig {
     /// subscription (`$share/{group}/…`); unset: this aggregator receives everything.
     pub shared_group: Option<String>,
     pub keep_alive_s: u64,
+    /// User name sent in the MQTT CONNECT (broker authentication; with the embedded broker and
+    /// `[broker] users_file`, one of its users).
+    pub username: Option<String>,
+    /// File holding the password of `username` (its first line). Relative to the config file.
+    pub password_file: Option<PathBuf>,
+    /// The password inline (discouraged: prefer `password_file`). Never logged.
+    pub password: Option<Secret>,
+    /// `[mqtt.tls]`: connect over TLS (absent: plain TCP); the same keys as the edge agent's.
+    pub tls: Option<MqttTlsConfig>,
+}
+
+impl<'a> From<&'a MqttConfig> for SecurityKeys<'a> {
+    fn from(m: &'a MqttConfig) -> Self {
+        SecurityKeys {
+            username: m.username.as_deref(),
+            password: m.password.as_ref(),
+            password_file: m.password_file.as_deref(),
+            tls: m.tls.as_ref(),
+        }
+    }
 }
 
 impl Default for MqttConfig {
@@ -86,6 +167,10 @@ impl Default for MqttConfig {
             client_id: "sightline-aggregator".into(),
             shared_group: None,
             keep_alive_s: 15,
+            username: None,
+            password_file: None,
+            password: None,
+            tls: None,
         }
     }
 }
@@ -112,11 +197,58 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// How often the retention job deletes what `[retention]` no longer allows.
     pub retention_every_s: u64,
+    /// How often (hours) the whole database is rewritten compactly (`VACUUM`) after a retention
+    /// run, so no free page keeps bytes of deleted rows; 0 never. It holds up ingestion for a
+    /// while on a large store (the broker keeps the backlog meanwhile).
+    pub compact_every_h: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: PathBuf::from("/var/lib/sightline/aggregator.sqlite"), retention_every_s: 3600 }
+        StoreConfig {
+            path: PathBuf::from("/var/lib/sightline/aggregator.sqlite"),
+            retention_every_s: 3600,
+            compact_every_h: 24,
+        }
+    }
+}
+
+/// `[search]`: `POST /api/v1/search` over the embeddings inside the retention window.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// `max_distance` of a request that gives none (dlib: same person below 0.6).
+    pub default_max_distance: f32,
+    /// `limit` of a request that gives none, and the largest accepted.
+    pub default_limit: u32,
+    pub max_limit: u32,
+    /// Threads one search scans with; 0: every core.
+    pub threads: usize,
+    /// Largest uploaded photo (decoded bytes).
+    pub max_photo_bytes: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig { default_max_distance: 0.6, default_limit: 20, max_limit: 1000, threads: 0, max_photo_bytes: 10 << 20 }
+    }
+}
+
+/// `[faces]`: the face models the aggregator embeds photos with: the same files, and the same
+/// code (`sightline-vision`), as the edge agents.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FacesConfig {
+    /// Directory of the verified model files (relative to the config file).
+    pub model_dir: PathBuf,
+    pub detector: String,
+    /// Faces narrower than this in a photo (pixels) are refused: too small to identify.
+    pub min_face_px: f32,
+}
+
+impl Default for FacesConfig {
+    fn default() -> Self {
+        FacesConfig { model_dir: PathBuf::from("models/cache"), detector: "yunet_n_dynamic.onnx".into(), min_face_px: 40.0 }
     }
 }
 
@@ -126,10 +258,56 @@ impl Config {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut cfg = Config::parse(&text, path)?;
-        if cfg.store.path.is_relative() {
-            cfg.store.path = path.parent().unwrap_or(Path::new(".")).join(&cfg.store.path);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.store.path, &mut cfg.faces.model_dir] {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+        if let Some(lib) = cfg.runtime.onnxruntime.as_mut().filter(|p| p.is_relative()) {
+            *lib = dir.join(&*lib);
+        }
+        let m = &mut cfg.mqtt;
+        let tls = m.tls.as_mut().map(|t| [Some(&mut t.ca_file), t.client_cert.as_mut(), t.client_key.as_mut()]);
+        let files = [cfg.broker.users_file.as_mut(), m.password_file.as_mut()];
+        for p in files.into_iter().chain(tls.into_iter().flatten()).flatten().filter(|p| p.is_relative()) {
+            *p = dir.join(&*p);
+        }
+        // the files named in [mqtt] and [broker] exist and parse
+        let invalid =
+            |e: SecurityError| ConfigError::Invalid { path: path.to_owned(), key: e.key.into(), message: e.message };
+        let security = BrokerSecurity::load(&cfg.mqtt).map_err(invalid)?;
+        if let Some(file) = &cfg.broker.users_file {
+            let users = load_users(file).map_err(invalid)?;
+            cfg.check_own_login(&security, &users).map_err(invalid)?;
         }
         Ok(cfg)
+    }
+
+    /// With the embedded broker requiring users, the aggregator's own client (when it connects
+    /// to it) must log in as one of them.
+    fn check_own_login(&self, security: &BrokerSecurity, users: &[(String, Secret)]) -> Result<(), SecurityError> {
+        if !self.broker.embedded || self.mqtt.host.is_some() {
+            return Ok(());
+        }
+        let Some(user) = security.username() else {
+            return Err(SecurityError {
+                key: "mqtt.username",
+                message: "[broker] users_file is set: the aggregator's own client needs one of its users \
+                          (mqtt.username and mqtt.password_file)"
+                    .into(),
+            });
+        };
+        match users.iter().find(|(u, _)| u == user) {
+            None => {
+                Err(SecurityError { key: "mqtt.username", message: format!("{user:?} is not in broker.users_file") })
+            }
+            Some((_, password)) if Some(password) != security.password() => Err(SecurityError {
+                key: if self.mqtt.password.is_some() { "mqtt.password" } else { "mqtt.password_file" },
+                message: format!("not the password broker.users_file gives {user:?}"),
+            }),
+            Some(_) => Ok(()),
+        }
     }
 
     /// Parses and validates config text; `path` is only used in messages.
@@ -157,9 +335,27 @@ impl Config {
         if cfg.broker.max_payload_bytes < 16 * 1024 {
             return Err(invalid("broker.max_payload_bytes", "must be at least 16384 (a sighting is ~3 KiB)".into()));
         }
+        let w = &cfg.watchlist;
+        if !(w.max_distance > 0.0 && w.max_distance <= 2.0) {
+            return Err(invalid("watchlist.max_distance", format!("must be in (0, 2], got {}", w.max_distance)));
+        }
+        if !(w.max_days > 0.0 && w.max_days.is_finite()) {
+            return Err(invalid("watchlist.max_days", format!("must be a positive number of days, got {}", w.max_days)));
+        }
+        let q = &cfg.search;
+        if !(q.default_max_distance > 0.0 && q.default_max_distance <= 2.0) {
+            return Err(invalid("search.default_max_distance", format!("must be in (0, 2], got {}", q.default_max_distance)));
+        }
+        if q.max_limit == 0 || q.default_limit == 0 || q.default_limit > q.max_limit {
+            return Err(invalid("search.default_limit", "needs 1 <= default_limit <= max_limit".into()));
+        }
         if let Some(g) = &cfg.mqtt.shared_group {
             sightline_contract::validate_id("shared group", g)
                 .map_err(|e| invalid("mqtt.shared_group", e.to_string()))?;
+        }
+        SecurityKeys::from(&cfg.mqtt).validate(&cfg.mqtt_address().0).map_err(|e| invalid(e.key, e.message))?;
+        if cfg.broker.users_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(invalid("broker.users_file", "must be a file path".into()));
         }
         Ok(cfg)
     }

@@ -118,6 +118,11 @@ pub fn parse(topic: &str, payload: &[u8], max_bytes: usize) -> Result<(Kind, Inc
     Ok((kind, incoming))
 }
 
+/// The topic's kind for metrics (`unknown` off the contract).
+pub fn kind_of(topic: &str) -> &'static str {
+    classify(topic).map_or("unknown", |(k, _, _)| k.as_str())
+}
+
 /// `sightline/v1/{site}/{camera}/{kind}` or `sightline/v1/{site}/agent/{agent}/status` →
 /// (kind, site, camera or agent id).
 fn classify(topic: &str) -> Option<(Kind, &str, &str)> {

@@ -7,9 +7,13 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod correlate;
+pub mod events;
 pub mod ingest;
+pub mod metrics;
+pub mod search;
 pub mod service;
 pub mod site;
 pub mod store;
+pub mod watchlist;
 
 pub use sightline_contract::{Clock, SystemClock};

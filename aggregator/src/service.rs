@@ -11,9 +11,12 @@
 //! `sightline.trajectory/1`. The message is acknowledged to the broker only once stored, so a
 //! crash in between means a redelivery, which the de-duplication absorbs: nothing accepted is
 //! lost and nothing is stored twice.
+//!
+//! What the ingest thread stores also goes to the live events (`GET /events`), a new
+//! sighting's embedding into the search index, and the sighting is checked against the
+//! watchlist.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
@@ -22,8 +25,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::correlate::{Correlator, Observation};
+use crate::events::Events;
 use crate::ingest::{self, Incoming};
+use crate::metrics::{Metrics, Outcome};
+use crate::search::SearchIndex;
 use crate::store::{SqliteStore, Store};
+use crate::watchlist::{AlertPublisher, Watchlist};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -43,26 +50,12 @@ pub enum ServiceError {
     },
 }
 
-/// Ingest counters.
-#[derive(Debug, Default)]
-pub struct IngestStats {
-    /// Messages stored (or status kept).
-    pub accepted: AtomicU64,
-    /// Events already stored (edges deliver at least once).
-    pub duplicates: AtomicU64,
-    /// Messages that failed a check (logged with the topic and the field).
-    pub rejected: AtomicU64,
-    /// Messages that could not be stored (not acknowledged: the broker delivers them again).
-    pub failed: AtomicU64,
-    pub trajectories_started: AtomicU64,
-    pub trajectories_joined: AtomicU64,
-}
-
 /// Messages to the ingest thread.
 enum Work {
     Message(Publish),
-    /// Drop trajectories whose last sighting is older than this from memory.
-    Forget(time::OffsetDateTime),
+    /// The retention job ran: drop trajectories whose last sighting is older than `forget`
+    /// from memory, and expire watchlist entries.
+    Tick { forget: time::OffsetDateTime },
 }
 
 /// Messages waiting for the ingest thread at most.
@@ -89,14 +82,24 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         "correlator restored from the store"
     );
     drop(replay);
+    let metrics = Arc::new(Metrics::new());
+    metrics.live_trajectories.set(correlator.live() as i64);
 
+    let since = crate::store::RetentionPolicy::cutoff(clock.now(), cfg.retention.sightings_days);
+    let index = SearchIndex::load(store.as_ref(), sightline_vision::EMBEDDING_MODEL, sightline_vision::EMBEDDING_DIM, since)?;
+    tracing::info!(embeddings = index.len(), "search index loaded");
+    metrics.search_index_embeddings.set(index.len() as i64);
+    let index = Arc::new(RwLock::new(index));
+    let watchlist = Arc::new(Watchlist::load(store.as_ref(), cfg.watchlist.clone(), clock.now())?);
+    metrics.watchlist_entries.set(watchlist.len() as i64);
+    let faces = load_faces(&cfg);
+    if let Err(e) = &faces {
+        tracing::warn!(error = %e, "photos cannot be embedded: POST /search and the watchlist take embeddings only");
+    }
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .map_err(|source| ServiceError::HttpListen { addr: cfg.http.listen, source })?;
-    let api = crate::api::ApiState::new(store.clone(), clock.clone(), cfg.site_model().map_err(ServiceError::Site)?);
-    let url = listener.local_addr().map(|a| format!("http://{a}/api/v1")).unwrap_or_default();
-    let http = tokio::spawn(crate::api::serve(listener, Arc::new(api), shutdown.clone()));
-    tracing::info!(%url, "HTTP API listening");
+    let events = Events::default();
 
     if cfg.broker.embedded {
         crate::broker::start(&cfg.broker)?;
@@ -107,8 +110,32 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     opts.set_max_packet_size(cfg.broker.max_payload_bytes + 1024, cfg.broker.max_payload_bytes + 1024);
     opts.set_manual_acks(true);
     opts.set_clean_session(false);
+    // TLS and credentials (`[mqtt] username`, `password_file`, `[mqtt.tls]`): the edge agent's
+    // implementation, shared in the contract crate; the files are read once, at start
+    let security = crate::config::BrokerSecurity::load(&cfg.mqtt).map_err(crate::config::ConfigError::from)?;
+    security.apply(&mut opts);
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if security.username().is_some() && !security.tls() && !loopback {
+        tracing::warn!("mqtt.username without [mqtt.tls]: the password crosses the network in clear text");
+    }
+    tracing::info!(%host, port, tls = security.tls(), user = security.username().unwrap_or("-"), "MQTT client");
     let (client, mut eventloop) = AsyncClient::new(opts, QUEUE);
-    let stats = Arc::new(IngestStats::default());
+    let alerts = Arc::new(AlertPublisher::new(store.clone(), events.clone(), Some(client.clone()), clock.clone()));
+
+    let api = crate::api::ApiState {
+        metrics: metrics.clone(),
+        events: events.clone(),
+        index: index.clone(),
+        faces: faces.map(|f| Arc::new(Mutex::new(f))).map_err(|e| e.to_string()),
+        watchlist: watchlist.clone(),
+        alerts: alerts.clone(),
+        search: cfg.search.clone(),
+        shutdown: Some(shutdown.clone()),
+        ..crate::api::ApiState::new(store.clone(), clock.clone(), cfg.site_model().map_err(ServiceError::Site)?)
+    };
+    let url = listener.local_addr().map(|a| format!("http://{a}/api/v1")).unwrap_or_default();
+    let http = tokio::spawn(crate::api::serve(listener, Arc::new(api), shutdown.clone()));
+    tracing::info!(%url, "HTTP API listening");
 
     let (work, work_rx) = mpsc::channel(QUEUE);
     let ingest = Ingest {
@@ -118,21 +145,28 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         correlator,
         client: client.clone(),
         clock: clock.clone(),
-        stats: stats.clone(),
+        metrics: metrics.clone(),
+        events,
+        index: index.clone(),
+        watchlist,
+        alerts,
     };
     let ingest = std::thread::Builder::new()
         .name("ingest".into())
         .spawn(move || ingest.run(work_rx))
         .expect("spawn the ingest thread");
 
-    let retention = tokio::spawn(retention_job(
-        store.clone(),
-        cfg.retention,
-        Duration::from_secs(cfg.store.retention_every_s),
+    let retention = tokio::spawn(retention_job(Retention {
+        store: store.clone(),
+        policy: cfg.retention,
+        every: Duration::from_secs(cfg.store.retention_every_s),
+        compact_every: Duration::from_secs(cfg.store.compact_every_h * 3600),
         horizon,
-        clock.clone(),
-        work.clone(),
-    ));
+        clock: clock.clone(),
+        work: work.clone(),
+        index,
+        metrics: metrics.clone(),
+    }));
 
     let subscriptions = ingest::subscriptions(cfg.mqtt.shared_group.as_deref());
     let broker = format!("{host}:{port}");
@@ -161,6 +195,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
                     }
                     if subscribed == subscriptions.len() {
                         tracing::info!(filters = ?subscriptions, "subscribed: ingesting");
+                        metrics.mqtt_connected.set(1);
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -170,14 +205,28 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
                 }
                 Ok(_) => {}
                 Err(e) => {
+                    metrics.mqtt_connected.set(0);
                     failures += 1;
+                    // a refusal (credentials) or a TLS failure is logged at once, naming the cause
+                    let (why, severe) = sightline_contract::mqtt::explain(&e);
                     // (the embedded broker may take a moment to listen at start)
-                    if !warned && (ever_connected || failures > 20) {
-                        tracing::warn!(%broker, error = %e, "MQTT connection lost; reconnecting");
+                    if !warned && (ever_connected || severe || failures > 20) {
+                        if severe {
+                            tracing::error!(%broker, "{why}; retrying");
+                        } else {
+                            tracing::warn!(%broker, error = %why, "MQTT connection lost; reconnecting");
+                        }
                         warned = true;
                     }
-                    // quick retries while the embedded broker is starting, then every second
-                    let retry = if ever_connected { Duration::from_secs(1) } else { Duration::from_millis(100) };
+                    // quick retries while the embedded broker is starting, then every second;
+                    // a broker that refuses us is not hammered
+                    let retry = if severe {
+                        Duration::from_secs(5)
+                    } else if ever_connected {
+                        Duration::from_secs(1)
+                    } else {
+                        Duration::from_millis(100)
+                    };
                     tokio::time::sleep(retry).await;
                 }
             },
@@ -192,38 +241,91 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
     tracing::info!(
-        accepted = stats.accepted.load(Ordering::Relaxed),
-        duplicates = stats.duplicates.load(Ordering::Relaxed),
-        rejected = stats.rejected.load(Ordering::Relaxed),
-        failed = stats.failed.load(Ordering::Relaxed),
+        accepted = metrics.total(Outcome::Accepted),
+        duplicates = metrics.total(Outcome::Duplicate),
+        rejected = metrics.total(Outcome::Rejected),
+        failed = metrics.total(Outcome::Failed),
         "stopped"
     );
     Ok(())
 }
 
-/// Deletes what the retention policy no longer allows (at start, then every `every`), and has
-/// the correlator forget trajectories past the horizon.
-async fn retention_job(
+/// The face pipeline for photos (`[faces]`, `[runtime]`).
+fn load_faces(cfg: &Config) -> Result<sightline_vision::FacePipeline, sightline_vision::VisionError> {
+    let rt = sightline_vision::Runtime::new(&cfg.runtime)?;
+    let mut faces = sightline_vision::FacePipeline::load(&rt, &cfg.faces.model_dir, &cfg.faces.detector)?;
+    faces.min_face_px = cfg.faces.min_face_px;
+    Ok(faces)
+}
+
+/// What the retention job works on.
+struct Retention {
     store: Arc<dyn Store>,
     policy: crate::store::RetentionPolicy,
     every: Duration,
+    /// Zero: never compact.
+    compact_every: Duration,
     horizon: time::Duration,
     clock: Arc<dyn Clock>,
     work: mpsc::Sender<Work>,
-) {
-    let mut tick = tokio::time::interval(every);
+    index: Arc<RwLock<SearchIndex>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Deletes what the retention policy no longer allows (at start, then every `every`), from the
+/// store and the search index; compacts the store every `compact_every`; has the correlator
+/// forget trajectories past the horizon and the watchlist its expired entries.
+async fn retention_job(r: Retention) {
+    let mut tick = tokio::time::interval(r.every);
+    let mut last_compaction = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        let now = clock.now();
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.purge(now, &policy)).await {
-            Ok(Ok(report)) => tracing::info!(?report, "retention: expired data deleted"),
-            Ok(Err(e)) => tracing::error!(error = %e, "retention job failed"),
-            Err(e) => tracing::error!(error = %e, "retention job panicked"),
+        let now = r.clock.now();
+        let compact = !r.compact_every.is_zero() && last_compaction.elapsed() >= r.compact_every;
+        let (store, policy) = (r.store.clone(), r.policy);
+        let run = tokio::task::spawn_blocking(move || {
+            let report = store.purge(now, &policy)?;
+            if compact {
+                let start = std::time::Instant::now();
+                store.compact()?;
+                tracing::info!(took = ?start.elapsed(), "store compacted");
+            }
+            Ok::<_, crate::store::StoreError>(report)
+        });
+        match run.await {
+            Ok(Ok(report)) => {
+                tracing::info!(?report, "retention: expired data deleted");
+                for (what, n) in report.counts() {
+                    r.metrics.retention_deleted(what, n);
+                }
+                r.metrics.retention_last_run.set(now.unix_timestamp() as f64);
+                if compact {
+                    last_compaction = tokio::time::Instant::now();
+                }
+            }
+            Ok(Err(e)) => {
+                r.metrics.retention_failures.inc();
+                tracing::error!(error = %e, "retention job failed");
+            }
+            Err(e) => {
+                r.metrics.retention_failures.inc();
+                tracing::error!(error = %e, "retention job panicked");
+            }
+        }
+        // the index holds what the store holds: the same cutoff
+        let cutoff = crate::store::RetentionPolicy::cutoff(now, r.policy.sightings_days);
+        let removed = {
+            let mut index = r.index.write().unwrap();
+            let removed = index.remove_before(cutoff);
+            r.metrics.search_index_embeddings.set(index.len() as i64);
+            removed
+        };
+        if removed > 0 {
+            tracing::info!(removed, "retention: embeddings dropped from the search index");
         }
         // a sighting replayed late (an edge outbox after an outage) may still join a trajectory
         // that ended up to one horizon before it: keep twice the horizon in memory
-        if work.send(Work::Forget(now - horizon * 2)).await.is_err() {
+        if r.work.send(Work::Tick { forget: now - r.horizon * 2 }).await.is_err() {
             return;
         }
     }
@@ -237,7 +339,11 @@ struct Ingest {
     correlator: Correlator,
     client: AsyncClient,
     clock: Arc<dyn Clock>,
-    stats: Arc<IngestStats>,
+    metrics: Arc<Metrics>,
+    events: Events,
+    index: Arc<RwLock<SearchIndex>>,
+    watchlist: Arc<Watchlist>,
+    alerts: Arc<AlertPublisher>,
 }
 
 impl Ingest {
@@ -251,24 +357,30 @@ impl Ingest {
                         }
                     }
                     Err(e) => {
-                        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.message(ingest::kind_of(&p.topic), Outcome::Failed);
                         tracing::error!(topic = %p.topic, error = %e, "message not stored; left unacknowledged");
                     }
                 },
-                Work::Forget(before) => self.correlator.forget_before(before),
+                Work::Tick { forget } => {
+                    self.correlator.forget_before(forget);
+                    self.metrics.live_trajectories.set(self.correlator.live() as i64);
+                    let cleared = self.watchlist.expire(self.clock.now());
+                    self.metrics.watchlist_entries.set(self.watchlist.len() as i64);
+                    if let Err(e) = self.alerts.publish(&cleared) {
+                        tracing::error!(error = %e, "clears of expired watchlist entries not stored");
+                    }
+                }
             }
         }
     }
 
     /// Stores one message (or rejects it); `Err` only when the store failed.
     fn handle(&mut self, p: &Publish) -> Result<(), crate::store::StoreError> {
-        let count = |c: &AtomicU64| {
-            c.fetch_add(1, Ordering::Relaxed);
-        };
+        let kind = ingest::kind_of(&p.topic);
         let incoming = match ingest::parse(&p.topic, &p.payload, self.max_bytes) {
             Ok((_, i)) => i,
             Err(e) => {
-                count(&self.stats.rejected);
+                self.metrics.message(kind, Outcome::Rejected);
                 tracing::warn!(error = %e, "message rejected");
                 return Ok(());
             }
@@ -277,51 +389,91 @@ impl Ingest {
         let stored = match incoming {
             Incoming::Sighting(s) => {
                 if s.site != self.site {
-                    count(&self.stats.rejected);
+                    self.metrics.message(kind, Outcome::Rejected);
                     tracing::warn!(topic = %p.topic, site = %s.site, "sighting of another site rejected (this aggregator serves {})", self.site);
                     return Ok(());
                 }
-                if self.store.seen(s.id)? {
-                    false
-                } else {
-                    let a = self.correlator.assign(Observation::from_sighting(&s));
-                    let stored = self.store.record_sighting(&s, a.trajectory, a.distance, now)?;
-                    count(if a.new { &self.stats.trajectories_started } else { &self.stats.trajectories_joined });
-                    let update = Trajectory {
-                        id: new_event_id(),
-                        site: s.site.clone(),
-                        ts: now,
-                        trajectory: a.trajectory,
-                        sighting: s.id,
-                        camera: s.camera.clone(),
-                        first_seen: s.first_seen,
-                        last_seen: s.last_seen,
-                        ground: s.ground,
-                        distance: a.distance,
-                        new: a.new,
-                    };
-                    tracing::debug!(sighting = %s.id, camera = %s.camera, trajectory = %a.trajectory, new = a.new, distance = ?a.distance, "sighting placed");
-                    if let Err(e) =
-                        self.client.try_publish(topic::trajectory(&s.site), QoS::AtLeastOnce, false, update.to_json())
-                    {
-                        tracing::warn!(error = %e, "trajectory update not published");
-                    }
-                    stored
-                }
+                !self.store.seen(s.id)? && self.place(&s, now)?
             }
-            Incoming::Crowd(c) => self.store.record_crowd(&c, now)?,
-            Incoming::Alert(a) => self.store.record_alert(&a, now)?,
+            Incoming::Crowd(c) => {
+                let new = self.store.record_crowd(&c, now)?;
+                if new {
+                    self.events.crowd(&c);
+                }
+                new
+            }
+            Incoming::Alert(a) => {
+                let new = self.store.record_alert(&a, now)?;
+                if new {
+                    self.events.alert(&a);
+                }
+                new
+            }
             // an older status than the stored one is not a duplicate: it is simply not kept
             Incoming::CameraStatus(s) => {
-                self.store.record_camera_status(&s, now)?;
+                if self.store.record_camera_status(&s, now)? {
+                    self.events.camera_status(&s);
+                }
                 true
             }
             Incoming::AgentStatus(s) => {
-                self.store.record_agent_status(&s, now)?;
+                if self.store.record_agent_status(&s, now)? {
+                    self.events.agent_status(&s);
+                }
                 true
             }
         };
-        count(if stored { &self.stats.accepted } else { &self.stats.duplicates });
+        self.metrics.message(kind, if stored { Outcome::Accepted } else { Outcome::Duplicate });
         Ok(())
+    }
+
+    /// A new sighting: placed on a trajectory and stored, then announced (MQTT, live events),
+    /// indexed for search and checked against the watchlist.
+    fn place(&mut self, s: &sightline_contract::Sighting, now: time::OffsetDateTime) -> Result<bool, crate::store::StoreError> {
+        let a = self.correlator.assign(Observation::from_sighting(s));
+        if !self.store.record_sighting(s, a.trajectory, a.distance, now)? {
+            return Ok(false);
+        }
+        if a.new {
+            self.metrics.trajectories_started.inc();
+            self.metrics.live_trajectories.set(self.correlator.live() as i64);
+        } else {
+            self.metrics.trajectories_joined.inc();
+        }
+        let update = Trajectory {
+            id: new_event_id(),
+            site: s.site.clone(),
+            ts: now,
+            trajectory: a.trajectory,
+            sighting: s.id,
+            camera: s.camera.clone(),
+            first_seen: s.first_seen,
+            last_seen: s.last_seen,
+            ground: s.ground,
+            distance: a.distance,
+            new: a.new,
+        };
+        tracing::debug!(sighting = %s.id, camera = %s.camera, trajectory = %a.trajectory, new = a.new, distance = ?a.distance, "sighting placed");
+        if let Err(e) = self.client.try_publish(topic::trajectory(&s.site), QoS::AtLeastOnce, false, update.to_json()) {
+            tracing::warn!(error = %e, "trajectory update not published");
+        }
+        self.events.sighting(s);
+        self.events.trajectory(&update);
+        {
+            let mut index = self.index.write().unwrap();
+            if index.model() == s.model {
+                // the sighting passed ingest's checks (finite, the model's dimension)
+                if let Err(e) = index.insert(s.id, a.trajectory, &s.camera, s.last_seen, &s.embedding) {
+                    tracing::warn!(sighting = %s.id, error = %e, "sighting not indexed for search");
+                }
+                self.metrics.search_index_embeddings.set(index.len() as i64);
+            }
+        }
+        let matches = self.watchlist.check(s, a.trajectory, now);
+        if !matches.is_empty() {
+            self.metrics.watchlist_matches.inc_by(matches.len() as u64);
+            self.alerts.publish(&matches)?;
+        }
+        Ok(true)
     }
 }

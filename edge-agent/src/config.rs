@@ -87,31 +87,17 @@ pub struct MqttConfig {
     pub tls: Option<MqttTlsConfig>,
 }
 
-/// `[mqtt.tls]`: TLS to the broker, verified against a private CA, optionally with a client
-/// certificate. PEM files, relative to the config file, read again on every connection attempt
-/// (renewed certificates are picked up on the next reconnection).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct MqttTlsConfig {
-    /// CA certificate(s) the broker's certificate must chain to (the system roots are not used).
-    pub ca_file: PathBuf,
-    /// Client certificate (chain) presented to the broker; needs `client_key`.
-    pub client_cert: Option<PathBuf>,
-    /// Private key of `client_cert` (PKCS#8, PKCS#1 or SEC1), unencrypted.
-    pub client_key: Option<PathBuf>,
-    /// Name the broker's certificate must be valid for, instead of `mqtt.host` (e.g. when the
-    /// broker is reached by IP address but its certificate names a host).
-    pub server_name: Option<String>,
-}
+// `[mqtt.tls]` and the secret type are shared with the aggregator
+pub use sightline_contract::mqtt::{MqttTlsConfig, Secret, SecurityKeys};
 
-/// A secret string: `Debug` prints `***`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
+impl<'a> From<&'a MqttConfig> for SecurityKeys<'a> {
+    fn from(m: &'a MqttConfig) -> Self {
+        SecurityKeys {
+            username: m.username.as_deref(),
+            password: m.password.as_ref(),
+            password_file: m.password_file.as_deref(),
+            tls: m.tls.as_ref(),
+        }
     }
 }
 
@@ -303,57 +289,6 @@ pub struct CameraConfig {
     pub crowd: CameraCrowdConfig,
 }
 
-impl MqttConfig {
-    /// Checks the authentication and TLS keys without touching files: `(key, message)`.
-    fn validate_security(&self) -> Result<(), (&'static str, String)> {
-        if self.username.as_ref().is_some_and(|u| u.is_empty()) {
-            return Err(("mqtt.username", "must not be empty (remove it for no authentication)".into()));
-        }
-        if self.password.is_some() && self.password_file.is_some() {
-            return Err(("mqtt.password", "set either `password` or `password_file`, not both".into()));
-        }
-        if self.username.is_none() {
-            if self.password_file.is_some() {
-                return Err(("mqtt.password_file", "needs `mqtt.username`".into()));
-            }
-            if self.password.is_some() {
-                return Err(("mqtt.password", "needs `mqtt.username`".into()));
-            }
-        }
-        if self.password_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
-            return Err(("mqtt.password_file", "must be a file path".into()));
-        }
-        let Some(tls) = &self.tls else { return Ok(()) };
-        if tls.ca_file.as_os_str().is_empty() {
-            return Err(("mqtt.tls.ca_file", "must be a file path (PEM)".into()));
-        }
-        match (&tls.client_cert, &tls.client_key) {
-            (Some(_), None) => {
-                return Err((
-                    "mqtt.tls.client_key",
-                    "`client_cert` is set without `client_key`: set both or neither".into(),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err((
-                    "mqtt.tls.client_cert",
-                    "`client_key` is set without `client_cert`: set both or neither".into(),
-                ));
-            }
-            _ => {}
-        }
-        if let Some(name) = &tls.server_name
-            && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
-        {
-            return Err(("mqtt.tls.server_name", format!("{name:?} is not a DNS name or an IP address")));
-        }
-        if rustls::pki_types::ServerName::try_from(self.host.as_str()).is_err() {
-            return Err(("mqtt.host", format!("{:?} is not a DNS name or an IP address (needed for TLS)", self.host)));
-        }
-        Ok(())
-    }
-}
-
 impl CameraConfig {
     /// Person detection runs for crowd counts and for fences.
     pub fn needs_persons(&self) -> bool {
@@ -457,7 +392,7 @@ impl Config {
         if self.mqtt.outbox.as_os_str().is_empty() {
             return Err(invalid("mqtt.outbox".into(), "must be a file path".into()));
         }
-        self.mqtt.validate_security().map_err(|(key, message)| invalid(key.into(), message))?;
+        SecurityKeys::from(&self.mqtt).validate(&self.mqtt.host).map_err(|e| invalid(e.key.into(), e.message))?;
         if !(0.0..=1.0).contains(&self.faces.score_threshold) {
             return Err(invalid("faces.score_threshold".into(), "must be within 0..1".into()));
         }

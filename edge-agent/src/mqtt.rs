@@ -37,7 +37,7 @@
 //!
 //! # Broker security
 //!
-//! [`BrokerSecurity`] turns `[mqtt]`'s `username`, `password_file` (or `password`) and
+//! [`BrokerSecurity`] (`sightline_contract::mqtt`, shared with the aggregator) turns `[mqtt]`'s `username`, `password_file` (or `password`) and
 //! `[mqtt.tls]` into the client's transport (plain TCP, or TLS with rustls and the *ring*
 //! provider, verified against `ca_file` only, with an optional client certificate) and
 //! credentials. It is the one place where the transport is configured. `Config::load` loads it
@@ -54,25 +54,18 @@
 //! acknowledged by then stays in the outbox for the next start (logged).
 
 use std::collections::{HashMap, VecDeque};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
-    TlsConfiguration, Transport,
-};
-use rustls::client::WebPkiServerVerifier;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+// the broker security is shared with the aggregator (the contract crate's `mqtt` feature)
+pub use sightline_contract::mqtt::{BrokerSecurity, SecurityError, explain};
 use sightline_contract::{AgentState, AgentStatus, Payload, topic};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::Clock;
-use crate::config::{AgentSection, MqttConfig, MqttTlsConfig, Secret};
+use crate::config::{AgentSection, MqttConfig};
 use crate::outbox::{Outbox, Priority};
 
 /// Publishes outstanding (handed to the client, not yet acknowledged) at most.
@@ -86,260 +79,6 @@ const BATCH: usize = 256;
 pub const MAX_RETRY: Duration = Duration::from_secs(30);
 /// A connection failure that persists is logged again this often (changes are logged at once).
 const REPEAT_LOG: Duration = Duration::from_secs(60);
-
-/// A problem with the files or values `[mqtt]` names for authentication or TLS.
-#[derive(Debug, thiserror::Error)]
-#[error("`{key}`: {message}")]
-pub struct SecurityError {
-    /// The config key at fault (`mqtt.tls.ca_file`).
-    pub key: &'static str,
-    /// What is wrong, naming the file.
-    pub message: String,
-}
-
-/// The connection's credentials and TLS configuration, loaded from the files `[mqtt]` names.
-pub struct BrokerSecurity {
-    credentials: Option<(String, Secret)>,
-    tls: Option<Arc<rustls::ClientConfig>>,
-}
-
-impl std::fmt::Debug for BrokerSecurity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerSecurity")
-            .field("username", &self.credentials.as_ref().map(|(u, _)| u))
-            .field("tls", &self.tls.is_some())
-            .finish()
-    }
-}
-
-impl BrokerSecurity {
-    /// Reads the password file and the PEM files of `cfg` and builds the TLS client configuration.
-    pub fn load(cfg: &MqttConfig) -> Result<BrokerSecurity, SecurityError> {
-        let credentials = match &cfg.username {
-            None => None,
-            Some(user) => {
-                let password = match (&cfg.password, &cfg.password_file) {
-                    (Some(p), _) => p.clone(),
-                    (None, Some(file)) => read_password(file)?,
-                    // a user name alone (brokers that identify clients by it, e.g. with certificates)
-                    (None, None) => Secret(String::new()),
-                };
-                Some((user.clone(), password))
-            }
-        };
-        let tls = cfg.tls.as_ref().map(tls_client_config).transpose()?.map(Arc::new);
-        Ok(BrokerSecurity { credentials, tls })
-    }
-
-    pub fn tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
-    /// Sets the transport (TCP or TLS) and the credentials of `opts`.
-    fn apply(&self, opts: &mut MqttOptions) {
-        match &self.tls {
-            Some(tls) => opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone()))),
-            None => opts.set_transport(Transport::Tcp),
-        };
-        if let Some((user, password)) = &self.credentials {
-            opts.set_credentials(user.clone(), password.0.clone());
-        }
-    }
-}
-
-/// The first line of a password file.
-fn read_password(file: &Path) -> Result<Secret, SecurityError> {
-    let key = "mqtt.password_file";
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| SecurityError { key, message: format!("cannot read {}: {e}", file.display()) })?;
-    let line = text.lines().next().unwrap_or("");
-    if line.is_empty() {
-        return Err(SecurityError {
-            key,
-            message: format!("{} is empty (the password is its first line)", file.display()),
-        });
-    }
-    Ok(Secret(line.to_owned()))
-}
-
-/// The certificates of a PEM file (at least one).
-fn read_certs(key: &'static str, file: &Path) -> Result<Vec<CertificateDer<'static>>, SecurityError> {
-    let pem = std::fs::read(file)
-        .map_err(|e| SecurityError { key, message: format!("cannot read {}: {e}", file.display()) })?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SecurityError { key, message: format!("{}: bad PEM: {e}", file.display()) })?;
-    if certs.is_empty() {
-        return Err(SecurityError {
-            key,
-            message: format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", file.display()),
-        });
-    }
-    Ok(certs)
-}
-
-/// rustls with the *ring* provider: TLS 1.2 and 1.3, the server verified against `ca_file` only.
-fn tls_client_config(t: &MqttTlsConfig) -> Result<rustls::ClientConfig, SecurityError> {
-    let ca_key = "mqtt.tls.ca_file";
-    let mut roots = rustls::RootCertStore::empty();
-    let (added, ignored) = roots.add_parsable_certificates(read_certs(ca_key, &t.ca_file)?);
-    if added == 0 {
-        return Err(SecurityError {
-            key: ca_key,
-            message: format!(
-                "{}: none of its {ignored} certificate(s) is a usable CA certificate",
-                t.ca_file.display()
-            ),
-        });
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SecurityError { key: "mqtt.tls", message: e.to_string() })?;
-    let builder = match &t.server_name {
-        None => builder.with_root_certificates(roots),
-        Some(name) => {
-            let name = ServerName::try_from(name.clone()).map_err(|_| SecurityError {
-                key: "mqtt.tls.server_name",
-                message: format!("{name:?} is not a DNS name or an IP address"),
-            })?;
-            let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| SecurityError { key: ca_key, message: format!("{}: {e}", t.ca_file.display()) })?;
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(NameOverride { verifier, name }))
-        }
-    };
-    let (cert_file, key_file) = match (&t.client_cert, &t.client_key) {
-        (Some(c), Some(k)) => (c, k),
-        (None, None) => return Ok(builder.with_no_client_auth()),
-        (Some(_), None) => {
-            return Err(SecurityError {
-                key: "mqtt.tls.client_key",
-                message: "set both client_cert and client_key".into(),
-            });
-        }
-        (None, Some(_)) => {
-            return Err(SecurityError {
-                key: "mqtt.tls.client_cert",
-                message: "set both client_cert and client_key".into(),
-            });
-        }
-    };
-    let certs = read_certs("mqtt.tls.client_cert", cert_file)?;
-    let key = "mqtt.tls.client_key";
-    let pem = std::fs::read(key_file)
-        .map_err(|e| SecurityError { key, message: format!("cannot read {}: {e}", key_file.display()) })?;
-    let private = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| SecurityError {
-        key,
-        message: match e {
-            rustls::pki_types::pem::Error::NoItemsFound => {
-                format!("{} holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)", key_file.display())
-            }
-            e => format!("{}: bad PEM: {e}", key_file.display()),
-        },
-    })?;
-    builder.with_client_auth_cert(certs, private).map_err(|e| SecurityError {
-        key,
-        message: format!("{} does not fit the certificate in {}: {e}", key_file.display(), cert_file.display()),
-    })
-}
-
-/// Verifies the broker's certificate for `[mqtt.tls] server_name` instead of `mqtt.host`
-/// (rumqttc names the server after the host it connects to); everything else is webpki's.
-#[derive(Debug)]
-struct NameOverride {
-    verifier: Arc<WebPkiServerVerifier>,
-    name: ServerName<'static>,
-}
-
-impl ServerCertVerifier for NameOverride {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _host: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.verifier.verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.verifier.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.verifier.supported_verify_schemes()
-    }
-
-    fn requires_raw_public_keys(&self) -> bool {
-        self.verifier.requires_raw_public_keys()
-    }
-
-    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
-        self.verifier.root_hint_subjects()
-    }
-}
-
-/// Why a connection attempt failed, for the log; `true` when retrying soon will not help
-/// (a refusal or a TLS failure: the configuration, the certificates or the broker must change).
-fn explain(e: &ConnectionError) -> (String, bool) {
-    if let ConnectionError::ConnectionRefused(code) = e {
-        let why = match code {
-            ConnectReturnCode::BadUserNamePassword => {
-                "bad user name or password (check mqtt.username and mqtt.password_file)"
-            }
-            ConnectReturnCode::NotAuthorized => {
-                "not authorised (check mqtt.username, the password and the broker's access rules)"
-            }
-            ConnectReturnCode::BadClientId => "client id rejected (check mqtt.client_id)",
-            ConnectReturnCode::ServiceUnavailable => "service unavailable",
-            ConnectReturnCode::RefusedProtocolVersion => "MQTT 3.1.1 not supported",
-            ConnectReturnCode::Success => "unexpected return code",
-        };
-        return (format!("MQTT broker refused the connection: {why}"), true);
-    }
-    // the handshake failed, or the broker sent an alert after it (TLS 1.3: our client
-    // certificate refused), which surfaces while reading the CONNACK
-    if let Some(tls) = tls_cause(e) {
-        return (format!("MQTT TLS error: {tls}"), true);
-    }
-    match e {
-        ConnectionError::Tls(e) => (format!("MQTT TLS error: {e}"), true),
-        e => (e.to_string(), false),
-    }
-}
-
-/// The rustls error somewhere in `e`'s chain of sources (or wrapped in an `io::Error` of it).
-fn tls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut next = Some(e);
-    while let Some(e) = next {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        if let Some(tls) =
-            e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()?.downcast_ref::<rustls::Error>())
-        {
-            return Some(tls);
-        }
-        next = e.source();
-    }
-    None
-}
 
 /// A message to publish.
 #[derive(Debug)]
@@ -781,6 +520,7 @@ pub async fn run_publisher(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rumqttc::{ConnectReturnCode, ConnectionError};
 
     #[test]
     fn refusals_and_tls_failures_are_explained_and_backed_off() {

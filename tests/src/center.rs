@@ -20,10 +20,14 @@ pub struct Aggregator {
 
 /// Config text for an aggregator whose embedded broker listens on `port`, storing in `store`,
 /// with the given `[site]`, `[[camera]]` and other tables.
+/// Photos are embedded with the verified models (`crate::model_dir`) on the ONNX Runtime of
+/// `ORT_DYLIB_PATH`.
 pub fn aggregator_config(port: u16, store: &Path, site: &str) -> String {
     format!(
-        "[broker]\nlisten = \"127.0.0.1:{port}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[store]\npath = \"{}\"\n\n{site}\n",
-        store.display()
+        "[broker]\nlisten = \"127.0.0.1:{port}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n[store]\npath = \"{}\"\n\n\
+         [faces]\nmodel_dir = \"{}\"\n\n{site}\n",
+        store.display(),
+        crate::model_dir().display()
     )
 }
 
@@ -31,6 +35,14 @@ impl Aggregator {
     /// Starts the aggregator with `config` (written into `dir`, which also gets its log) and
     /// waits until it has subscribed (ingesting).
     pub fn start_in(dir: &Path, config: &str, port: u16) -> Result<Aggregator> {
+        let agg = Aggregator::spawn_in(dir, config, port)?;
+        agg.wait_log("subscribed: ingesting", 1, Duration::from_secs(30))?;
+        Ok(agg)
+    }
+
+    /// Starts the aggregator like [`Aggregator::start_in`] without waiting for anything (e.g. when
+    /// its broker is expected to refuse it).
+    pub fn spawn_in(dir: &Path, config: &str, port: u16) -> Result<Aggregator> {
         let path = dir.join("aggregator.toml");
         std::fs::write(&path, config)?;
         static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -43,9 +55,7 @@ impl Aggregator {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()?;
-        let agg = Aggregator { proc: Proc(child), port, dir: dir.to_owned(), log };
-        agg.wait_log("subscribed: ingesting", 1, Duration::from_secs(30))?;
-        Ok(agg)
+        Ok(Aggregator { proc: Proc(child), port, dir: dir.to_owned(), log })
     }
 
     pub fn log(&self) -> String {

@@ -485,19 +485,149 @@ pub fn http_get(url: &str) -> Result<(u16, String)> {
 
 /// `GET url` with an optional bearer token.
 pub fn http_get_as(url: &str, bearer: Option<&str>) -> Result<(u16, String)> {
-    use std::io::{Read, Write};
+    http_request("GET", url, bearer, None)
+}
+
+/// `METHOD url` with an optional bearer token and JSON body: status code and body.
+pub fn http_request(method: &str, url: &str, bearer: Option<&str>, json: Option<&str>) -> Result<(u16, String)> {
+    use std::io::Read;
+    let mut stream = http_open(method, url, bearer, json)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8(response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP header end")?;
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no HTTP status")?;
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Ok((code, if chunked { dechunk(body)? } else { body.to_owned() }))
+}
+
+/// Connects and sends the request; returns the stream (10 s read timeout).
+fn http_open(method: &str, url: &str, bearer: Option<&str>, json: Option<&str>) -> Result<std::net::TcpStream> {
+    use std::io::Write;
     let rest = url.strip_prefix("http://").context("http:// URL expected")?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let mut stream = std::net::TcpStream::connect(host)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP header end")?;
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no HTTP status")?;
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    Ok((code, if chunked { dechunk(body)? } else { body.to_owned() }))
+    let body = json.map(|b| format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()));
+    let body = body.unwrap_or_else(|| "\r\n".into());
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n{body}")?;
+    Ok(stream)
+}
+
+/// A Server-Sent Events stream (`GET /api/v1/events`), read event by event.
+pub struct EventStream {
+    stream: std::net::TcpStream,
+    /// Raw bytes not yet de-chunked.
+    raw: Vec<u8>,
+    /// De-chunked text not yet parsed into events.
+    text: String,
+}
+
+/// One SSE event: its `event:` name, `id:` and `data:`.
+#[derive(Clone, Debug)]
+pub struct SseEvent {
+    pub event: String,
+    pub id: Option<String>,
+    pub data: String,
+}
+
+impl EventStream {
+    /// Opens the stream; `Err` with the status and body when it is refused.
+    pub fn open(url: &str, bearer: Option<&str>) -> Result<EventStream> {
+        use std::io::Read;
+        let mut stream = http_open("GET", url, bearer, None)?;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = loop {
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                bail!("connection closed before the headers: {}", String::from_utf8_lossy(&raw));
+            }
+            raw.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let code: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no HTTP status")?;
+        let rest = raw[end + 4..].to_vec();
+        if code != 200 {
+            let mut body = rest;
+            let _ = stream.read_to_end(&mut body);
+            bail!("HTTP {code}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(EventStream { stream, raw: rest, text: String::new() })
+    }
+
+    /// The next event (comments skipped), waiting at most `timeout`.
+    pub fn next(&mut self, timeout: Duration) -> Result<SseEvent> {
+        use std::io::Read;
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.dechunk();
+            while let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                let mut e = SseEvent { event: "message".into(), id: None, data: String::new() };
+                let mut any = false;
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        e.event = v.trim().into();
+                        any = true;
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        e.id = Some(v.trim().into());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !e.data.is_empty() {
+                            e.data.push('\n');
+                        }
+                        e.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                        any = true;
+                    }
+                }
+                if any {
+                    return Ok(e);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!("no event within {timeout:?}");
+            }
+            self.stream.set_read_timeout(Some(left.max(Duration::from_millis(10))))?;
+            let mut buf = [0u8; 8192];
+            match self.stream.read(&mut buf) {
+                Ok(0) => bail!("the event stream ended"),
+                Ok(n) => self.raw.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Skips events until one named `event` satisfies `pred`; returns it.
+    pub fn wait_for(&mut self, event: &str, timeout: Duration, pred: impl Fn(&SseEvent) -> bool) -> Result<SseEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let e = self.next(deadline.saturating_duration_since(Instant::now()))
+                .with_context(|| format!("waiting for a matching {event:?} event"))?;
+            if e.event == event && pred(&e) {
+                return Ok(e);
+            }
+        }
+    }
+
+    /// Moves complete chunks of the chunked body into `text`.
+    fn dechunk(&mut self) {
+        loop {
+            let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else { return };
+            let size = std::str::from_utf8(&self.raw[..eol]).ok().and_then(|h| usize::from_str_radix(h.trim(), 16).ok());
+            let Some(size) = size else { return };
+            if self.raw.len() < eol + 2 + size + 2 {
+                return;
+            }
+            self.text.push_str(&String::from_utf8_lossy(&self.raw[eol + 2..eol + 2 + size]));
+            self.raw.drain(..eol + 2 + size + 2);
+        }
+    }
 }
 
 fn dechunk(mut body: &str) -> Result<String> {

@@ -9,6 +9,7 @@ pub mod align;
 pub mod crowd;
 pub mod embed;
 pub mod persons;
+pub mod photo;
 pub mod quality;
 pub mod runtime;
 pub mod yunet;
@@ -18,6 +19,7 @@ use image::RgbImage;
 pub use crowd::{DensityEstimator, DensityMap, FloorCorrection, point_in_polygon};
 pub use embed::{EMBEDDING_DIM, EMBEDDING_MODEL, FaceEmbedder};
 pub use persons::{Person, PersonDetector};
+pub use photo::{PhotoError, PhotoFace, PhotoLimits};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use yunet::{Face, FaceDetector};
 
@@ -101,6 +103,13 @@ impl FacePipeline {
         let faces: Vec<Face> =
             self.detector.detect(frame)?.into_iter().filter(|f| f.bbox[2] >= self.min_face_px).collect();
         self.timings.detect = start.elapsed();
+        self.embed_faces(frame, faces)
+    }
+
+    /// Aligns and embeds already detected faces of `frame` (one batch), with their shot quality;
+    /// records the time in `timings.embed`. The second half of [`FacePipeline::analyze`], shared
+    /// with [`FacePipeline::embed_photo`] so both produce identical embeddings.
+    pub(crate) fn embed_faces(&mut self, frame: &RgbImage, faces: Vec<Face>) -> Result<Vec<AnalyzedFace>> {
         if faces.is_empty() {
             return Ok(Vec::new());
         }

@@ -217,15 +217,18 @@ pub enum Acknowledged {
 }
 
 /// A camera: where it is and what it last reported.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CameraRecord {
     pub site: String,
     pub camera: String,
     /// Metres in the site frame.
+    #[schema(required = true)]
     pub position: Option<[f64; 2]>,
     /// The latest status by `ts`, if any was received.
+    #[schema(value_type = Option<crate::api::schema::CameraStatus>, required = true)]
     pub status: Option<CameraStatus>,
     #[serde(with = "opt_ts")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub status_received_at: Option<OffsetDateTime>,
 }
 
@@ -251,13 +254,17 @@ pub struct AlertQuery {
 }
 
 /// A stored alert event.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StoredAlert {
+    #[schema(value_type = crate::api::schema::Alert)]
     pub alert: Alert,
     #[serde(with = "ts::rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub received_at: OffsetDateTime,
+    #[schema(required = true)]
     pub acknowledged_by: Option<String>,
     #[serde(with = "opt_ts")]
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub acknowledged_at: Option<OffsetDateTime>,
 }
 
@@ -276,10 +283,11 @@ pub struct CrowdQuery {
 }
 
 /// One bucket of a crowd series.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CrowdBucket {
     /// Start of the bucket (inclusive); it ends at `start + step`.
     #[serde(with = "ts::rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub start: OffsetDateTime,
     /// Mean count of the measurements in the bucket.
     pub mean: f64,
@@ -304,13 +312,15 @@ pub struct TrajectoryQuery {
 }
 
 /// A trajectory's summary row.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TrajectorySummary {
     pub id: Uuid,
     pub site: String,
     #[serde(with = "ts::rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub first_seen: OffsetDateTime,
     #[serde(with = "ts::rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub last_seen: OffsetDateTime,
     pub sightings: u32,
     /// Camera ids in order of first visit.
@@ -318,10 +328,11 @@ pub struct TrajectorySummary {
 }
 
 /// One page of trajectories.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TrajectoryPage {
     pub items: Vec<TrajectorySummary>,
     /// The cursor of the next page; `None` on the last one.
+    #[schema(value_type = Option<String>, required = true)]
     pub next: Option<Cursor>,
 }
 
@@ -368,7 +379,7 @@ impl Serialize for Cursor {
 }
 
 /// A trajectory and its sightings.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TrajectoryDetail {
     #[serde(flatten)]
     pub summary: TrajectorySummary,
@@ -377,13 +388,15 @@ pub struct TrajectoryDetail {
 }
 
 /// A sighting as part of a trajectory.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TrajectoryPoint {
     pub id: Uuid,
     pub camera: String,
     #[serde(with = "ts::rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub first_seen: OffsetDateTime,
     #[serde(with = "ts::rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub last_seen: OffsetDateTime,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ground: Option<[f64; 2]>,
@@ -424,7 +437,7 @@ pub struct Token {
 }
 
 /// What an audit record is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
     /// `POST /search`.
@@ -442,10 +455,12 @@ pub enum AuditAction {
     TokenRevoke,
     /// `GET /audit`.
     AuditRead,
+    /// `GET /events` with sightings or trajectory updates.
+    EventsStream,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 10] = [
+    pub const ALL: [AuditAction; 11] = [
         AuditAction::Search,
         AuditAction::TrajectoryList,
         AuditAction::TrajectoryRead,
@@ -456,6 +471,7 @@ impl AuditAction {
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
         AuditAction::AuditRead,
+        AuditAction::EventsStream,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -470,6 +486,7 @@ impl AuditAction {
             AuditAction::TokenCreate => "token_create",
             AuditAction::TokenRevoke => "token_revoke",
             AuditAction::AuditRead => "audit_read",
+            AuditAction::EventsStream => "events_stream",
         }
     }
 }
@@ -489,22 +506,25 @@ impl fmt::Display for AuditAction {
 
 /// One accountable access. `query` is what was asked (filters, ids); it must not hold images or
 /// embeddings (record a digest of a probe instead), since the audit log outlives sightings.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     #[serde(with = "ts::rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub ts: OffsetDateTime,
     /// Token name.
     pub token: String,
     pub role: Role,
     pub action: AuditAction,
+    #[schema(required = true)]
     pub purpose: Option<String>,
+    #[schema(value_type = Object)]
     pub query: serde_json::Value,
     /// How many results the answer holds.
     pub results: u64,
 }
 
 /// A written audit entry.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Increasing, never reused.
     pub seq: i64,
@@ -605,6 +625,20 @@ pub struct PurgeReport {
     /// Whether the write-ahead log was checkpointed and truncated (false: another connection was
     /// reading; the deleted pages are then erased at a later checkpoint).
     pub wal_truncated: bool,
+}
+
+impl PurgeReport {
+    /// Rows deleted, by table (for metrics).
+    pub fn counts(&self) -> [(&'static str, u64); 6] {
+        [
+            ("sightings", self.sightings),
+            ("trajectories", self.trajectories_deleted),
+            ("alerts", self.alerts),
+            ("crowd", self.crowd),
+            ("audit", self.audit),
+            ("watchlist", self.watchlist),
+        ]
+    }
 }
 
 /// `Option<OffsetDateTime>` as a contract timestamp or null.

@@ -1,12 +1,13 @@
 //! The integrator API (`/api/v1`, JSON, bearer tokens): cameras, alerts, crowd series,
-//! trajectories (list, detail, GeoJSON), sightings and the audit log, on the [`Store`].
+//! trajectories (list, detail, GeoJSON), sightings and the audit log, on the [`Store`]; face
+//! search and the watchlist ([`search`]); live events ([`live`]); Prometheus `/metrics`.
 //!
 //! Every request but `/healthz` carries `Authorization: Bearer slt_…`; the token is looked up by
 //! its hash (`auth::token_hash`), revoked tokens are unknown. No or an unknown token: 401 with
 //! `WWW-Authenticate: Bearer`; too low a role: 403. Roles are ordered operator < integrator < admin.
 //!
-//! Accountability: every trajectory read (list, detail, GeoJSON) and every sighting read (and every
-//! audit-log read) is written to the audit log *before* it is answered, with the token's name and
+//! Accountability: every trajectory read (list, detail, GeoJSON), sighting read, search, watchlist
+//! change, live stream of sightings and audit-log read is written to the audit log *before* it is answered, with the token's name and
 //! role, the optional `purpose` query parameter, the query and the result count. When that write
 //! fails the request fails (500): nothing personal is answered without its audit record.
 //!
@@ -15,15 +16,20 @@
 //! is a 404. Times are RFC 3339 with milliseconds (`sightline_contract::ts`); time windows are
 //! half-open (`since` inclusive, `until` exclusive).
 
+mod live;
+mod search;
+
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::Next;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -34,7 +40,12 @@ use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{Role, token_hash};
+use crate::config::SearchConfig;
+use crate::events::Events;
+use crate::metrics::Metrics;
+use crate::search::SearchIndex;
 use crate::site::SiteModel;
+use crate::watchlist::{AlertPublisher, Watchlist, WatchlistConfig};
 use crate::store::{
     AlertQuery, AuditAction, AuditEntry, AuditQuery, CameraRecord, CrowdQuery, Cursor, Store, StoreError, Token,
     TrajectoryQuery,
@@ -58,18 +69,57 @@ pub struct ApiState {
     pub clock: Arc<dyn Clock>,
     /// Camera positions and the georeference, for GeoJSON and WGS84 positions.
     pub site: SiteModel,
+    pub metrics: Arc<Metrics>,
+    /// What the ingest thread stores, live (`GET /events`).
+    pub events: Events,
+    /// The embeddings inside the retention window (`POST /search`).
+    pub index: Arc<RwLock<SearchIndex>>,
+    /// The face pipeline for photos, or why there is none.
+    pub faces: Result<Arc<Mutex<sightline_vision::FacePipeline>>, String>,
+    pub watchlist: Arc<Watchlist>,
+    /// Where clears of removed watchlist entries go.
+    pub alerts: Arc<AlertPublisher>,
+    pub search: SearchConfig,
+    /// Ends the live event streams at shutdown (`None`: they end when the client leaves).
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl ApiState {
+    /// A state on `store` with an empty search index and watchlist, no face pipeline and live
+    /// events nobody publishes; `aggregator run` fills these in.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, site: SiteModel) -> Self {
-        Self { store, clock, site }
+        let events = Events::default();
+        let model = sightline_vision::EMBEDDING_MODEL;
+        Self {
+            alerts: Arc::new(AlertPublisher::new(store.clone(), events.clone(), None, clock.clone())),
+            watchlist: Arc::new(Watchlist::empty(WatchlistConfig::default())),
+            index: Arc::new(RwLock::new(SearchIndex::new(model, sightline_vision::EMBEDDING_DIM))),
+            faces: Err("no face models loaded".into()),
+            metrics: Arc::new(Metrics::new()),
+            search: SearchConfig::default(),
+            shutdown: None,
+            events,
+            store,
+            clock,
+            site,
+        }
     }
 }
 
-/// The API's routes: `/healthz` and `/api/v1/…`.
+/// The API's routes: `/healthz`, `/metrics` and `/api/v1/…`.
 pub fn router(state: Arc<ApiState>) -> Router {
+    // a photo in base64 is 4/3 of its size
+    let upload_limit = state.search.max_photo_bytes / 3 * 4 + (64 << 10);
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/events", get(live::events))
+        .route("/api/v1/search", post(search::search).layer(DefaultBodyLimit::max(upload_limit)))
+        .route(
+            "/api/v1/watchlist",
+            get(search::watchlist_list).post(search::watchlist_add).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/api/v1/watchlist/{id}", delete(search::watchlist_remove))
         .route("/api/v1/cameras", get(cameras))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/crowd", get(crowd))
@@ -79,8 +129,19 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/sightings/{id}", get(sighting))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/openapi.json", get(openapi_json))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), count_response))
         .fallback(not_found_route)
         .with_state(state)
+}
+
+/// Counts each response by its route pattern (not the path: ids would explode the label set).
+async fn count_response(State(state): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let resp = next.run(req).await;
+    if let Some(route) = route {
+        state.metrics.http_response(&route, resp.status().as_u16());
+    }
+    resp
 }
 
 /// Serves [`router`] on `listener` until `shutdown` turns true (or its sender is dropped), then
@@ -316,13 +377,17 @@ impl Params {
     }
 
     fn purpose(&self) -> ApiResult<Option<String>> {
-        let Some(p) = self.str("purpose")? else { return Ok(None) };
-        let p = p.trim().to_string();
-        if p.is_empty() || p.chars().count() > MAX_PURPOSE_CHARS || p.chars().any(char::is_control) {
-            return Err(ApiError::param("purpose", format!("must be 1 to {MAX_PURPOSE_CHARS} printable characters")));
-        }
-        Ok(Some(p))
+        self.str("purpose")?.map(check_purpose).transpose()
     }
+}
+
+/// A `purpose`: 1 to [`MAX_PURPOSE_CHARS`] printable characters, trimmed.
+fn check_purpose(p: String) -> ApiResult<String> {
+    let p = p.trim().to_string();
+    if p.is_empty() || p.chars().count() > MAX_PURPOSE_CHARS || p.chars().any(char::is_control) {
+        return Err(ApiError::param("purpose", format!("must be 1 to {MAX_PURPOSE_CHARS} printable characters")));
+    }
+    Ok(p)
 }
 
 /// `since < until` when both are given.
@@ -347,14 +412,30 @@ fn opt_ts(t: Option<OffsetDateTime>) -> Value {
     get,
     path = "/healthz",
     tag = "health",
-    responses((status = 200, description = "`{\"status\": \"ok\"}`"))
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Health))
 )]
 async fn healthz() -> Response {
-    Json(json!({ "status": "ok" })).into_response()
+    Json(Health { status: "ok" }).into_response()
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((
+        status = 200,
+        description = "Prometheus/OpenMetrics text: counts and durations, nothing personal",
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        body = String
+    ))
+)]
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let body = state.metrics.encode();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }
 
 /// A camera with its position in WGS84 when the site has a georeference.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CameraOut {
     #[serde(flatten)]
     record: CameraRecord,
@@ -369,7 +450,7 @@ struct CameraOut {
     tag = "operator",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{items}`: cameras, positions (site metres; `wgs84` [lon, lat]), live status"),
+        (status = 200, description = "`{items}`: cameras, positions (site metres; `wgs84` [lon, lat]), live status", body = CameraList),
         (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
         (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
         (status = 403, description = "too low a role", body = ErrorBody),
@@ -396,7 +477,7 @@ async fn cameras(
             CameraOut { record, wgs84 }
         })
         .collect();
-    Ok(Json(json!({ "items": items })).into_response())
+    Ok(Json(CameraList { items }).into_response())
 }
 
 #[utoipa::path(
@@ -414,7 +495,7 @@ async fn cameras(
         ("limit" = Option<u32>, Query, description = "1 to 1000, default 100")
     ),
     responses(
-        (status = 200, description = "`{items}`: alert events, newest first, with acknowledgement"),
+        (status = 200, description = "`{items}`: alert events, newest first, with acknowledgement", body = AlertList),
         (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
         (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
         (status = 403, description = "too low a role", body = ErrorBody),
@@ -439,7 +520,7 @@ async fn alerts(
     };
     check_window(q.since, q.until)?;
     let items = blocking(&state, "listing alerts", move |s| s.alerts(&q)).await?;
-    Ok(Json(json!({ "items": items })).into_response())
+    Ok(Json(AlertList { items }).into_response())
 }
 
 #[utoipa::path(
@@ -456,7 +537,7 @@ async fn alerts(
         ("step" = Option<u32>, Query, description = "bucket width in seconds, 1 to 86400, default 60")
     ),
     responses(
-        (status = 200, description = "`{camera, zone, since, until, step_s, items}`: non-empty buckets"),
+        (status = 200, description = "`{camera, zone, since, until, step_s, items}`: non-empty buckets", body = CrowdSeries),
         (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
         (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
         (status = 403, description = "too low a role", body = ErrorBody),
@@ -481,15 +562,8 @@ async fn crowd(
     let q = CrowdQuery { site: p.str("site")?, camera, zone: p.str("zone")?, since, until, step_s };
     let (camera, zone) = (q.camera.clone(), q.zone.clone());
     let items = blocking(&state, "reading the crowd series", move |s| s.crowd_series(&q)).await?;
-    Ok(Json(json!({
-        "camera": camera,
-        "zone": zone,
-        "since": ts::format(since),
-        "until": ts::format(until),
-        "step_s": step_s,
-        "items": items,
-    }))
-    .into_response())
+    Ok(Json(CrowdSeries { camera, zone, since: ts::format(since), until: ts::format(until), step_s, items })
+        .into_response())
 }
 
 #[utoipa::path(
@@ -507,7 +581,7 @@ async fn crowd(
         ("purpose" = Option<String>, Query, description = "why (kept in the audit log)")
     ),
     responses(
-        (status = 200, description = "`{items, next}`: trajectory summaries, newest first; audited"),
+        (status = 200, description = "`{items, next}`: trajectory summaries, newest first; audited", body = crate::store::TrajectoryPage),
         (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
         (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
         (status = 403, description = "too low a role", body = ErrorBody),
@@ -559,7 +633,7 @@ async fn trajectories(
         ("purpose" = Option<String>, Query, description = "why (kept in the audit log)")
     ),
     responses(
-        (status = 200, description = "a trajectory and its sightings in order; audited"),
+        (status = 200, description = "a trajectory and its sightings in order; audited", body = crate::store::TrajectoryDetail),
         (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
         (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
         (status = 403, description = "too low a role", body = ErrorBody),
@@ -606,7 +680,12 @@ async fn read_trajectory(
         ("purpose" = Option<String>, Query, description = "why (kept in the audit log)")
     ),
     responses(
-        (status = 200, description = "GeoJSON Feature (WGS84 with a georef, else site metres); audited"),
+        (
+            status = 200,
+            description = "GeoJSON Feature (WGS84 with a georef, else site metres); audited",
+            content_type = "application/geo+json",
+            body = Object
+        ),
         (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
         (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
         (status = 403, description = "too low a role", body = ErrorBody),
@@ -691,7 +770,7 @@ async fn trajectory_geojson(
         ("purpose" = Option<String>, Query, description = "why (kept in the audit log)")
     ),
     responses(
-        (status = 200, description = "`{sighting (no embedding), trajectory, distance, received_at}`; audited"),
+        (status = 200, description = "`{sighting (no embedding), trajectory, distance, received_at}`; audited", body = SightingOut),
         (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
         (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
         (status = 403, description = "too low a role", body = ErrorBody),
@@ -718,12 +797,12 @@ async fn sighting(
     if let Some(obj) = sighting.as_object_mut() {
         obj.remove("embedding");
     }
-    Ok(Json(json!({
-        "sighting": sighting,
-        "trajectory": stored.trajectory,
-        "distance": stored.distance,
-        "received_at": ts::format(stored.received_at),
-    }))
+    Ok(Json(SightingOut {
+        sighting,
+        trajectory: stored.trajectory,
+        distance: stored.distance,
+        received_at: ts::format(stored.received_at),
+    })
     .into_response())
 }
 
@@ -741,7 +820,7 @@ async fn sighting(
         ("purpose" = Option<String>, Query, description = "why (kept in the audit log)")
     ),
     responses(
-        (status = 200, description = "`{items, next_after}`: audit records in write order; audited"),
+        (status = 200, description = "`{items, next_after}`: audit records in write order; audited", body = AuditPage),
         (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
         (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
         (status = 403, description = "too low a role", body = ErrorBody),
@@ -781,10 +860,190 @@ async fn audit(
     audit_access(&state, &token, AuditAction::AuditRead, purpose, audited, items.len() as u64).await?;
     // A full page may have a next one: continue with `after`.
     let next = if items.len() == limit { items.last().map(|r| r.seq) } else { None };
-    Ok(Json(json!({ "items": items, "next_after": next })).into_response())
+    Ok(Json(AuditPage { items, next_after: next }).into_response())
 }
 
 // ---- OpenAPI -----------------------------------------------------------------------------------
+
+/// Schemas of the `sightline_contract` types the API serves, for the OpenAPI document only (the
+/// contract crate does not depend on utoipa). Each mirrors the JSON of its contract type.
+pub mod schema {
+    use utoipa::ToSchema;
+    use uuid::Uuid;
+
+    /// `sightline.alert/1` (without its `schema` field): raised / cleared pairs sharing `alert`.
+    #[derive(ToSchema)]
+    pub struct Alert {
+        pub id: Uuid,
+        pub site: String,
+        pub camera: String,
+        #[schema(format = DateTime)]
+        pub ts: String,
+        /// Stable id shared by the raise and its clear.
+        pub alert: String,
+        pub state: AlertState,
+        pub kind: AlertKind,
+        pub severity: Severity,
+        /// Absent when the alert is not about a zone.
+        pub zone: Option<String>,
+        pub message: String,
+        /// Kind-specific details; absent when there are none.
+        #[schema(value_type = Option<Object>)]
+        pub details: Option<serde_json::Value>,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "snake_case")]
+    pub enum AlertState {
+        Raised,
+        Cleared,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "snake_case")]
+    pub enum AlertKind {
+        CrowdThreshold,
+        ZoneIntrusion,
+        CameraOffline,
+        CameraFrozen,
+        CameraTampered,
+        WatchlistMatch,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "snake_case")]
+    pub enum Severity {
+        Info,
+        Warning,
+        Critical,
+    }
+
+    /// `sightline.camera_status/1` (without its `schema` field); optional fields are absent when unknown.
+    #[derive(ToSchema)]
+    pub struct CameraStatus {
+        pub site: String,
+        pub camera: String,
+        #[schema(format = DateTime)]
+        pub ts: String,
+        pub agent: String,
+        pub state: CameraState,
+        pub fps_in: Option<f32>,
+        pub fps_analyzed: Option<f32>,
+        pub frames_dropped: Option<u64>,
+        pub codec: Option<String>,
+        /// `[width, height]`.
+        pub resolution: Option<[u32; 2]>,
+        /// Human-readable reason for the state (e.g. the last connection error).
+        pub detail: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "snake_case")]
+    pub enum CameraState {
+        Connecting,
+        Streaming,
+        Offline,
+        Disabled,
+    }
+
+    /// `sightline.sighting/1` as served: WITHOUT its `embedding` (biometric data is never served)
+    /// and without its `schema` field.
+    #[derive(ToSchema)]
+    pub struct Sighting {
+        pub id: Uuid,
+        pub site: String,
+        pub camera: String,
+        pub track: u64,
+        #[schema(format = DateTime)]
+        pub first_seen: String,
+        #[schema(format = DateTime)]
+        pub last_seen: String,
+        pub best: BestShot,
+        /// `[width, height]` of the source frames.
+        pub frame_size: [u32; 2],
+        /// Metres in the site frame, when the camera is calibrated; absent otherwise.
+        pub ground: Option<[f64; 2]>,
+        /// Embedding model name.
+        pub model: String,
+    }
+
+    /// The best shot of a face track: what the sighting's embedding was computed from.
+    #[derive(ToSchema)]
+    pub struct BestShot {
+        #[schema(format = DateTime)]
+        pub ts: String,
+        /// `[x, y, w, h]` in source-frame pixels.
+        pub bbox: [f32; 4],
+        /// YuNet order: right eye, left eye, nose tip, right mouth corner, left mouth corner.
+        pub landmarks: [[f32; 2]; 5],
+        pub det_score: f32,
+        pub quality: f32,
+    }
+}
+
+/// `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// `GET /cameras`.
+#[derive(Serialize, ToSchema)]
+struct CameraList {
+    items: Vec<CameraOut>,
+}
+
+/// `GET /alerts`: newest first.
+#[derive(Serialize, ToSchema)]
+struct AlertList {
+    items: Vec<crate::store::StoredAlert>,
+}
+
+/// `GET /crowd`: the series' parameters and its non-empty buckets.
+#[derive(Serialize, ToSchema)]
+struct CrowdSeries {
+    camera: String,
+    /// The zone; `null`: the camera's total.
+    #[schema(required = true)]
+    zone: Option<String>,
+    #[schema(format = DateTime)]
+    since: String,
+    #[schema(format = DateTime)]
+    until: String,
+    /// Bucket width in seconds.
+    step_s: u32,
+    items: Vec<crate::store::CrowdBucket>,
+}
+
+/// `GET /sightings/{id}`: the sighting (without its embedding) and where it was placed.
+#[derive(Serialize, ToSchema)]
+struct SightingOut {
+    /// The contract's sighting with `embedding` removed.
+    #[schema(value_type = schema::Sighting)]
+    sighting: Value,
+    trajectory: Uuid,
+    /// Embedding distance to the trajectory it joined; `null` when it started it.
+    #[schema(required = true)]
+    distance: Option<f32>,
+    #[schema(format = DateTime)]
+    received_at: String,
+}
+
+/// `GET /audit`: one page of audit records in write order.
+#[derive(Serialize, ToSchema)]
+struct AuditPage {
+    items: Vec<crate::store::AuditRecord>,
+    /// `after` of the next page; `null` when this page was not full.
+    #[schema(required = true)]
+    next_after: Option<i64>,
+}
+
+/// `GET /watchlist`: active entries, without embeddings.
+#[derive(Serialize, ToSchema)]
+struct WatchlistList {
+    items: Vec<search::WatchlistOut>,
+}
 
 /// The OpenAPI document of the API, generated from the handlers' annotations.
 #[derive(OpenApi)]
@@ -794,12 +1053,37 @@ async fn audit(
         description = "JSON, bearer tokens (operator < integrator < admin); trajectory and sighting reads are audited."
     ),
     paths(
-        healthz, cameras, alerts, crowd, trajectories, trajectory, trajectory_geojson, sighting, audit, openapi_json
+        healthz, metrics, cameras, alerts, crowd, trajectories, trajectory, trajectory_geojson, sighting, audit,
+        search::search, search::watchlist_add, search::watchlist_list, search::watchlist_remove, live::events,
+        openapi_json
     ),
-    components(schemas(ErrorBody)),
-    modifiers(&BearerAuth)
+    components(schemas(
+        ErrorBody, Health, CameraList, CameraOut, AlertList, CrowdSeries, SightingOut, AuditPage, WatchlistList,
+        crate::store::CameraRecord, crate::store::StoredAlert, crate::store::CrowdBucket,
+        crate::store::TrajectoryPage, crate::store::TrajectorySummary, crate::store::TrajectoryDetail,
+        crate::store::TrajectoryPoint, crate::store::AuditRecord, crate::store::AuditEntry, AuditAction, Role,
+        schema::Alert, schema::AlertState, schema::AlertKind, schema::Severity, schema::CameraStatus,
+        schema::CameraState, schema::Sighting, schema::BestShot,
+        search::SearchRequest, search::SearchResponse, search::WatchlistRequest, search::WatchlistOut
+    )),
+    modifiers(&BearerAuth, &WatchlistListBody)
 )]
 pub struct ApiDoc;
+
+/// The 200 body of `GET /api/v1/watchlist`, whose annotation (in `search`) names none.
+struct WatchlistListBody;
+
+impl utoipa::Modify for WatchlistListBody {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+        let op = openapi.paths.paths.get_mut("/api/v1/watchlist").and_then(|p| p.get.as_mut());
+        if let Some(RefOr::T(ok)) = op.and_then(|op| op.responses.responses.get_mut("200")) {
+            ok.content.entry("application/json".into()).or_insert_with(|| {
+                ContentBuilder::new().schema(Some(Ref::from_schema_name(WatchlistList::name()))).build()
+            });
+        }
+    }
+}
 
 struct BearerAuth;
 
@@ -818,7 +1102,7 @@ impl utoipa::Modify for BearerAuth {
     get,
     path = "/api/v1/openapi.json",
     tag = "health",
-    responses((status = 200, description = "this document"))
+    responses((status = 200, description = "this document (OpenAPI 3.1)", body = Object))
 )]
 async fn openapi_json() -> Response {
     Json(ApiDoc::openapi()).into_response()

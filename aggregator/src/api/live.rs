@@ -1,0 +1,134 @@
+//! `GET /api/v1/events`: Server-Sent Events of what the aggregator stores, as it stores it.
+//!
+//! `?kinds=alert,crowd` chooses the events (default: every kind the token's role may see:
+//! alerts, crowd measurements and camera/agent statuses for operators, plus sightings and
+//! trajectory updates for integrators). Each SSE event has `event:` = its kind, `id:` = the
+//! payload's event id, `data:` = the payload (sightings without their embedding). The stream
+//! starts with an `event: ready` once it is subscribed (a client can act on it knowing nothing
+//! from then on is missed), says `event: lagged` with `{"dropped": n}` when it fell too far
+//! behind and lost events, and has a comment line every 15 s to keep proxies from closing it.
+//! A stream of sightings or trajectories is an access to where people go: it is audited when it
+//! opens.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{ApiError, ApiResult, ApiState, Params, audit_access, authorize};
+use crate::auth::Role;
+use crate::events::{EventKind, LiveEvent};
+use crate::store::AuditAction;
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "operator",
+    security(("bearer" = [])),
+    params(
+        ("kinds" = Option<String>, Query, description = "comma-separated: alert, crowd, camera_status, agent_status, sighting, trajectory (the last two need integrator); default all the role may see"),
+        ("purpose" = Option<String>, Query, description = "why (kept in the audit log when sightings or trajectories are streamed)")
+    ),
+    responses(
+        (status = 200, description = "text/event-stream: `ready`, then events named by kind, `lagged` when events were lost"),
+        (status = 400, description = "an unknown kind, named in `parameter`", body = super::ErrorBody),
+        (status = 401, description = "no, unknown or revoked token", body = super::ErrorBody),
+        (status = 403, description = "a kind above the token's role", body = super::ErrorBody)
+    )
+)]
+pub(super) async fn events(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let token = authorize(&state, &headers, Role::Operator).await?;
+    let p = Params::parse(query, &["kinds", "purpose"])?;
+    let kinds: Vec<EventKind> = match p.str("kinds")? {
+        None => EventKind::ALL.into_iter().filter(|k| k.role() <= token.role).collect(),
+        Some(list) => {
+            let mut kinds = Vec::new();
+            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let kind = EventKind::parse(name).ok_or_else(|| {
+                    ApiError::param("kinds", format!("unknown kind {name:?} (alert, crowd, camera_status, agent_status, sighting, trajectory)"))
+                })?;
+                if kind.role() > token.role {
+                    return Err(ApiError::new(
+                        axum::http::StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!("{name} events need the {} role; token {:?} is {}", kind.role().as_str(), token.name, token.role.as_str()),
+                    ));
+                }
+                kinds.push(kind);
+            }
+            if kinds.is_empty() {
+                return Err(ApiError::param("kinds", "is empty"));
+            }
+            kinds
+        }
+    };
+    let purpose = p.purpose()?;
+    let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+    if kinds.iter().any(|k| k.role() > Role::Operator) {
+        let audited = json!({ "endpoint": "GET /api/v1/events", "kinds": names });
+        audit_access(&state, &token, AuditAction::EventsStream, purpose, audited, 0).await?;
+    }
+
+    // subscribed before the response starts: `ready` means nothing from here on is missed
+    let rx = state.events.subscribe();
+    let ready = Event::default().event("ready").data(json!({ "kinds": names }).to_string());
+    let stream = Stream { rx, kinds, state: state.clone(), shutdown: state.shutdown.clone() };
+    state.metrics.event_subscribers.inc();
+    let events = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(ready) })
+        .chain(futures::stream::unfold(stream, |mut s| async move {
+            let event = s.next().await?;
+            Some((Ok(event), s))
+        }));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+/// One client's stream; counted in `sightline_aggregator_event_subscribers` while it lives.
+struct Stream {
+    rx: tokio::sync::broadcast::Receiver<Arc<LiveEvent>>,
+    kinds: Vec<EventKind>,
+    state: Arc<ApiState>,
+    shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Stream {
+    /// The next event for this client; `None` ends the stream (shutdown).
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            let received = match &mut self.shutdown {
+                Some(stop) => tokio::select! {
+                    r = self.rx.recv() => r,
+                    _ = stop.wait_for(|s| *s) => return None,
+                },
+                None => self.rx.recv().await,
+            };
+            match received {
+                Ok(e) if self.kinds.contains(&e.kind) => {
+                    return Some(Event::default().event(e.kind.as_str()).id(e.id.clone()).data(e.json.clone()));
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => {
+                    self.state.metrics.events_dropped.inc_by(n);
+                    return Some(Event::default().event("lagged").data(json!({ "dropped": n }).to_string()));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.state.metrics.event_subscribers.dec();
+    }
+}

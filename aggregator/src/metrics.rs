@@ -1,0 +1,242 @@
+//! Prometheus `/metrics` of the aggregator (OpenMetrics text), served on the API's listener
+//! without a token: it holds counts and durations only, nothing about a person.
+//!
+//! The ingest thread, the API handlers and the retention job update the counters here directly;
+//! gauges that describe state owned elsewhere (live trajectories, search index size, event
+//! subscribers) are set by their owner when it changes.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// What happened to an MQTT message (`outcome` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored (or, for a status, considered).
+    Accepted,
+    /// An event already stored (edges deliver at least once).
+    Duplicate,
+    /// Failed a check (logged with the topic and the field).
+    Rejected,
+    /// Could not be stored: left unacknowledged, the broker delivers it again.
+    Failed,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MessageLabels {
+    /// Topic kind: sighting, crowd, alert, camera_status, agent_status, or `unknown`.
+    kind: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WhatLabel {
+    what: &'static str,
+}
+
+/// The aggregator's metrics registry.
+pub struct Metrics {
+    registry: Registry,
+    messages: Family<MessageLabels, Counter>,
+    pub trajectories_started: Counter,
+    pub trajectories_joined: Counter,
+    pub live_trajectories: Gauge,
+    pub search_index_embeddings: Gauge,
+    pub search_seconds: Histogram,
+    pub watchlist_matches: Counter,
+    pub watchlist_entries: Gauge,
+    pub event_subscribers: Gauge,
+    /// Live events a slow subscriber missed (its stream was told how many).
+    pub events_dropped: Counter,
+    http: Family<RouteLabels, Counter>,
+    retention_deleted: Family<WhatLabel, Counter>,
+    pub retention_last_run: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub retention_failures: Counter,
+    pub mqtt_connected: Gauge,
+    // totals kept for the log line at stop (reading a Family back is awkward)
+    totals: [AtomicI64; 4],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let messages = Family::<MessageLabels, Counter>::default();
+        r.register(
+            "sightline_aggregator_messages",
+            "MQTT messages by topic kind and outcome (accepted, duplicate, rejected, failed)",
+            messages.clone(),
+        );
+        let trajectories_started = Counter::default();
+        r.register(
+            "sightline_aggregator_trajectories_started",
+            "Sightings that started a new trajectory",
+            trajectories_started.clone(),
+        );
+        let trajectories_joined = Counter::default();
+        r.register(
+            "sightline_aggregator_trajectories_joined",
+            "Sightings that joined an existing trajectory",
+            trajectories_joined.clone(),
+        );
+        let live_trajectories = Gauge::default();
+        r.register(
+            "sightline_aggregator_live_trajectories",
+            "Trajectories the correlator holds in memory (within twice the horizon)",
+            live_trajectories.clone(),
+        );
+        let search_index_embeddings = Gauge::default();
+        r.register(
+            "sightline_aggregator_search_index_embeddings",
+            "Embeddings in the in-memory search index (the retention window)",
+            search_index_embeddings.clone(),
+        );
+        // 100 µs .. 3 s: an index scan, or a photo through the face pipeline
+        let search_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        r.register(
+            "sightline_aggregator_search_seconds",
+            "Time per POST /search, photo embedding included",
+            search_seconds.clone(),
+        );
+        let watchlist_matches = Counter::default();
+        r.register(
+            "sightline_aggregator_watchlist_matches",
+            "watchlist_match alerts raised",
+            watchlist_matches.clone(),
+        );
+        let watchlist_entries = Gauge::default();
+        r.register("sightline_aggregator_watchlist_entries", "Active watchlist entries", watchlist_entries.clone());
+        let event_subscribers = Gauge::default();
+        r.register(
+            "sightline_aggregator_event_subscribers",
+            "Open GET /events streams",
+            event_subscribers.clone(),
+        );
+        let events_dropped = Counter::default();
+        r.register(
+            "sightline_aggregator_events_dropped",
+            "Live events slow GET /events subscribers missed",
+            events_dropped.clone(),
+        );
+        let http = Family::<RouteLabels, Counter>::default();
+        r.register("sightline_aggregator_http_responses", "HTTP responses by route and status", http.clone());
+        let retention_deleted = Family::<WhatLabel, Counter>::default();
+        r.register(
+            "sightline_aggregator_retention_deleted",
+            "Rows deleted by the retention job, by table",
+            retention_deleted.clone(),
+        );
+        let retention_last_run = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        r.register(
+            "sightline_aggregator_retention_last_success_timestamp_seconds",
+            "Unix time of the last successful retention run",
+            retention_last_run.clone(),
+        );
+        let retention_failures = Counter::default();
+        r.register(
+            "sightline_aggregator_retention_failures",
+            "Retention or compaction runs that failed",
+            retention_failures.clone(),
+        );
+        let mqtt_connected = Gauge::default();
+        r.register(
+            "sightline_aggregator_mqtt_connected",
+            "1 while the aggregator's MQTT client is connected and subscribed",
+            mqtt_connected.clone(),
+        );
+        Metrics {
+            registry: r,
+            messages,
+            trajectories_started,
+            trajectories_joined,
+            live_trajectories,
+            search_index_embeddings,
+            search_seconds,
+            watchlist_matches,
+            watchlist_entries,
+            event_subscribers,
+            events_dropped,
+            http,
+            retention_deleted,
+            retention_last_run,
+            retention_failures,
+            mqtt_connected,
+            totals: Default::default(),
+        }
+    }
+
+    /// Counts one MQTT message of topic kind `kind`.
+    pub fn message(&self, kind: &str, outcome: Outcome) {
+        self.messages.get_or_create(&MessageLabels { kind: kind.to_owned(), outcome: outcome.as_str() }).inc();
+        self.totals[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages so far with this outcome, all kinds.
+    pub fn total(&self, outcome: Outcome) -> i64 {
+        self.totals[outcome as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts one HTTP response; `route` is the matched route pattern (bounded cardinality).
+    pub fn http_response(&self, route: &str, status: u16) {
+        self.http.get_or_create(&RouteLabels { route: route.to_owned(), status }).inc();
+    }
+
+    pub fn retention_deleted(&self, what: &'static str, n: u64) {
+        self.retention_deleted.get_or_create(&WhatLabel { what }).inc_by(n);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_kind_and_outcome() {
+        let m = Metrics::new();
+        m.message("sighting", Outcome::Accepted);
+        m.message("sighting", Outcome::Accepted);
+        m.message("alert", Outcome::Rejected);
+        m.http_response("/api/v1/cameras", 200);
+        let text = m.encode();
+        assert!(text.contains(r#"sightline_aggregator_messages_total{kind="sighting",outcome="accepted"} 2"#), "{text}");
+        assert!(text.contains(r#"sightline_aggregator_messages_total{kind="alert",outcome="rejected"} 1"#), "{text}");
+        assert!(text.contains(r#"sightline_aggregator_http_responses_total{route="/api/v1/cameras",status="200"} 1"#));
+        assert_eq!(m.total(Outcome::Accepted), 2);
+        assert_eq!(m.total(Outcome::Rejected), 1);
+        assert_eq!(m.total(Outcome::Failed), 0);
+    }
+}

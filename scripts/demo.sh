@@ -37,6 +37,12 @@ cat <<MSG
 
       curl -s -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:$HTTP_PORT/api/v1/trajectories?purpose=demo'
 
+  find the performer by his photo (audited):
+
+      (printf '{"purpose":"demo","image":"'; base64 -w0 $(realpath ../shared/media/lin-manuel-miranda.png); printf '"}') |
+        curl -s -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' --data-binary @- \
+        http://127.0.0.1:$HTTP_PORT/api/v1/search
+
 MSG
 "$BIN/edge-agent" run --config "$RUN/demo.toml" & pids+=($!)
 wait "${pids[-1]}"

@@ -189,10 +189,9 @@ impl AlertPublisher {
                 self.events.alert(a);
             }
             tracing::info!(alert = %a.alert, state = ?a.state, camera = %a.camera, message = %a.message, "aggregator alert");
-            if let Some(c) = &self.mqtt {
-                if let Err(e) = c.try_publish(topic::alert(&a.site, &a.camera), QoS::AtLeastOnce, false, a.to_json()) {
-                    tracing::warn!(alert = %a.alert, error = %e, "alert stored but not published on MQTT");
-                }
+            let topic = topic::alert(&a.site, &a.camera);
+            if let Some(Err(e)) = self.mqtt.as_ref().map(|c| c.try_publish(topic, QoS::AtLeastOnce, false, a.to_json())) {
+                tracing::warn!(alert = %a.alert, error = %e, "alert stored but not published on MQTT");
             }
         }
         Ok(())

@@ -328,7 +328,7 @@ async fn trajectories_page_newest_first_with_a_cursor_and_are_audited() {
     let page2 = r.json();
     assert_eq!(page2["items"].as_array().unwrap().len(), 1);
     assert_eq!(page2["items"][0]["id"], f.trajectories[0].to_string());
-    assert_eq!(page2["items"][0]["sightings"], 2);
+    assert_eq!(page2["items"][0]["sighting_count"], 2);
     assert_eq!(page2["items"][0]["cameras"], json!(["gate-north", "plaza"]));
     assert!(page2["next"].is_null());
 
@@ -361,6 +361,8 @@ async fn trajectory_detail_and_sighting_are_audited_and_hide_the_embedding() {
     let t = r.json();
     assert_eq!(t["id"], id.to_string());
     assert_eq!(t["sightings"].as_array().unwrap().len(), 2);
+    assert_eq!(t["sighting_count"], 2, "the count and the array do not share a key");
+    assert_eq!(String::from_utf8_lossy(&r.body).matches("\"sightings\":").count(), 1, "one `sightings` key");
     assert_eq!(t["sightings"][0]["id"], f.sightings_a[0].to_string());
     assert_eq!(t["sightings"][0]["camera"], "gate-north");
     assert_eq!(t["sightings"][1]["ground"], json!([31.0, 118.5]));
@@ -552,8 +554,229 @@ async fn the_openapi_document_needs_no_token_and_lists_every_endpoint() {
     ] {
         assert!(doc["paths"][path]["get"].is_object(), "{path}");
     }
+    for (path, method) in [
+        ("/metrics", "get"),
+        ("/api/v1/search", "post"),
+        ("/api/v1/watchlist", "get"),
+        ("/api/v1/watchlist", "post"),
+        ("/api/v1/watchlist/{id}", "delete"),
+        ("/api/v1/events", "get"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     let params = doc["paths"]["/api/v1/trajectories"]["get"]["parameters"].as_array().unwrap();
     assert!(params.iter().any(|p| p["name"] == "cursor"));
     assert!(doc["paths"]["/api/v1/audit"]["get"]["responses"]["403"].is_object());
+
+    // every GET answer has a schema: JSON ones under application/json
+    let not_json = ["/metrics", "/api/v1/trajectories/{id}/geojson"];
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(get) = item.get("get") else { continue };
+        if path == "/api/v1/events" {
+            continue; // Server-Sent Events: a stream, not one body
+        }
+        let content = get["responses"]["200"]["content"].as_object().unwrap_or_else(|| panic!("{path}: no 200 body"));
+        if !not_json.contains(&path.as_str()) {
+            assert!(content["application/json"]["schema"].is_object(), "{path}: no application/json schema");
+        }
+        assert!(content.values().all(|c| c["schema"].is_object()), "{path}: a body without a schema");
+    }
+    assert!(
+        doc["paths"]["/api/v1/trajectories/{id}/geojson"]["get"]["responses"]["200"]["content"]["application/geo+json"]
+            ["schema"]
+            .is_object()
+    );
+    let schemas = &doc["components"]["schemas"];
+    for name in ["TrajectorySummary", "TrajectoryPoint"] {
+        assert_eq!(schemas[name]["properties"]["first_seen"]["type"], "string", "{name}");
+        assert_eq!(schemas[name]["properties"]["first_seen"]["format"], "date-time", "{name}");
+    }
+    let audit = ok_schema(&doc, "/api/v1/audit");
+    assert_eq!(audit["properties"]["items"]["items"]["$ref"], "#/components/schemas/AuditRecord");
+    let sighting = resolve(&doc, &ok_schema(&doc, "/api/v1/sightings/{id}")["properties"]["sighting"]);
+    assert!(sighting["properties"]["best"].is_object());
+    assert!(sighting["properties"].get("embedding").is_none(), "the embedding is never served");
+    assert_eq!(schemas["AuditAction"]["enum"].as_array().unwrap().len(), AuditAction::ALL.len());
+}
+
+/// The 200 schema of `GET path` (its `$ref` resolved).
+fn ok_schema<'a>(doc: &'a Value, path: &str) -> &'a Value {
+    resolve(doc, &doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"])
+}
+
+/// `s`, or the component schema it refers to.
+fn resolve<'a>(doc: &'a Value, s: &'a Value) -> &'a Value {
+    match s.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("not a local ref: {r}"));
+            let target = &doc["components"]["schemas"][name];
+            assert!(target.is_object(), "{r} is not in the document");
+            resolve(doc, target)
+        }
+        None => s,
+    }
+}
+
+/// Checks `v` against the schema `s`, for what utoipa generates: `$ref`, `allOf`, `oneOf`, `type`
+/// (a name or a list, `null` included), `enum`, `format` (date-time: RFC 3339 with milliseconds as the
+/// contract writes it; uuid), objects (every required property present, **no property the schema
+/// does not name**) and arrays. `at` is where `v` is, for messages.
+fn check(doc: &Value, s: &Value, v: &Value, at: &str) -> Result<(), String> {
+    let s = resolve(doc, s);
+    if let Some(branches) = s.get("oneOf").and_then(Value::as_array) {
+        let errors: Vec<String> = branches.iter().filter_map(|b| check(doc, b, v, at).err()).collect();
+        return if errors.len() < branches.len() { Ok(()) } else { Err(errors.join(" / ")) };
+    }
+    // an object's properties and required ones, `allOf` parts merged
+    let mut properties = serde_json::Map::new();
+    let mut required: Vec<String> = Vec::new();
+    let mut is_object_schema = false;
+    let mut parts = vec![s];
+    while let Some(part) = parts.pop() {
+        let part = resolve(doc, part);
+        if let Some(all) = part.get("allOf").and_then(Value::as_array) {
+            parts.extend(all.iter());
+        }
+        if let Some(props) = part.get("properties").and_then(Value::as_object) {
+            is_object_schema = true;
+            properties.extend(props.iter().map(|(k, p)| (k.clone(), p.clone())));
+        }
+        if let Some(req) = part.get("required").and_then(Value::as_array) {
+            required.extend(req.iter().map(|r| r.as_str().unwrap().to_string()));
+        }
+        if part.get("allOf").is_some() {
+            continue;
+        }
+        if let Some(types) = part.get("type") {
+            let types: Vec<&str> = match types {
+                Value::String(t) => vec![t.as_str()],
+                Value::Array(ts) => ts.iter().map(|t| t.as_str().unwrap()).collect(),
+                other => return Err(format!("{at}: bad type {other}")),
+            };
+            let matches = |t: &str| match t {
+                "null" => v.is_null(),
+                "boolean" => v.is_boolean(),
+                "string" => v.is_string(),
+                "integer" => v.is_i64() || v.is_u64(),
+                "number" => v.is_number(),
+                "array" => v.is_array(),
+                "object" => v.is_object(),
+                _ => false,
+            };
+            if !types.iter().any(|t| matches(t)) {
+                return Err(format!("{at}: {v} is not {types:?}"));
+            }
+        }
+        if let Some(values) = part.get("enum").and_then(Value::as_array)
+            && !values.contains(v)
+        {
+            return Err(format!("{at}: {v} is not one of {values:?}"));
+        }
+        if let (Some(format), Some(text)) = (part.get("format").and_then(Value::as_str), v.as_str()) {
+            let ok = match format {
+                "date-time" => ts::parse(text).is_ok_and(|t| ts::format(t) == text),
+                "uuid" => Uuid::parse_str(text).is_ok(),
+                _ => true,
+            };
+            if !ok {
+                return Err(format!("{at}: {text:?} is not a {format}"));
+            }
+        }
+        if let (Some(items), Some(array)) = (part.get("items"), v.as_array()) {
+            for (i, item) in array.iter().enumerate() {
+                check(doc, items, item, &format!("{at}[{i}]"))?;
+            }
+        }
+    }
+    if let (true, Some(obj)) = (is_object_schema, v.as_object()) {
+        for r in &required {
+            if !obj.contains_key(r) {
+                return Err(format!("{at}: required `{r}` is missing"));
+            }
+        }
+        for (k, field) in obj {
+            let Some(p) = properties.get(k) else {
+                return Err(format!("{at}: `{k}` is not in the schema"));
+            };
+            check(doc, p, field, &format!("{at}.{k}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn real_answers_match_their_openapi_schemas() {
+    let f = fixture(true).await;
+    // the optional fields too: a camera status, an alert with a zone and details
+    let status = CameraStatus {
+        site: "riverside".into(),
+        camera: "plaza".into(),
+        ts: T0 + secs(5),
+        agent: "edge-1".into(),
+        state: CameraState::Streaming,
+        fps_in: Some(25.0),
+        fps_analyzed: Some(8.0),
+        frames_dropped: Some(3),
+        codec: Some("h264".into()),
+        resolution: Some([1920, 1080]),
+        detail: None,
+    };
+    assert!(f.store.record_camera_status(&status, T0 + secs(6)).unwrap());
+    let mut zoned = alert("steps-crowd", AlertKind::CrowdThreshold, AlertState::Raised, "plaza", T0 + secs(95));
+    zoned.zone = Some("steps".into());
+    zoned.details = Some(json!({"count": 12, "threshold": 10}));
+    f.store.record_alert(&zoned, T0).unwrap();
+    f.store.acknowledge_alert("steps-crowd", "ops-desk", T0 + secs(120)).unwrap();
+    let doc = get(f.addr, "/api/v1/openapi.json", None).await.json();
+    let (op, it, ad) = (Some(f.operator.as_str()), Some(f.integrator.as_str()), Some(f.admin.as_str()));
+
+    // the acceptance minimum: a trajectory page's keys and its items' keys are the schema's
+    let page = get(f.addr, "/api/v1/trajectories?limit=2", it).await.json();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<std::collections::BTreeSet<_>>();
+    let page_schema = ok_schema(&doc, "/api/v1/trajectories");
+    assert_eq!(keys(&page), keys(&page_schema["properties"]));
+    assert!(page["next"].is_string(), "a full page has a next one");
+    let item_schema = resolve(&doc, &page_schema["properties"]["items"]["items"]);
+    assert_eq!(keys(&page["items"][0]), keys(&item_schema["properties"]));
+
+    let trajectory = f.trajectories[0];
+    let sighting = f.sightings_a[1]; // with a ground point and a distance
+    let cases = [
+        ("/healthz", "/healthz".to_string(), None),
+        ("/api/v1/cameras", "/api/v1/cameras".to_string(), op),
+        ("/api/v1/alerts", "/api/v1/alerts".to_string(), op),
+        (
+            "/api/v1/crowd",
+            "/api/v1/crowd?camera=plaza&since=2026-11-23T08:00:00Z&until=2026-11-23T08:02:00Z".to_string(),
+            op,
+        ),
+        ("/api/v1/crowd", "/api/v1/crowd?camera=plaza&zone=steps".to_string(), op),
+        ("/api/v1/trajectories", "/api/v1/trajectories?limit=2".to_string(), it),
+        ("/api/v1/trajectories", "/api/v1/trajectories".to_string(), it),
+        ("/api/v1/trajectories/{id}", format!("/api/v1/trajectories/{trajectory}"), it),
+        ("/api/v1/sightings/{id}", format!("/api/v1/sightings/{sighting}"), it),
+        ("/api/v1/sightings/{id}", format!("/api/v1/sightings/{}", f.sightings_a[0]), it),
+        ("/api/v1/audit", "/api/v1/audit".to_string(), ad),
+        ("/api/v1/audit", "/api/v1/audit?limit=1".to_string(), ad),
+        ("/api/v1/watchlist", "/api/v1/watchlist".to_string(), ad),
+        ("/api/v1/openapi.json", "/api/v1/openapi.json".to_string(), None),
+    ];
+    for (path, url, token) in cases {
+        let r = get(f.addr, &url, token).await;
+        assert_eq!(r.status, 200, "{url}");
+        let v = r.json();
+        if let Err(e) = check(&doc, ok_schema(&doc, path), &v, "$") {
+            panic!("GET {url} does not match its schema: {e}\nanswer: {v:#}");
+        }
+    }
+    // and a wrong answer does not
+    let mut wrong = get(f.addr, "/api/v1/trajectories", it).await.json();
+    wrong["items"][0]["first_seen"] = json!(12);
+    assert!(check(&doc, ok_schema(&doc, "/api/v1/trajectories"), &wrong, "$").is_err());
+    wrong["items"][0].as_object_mut().unwrap().remove("first_seen");
+    assert!(check(&doc, ok_schema(&doc, "/api/v1/trajectories"), &wrong, "$").unwrap_err().contains("first_seen"));
+    let mut extra = get(f.addr, "/api/v1/cameras", op).await.json();
+    extra["items"][0]["colour"] = json!("red");
+    assert!(check(&doc, ok_schema(&doc, "/api/v1/cameras"), &extra, "$").unwrap_err().contains("colour"));
 }

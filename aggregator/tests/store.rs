@@ -147,7 +147,7 @@ fn sighting_round_trip_and_dedup() {
         got,
         StoredSighting { sighting: s.clone(), trajectory: traj, distance: None, received_at: T0 + secs(9) }
     );
-    assert_eq!(store.trajectory(traj).unwrap().unwrap().summary.sightings, 1);
+    assert_eq!(store.trajectory(traj).unwrap().unwrap().summary.sighting_count, 1);
     assert!(store.sighting(Uuid::now_v7()).unwrap().is_none());
     assert!(!store.seen(Uuid::now_v7()).unwrap());
 
@@ -173,7 +173,7 @@ fn trajectory_rows_follow_their_sightings() {
     store.record_sighting(&a, traj, None, T0 + secs(63)).unwrap();
     store.record_sighting(&b, traj, Some(0.41), T0 + secs(363)).unwrap();
     let t = store.trajectory(traj).unwrap().unwrap().summary;
-    assert_eq!((t.first_seen, t.last_seen, t.sightings), (T0, T0 + secs(360), 2));
+    assert_eq!((t.first_seen, t.last_seen, t.sighting_count), (T0, T0 + secs(360), 2));
     assert_eq!(t.cameras, ["gate", "hall"]);
     store.record_sighting(&late, traj, Some(0.52), T0 + secs(400)).unwrap();
     store.record_sighting(&again, traj, Some(0.3), T0 + secs(933)).unwrap();
@@ -182,7 +182,7 @@ fn trajectory_rows_follow_their_sightings() {
     let d = store.trajectory(traj).unwrap().unwrap();
     assert_eq!(d.summary.id, traj);
     assert_eq!(d.summary.site, "riverside");
-    assert_eq!((d.summary.first_seen, d.summary.last_seen, d.summary.sightings), (T0 - secs(600), T0 + secs(930), 4));
+    assert_eq!((d.summary.first_seen, d.summary.last_seen, d.summary.sighting_count), (T0 - secs(600), T0 + secs(930), 4));
     assert_eq!(d.summary.cameras, ["yard", "gate", "hall"], "by first visit");
     let ids: Vec<Uuid> = d.sightings.iter().map(|p| p.id).collect();
     assert_eq!(ids, [late.id, a.id, b.id, again.id], "in event order");
@@ -682,10 +682,10 @@ fn retention_purges_rows_and_their_bytes() {
     let t2row = store.trajectory(t2).unwrap().unwrap();
     assert_eq!(t2row.sightings.iter().map(|p| p.id).collect::<Vec<_>>(), [edge.id, s3.id]);
     assert_eq!(
-        (t2row.summary.first_seen, t2row.summary.sightings, t2row.summary.cameras.clone()),
+        (t2row.summary.first_seen, t2row.summary.sighting_count, t2row.summary.cameras.clone()),
         (edge.first_seen, 2, vec!["hall".to_string(), "gate".to_string()])
     );
-    assert_eq!(store.trajectory(t3).unwrap().unwrap().summary.sightings, 1);
+    assert_eq!(store.trajectory(t3).unwrap().unwrap().summary.sighting_count, 1);
     assert_eq!(store.audit_log(&AuditQuery { limit: 10, ..Default::default() }).unwrap()[0].seq, kept_audit);
     drop(store);
 
@@ -743,7 +743,7 @@ fn restart_keeps_trajectories_and_dedup_state() {
     assert!(!store.record_sighting(&s, traj, None, T0 + secs(60)).unwrap());
     assert!(!store.record_alert(&a, T0 + secs(60)).unwrap());
     assert!(!store.record_crowd(&c, T0 + secs(60)).unwrap());
-    assert_eq!(store.trajectory(traj).unwrap().unwrap().summary.sightings, 1);
+    assert_eq!(store.trajectory(traj).unwrap().unwrap().summary.sighting_count, 1);
     assert_eq!(store.sightings_for_replay(T0).unwrap()[0].trajectory, traj);
     assert_eq!(store.token_by_hash(&hash(7)).unwrap().unwrap().name, "acme");
 }
@@ -896,7 +896,7 @@ fn concurrent_writers_and_readers() {
     }
     reader.join().unwrap();
     let page = store.trajectories(&TrajectoryQuery { limit: 10, ..Default::default() }).unwrap();
-    assert_eq!(page.items.iter().map(|t| t.sightings).collect::<Vec<_>>(), [25; 4]);
+    assert_eq!(page.items.iter().map(|t| t.sighting_count).collect::<Vec<_>>(), [25; 4]);
 }
 
 /// Two weeks of ingestion with a purge at the end of every day, sightings of uneven sizes, some

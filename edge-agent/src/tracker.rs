@@ -813,8 +813,9 @@ fn assign(rows: usize, cols: usize, cost: impl Fn(usize, usize) -> Option<f64>) 
 }
 
 /// Minimum-cost assignment of every row of the dense row-major `n × m` matrix
-/// `a` (`n <= m`) to a distinct column; returns each row's column.
-fn hungarian(a: &[f64], n: usize, m: usize) -> Vec<usize> {
+/// `a` (`n <= m`) to a distinct column; returns each row's column. (Also the identity matching
+/// of the IDF1 metric in the tests' simulator.)
+pub fn hungarian(a: &[f64], n: usize, m: usize) -> Vec<usize> {
     debug_assert!(n <= m && a.len() == n * m);
     // 1-based potentials; column 0 is a virtual start column. `p[j]` is the row
     // (1-based, 0 = none) assigned to column j, `way[j]` the previous column on the

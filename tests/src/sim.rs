@@ -699,83 +699,17 @@ where
     }
 }
 
-/// Largest total weight of a one-to-one matching of rows to columns (weights >= 0).
+/// Largest total weight of a one-to-one matching of rows to columns (weights >= 0), with the
+/// edge agent's Hungarian solver (exact here: the weights are counts, far below 2^53).
 pub fn max_weight_matching(w: &[Vec<i64>]) -> i64 {
     if w.is_empty() || w[0].is_empty() {
         return 0;
     }
     let (n, m) = (w.len(), w[0].len());
-    // Hungarian algorithm minimises cost with rows <= columns: transpose if needed, negate.
-    let cost: Vec<Vec<i64>> = if n <= m {
-        w.iter().map(|r| r.iter().map(|x| -x).collect()).collect()
-    } else {
-        (0..m).map(|j| (0..n).map(|i| -w[i][j]).collect()).collect()
-    };
-    let assignment = hungarian(&cost);
-    assignment.iter().enumerate().map(|(i, &j)| -cost[i][j]).sum()
-}
-
-/// Minimum-cost assignment of each row to a distinct column (rows <= columns), O(n²m) with
-/// potentials (Kuhn–Munkres as in e-maxx). Returns the column of each row.
-pub fn hungarian(cost: &[Vec<i64>]) -> Vec<usize> {
-    let n = cost.len();
-    let m = cost[0].len();
-    assert!(n <= m, "hungarian: more rows than columns");
-    const INF: i64 = i64::MAX / 4;
-    let mut u = vec![0i64; n + 1];
-    let mut v = vec![0i64; m + 1];
-    let mut p = vec![0usize; m + 1];
-    let mut way = vec![0usize; m + 1];
-    for i in 1..=n {
-        p[0] = i;
-        let mut j0 = 0;
-        let mut minv = vec![INF; m + 1];
-        let mut used = vec![false; m + 1];
-        loop {
-            used[j0] = true;
-            let i0 = p[j0];
-            let mut delta = INF;
-            let mut j1 = 0;
-            for j in 1..=m {
-                if !used[j] {
-                    let cur = cost[i0 - 1][j - 1] - u[i0] - v[j];
-                    if cur < minv[j] {
-                        minv[j] = cur;
-                        way[j] = j0;
-                    }
-                    if minv[j] < delta {
-                        delta = minv[j];
-                        j1 = j;
-                    }
-                }
-            }
-            for j in 0..=m {
-                if used[j] {
-                    u[p[j]] += delta;
-                    v[j] -= delta;
-                } else {
-                    minv[j] -= delta;
-                }
-            }
-            j0 = j1;
-            if p[j0] == 0 {
-                break;
-            }
-        }
-        loop {
-            let j1 = way[j0];
-            p[j0] = p[j1];
-            j0 = j1;
-            if j0 == 0 {
-                break;
-            }
-        }
-    }
-    let mut rows = vec![usize::MAX; n];
-    for j in 1..=m {
-        if p[j] != 0 {
-            rows[p[j] - 1] = j - 1;
-        }
-    }
-    rows
+    // the solver minimises cost with rows <= columns: transpose if needed, negate
+    let (rows, cols) = (n.min(m), n.max(m));
+    let weight = |r: usize, c: usize| if n <= m { w[r][c] } else { w[c][r] };
+    let cost: Vec<f64> = (0..rows).flat_map(|r| (0..cols).map(move |c| -(weight(r, c) as f64))).collect();
+    let assignment = sightline_edge_agent::tracker::hungarian(&cost, rows, cols);
+    assignment.iter().enumerate().map(|(r, &c)| weight(r, c)).sum()
 }

@@ -147,6 +147,48 @@ impl FaceDetector {
     }
 }
 
+/// The raw output tensors of one inference, copied out of the session: what
+/// [`FaceDetector::detect`] post-processes ([`decode`] on each stride, then [`nms`]).
+/// For benchmarks and debugging of that step.
+#[doc(hidden)]
+pub struct RawOutputs {
+    /// Width of the padded network input the anchors are laid out on.
+    pub padded_w: usize,
+    /// `(stride, [cls, obj, bbox, kps])` for each of [`STRIDES`].
+    pub strides: Vec<(usize, [Vec<f32>; 4])>,
+}
+
+impl RawOutputs {
+    /// The outputs of each stride, as [`decode`] takes them.
+    pub fn stride_outputs(&self) -> impl Iterator<Item = StrideOutputs<'_>> {
+        self.strides.iter().map(|(s, [cls, obj, bbox, kps])| StrideOutputs { stride: *s, cls, obj, bbox, kps })
+    }
+}
+
+impl FaceDetector {
+    /// Runs the network on `frame` as it is (no downscaling to `max_width`) and returns the raw
+    /// outputs, undecoded (coordinates of decoded faces are then in `frame`'s pixels).
+    #[doc(hidden)]
+    pub fn infer_raw(&mut self, frame: &RgbImage) -> Result<RawOutputs> {
+        let input = bgr_planar_padded(frame, 32);
+        let padded_w = input.shape()[3];
+        let fail = |e: ort::Error| VisionError::Inference { model: MODEL, detail: e.to_string() };
+        let outputs = self
+            .session
+            .run(ort::inputs!["input" => TensorRef::from_array_view(&input).map_err(fail)?])
+            .map_err(fail)?;
+        let mut strides = Vec::with_capacity(STRIDES.len());
+        for stride in STRIDES {
+            let get = |k: &str| -> Result<Vec<f32>> {
+                let name = format!("{k}_{stride}");
+                outputs[name.as_str()].try_extract_tensor::<f32>().map(|(_, d)| d.to_vec()).map_err(fail)
+            };
+            strides.push((stride, [get("cls")?, get("obj")?, get("bbox")?, get("kps")?]));
+        }
+        Ok(RawOutputs { padded_w, strides })
+    }
+}
+
 /// `[1, 3, H', W']` BGR float32 0..255 with H', W' rounded up to `multiple` and zero padding.
 pub fn bgr_planar_padded(img: &RgbImage, multiple: u32) -> ndarray::Array4<f32> {
     let (w, h) = (img.width() as usize, img.height() as usize);

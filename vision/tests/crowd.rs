@@ -2,30 +2,21 @@
 //! `shared/media` (expected numbers from `shared/models/MANIFEST.md` §3–4). Run with `--nocapture`
 //! to see the measured counts and timings.
 
-use std::path::{Path, PathBuf};
+
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use image::RgbImage;
+
+mod common;
+use common::{frames, media, model, runtime};
 use sightline_vision::{
-    DensityEstimator, DensityMap, FloorCorrection, PersonDetector, Runtime, RuntimeConfig, load_rgb,
+    DensityEstimator, DensityMap, FloorCorrection, PersonDetector, load_rgb,
 };
 
-fn dir(var: &str, fallback: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(fallback))
-}
 
-fn runtime() -> Runtime {
-    Runtime::new(&RuntimeConfig { threads: 2, ..Default::default() }).expect("ONNX Runtime (run scripts/setup.sh)")
-}
 
-fn model(file: &str) -> PathBuf {
-    dir("SIGHTLINE_MODEL_DIR", "../models/cache").join(file)
-}
 
-fn media(name: &str) -> PathBuf {
-    dir("SIGHTLINE_MEDIA_DIR", "../../shared/media").join(name)
-}
 
 fn gray_frame() -> RgbImage {
     RgbImage::from_pixel(640, 360, image::Rgb([128, 128, 128]))
@@ -153,36 +144,16 @@ fn heatmap_png_has_the_frame_size() {
     assert_eq!(image::load_from_memory(&gray_png).unwrap().to_rgb8(), gray_frame());
 }
 
-/// Frames 0, 100, ..., 700 of `vtest.avi` (10 fps): one frame every 10 s, decoded by GStreamer.
-fn vtest_frames(out: &Path) -> Vec<RgbImage> {
-    let mut child = std::process::Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(format!("filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! videorate ! video/x-raw,framerate=1/10 ! pngenc ! multifilesink", media("vtest.avi").display()).split(' '))
-        .arg(format!("location={}", out.join("f%03d.png").display()))
-        .spawn()
-        .expect("gst-launch-1.0 (GStreamer tools) is needed to decode vtest.avi");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "gst-launch-1.0 failed: {status}");
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("gst-launch-1.0 took over 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (0..8).map(|i| load_rgb(&out.join(format!("f{i:03}.png"))).unwrap()).collect()
-}
 
 #[test]
 fn persons_on_vtest() {
     let tmp = std::env::temp_dir().join(format!("sightline-vtest-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     let t = Instant::now();
-    let frames = vtest_frames(&tmp);
+    // frames 0, 100, ..., 700 (10 fps): one frame every 10 s
+    let frames = frames("vtest.avi", "1/10", &tmp);
+    assert!(frames.len() >= 8, "{} frames", frames.len());
+    let frames = &frames[..8];
     std::fs::remove_dir_all(&tmp).ok();
     eprintln!("decoded 8 vtest frames in {} ms", t.elapsed().as_millis());
 

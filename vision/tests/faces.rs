@@ -1,26 +1,21 @@
 //! The face pipeline on the real models and the real still images of `shared/media`
 //! (expected numbers from `shared/models/MANIFEST.md` §1–2).
 
-use std::path::PathBuf;
+
+mod common;
 
 use sightline_vision::{FacePipeline, Runtime, RuntimeConfig, distance, load_rgb};
 
-fn dir(var: &str, fallback: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(fallback))
-}
 
 fn pipeline() -> FacePipeline {
-    let rt =
-        Runtime::new(&RuntimeConfig { threads: 2, ..Default::default() }).expect("ONNX Runtime (run scripts/setup.sh)");
-    let mut p = FacePipeline::load(&rt, &dir("SIGHTLINE_MODEL_DIR", "../models/cache"), "yunet_n_dynamic.onnx")
-        .expect("models (run scripts/setup.sh)");
+    let mut p = common::pipeline();
     // the manifest's counts were taken at full resolution
     p.detector.max_width = 4096;
     p
 }
 
 fn media(name: &str) -> image::RgbImage {
-    load_rgb(&dir("SIGHTLINE_MEDIA_DIR", "../../shared/media").join(name)).unwrap()
+    load_rgb(&common::media(name)).unwrap()
 }
 
 #[test]

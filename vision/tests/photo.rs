@@ -2,28 +2,17 @@
 //! photos of `shared/media`, plus hostile and unsupported uploads. Run with `--nocapture` to see
 //! what the detector found and the measured distances.
 
-use std::path::{Path, PathBuf};
+
 use std::time::{Duration, Instant};
 
 use image::{ImageEncoder, RgbImage};
+mod common;
+use common::{frames, media, pipeline};
 use sightline_vision::photo::decode_photo;
-use sightline_vision::{FacePipeline, PhotoError, PhotoFace, PhotoLimits, Runtime, RuntimeConfig, distance, load_rgb};
+use sightline_vision::{FacePipeline, PhotoError, PhotoFace, PhotoLimits, distance, load_rgb};
 
-fn dir(var: &str, fallback: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(fallback))
-}
 
-/// The pipeline as the aggregator loads it: default detector settings (frames downscaled to 1280 wide).
-fn pipeline() -> FacePipeline {
-    let rt =
-        Runtime::new(&RuntimeConfig { threads: 2, ..Default::default() }).expect("ONNX Runtime (run scripts/setup.sh)");
-    FacePipeline::load(&rt, &dir("SIGHTLINE_MODEL_DIR", "../models/cache"), "yunet_n_dynamic.onnx")
-        .expect("models (run scripts/setup.sh)")
-}
 
-fn media(name: &str) -> PathBuf {
-    dir("SIGHTLINE_MEDIA_DIR", "../../shared/media").join(name)
-}
 
 fn bytes(name: &str) -> Vec<u8> {
     std::fs::read(media(name)).unwrap()
@@ -297,35 +286,12 @@ fn hostile_and_unsupported_uploads_fail_cleanly() {
     }
 }
 
-/// Frames of `short_hamilton_clip.mp4` at 3 fps, decoded by GStreamer (as `tests/crowd.rs` does for vtest.avi).
-fn hamilton_frames(out: &Path) -> Vec<RgbImage> {
-    let mut child = std::process::Command::new("gst-launch-1.0")
-        .arg("-q")
-        .args(format!("filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! videorate ! video/x-raw,framerate=3/1 ! pngenc ! multifilesink", media("short_hamilton_clip.mp4").display()).split(' '))
-        .arg(format!("location={}", out.join("f%03d.png").display()))
-        .spawn()
-        .expect("gst-launch-1.0 (GStreamer tools) is needed to decode the clip");
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "gst-launch-1.0 failed: {status}");
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            child.kill().ok();
-            child.wait().ok();
-            panic!("gst-launch-1.0 took over 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (0..).map(|i| out.join(format!("f{i:03}.png"))).take_while(|f| f.is_file()).map(|f| load_rgb(&f).unwrap()).collect()
-}
 
 #[test]
 fn the_miranda_photo_finds_him_in_the_clip() {
     let tmp = std::env::temp_dir().join(format!("sightline-hamilton-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    let frames = hamilton_frames(&tmp);
+    let frames = frames("short_hamilton_clip.mp4", "3/1", &tmp);
     std::fs::remove_dir_all(&tmp).ok();
     assert!(frames.len() >= 25, "{} frames", frames.len());
 

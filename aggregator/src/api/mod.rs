@@ -1039,12 +1039,6 @@ struct AuditPage {
     next_after: Option<i64>,
 }
 
-/// `GET /watchlist`: active entries, without embeddings.
-#[derive(Serialize, ToSchema)]
-struct WatchlistList {
-    items: Vec<search::WatchlistOut>,
-}
-
 /// The OpenAPI document of the API, generated from the handlers' annotations.
 #[derive(OpenApi)]
 #[openapi(
@@ -1058,32 +1052,17 @@ struct WatchlistList {
         openapi_json
     ),
     components(schemas(
-        ErrorBody, Health, CameraList, CameraOut, AlertList, CrowdSeries, SightingOut, AuditPage, WatchlistList,
+        ErrorBody, Health, CameraList, CameraOut, AlertList, CrowdSeries, SightingOut, AuditPage, search::WatchlistList,
         crate::store::CameraRecord, crate::store::StoredAlert, crate::store::CrowdBucket,
         crate::store::TrajectoryPage, crate::store::TrajectorySummary, crate::store::TrajectoryDetail,
         crate::store::TrajectoryPoint, crate::store::AuditRecord, crate::store::AuditEntry, AuditAction, Role,
         schema::Alert, schema::AlertState, schema::AlertKind, schema::Severity, schema::CameraStatus,
         schema::CameraState, schema::Sighting, schema::BestShot,
-        search::SearchRequest, search::SearchResponse, search::WatchlistRequest, search::WatchlistOut
+        search::SearchRequest, search::SearchResponse, search::WatchlistRequest, search::WatchlistOut, search::WatchlistAdded
     )),
-    modifiers(&BearerAuth, &WatchlistListBody)
+    modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
-
-/// The 200 body of `GET /api/v1/watchlist`, whose annotation (in `search`) names none.
-struct WatchlistListBody;
-
-impl utoipa::Modify for WatchlistListBody {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, RefOr};
-        let op = openapi.paths.paths.get_mut("/api/v1/watchlist").and_then(|p| p.get.as_mut());
-        if let Some(RefOr::T(ok)) = op.and_then(|op| op.responses.responses.get_mut("200")) {
-            ok.content.entry("application/json".into()).or_insert_with(|| {
-                ContentBuilder::new().schema(Some(Ref::from_schema_name(WatchlistList::name()))).build()
-            });
-        }
-    }
-}
 
 struct BearerAuth;
 

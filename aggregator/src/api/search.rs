@@ -360,6 +360,20 @@ impl From<&WatchlistEntry> for WatchlistOut {
     }
 }
 
+/// `GET /watchlist`: active entries, without embeddings.
+#[derive(Serialize, ToSchema)]
+pub struct WatchlistList {
+    pub items: Vec<WatchlistOut>,
+}
+
+/// The answer to `POST /watchlist`: the entry and what its probe turned out to be.
+#[derive(Serialize, ToSchema)]
+pub struct WatchlistAdded {
+    #[serde(flatten)]
+    pub entry: WatchlistOut,
+    pub probe: Probe,
+}
+
 #[utoipa::path(
     post,
     path = "/api/v1/watchlist",
@@ -367,7 +381,7 @@ impl From<&WatchlistEntry> for WatchlistOut {
     security(("bearer" = [])),
     request_body = WatchlistRequest,
     responses(
-        (status = 201, description = "the entry (without its embedding) and the probe; audited", body = WatchlistOut),
+        (status = 201, description = "the entry (without its embedding) and the probe; audited", body = WatchlistAdded),
         (status = 400, description = "a bad field, named in `parameter`", body = super::ErrorBody),
         (status = 401, description = "no, unknown or revoked token", body = super::ErrorBody),
         (status = 403, description = "too low a role", body = super::ErrorBody),
@@ -418,9 +432,7 @@ pub(super) async fn watchlist_add(
     state.watchlist.add(entry);
     state.metrics.watchlist_entries.set(state.watchlist.len() as i64);
     tracing::info!(id = %out.id, name = %out.name, by = %token.name, "watchlist entry added");
-    let mut body = serde_json::to_value(&out).map_err(|e| ApiError::internal("an entry", e))?;
-    body["probe"] = serde_json::to_value(&probe).map_err(|e| ApiError::internal("an entry", e))?;
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((StatusCode::CREATED, Json(WatchlistAdded { entry: out, probe })).into_response())
 }
 
 #[utoipa::path(
@@ -430,7 +442,7 @@ pub(super) async fn watchlist_add(
     security(("bearer" = [])),
     params(("purpose" = Option<String>, Query, description = "why (kept in the audit log)")),
     responses(
-        (status = 200, description = "`{items}`: active entries, without embeddings; audited"),
+        (status = 200, description = "active entries, without embeddings; audited", body = WatchlistList),
         (status = 401, description = "no, unknown or revoked token", body = super::ErrorBody),
         (status = 403, description = "too low a role", body = super::ErrorBody)
     )
@@ -446,8 +458,7 @@ pub(super) async fn watchlist_list(
     let entries = blocking(&state, "listing the watchlist", move |s| s.watchlist_active(now)).await?;
     let audited = json!({ "endpoint": "GET /api/v1/watchlist" });
     audit_access(&state, &token, AuditAction::WatchlistList, purpose, audited, entries.len() as u64).await?;
-    let items: Vec<WatchlistOut> = entries.iter().map(WatchlistOut::from).collect();
-    Ok(Json(json!({ "items": items })).into_response())
+    Ok(Json(WatchlistList { items: entries.iter().map(WatchlistOut::from).collect() }).into_response())
 }
 
 #[utoipa::path(

@@ -322,7 +322,8 @@ pub struct TrajectorySummary {
     #[serde(with = "ts::rfc3339_ms")]
     #[schema(value_type = String, format = DateTime)]
     pub last_seen: OffsetDateTime,
-    pub sightings: u32,
+    /// How many sightings it has.
+    pub sighting_count: u32,
     /// Camera ids in order of first visit.
     pub cameras: Vec<String>,
 }

@@ -289,7 +289,7 @@ fn trajectory_row(r: &Row<'_>) -> rusqlite::Result<TrajectorySummary> {
         site: r.get(1)?,
         first_seen: get_ts(r, 2)?,
         last_seen: get_ts(r, 3)?,
-        sightings: r.get(4)?,
+        sighting_count: r.get(4)?,
         cameras: get_json(r, 5)?,
     })
 }

@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use sightline_contract::{Alert, AlertKind, AlertState, BestShot, Payload, Severity, Sighting, Trajectory, new_event_id};
+use sightline_contract::{
+    Alert, AlertKind, AlertState, BestShot, Payload, Severity, Sighting, Trajectory, new_event_id,
+};
 use sightline_tests::*;
 use sightline_vision::distance;
 use time::OffsetDateTime;
@@ -334,10 +336,10 @@ fn live_events_watchlist_and_metrics() {
     // a watchlist entry (an embedding) and a matching sighting
     let face: Vec<f32> = (0..128).map(|i| ((i * 53 % 97) as f32 / 97.0 - 0.5) * 0.18).collect();
     let expires = sightline_contract::ts::format(now + time::Duration::days(2));
-    let entry = serde_json::json!({ "name": "case 7", "purpose": "missing child", "expires_at": expires, "embedding": face });
-    let add = |token: &str| {
-        http_request("POST", &format!("{api}/watchlist"), Some(token), Some(&entry.to_string())).unwrap()
-    };
+    let entry =
+        serde_json::json!({ "name": "case 7", "purpose": "missing child", "expires_at": expires, "embedding": face });
+    let add =
+        |token: &str| http_request("POST", &format!("{api}/watchlist"), Some(token), Some(&entry.to_string())).unwrap();
     let (code, body) = add(&integrator);
     assert_eq!(code, 403, "integrators cannot change the watchlist: {body}");
     let (code, body) = add(&admin);
@@ -355,8 +357,11 @@ fn live_events_watchlist_and_metrics() {
         placed(&mut sub, s.id, &agg);
     }
     // the alert is published before the trajectory update of its sighting's successor
-    sub.wait_until(Duration::from_secs(10), |m| m.iter().any(|m| m.topic.ends_with("/stage/alert")
-        && String::from_utf8_lossy(&m.payload).contains("watchlist_match")))
+    sub.wait_until(Duration::from_secs(10), |m| {
+        m.iter().any(|m| {
+            m.topic.ends_with("/stage/alert") && String::from_utf8_lossy(&m.payload).contains("watchlist_match")
+        })
+    })
     .unwrap();
     let raised = watchlist_alerts(&sub);
     assert_eq!(raised.len(), 1, "one alert for the trajectory, not one per sighting: {raised:?}");

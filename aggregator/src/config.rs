@@ -230,7 +230,13 @@ pub struct SearchConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { default_max_distance: 0.6, default_limit: 20, max_limit: 1000, threads: 0, max_photo_bytes: 10 << 20 }
+        SearchConfig {
+            default_max_distance: 0.6,
+            default_limit: 20,
+            max_limit: 1000,
+            threads: 0,
+            max_photo_bytes: 10 << 20,
+        }
     }
 }
 
@@ -248,7 +254,11 @@ pub struct FacesConfig {
 
 impl Default for FacesConfig {
     fn default() -> Self {
-        FacesConfig { model_dir: PathBuf::from("models/cache"), detector: "yunet_n_dynamic.onnx".into(), min_face_px: 40.0 }
+        FacesConfig {
+            model_dir: PathBuf::from("models/cache"),
+            detector: "yunet_n_dynamic.onnx".into(),
+            min_face_px: 40.0,
+        }
     }
 }
 
@@ -340,11 +350,17 @@ impl Config {
             return Err(invalid("watchlist.max_distance", format!("must be in (0, 2], got {}", w.max_distance)));
         }
         if !(w.max_days > 0.0 && w.max_days.is_finite()) {
-            return Err(invalid("watchlist.max_days", format!("must be a positive number of days, got {}", w.max_days)));
+            return Err(invalid(
+                "watchlist.max_days",
+                format!("must be a positive number of days, got {}", w.max_days),
+            ));
         }
         let q = &cfg.search;
         if !(q.default_max_distance > 0.0 && q.default_max_distance <= 2.0) {
-            return Err(invalid("search.default_max_distance", format!("must be in (0, 2], got {}", q.default_max_distance)));
+            return Err(invalid(
+                "search.default_max_distance",
+                format!("must be in (0, 2], got {}", q.default_max_distance),
+            ));
         }
         if q.max_limit == 0 || q.default_limit == 0 || q.default_limit > q.max_limit {
             return Err(invalid("search.default_limit", "needs 1 <= default_limit <= max_limit".into()));

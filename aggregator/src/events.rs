@@ -120,7 +120,11 @@ impl Events {
     }
 
     pub fn camera_status(&self, s: &CameraStatus) {
-        self.send(EventKind::CameraStatus, format!("{}/{}", s.camera, sightline_contract::ts::format(s.ts)), s.to_json());
+        self.send(
+            EventKind::CameraStatus,
+            format!("{}/{}", s.camera, sightline_contract::ts::format(s.ts)),
+            s.to_json(),
+        );
     }
 
     pub fn agent_status(&self, s: &AgentStatus) {

@@ -134,11 +134,7 @@ impl Metrics {
         let watchlist_entries = Gauge::default();
         r.register("sightline_aggregator_watchlist_entries", "Active watchlist entries", watchlist_entries.clone());
         let event_subscribers = Gauge::default();
-        r.register(
-            "sightline_aggregator_event_subscribers",
-            "Open GET /events streams",
-            event_subscribers.clone(),
-        );
+        r.register("sightline_aggregator_event_subscribers", "Open GET /events streams", event_subscribers.clone());
         let events_dropped = Counter::default();
         r.register(
             "sightline_aggregator_events_dropped",
@@ -232,7 +228,10 @@ mod tests {
         m.message("alert", Outcome::Rejected);
         m.http_response("/api/v1/cameras", 200);
         let text = m.encode();
-        assert!(text.contains(r#"sightline_aggregator_messages_total{kind="sighting",outcome="accepted"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"sightline_aggregator_messages_total{kind="sighting",outcome="accepted"} 2"#),
+            "{text}"
+        );
         assert!(text.contains(r#"sightline_aggregator_messages_total{kind="alert",outcome="rejected"} 1"#), "{text}");
         assert!(text.contains(r#"sightline_aggregator_http_responses_total{route="/api/v1/cameras",status="200"} 1"#));
         assert_eq!(m.total(Outcome::Accepted), 2);

@@ -337,7 +337,8 @@ impl SearchIndex {
                 return;
             }
             if let Err(e) = index.insert(row.sighting, row.trajectory, &row.camera, row.last_seen, &row.embedding) {
-                bad = Some(StoreError::Corrupt { what: "embedding", detail: format!("sighting {}: {e}", row.sighting) });
+                bad =
+                    Some(StoreError::Corrupt { what: "embedding", detail: format!("sighting {}: {e}", row.sighting) });
             }
         })?;
         match bad {
@@ -750,7 +751,11 @@ mod tests {
             assert_eq!((h.trajectory, &*h.camera, h.last_seen), (r.trajectory, r.camera, r.last_seen), "{ctx}");
             if i > 0 {
                 let p = &got[i - 1];
-                assert!((p.distance, p.sighting) <= (h.distance, h.sighting), "{ctx}: hits {} and {i} out of order", i - 1);
+                assert!(
+                    (p.distance, p.sighting) <= (h.distance, h.sighting),
+                    "{ctx}: hits {} and {i} out of order",
+                    i - 1
+                );
             }
         }
         // nothing nearer than the last hit (or within max_distance, when fewer than limit) is missing
@@ -970,10 +975,13 @@ mod tests {
             index.insert(Uuid::from_u128(ms as u128 + 1), Uuid::nil(), "gate", at(ms), &[0.0, 0.0]).unwrap();
         }
         // a sub-millisecond last_seen is floored, like the store does
-        index.insert(Uuid::from_u128(100), Uuid::nil(), "gate", at(7) + Duration::microseconds(900), &[0.0, 0.0]).unwrap();
+        index
+            .insert(Uuid::from_u128(100), Uuid::nil(), "gate", at(7) + Duration::microseconds(900), &[0.0, 0.0])
+            .unwrap();
         let ids = |since: Option<OffsetDateTime>, until: Option<OffsetDateTime>| -> Vec<u128> {
             let q = SearchQuery { since, until, limit: 100, ..SearchQuery::default() };
-            let mut v: Vec<u128> = index.search(&[0.0, 0.0], &q).unwrap().iter().map(|h| h.sighting.as_u128()).collect();
+            let mut v: Vec<u128> =
+                index.search(&[0.0, 0.0], &q).unwrap().iter().map(|h| h.sighting.as_u128()).collect();
             v.sort();
             v
         };
@@ -1003,7 +1011,10 @@ mod tests {
             Err(SearchError::NonFinite { what: "embedding", index: 2, value: f32::INFINITY })
         );
         assert!(matches!(insert(&mut index, &[f32::NAN, 0.0, 0.0, 0.0]), Err(SearchError::NonFinite { index: 0, .. })));
-        assert!(matches!(insert(&mut index, &[0.0, 0.0, 0.0, f32::NEG_INFINITY]), Err(SearchError::NonFinite { index: 3, .. })));
+        assert!(matches!(
+            insert(&mut index, &[0.0, 0.0, 0.0, f32::NEG_INFINITY]),
+            Err(SearchError::NonFinite { index: 3, .. })
+        ));
         let e = insert(&mut index, &[0.0; 3]).unwrap_err().to_string();
         assert!(e.contains("embedding") && e.contains("3 values") && e.contains("4-d"), "{e}");
         assert_eq!(index.len(), 1);
@@ -1094,7 +1105,10 @@ mod tests {
             let hits = index.search(&s.embedding, &q).unwrap();
             assert_eq!(hits.len(), 1);
             let h = &hits[0];
-            assert_eq!((h.sighting, h.trajectory, &*h.camera, h.last_seen), (s.id, *trajectory, &*s.camera, s.last_seen));
+            assert_eq!(
+                (h.sighting, h.trajectory, &*h.camera, h.last_seen),
+                (s.id, *trajectory, &*s.camera, s.last_seen)
+            );
         }
         let q = SearchQuery { limit: 100, max_distance: f32::INFINITY, ..SearchQuery::default() };
         let found = index.search(&stored[0].0.embedding, &q).unwrap();

@@ -55,7 +55,9 @@ enum Work {
     Message(Publish),
     /// The retention job ran: drop trajectories whose last sighting is older than `forget`
     /// from memory, and expire watchlist entries.
-    Tick { forget: time::OffsetDateTime },
+    Tick {
+        forget: time::OffsetDateTime,
+    },
 }
 
 /// Messages waiting for the ingest thread at most.
@@ -86,7 +88,8 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     metrics.live_trajectories.set(correlator.live() as i64);
 
     let since = crate::store::RetentionPolicy::cutoff(clock.now(), cfg.retention.sightings_days);
-    let index = SearchIndex::load(store.as_ref(), sightline_vision::EMBEDDING_MODEL, sightline_vision::EMBEDDING_DIM, since)?;
+    let index =
+        SearchIndex::load(store.as_ref(), sightline_vision::EMBEDDING_MODEL, sightline_vision::EMBEDDING_DIM, since)?;
     tracing::info!(embeddings = index.len(), "search index loaded");
     metrics.search_index_embeddings.set(index.len() as i64);
     let index = Arc::new(RwLock::new(index));
@@ -429,7 +432,11 @@ impl Ingest {
 
     /// A new sighting: placed on a trajectory and stored, then announced (MQTT, live events),
     /// indexed for search and checked against the watchlist.
-    fn place(&mut self, s: &sightline_contract::Sighting, now: time::OffsetDateTime) -> Result<bool, crate::store::StoreError> {
+    fn place(
+        &mut self,
+        s: &sightline_contract::Sighting,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, crate::store::StoreError> {
         let a = self.correlator.assign(Observation::from_sighting(s));
         if !self.store.record_sighting(s, a.trajectory, a.distance, now)? {
             return Ok(false);

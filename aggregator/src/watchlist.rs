@@ -109,7 +109,8 @@ impl Watchlist {
         if st.entries.iter().all(|e| e.expires_at > now) {
             return Vec::new();
         }
-        let (expired, active): (Vec<_>, Vec<_>) = std::mem::take(&mut st.entries).into_iter().partition(|e| e.expires_at <= now);
+        let (expired, active): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut st.entries).into_iter().partition(|e| e.expires_at <= now);
         st.entries = active;
         let mut out = Vec::new();
         for entry in expired {
@@ -190,7 +191,8 @@ impl AlertPublisher {
             }
             tracing::info!(alert = %a.alert, state = ?a.state, camera = %a.camera, message = %a.message, "aggregator alert");
             let topic = topic::alert(&a.site, &a.camera);
-            if let Some(Err(e)) = self.mqtt.as_ref().map(|c| c.try_publish(topic, QoS::AtLeastOnce, false, a.to_json())) {
+            if let Some(Err(e)) = self.mqtt.as_ref().map(|c| c.try_publish(topic, QoS::AtLeastOnce, false, a.to_json()))
+            {
                 tracing::warn!(alert = %a.alert, error = %e, "alert stored but not published on MQTT");
             }
         }
@@ -198,7 +200,13 @@ impl AlertPublisher {
     }
 }
 
-fn clears(cfg: &WatchlistConfig, entry: &WatchlistEntry, raised: Vec<Raised>, now: OffsetDateTime, why: &str) -> Vec<Alert> {
+fn clears(
+    cfg: &WatchlistConfig,
+    entry: &WatchlistEntry,
+    raised: Vec<Raised>,
+    now: OffsetDateTime,
+    why: &str,
+) -> Vec<Alert> {
     raised
         .into_iter()
         .map(|r| Alert {
@@ -244,7 +252,13 @@ mod tests {
             track: 1,
             first_seen: t,
             last_seen: t,
-            best: BestShot { ts: t, bbox: [0.0, 0.0, 50.0, 50.0], landmarks: [[0.0; 2]; 5], det_score: 0.9, quality: 0.8 },
+            best: BestShot {
+                ts: t,
+                bbox: [0.0, 0.0, 50.0, 50.0],
+                landmarks: [[0.0; 2]; 5],
+                det_score: 0.9,
+                quality: 0.8,
+            },
             frame_size: [640, 360],
             ground: None,
             model: sightline_vision::EMBEDDING_MODEL.into(),
@@ -266,7 +280,8 @@ mod tests {
 
     #[test]
     fn raises_once_per_trajectory_and_clears_on_removal() {
-        let w = list(vec![entry(1, unit(0), "2026-12-01T00:00:00.000Z"), entry(2, unit(1), "2026-12-01T00:00:00.000Z")]);
+        let w =
+            list(vec![entry(1, unit(0), "2026-12-01T00:00:00.000Z"), entry(2, unit(1), "2026-12-01T00:00:00.000Z")]);
         let now = ts::parse("2026-11-23T09:00:01.000Z").unwrap();
         let (t1, t2) = (Uuid::from_u128(10), Uuid::from_u128(11));
         let mut near = unit(0);
@@ -274,7 +289,10 @@ mod tests {
         let a = w.check(&sighting("a", near.clone()), t1, now);
         assert_eq!(a.len(), 1);
         assert_eq!(a[0].alert, format!("watchlist:{}:{}", Uuid::from_u128(1), t1));
-        assert_eq!((a[0].state, a[0].kind, a[0].severity), (AlertState::Raised, AlertKind::WatchlistMatch, Severity::Critical));
+        assert_eq!(
+            (a[0].state, a[0].kind, a[0].severity),
+            (AlertState::Raised, AlertKind::WatchlistMatch, Severity::Critical)
+        );
         assert_eq!(a[0].details.as_ref().unwrap()["trajectory"], json!(t1));
         // the same trajectory again: nothing new; another trajectory: a second alert
         assert!(w.check(&sighting("b", near.clone()), t1, now).is_empty());

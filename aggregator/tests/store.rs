@@ -182,7 +182,10 @@ fn trajectory_rows_follow_their_sightings() {
     let d = store.trajectory(traj).unwrap().unwrap();
     assert_eq!(d.summary.id, traj);
     assert_eq!(d.summary.site, "riverside");
-    assert_eq!((d.summary.first_seen, d.summary.last_seen, d.summary.sighting_count), (T0 - secs(600), T0 + secs(930), 4));
+    assert_eq!(
+        (d.summary.first_seen, d.summary.last_seen, d.summary.sighting_count),
+        (T0 - secs(600), T0 + secs(930), 4)
+    );
     assert_eq!(d.summary.cameras, ["yard", "gate", "hall"], "by first visit");
     let ids: Vec<Uuid> = d.sightings.iter().map(|p| p.id).collect();
     assert_eq!(ids, [late.id, a.id, b.id, again.id], "in event order");

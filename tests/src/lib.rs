@@ -607,7 +607,8 @@ impl EventStream {
     pub fn wait_for(&mut self, event: &str, timeout: Duration, pred: impl Fn(&SseEvent) -> bool) -> Result<SseEvent> {
         let deadline = Instant::now() + timeout;
         loop {
-            let e = self.next(deadline.saturating_duration_since(Instant::now()))
+            let e = self
+                .next(deadline.saturating_duration_since(Instant::now()))
                 .with_context(|| format!("waiting for a matching {event:?} event"))?;
             if e.event == event && pred(&e) {
                 return Ok(e);
@@ -619,7 +620,8 @@ impl EventStream {
     fn dechunk(&mut self) {
         loop {
             let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else { return };
-            let size = std::str::from_utf8(&self.raw[..eol]).ok().and_then(|h| usize::from_str_radix(h.trim(), 16).ok());
+            let size =
+                std::str::from_utf8(&self.raw[..eol]).ok().and_then(|h| usize::from_str_radix(h.trim(), 16).ok());
             let Some(size) = size else { return };
             if self.raw.len() < eol + 2 + size + 2 {
                 return;

@@ -182,8 +182,9 @@ impl FacePipeline {
             let (width_px, min_px) = (face.bbox[2].floor() as u32, self.min_face_px.ceil() as u32);
             return Err(PhotoError::FaceTooSmall { width_px, min_px });
         }
-        let analyzed = self.embed_faces(img, vec![face])?.pop().ok_or_else(|| {
-            VisionError::Inference { model: crate::embed::EMBEDDING_MODEL, detail: "no embedding returned".into() }
+        let analyzed = self.embed_faces(img, vec![face])?.pop().ok_or_else(|| VisionError::Inference {
+            model: crate::embed::EMBEDDING_MODEL,
+            detail: "no embedding returned".into(),
         })?;
         Ok(PhotoFace {
             embedding: analyzed.embedding,

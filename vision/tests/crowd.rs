@@ -2,7 +2,6 @@
 //! `shared/media` (expected numbers from `shared/models/MANIFEST.md` §3–4). Run with `--nocapture`
 //! to see the measured counts and timings.
 
-
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -10,13 +9,7 @@ use image::RgbImage;
 
 mod common;
 use common::{frames, media, model, runtime};
-use sightline_vision::{
-    DensityEstimator, DensityMap, FloorCorrection, PersonDetector, load_rgb,
-};
-
-
-
-
+use sightline_vision::{DensityEstimator, DensityMap, FloorCorrection, PersonDetector, load_rgb};
 
 fn gray_frame() -> RgbImage {
     RgbImage::from_pixel(640, 360, image::Rgb([128, 128, 128]))
@@ -143,7 +136,6 @@ fn heatmap_png_has_the_frame_size() {
     let gray_png = gray.to_heatmap_png(&gray_frame());
     assert_eq!(image::load_from_memory(&gray_png).unwrap().to_rgb8(), gray_frame());
 }
-
 
 #[test]
 fn persons_on_vtest() {

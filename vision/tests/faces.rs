@@ -1,11 +1,9 @@
 //! The face pipeline on the real models and the real still images of `shared/media`
 //! (expected numbers from `shared/models/MANIFEST.md` §1–2).
 
-
 mod common;
 
 use sightline_vision::{FacePipeline, Runtime, RuntimeConfig, distance, load_rgb};
-
 
 fn pipeline() -> FacePipeline {
     let mut p = common::pipeline();

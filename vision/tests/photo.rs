@@ -2,7 +2,6 @@
 //! photos of `shared/media`, plus hostile and unsupported uploads. Run with `--nocapture` to see
 //! what the detector found and the measured distances.
 
-
 use std::time::{Duration, Instant};
 
 use image::{ImageEncoder, RgbImage};
@@ -10,9 +9,6 @@ mod common;
 use common::{frames, media, pipeline};
 use sightline_vision::photo::decode_photo;
 use sightline_vision::{FacePipeline, PhotoError, PhotoFace, PhotoLimits, distance, load_rgb};
-
-
-
 
 fn bytes(name: &str) -> Vec<u8> {
     std::fs::read(media(name)).unwrap()
@@ -118,7 +114,10 @@ fn with_two_people_the_larger_face_is_chosen() {
     let left = faces.iter().map(|f| f.bbox[0]).fold(f32::MAX, f32::min) == two.bbox[0];
     let (same, other) = if left { (&obama, &biden) } else { (&biden, &obama) };
     let (ds, dother) = (distance(&two.embedding, &same.embedding), distance(&two.embedding, &other.embedding));
-    eprintln!("two_people chosen face ({}): {ds:.3} to its person, {dother:.3} to the other", if left { "left" } else { "right" });
+    eprintln!(
+        "two_people chosen face ({}): {ds:.3} to its person, {dother:.3} to the other",
+        if left { "left" } else { "right" }
+    );
     assert!(ds < 0.45 && dother > 0.7, "{ds} {dother}");
 }
 
@@ -129,13 +128,8 @@ fn exif_orientation_is_applied() {
     let upright = load_rgb(&media("obama.jpg")).unwrap();
     let stored = image::imageops::rotate270(&upright);
     // Exif: big-endian TIFF header, one IFD entry: Orientation (0x0112), SHORT, count 1, value 6.
-    let exif: Vec<u8> = [
-        &b"MM\0\x2a\0\0\0\x08"[..],
-        &[0, 1],
-        &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0],
-        &[0, 0, 0, 0],
-    ]
-    .concat();
+    let exif: Vec<u8> =
+        [&b"MM\0\x2a\0\0\0\x08"[..], &[0, 1], &[0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0], &[0, 0, 0, 0]].concat();
     let mut jpeg = Vec::new();
     let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95);
     enc.set_exif_metadata(exif).unwrap();
@@ -285,7 +279,6 @@ fn hostile_and_unsupported_uploads_fail_cleanly() {
         }
     }
 }
-
 
 #[test]
 fn the_miranda_photo_finds_him_in_the_clip() {

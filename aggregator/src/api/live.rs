@@ -16,8 +16,8 @@ use std::time::Duration;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
@@ -56,13 +56,23 @@ pub(super) async fn events(
             let mut kinds = Vec::new();
             for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let kind = EventKind::parse(name).ok_or_else(|| {
-                    ApiError::param("kinds", format!("unknown kind {name:?} (alert, crowd, camera_status, agent_status, sighting, trajectory)"))
+                    ApiError::param(
+                        "kinds",
+                        format!(
+                            "unknown kind {name:?} (alert, crowd, camera_status, agent_status, sighting, trajectory)"
+                        ),
+                    )
                 })?;
                 if kind.role() > token.role {
                     return Err(ApiError::new(
                         axum::http::StatusCode::FORBIDDEN,
                         "forbidden",
-                        format!("{name} events need the {} role; token {:?} is {}", kind.role().as_str(), token.name, token.role.as_str()),
+                        format!(
+                            "{name} events need the {} role; token {:?} is {}",
+                            kind.role().as_str(),
+                            token.name,
+                            token.role.as_str()
+                        ),
                     ));
                 }
                 kinds.push(kind);
@@ -85,11 +95,12 @@ pub(super) async fn events(
     let ready = Event::default().event("ready").data(json!({ "kinds": names }).to_string());
     let stream = Stream { rx, kinds, state: state.clone(), shutdown: state.shutdown.clone() };
     state.metrics.event_subscribers.inc();
-    let events = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(ready) })
-        .chain(futures::stream::unfold(stream, |mut s| async move {
+    let events = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(ready) }).chain(
+        futures::stream::unfold(stream, |mut s| async move {
             let event = s.next().await?;
             Some((Ok(event), s))
-        }));
+        }),
+    );
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 

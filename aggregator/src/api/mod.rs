@@ -24,11 +24,11 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
@@ -45,11 +45,11 @@ use crate::events::Events;
 use crate::metrics::Metrics;
 use crate::search::SearchIndex;
 use crate::site::SiteModel;
-use crate::watchlist::{AlertPublisher, Watchlist, WatchlistConfig};
 use crate::store::{
     AlertQuery, AuditAction, AuditEntry, AuditQuery, CameraRecord, CrowdQuery, Cursor, Store, StoreError, Token,
     TrajectoryQuery,
 };
+use crate::watchlist::{AlertPublisher, Watchlist, WatchlistConfig};
 
 /// Default and largest page sizes.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -197,6 +197,28 @@ impl ApiError {
         }
     }
 }
+
+/// The refusals of an authenticated request (for the OpenAPI document: `responses(Refused)`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // describes answers, never built
+enum Refused {
+    #[response(status = 401, description = "no, unknown or revoked token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "too low a role")]
+    Forbidden(ErrorBody),
+}
+
+/// A bad query parameter (for the OpenAPI document).
+#[derive(utoipa::IntoResponses)]
+#[response(status = 400, description = "a bad query parameter, named in `parameter`")]
+#[allow(dead_code)]
+struct BadParameter(ErrorBody);
+
+/// The store or the audit log failed (for the OpenAPI document).
+#[derive(utoipa::IntoResponses)]
+#[response(status = 500, description = "the store or the audit log failed: nothing is answered")]
+#[allow(dead_code)]
+struct Unanswered(ErrorBody);
 
 /// The body of every error answer.
 #[derive(Serialize, ToSchema)]
@@ -451,10 +473,9 @@ struct CameraOut {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "`{items}`: cameras, positions (site metres; `wgs84` [lon, lat]), live status", body = CameraList),
-        (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
-        (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
-        (status = 403, description = "too low a role", body = ErrorBody),
-        (status = 500, description = "the store or the audit log failed: nothing is answered", body = ErrorBody)
+        BadParameter,
+        Refused,
+        Unanswered
     )
 )]
 async fn cameras(
@@ -496,10 +517,9 @@ async fn cameras(
     ),
     responses(
         (status = 200, description = "`{items}`: alert events, newest first, with acknowledgement", body = AlertList),
-        (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
-        (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
-        (status = 403, description = "too low a role", body = ErrorBody),
-        (status = 500, description = "the store or the audit log failed: nothing is answered", body = ErrorBody)
+        BadParameter,
+        Refused,
+        Unanswered
     )
 )]
 async fn alerts(
@@ -538,10 +558,9 @@ async fn alerts(
     ),
     responses(
         (status = 200, description = "`{camera, zone, since, until, step_s, items}`: non-empty buckets", body = CrowdSeries),
-        (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
-        (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
-        (status = 403, description = "too low a role", body = ErrorBody),
-        (status = 500, description = "the store or the audit log failed: nothing is answered", body = ErrorBody)
+        BadParameter,
+        Refused,
+        Unanswered
     )
 )]
 async fn crowd(
@@ -582,10 +601,9 @@ async fn crowd(
     ),
     responses(
         (status = 200, description = "`{items, next}`: trajectory summaries, newest first; audited", body = crate::store::TrajectoryPage),
-        (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
-        (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
-        (status = 403, description = "too low a role", body = ErrorBody),
-        (status = 500, description = "the store or the audit log failed: nothing is answered", body = ErrorBody)
+        BadParameter,
+        Refused,
+        Unanswered
     )
 )]
 async fn trajectories(
@@ -634,11 +652,10 @@ async fn trajectories(
     ),
     responses(
         (status = 200, description = "a trajectory and its sightings in order; audited", body = crate::store::TrajectoryDetail),
-        (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
-        (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
-        (status = 403, description = "too low a role", body = ErrorBody),
+        BadParameter,
+        Refused,
         (status = 404, description = "unknown id", body = ErrorBody),
-        (status = 500, description = "the store or the audit log failed: nothing is answered", body = ErrorBody)
+        Unanswered
     )
 )]
 async fn trajectory(
@@ -686,11 +703,10 @@ async fn read_trajectory(
             content_type = "application/geo+json",
             body = Object
         ),
-        (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
-        (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
-        (status = 403, description = "too low a role", body = ErrorBody),
+        BadParameter,
+        Refused,
         (status = 404, description = "unknown id", body = ErrorBody),
-        (status = 500, description = "the store or the audit log failed: nothing is answered", body = ErrorBody)
+        Unanswered
     )
 )]
 async fn trajectory_geojson(
@@ -771,11 +787,10 @@ async fn trajectory_geojson(
     ),
     responses(
         (status = 200, description = "`{sighting (no embedding), trajectory, distance, received_at}`; audited", body = SightingOut),
-        (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
-        (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
-        (status = 403, description = "too low a role", body = ErrorBody),
+        BadParameter,
+        Refused,
         (status = 404, description = "unknown id", body = ErrorBody),
-        (status = 500, description = "the store or the audit log failed: nothing is answered", body = ErrorBody)
+        Unanswered
     )
 )]
 async fn sighting(
@@ -821,10 +836,9 @@ async fn sighting(
     ),
     responses(
         (status = 200, description = "`{items, next_after}`: audit records in write order; audited", body = AuditPage),
-        (status = 400, description = "a bad query parameter, named in `parameter`", body = ErrorBody),
-        (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
-        (status = 403, description = "too low a role", body = ErrorBody),
-        (status = 500, description = "the store or the audit log failed: nothing is answered", body = ErrorBody)
+        BadParameter,
+        Refused,
+        Unanswered
     )
 )]
 async fn audit(

@@ -25,7 +25,9 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{ApiError, ApiResult, ApiState, Params, audit_access, authorize, blocking, check_purpose, check_window, parse_id};
+use super::{
+    ApiError, ApiResult, ApiState, Params, audit_access, authorize, blocking, check_purpose, check_window, parse_id,
+};
 use crate::auth::Role;
 use crate::search::{Hit, SearchQuery};
 use crate::store::{AuditAction, WatchlistEntry};
@@ -181,9 +183,10 @@ async fn resolve_probe(
 
 fn photo_error(e: PhotoError) -> ApiError {
     match e {
-        PhotoError::NoFace | PhotoError::FaceTooSmall { .. } => {
-            ApiError { parameter: Some("image".into()), ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_usable_face", e.to_string()) }
-        }
+        PhotoError::NoFace | PhotoError::FaceTooSmall { .. } => ApiError {
+            parameter: Some("image".into()),
+            ..ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "no_usable_face", e.to_string())
+        },
         PhotoError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.to_string()),
         PhotoError::Vision(v) => ApiError::internal("embedding the photo", v),
         other => ApiError::param("image", other.to_string()),
@@ -199,7 +202,8 @@ fn purpose_of(p: Option<String>) -> ApiResult<String> {
 }
 
 fn time_field(name: &str, v: Option<String>) -> ApiResult<Option<OffsetDateTime>> {
-    v.map(|v| ts::parse(&v).map_err(|e| ApiError::param(name, format!("{v:?} is not an RFC 3339 time: {e}")))).transpose()
+    v.map(|v| ts::parse(&v).map_err(|e| ApiError::param(name, format!("{v:?} is not an RFC 3339 time: {e}"))))
+        .transpose()
 }
 
 #[utoipa::path(
@@ -211,8 +215,7 @@ fn time_field(name: &str, v: Option<String>) -> ApiResult<Option<OffsetDateTime>
     responses(
         (status = 200, description = "matching sightings and trajectories, nearest first; audited", body = SearchResponse),
         (status = 400, description = "a bad field, named in `parameter` (`purpose` is required)", body = super::ErrorBody),
-        (status = 401, description = "no, unknown or revoked token", body = super::ErrorBody),
-        (status = 403, description = "too low a role", body = super::ErrorBody),
+        super::Refused,
         (status = 413, description = "the photo is too large", body = super::ErrorBody),
         (status = 422, description = "no usable face in the photo (the attempt is audited)", body = super::ErrorBody),
         (status = 503, description = "photos cannot be embedded (no face models): send an embedding", body = super::ErrorBody)
@@ -262,7 +265,14 @@ pub(super) async fn search(
     };
     audited["probe"] = json!({ "source": probe.source, "digest": probe.digest });
 
-    let query = SearchQuery { since, until, camera: req.camera, max_distance, limit: limit as usize, threads: state.search.threads };
+    let query = SearchQuery {
+        since,
+        until,
+        camera: req.camera,
+        max_distance,
+        limit: limit as usize,
+        threads: state.search.threads,
+    };
     let index = state.index.clone();
     let (hits, searched) = tokio::task::spawn_blocking(move || {
         let index = index.read().unwrap();
@@ -383,8 +393,7 @@ pub struct WatchlistAdded {
     responses(
         (status = 201, description = "the entry (without its embedding) and the probe; audited", body = WatchlistAdded),
         (status = 400, description = "a bad field, named in `parameter`", body = super::ErrorBody),
-        (status = 401, description = "no, unknown or revoked token", body = super::ErrorBody),
-        (status = 403, description = "too low a role", body = super::ErrorBody),
+        super::Refused,
         (status = 422, description = "no usable face in the photo", body = super::ErrorBody),
         (status = 503, description = "photos cannot be embedded: send an embedding", body = super::ErrorBody)
     )
@@ -443,8 +452,7 @@ pub(super) async fn watchlist_add(
     params(("purpose" = Option<String>, Query, description = "why (kept in the audit log)")),
     responses(
         (status = 200, description = "active entries, without embeddings; audited", body = WatchlistList),
-        (status = 401, description = "no, unknown or revoked token", body = super::ErrorBody),
-        (status = 403, description = "too low a role", body = super::ErrorBody)
+        super::Refused
     )
 )]
 pub(super) async fn watchlist_list(
@@ -472,8 +480,7 @@ pub(super) async fn watchlist_list(
     ),
     responses(
         (status = 204, description = "removed, its embedding erased, its raised alerts cleared; audited"),
-        (status = 401, description = "no, unknown or revoked token", body = super::ErrorBody),
-        (status = 403, description = "too low a role", body = super::ErrorBody),
+        super::Refused,
         (status = 404, description = "unknown id", body = super::ErrorBody)
     )
 )]

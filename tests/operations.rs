@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sightline_contract::{AgentStatus, CameraState, CameraStatus, Payload};
+use sightline_contract::{AgentStatus, Alert, AlertKind, AlertState, CameraState, CameraStatus, Payload};
 use sightline_tests::*;
 
 fn rtsp_camera(id: &str, url: &str) -> String {
@@ -129,4 +129,42 @@ fn sighup_restarts_only_the_cameras_that_changed() {
             || CameraStatus::from_json(&m.payload).unwrap().state == CameraState::Streaming),
         "camera c kept running"
     );
+}
+
+/// A camera that leaves by a reload, or with the agent, clears the alerts it had raised: no
+/// episode stays open for consumers.
+#[test]
+fn removed_and_stopped_cameras_clear_their_alerts() {
+    let broker = Mosquitto::start().unwrap();
+    let mut sub = Subscriber::connect(broker.port).unwrap();
+    let dead = |id: &str| {
+        let url = format!("rtsp://127.0.0.1:{}/nothing", free_port());
+        format!("{}[camera.health]\noffline_after_s = 2.0\n", rtsp_camera(id, &url))
+    };
+    let (door, gate) = (dead("door"), dead("gate"));
+    let mut agent = Agent::start(&agent_config(broker.port, &format!("{door}{gate}"))).unwrap();
+    let offline = |m: &[Message], camera: &str, state: AlertState| {
+        m.iter().filter(|m| m.topic.ends_with(&format!("/{camera}/alert"))).any(|m| {
+            let a = Alert::from_json(&m.payload).unwrap();
+            a.kind == AlertKind::CameraOffline && a.state == state
+        })
+    };
+    sub.wait_until(Duration::from_secs(30), |m| {
+        offline(m, "door", AlertState::Raised) && offline(m, "gate", AlertState::Raised)
+    })
+    .unwrap();
+
+    std::fs::write(agent.config_path(), agent_config(broker.port, &gate)).unwrap();
+    agent.signal("HUP").unwrap();
+    sub.wait_until(Duration::from_secs(30), |m| offline(m, "door", AlertState::Cleared)).unwrap();
+    let cleared =
+        sub.on("alert").iter().map(|m| Alert::from_json(&m.payload).unwrap()).rfind(|a| a.camera == "door").unwrap();
+    assert_eq!(cleared.details.unwrap()["reason"], "removed from the configuration");
+    assert!(!offline(&sub.seen, "gate", AlertState::Cleared), "gate stays offline");
+
+    agent.signal("TERM").unwrap();
+    assert!(agent.wait_exit(Duration::from_secs(30)).unwrap().success(), "{}", agent.log());
+    // delivered before the agent left (or from its outbox on its next start)
+    sub.wait_until(Duration::from_secs(10), |m| offline(m, "gate", AlertState::Cleared))
+        .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", agent.log()));
 }

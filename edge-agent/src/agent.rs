@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use sightline_contract::CameraState;
+use sightline_contract::{CameraState, topic};
 use sightline_vision::crowd::{DensityEstimator, FloorCorrection};
 use sightline_vision::persons::PersonDetector;
 use sightline_vision::{FacePipeline, Runtime};
@@ -363,12 +363,19 @@ impl Supervisor {
         }
     }
 
-    async fn stop(&mut self, id: &str) {
+    /// Stops a camera's task and clears the alerts it has raised (`reason` says why), so no
+    /// episode stays open for consumers: a camera that comes back raises them again.
+    async fn stop(&mut self, id: &str, reason: &str) {
         let Some(mut r) = self.running.remove(id) else { return };
         let _ = r.stop.send(true);
         if tokio::time::timeout(STOP_TIMEOUT, &mut r.task).await.is_err() {
             tracing::error!(camera = %id, "camera task did not stop in time: aborted");
             r.task.abort();
+        }
+        let cleared = r.handle.rules.lock().unwrap().clear_all(self.clock.now(), reason);
+        for a in cleared {
+            tracing::info!(camera = %id, alert = %a.alert, "{}", a.message);
+            let _ = self.events.send(Outgoing::event(topic::alert(&self.cfg.agent.site, id), &a)).await;
         }
     }
 
@@ -378,7 +385,7 @@ impl Supervisor {
         }
         let ids: Vec<String> = self.running.keys().cloned().collect();
         for id in ids {
-            self.stop(&id).await;
+            self.stop(&id, "the agent stopped").await;
         }
     }
 
@@ -462,7 +469,12 @@ impl Supervisor {
 
         let leaving: Vec<String> = self.running.keys().filter(|id| !unchanged.contains(id)).cloned().collect();
         for id in &leaving {
-            self.stop(id).await;
+            let reason = match new.cameras.iter().find(|c| &c.id == id) {
+                None => "removed from the configuration",
+                Some(c) if !c.enabled => "disabled in the configuration",
+                Some(_) => "the camera was reconfigured",
+            };
+            self.stop(id, reason).await;
         }
         for id in leaving.iter().filter(|id| !wanted.iter().any(|c| &c.id == *id)) {
             let detail = match new.cameras.iter().any(|c| &c.id == id) {

@@ -190,9 +190,34 @@ struct Track {
     members: Vec<Member>,
     first: i64,
     last: i64,
-    /// Mean of the recent members' embeddings: the appearance for `Appearance::Centroid`, a lower
-    /// bound of the mean distance for `Appearance::MeanDistance`.
-    centroid: Vec<f32>,
+    /// Its [`Group`] (by model and dimension) and row in it, where its centroid is kept.
+    group: usize,
+    slot: usize,
+}
+
+/// The trajectories of one (model, dimension), in creation order (as in `Correlator::tracks`),
+/// column by column so that `choose` scans contiguous memory: one row of `dim` values per
+/// trajectory for its centroid, the mean of its recent members' embeddings (the appearance for
+/// `Appearance::Centroid`, a lower bound of the mean distance for `Appearance::MeanDistance`).
+#[derive(Clone, Debug)]
+struct Group {
+    model: u32,
+    dim: usize,
+    /// Row-major, `dim` values per trajectory; meaningful only where `has`.
+    centroids: Vec<f32>,
+    /// The trajectory has a centroid (some recent member carries an embedding).
+    has: Vec<bool>,
+    /// The trajectory's `first` and `last`.
+    first: Vec<i64>,
+    last: Vec<i64>,
+    /// Index in `Correlator::tracks`.
+    track: Vec<usize>,
+}
+
+impl Group {
+    fn centroid(&self, slot: usize) -> &[f32] {
+        if self.has[slot] { &self.centroids[slot * self.dim..(slot + 1) * self.dim] } else { &[] }
+    }
 }
 
 impl Track {
@@ -224,6 +249,8 @@ pub struct Correlator {
     horizon_ms: i64,
     /// In creation order.
     tracks: Vec<Track>,
+    /// The tracks' centroids and spans, by (model, dimension).
+    groups: Vec<Group>,
     by_id: HashMap<Uuid, usize>,
     by_sighting: HashMap<Uuid, Assignment>,
     cameras: HashMap<String, u32>,
@@ -242,6 +269,7 @@ impl Correlator {
             site,
             horizon_ms,
             tracks: Vec::new(),
+            groups: Vec::new(),
             by_id: HashMap::new(),
             by_sighting: HashMap::new(),
             cameras: HashMap::new(),
@@ -323,14 +351,17 @@ impl Correlator {
     pub fn forget_before(&mut self, t: OffsetDateTime) {
         let t = unix_ms(t);
         let k = self.cfg.appearance_members;
-        let Self { tracks, by_sighting, by_id, .. } = self;
+        let Self { tracks, groups, by_sighting, by_id, .. } = self;
+        let mut kept = Vec::with_capacity(tracks.len());
         tracks.retain_mut(|tr| {
             if tr.last < t {
                 for m in &tr.members {
                     by_sighting.remove(&m.sighting);
                 }
+                kept.push(false);
                 return false;
             }
+            kept.push(true);
             let keep_from = tr.members.len().saturating_sub(k);
             let mut i = 0;
             tr.members.retain(|m| {
@@ -346,6 +377,39 @@ impl Correlator {
         });
         by_id.clear();
         by_id.extend(tracks.iter().enumerate().map(|(i, tr)| (tr.id, i)));
+        // Compact the groups the same way: their rows are in track order.
+        let mut new_idx = Vec::with_capacity(kept.len());
+        let mut n = 0usize;
+        for &k in &kept {
+            new_idx.push(n);
+            n += usize::from(k);
+        }
+        for g in groups.iter_mut() {
+            let dim = g.dim;
+            let mut w = 0usize;
+            for r in 0..g.track.len() {
+                let old = g.track[r];
+                if !kept[old] {
+                    continue;
+                }
+                let idx = new_idx[old];
+                if w != r {
+                    g.centroids.copy_within(r * dim..(r + 1) * dim, w * dim);
+                    g.has[w] = g.has[r];
+                }
+                let tr = &mut tracks[idx];
+                tr.slot = w;
+                g.first[w] = tr.first;
+                g.last[w] = tr.last;
+                g.track[w] = idx;
+                w += 1;
+            }
+            g.centroids.truncate(w * dim);
+            g.has.truncate(w);
+            g.first.truncate(w);
+            g.last.truncate(w);
+            g.track.truncate(w);
+        }
     }
 
     fn probe(&mut self, obs: Observation) -> Probe {
@@ -366,14 +430,38 @@ impl Correlator {
 
     fn create(&mut self, id: Uuid, p: &Probe) -> usize {
         let idx = self.tracks.len();
+        let dim = p.emb.len();
+        let group = match self.groups.iter().position(|g| g.model == p.model && g.dim == dim) {
+            Some(g) => g,
+            None => {
+                self.groups.push(Group {
+                    model: p.model,
+                    dim,
+                    centroids: Vec::new(),
+                    has: Vec::new(),
+                    first: Vec::new(),
+                    last: Vec::new(),
+                    track: Vec::new(),
+                });
+                self.groups.len() - 1
+            }
+        };
+        let g = &mut self.groups[group];
+        let slot = g.track.len();
+        g.centroids.resize((slot + 1) * dim, 0.0);
+        g.has.push(false);
+        g.first.push(p.start);
+        g.last.push(p.end);
+        g.track.push(idx);
         self.tracks.push(Track {
             id,
             model: p.model,
-            dim: p.emb.len(),
+            dim,
             members: Vec::new(),
             first: p.start,
             last: p.end,
-            centroid: Vec::new(),
+            group,
+            slot,
         });
         self.by_id.insert(id, idx);
         idx
@@ -389,6 +477,9 @@ impl Correlator {
         tr.members.insert(pos, Member { sighting, cam: p.cam, start: p.start, end: p.end, emb });
         tr.first = tr.first.min(p.start);
         tr.last = tr.last.max(p.end);
+        let g = &mut self.groups[tr.group];
+        g.first[tr.slot] = tr.first;
+        g.last[tr.slot] = tr.last;
         let n = tr.members.len();
         if pos + k < n {
             // Older than the `k` most recent: never part of the appearance.
@@ -407,35 +498,46 @@ impl Correlator {
                 }
                 count += 1;
             }
+            let dim = tr.dim;
             if count > 0 {
                 let inv = 1.0 / count as f32;
                 sum.iter_mut().for_each(|s| *s *= inv);
-                tr.centroid = sum;
+                g.centroids[tr.slot * dim..(tr.slot + 1) * dim].copy_from_slice(&sum);
+                g.has[tr.slot] = true;
             } else {
-                tr.centroid.clear();
+                g.has[tr.slot] = false;
             }
         }
     }
 
     /// The trajectory to join (index, distance), or why none.
     fn choose(&self, p: &Probe) -> Result<(usize, f32), Why> {
+        self.choose_scan(p, self.cfg.appearance == Appearance::Nearest)
+    }
+
+    /// [`Self::choose`]; `full`: compare with every trajectory instead of only those whose
+    /// centroid is within reach (the same answer, except for `Appearance::Nearest`).
+    fn choose_scan(&self, p: &Probe, full: bool) -> Result<(usize, f32), Why> {
         let max_d = self.cfg.max_distance;
         let limit = max_d + self.cfg.margin;
         let limit2 = limit * limit;
         let mut best: Option<Candidate> = None;
         let mut second: Option<Candidate> = None;
         let before = |a: &Candidate, b: &Candidate| (a.d2, self.tracks[a.idx].id) < (b.d2, self.tracks[b.idx].id);
-        for (idx, tr) in self.tracks.iter().enumerate() {
+        let horizon_ms = self.horizon_ms;
+        let in_horizon = |first: i64, last: i64| !(p.start - last > horizon_ms || first - p.end > horizon_ms);
+        let mut consider = |idx: usize| {
+            let tr = &self.tracks[idx];
             if tr.model != p.model || tr.dim != p.emb.len() {
-                continue;
+                return;
             }
-            if p.start - tr.last > self.horizon_ms || tr.first - p.end > self.horizon_ms {
-                continue;
+            if !in_horizon(tr.first, tr.last) {
+                return;
             }
             if !self.fits(tr, p) {
-                continue;
+                return;
             }
-            let Some(d2) = self.appearance_d2(tr, &p.emb, limit2) else { continue };
+            let Some(d2) = self.appearance_d2(tr, &p.emb, limit2) else { return };
             let c = Candidate { idx, d2 };
             match best {
                 Some(b) if !before(&c, &b) => {
@@ -448,6 +550,26 @@ impl Correlator {
                     best = Some(c);
                 }
             }
+        };
+        if full {
+            (0..self.tracks.len()).for_each(&mut consider);
+        } else if let Some(g) = self.groups.iter().find(|g| g.model == p.model && g.dim == p.emb.len()) {
+            // The distance to the centroid is at most the appearance distance (equal for
+            // `Centroid`, a lower bound for `MeanDistance`; no bound for `Nearest`, which scans
+            // everything): one pass over the group's contiguous centroids keeps only the
+            // trajectories within `limit` of theirs, and only those go through the full rules
+            // above. The kernel sums in another order than `sq_l2_within`, so the pass keeps a
+            // little more (a relative slack far above the rounding error); the exact comparison
+            // is then the same as before.
+            let loose2 = limit2 * (1.0 + 1e-3);
+            crate::search::rows_within(
+                &g.centroids,
+                g.dim,
+                &p.emb,
+                loose2,
+                |slot| g.has[slot] && in_horizon(g.first[slot], g.last[slot]),
+                |slot, _| consider(g.track[slot]),
+            );
         }
         let Some(b) = best else { return Err(Why::NoCandidate) };
         let d = b.d2.sqrt();
@@ -463,13 +585,19 @@ impl Correlator {
         Ok((b.idx, d))
     }
 
+    /// The trajectory's centroid, empty if none of its recent members carries an embedding.
+    fn centroid(&self, tr: &Track) -> &[f32] {
+        self.groups[tr.group].centroid(tr.slot)
+    }
+
     /// Do two trajectories look like the same person (fragments of one), by the same appearance
     /// rule and threshold as a sighting?
     fn look_alike(&self, a: &Track, b: &Track) -> bool {
         let max2 = self.cfg.max_distance * self.cfg.max_distance;
         match self.cfg.appearance {
             Appearance::Centroid => {
-                !a.centroid.is_empty() && !b.centroid.is_empty() && sq_l2(&a.centroid, &b.centroid) <= max2
+                let (a, b) = (self.centroid(a), self.centroid(b));
+                !a.is_empty() && !b.is_empty() && sq_l2(a, b) <= max2
             }
             Appearance::Nearest | Appearance::MeanDistance => {
                 let k = self.cfg.appearance_members;
@@ -495,7 +623,7 @@ impl Correlator {
     /// Squared distance from `emb` to the trajectory's appearance, `None` if above `limit2`.
     fn appearance_d2(&self, tr: &Track, emb: &[f32], limit2: f32) -> Option<f32> {
         match self.cfg.appearance {
-            Appearance::Centroid => sq_l2_within(&tr.centroid, emb, limit2),
+            Appearance::Centroid => sq_l2_within(self.centroid(tr), emb, limit2),
             Appearance::Nearest => {
                 let k = self.cfg.appearance_members;
                 let mut best: Option<f32> = None;
@@ -509,7 +637,7 @@ impl Correlator {
             Appearance::MeanDistance => {
                 // The distance to the centroid is a lower bound of the mean distance (triangle
                 // inequality): most trajectories are ruled out with one comparison.
-                sq_l2_within(&tr.centroid, emb, limit2)?;
+                sq_l2_within(self.centroid(tr), emb, limit2)?;
                 let k = self.cfg.appearance_members;
                 let (mut sum, mut n) = (0.0f32, 0u32);
                 for m in tr.recent(k) {
@@ -564,6 +692,7 @@ impl Correlator {
     }
 }
 
+#[derive(Debug, PartialEq)]
 enum Why {
     NoCandidate,
     Ambiguous,
@@ -922,6 +1051,61 @@ mod tests {
         let first = run();
         assert_eq!(first, run());
         assert_eq!(first.iter().max(), Some(&4));
+    }
+
+    #[test]
+    fn centroid_prefilter_gives_the_full_scan_answer() {
+        // Random sightings of a few people (some near the decision boundaries), other models and
+        // lengths, and forgetting: the prefiltered scan must answer exactly as the full one, and
+        // the centroid columns stay in step with the trajectories.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for appearance in [Appearance::MeanDistance, Appearance::Centroid] {
+            for (max_distance, margin, k) in [(0.6, 0.05, 16), (0.8, 0.1, 3), (0.55, 0.0, 1)] {
+                let cfg =
+                    CorrelationConfig { appearance, max_distance, margin, appearance_members: k, ..Default::default() };
+                let mut c = correlator(cfg);
+                let mut compared = 0;
+                for i in 0..600u128 {
+                    let person = (rnd() * 6.0) as usize;
+                    let mut e = between(person, (person + 1) % 6, (rnd() * 0.8) as f32);
+                    for x in e.iter_mut().skip(10) {
+                        *x += (rnd() as f32 - 0.5) * 0.06;
+                    }
+                    let t = i as f64 * 20.0 + rnd() * 400.0;
+                    let cam = ["a", "b", "c", "far", "nowhere"][(rnd() * 5.0) as usize];
+                    let mut o = obs(i + 1, cam, t, t + 1.0 + rnd() * 10.0, e);
+                    match (rnd() * 40.0) as u32 {
+                        0 => o.model = "other".into(),
+                        1 => o.embedding.truncate(64),
+                        _ => {}
+                    }
+                    if i % 97 == 96 {
+                        c.forget_before(T0 + Duration::seconds_f64(t - 900.0));
+                    }
+                    let usable = o.embedding.iter().all(|x| x.is_finite());
+                    let p = c.probe(o.clone());
+                    if usable {
+                        assert_eq!(c.choose_scan(&p, false), c.choose_scan(&p, true), "{appearance:?} {i}");
+                        compared += 1;
+                    }
+                    c.assign(o);
+                    for (idx, tr) in c.tracks.iter().enumerate() {
+                        let g = &c.groups[tr.group];
+                        assert_eq!((g.model, g.dim), (tr.model, tr.dim));
+                        assert_eq!((g.track[tr.slot], g.first[tr.slot], g.last[tr.slot]), (idx, tr.first, tr.last));
+                    }
+                    assert_eq!(c.groups.iter().map(|g| g.track.len()).sum::<usize>(), c.tracks.len());
+                }
+                assert_eq!(compared, 600);
+                assert!(c.stats().joined > 100, "{:?}", c.stats());
+            }
+        }
     }
 
     #[test]

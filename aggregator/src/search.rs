@@ -494,6 +494,52 @@ fn scan_rows(s: &Scan<'_>, rows: Range<usize>, top: &mut TopK, l2sq: impl Fn(&[f
     }
 }
 
+/// Squared Euclidean distances from `query` to the `dim`-long rows of `vectors` that `pre`
+/// selects (by row index), reporting to `hit` (row, squared distance) each one that is not above
+/// `limit2` (a NaN distance is reported too). The same kernels as the search: AVX2 and FMA when
+/// the CPU has them. Rows are visited in order.
+pub(crate) fn rows_within(
+    vectors: &[f32],
+    dim: usize,
+    query: &[f32],
+    limit2: f32,
+    pre: impl FnMut(usize) -> bool,
+    hit: impl FnMut(usize, f32),
+) {
+    assert_eq!(query.len(), dim, "query length");
+    if dim == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above; `is_x86_feature_detected` caches).
+        unsafe { avx2::rows_within(vectors, dim, query, limit2, pre, hit) };
+        return;
+    }
+    rows_within_with(vectors, dim, query, limit2, pre, hit, l2sq_portable)
+}
+
+#[inline(always)]
+fn rows_within_with(
+    vectors: &[f32],
+    dim: usize,
+    query: &[f32],
+    limit2: f32,
+    mut pre: impl FnMut(usize) -> bool,
+    mut hit: impl FnMut(usize, f32),
+    l2sq: impl Fn(&[f32], &[f32]) -> f32,
+) {
+    for (i, v) in vectors.chunks_exact(dim).enumerate() {
+        if !pre(i) {
+            continue;
+        }
+        let d2 = l2sq(v, query);
+        if d2 <= limit2 || d2.is_nan() {
+            hit(i, d2);
+        }
+    }
+}
+
 fn scan_portable(s: &Scan<'_>, rows: Range<usize>, top: &mut TopK) {
     scan_rows(s, rows, top, l2sq_portable)
 }
@@ -554,7 +600,7 @@ mod avx2 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
-    use super::{Scan, TopK, scan_rows};
+    use super::{Scan, TopK, rows_within_with, scan_rows};
 
     pub(super) fn available() -> bool {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -570,6 +616,19 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     fn scan_avx2(s: &Scan<'_>, rows: Range<usize>, top: &mut TopK) {
         scan_rows(s, rows, top, |a, b| l2sq(a, b))
+    }
+
+    /// [`super::rows_within`] with the AVX2 kernel.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn rows_within(
+        vectors: &[f32],
+        dim: usize,
+        query: &[f32],
+        limit2: f32,
+        pre: impl FnMut(usize) -> bool,
+        hit: impl FnMut(usize, f32),
+    ) {
+        rows_within_with(vectors, dim, query, limit2, pre, hit, |a, b| l2sq(a, b))
     }
 
     #[target_feature(enable = "avx")]

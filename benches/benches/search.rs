@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sightline_aggregator::search::{SearchIndex, SearchQuery};
+use sightline_benches::Rng;
 use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
@@ -17,31 +18,6 @@ const DIM: usize = 128;
 const MODEL: &str = "dlib-resnet-v1";
 const T0: OffsetDateTime = datetime!(2026-11-23 08:00 UTC);
 const CAMERAS: [&str; 4] = ["gate", "hall", "dock", "yard"];
-
-/// SplitMix64, seeded: the same data on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    /// A random direction of norm 1 (a dlib embedding's norm is about that).
-    fn unit(&mut self, out: &mut [f32]) {
-        out.iter_mut().for_each(|x| *x = self.f32());
-        let norm = out.iter().map(|x| x * x).sum::<f32>().sqrt();
-        out.iter_mut().for_each(|x| *x /= norm);
-    }
-}
 
 /// `n` random unit vectors, flat.
 fn vectors(rng: &mut Rng, n: usize) -> Vec<f32> {
@@ -54,7 +30,9 @@ fn fill(index: &mut SearchIndex, vectors: &[f32], first: usize) {
     for (i, v) in vectors.chunks_exact(DIM).enumerate() {
         let i = first + i;
         let last_seen = T0 + time::Duration::milliseconds(i as i64);
-        index.insert(Uuid::from_u128(i as u128 + 1), Uuid::from_u128(i as u128 / 8 + 1), CAMERAS[i % 4], last_seen, v).unwrap();
+        index
+            .insert(Uuid::from_u128(i as u128 + 1), Uuid::from_u128(i as u128 / 8 + 1), CAMERAS[i % 4], last_seen, v)
+            .unwrap();
     }
 }
 

@@ -1,0 +1,81 @@
+"""Draws plot.png of a sightline-bench report.json: edge throughput per configuration (floors,
+pipeline, Python peer), search latency per configuration (sightline vs faiss, p50 and p99) and
+aggregator ingest rate against its floor.
+
+    plot.py REPORT_JSON OUT_PNG
+"""
+
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main() -> None:
+    report = json.load(open(sys.argv[1]))
+    sections = report["sections"]
+    panels = [k for k in ("edge", "search", "ingest") if k in sections]
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(6.5 * max(len(panels), 1), 4.8), squeeze=False)
+    axes = axes[0]
+    for ax, key in zip(axes, panels):
+        data = sections[key]["data"]
+        if key == "edge":
+            names, rates = [], []
+            for name, r in data["throughput"].items():
+                if r is not None:
+                    names.append(name.replace(" (", "\n(").replace("python ", "python\n"))
+                    rates.append(r)
+            colors = ["#2a7ab9" if n == "pipeline" else "#e0892b" if n.startswith("python") else "#999999" for n in names]
+            bars = ax.bar(names, rates, color=colors)
+            for b, r in zip(bars, rates):
+                ax.annotate(f"{r:.1f}/s", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom")
+            floor = data["floor"] * data["inference_only"]["fps"]
+            ax.axhline(floor, color="#b33", linestyle="--", linewidth=1, label=f"{data['floor']} × inference only")
+            ax.set_yscale("log")
+            ax.set_ylabel("analysed frames per second (log; higher is better)")
+            ax.set_title(
+                f"Edge, {data['clip'].rsplit('/', 1)[-1]} at {data['analysis_fps']:g} fps, {data['threads']} threads\n"
+                f"pipeline / inference only = {data['ratios']['pipeline_over_inference_fps']:.2f}"
+            )
+            ax.legend(fontsize=8)
+        elif key == "search":
+            labels, s50, s99, f50, f99 = [], [], [], [], []
+            for r in data["rows"]:
+                labels.append(("k-NN" if r["variant"] == "knn" else f"≤{data['threshold']}") + f"\n{r['threads']} thr")
+                s50.append(r["sightline"]["p50_ms"])
+                s99.append(r["sightline"]["p99_ms"])
+                f = r.get("faiss") or {}
+                f50.append(f.get("p50_ms", 0) or 0)
+                f99.append(f.get("p99_ms", 0) or 0)
+            x = range(len(labels))
+            w = 0.38
+            ax.bar([i - w / 2 for i in x], s50, w, label="sightline p50", color="#2a7ab9")
+            ax.scatter([i - w / 2 for i in x], s99, marker="_", s=300, color="#174a70", label="sightline p99", zorder=3)
+            ax.bar([i + w / 2 for i in x], f50, w, label="faiss IndexFlatL2 p50", color="#e0892b")
+            ax.scatter([i + w / 2 for i in x], f99, marker="_", s=300, color="#8a4f12", label="faiss p99", zorder=3)
+            ax.set_xticks(list(x), labels)
+            ax.set_ylabel("ms per query (lower is better)")
+            ax.set_title(f"Search, {data['n']:,} × {data['dim']}-d, one query at a time")
+            ax.legend(fontsize=8)
+        else:
+            names = ["ingest\n(full path)", "floor:\nstore insert only"]
+            rates = [data["ingest"]["per_s"], data["floor_store_only"]["per_s"]]
+            bars = ax.bar(names, rates, color=["#2a7ab9", "#999999"])
+            for b, r in zip(bars, rates):
+                ax.annotate(f"{r:,.0f}/s", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom")
+            ax.set_ylabel("sightings per second (higher is better)")
+            ax.set_title(
+                f"Aggregator ingest, {data['live_trajectories']:,} live trajectories\n"
+                f"p50 {data['ingest']['p50_ms']:.2f} ms, p99 {data['ingest']['p99_ms']:.2f} ms; "
+                f"correlation {100 * data['correlate_share']:.0f} % of time"
+            )
+    fig.suptitle(f"sightline-bench {'(quick) ' if report['quick'] else ''}{report['started_utc']} — {report['machine']['cpu']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(sys.argv[2], dpi=110)
+
+
+if __name__ == "__main__":
+    main()

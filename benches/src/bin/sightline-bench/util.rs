@@ -1,0 +1,167 @@
+//! What every section shares: the seeded generator, latency statistics, the report's building
+//! blocks, and running the bench venv's Python.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+pub const DIM: usize = 128;
+
+pub use sightline_benches::Rng;
+
+/// Percentiles and rate of per-operation latencies.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    pub max_ms: f64,
+    /// Operations per second, one after the other: count / total time.
+    pub per_s: f64,
+}
+
+impl Stats {
+    pub fn of(latencies: &[Duration]) -> Stats {
+        Stats::of_ms(&latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect::<Vec<_>>())
+    }
+
+    pub fn of_ms(ms: &[f64]) -> Stats {
+        let mut v = ms.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len().max(1);
+        // nearest rank
+        let pct = |p: f64| v.get(((p / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1).copied().unwrap_or(f64::NAN);
+        let total: f64 = v.iter().sum();
+        Stats {
+            count: v.len(),
+            p50_ms: pct(50.0),
+            p95_ms: pct(95.0),
+            p99_ms: pct(99.0),
+            mean_ms: total / n as f64,
+            max_ms: v.last().copied().unwrap_or(f64::NAN),
+            per_s: v.len() as f64 / (total / 1e3),
+        }
+    }
+}
+
+/// A Markdown table.
+#[derive(Clone, Debug, Serialize)]
+pub struct Table {
+    pub caption: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(caption: &str, header: &[&str]) -> Table {
+        Table { caption: caption.into(), header: header.iter().map(|s| s.to_string()).collect(), rows: Vec::new() }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        if !self.caption.is_empty() {
+            s += &format!("{}\n\n", self.caption);
+        }
+        s += &format!("| {} |\n", self.header.join(" | "));
+        s += &format!(
+            "|{}\n",
+            self.header.iter().enumerate().map(|(i, _)| if i == 0 { "---|" } else { "---:|" }).collect::<String>()
+        );
+        for r in &self.rows {
+            s += &format!("| {} |\n", r.join(" | "));
+        }
+        s
+    }
+}
+
+/// One section of the report.
+#[derive(Debug, Serialize)]
+pub struct Section {
+    /// `search`, `ingest`: the subcommand and the JSON key.
+    pub key: &'static str,
+    pub title: String,
+    /// What is measured, how, against what.
+    pub about: String,
+    /// The floor/peer verdicts, one line each.
+    pub headline: Vec<String>,
+    pub tables: Vec<Table>,
+    pub notes: Vec<String>,
+    /// Every measured number, for the JSON report and the plot.
+    pub data: Value,
+    /// False when a correctness check failed (e.g. the search results disagree with faiss).
+    pub ok: bool,
+    pub seconds: f64,
+}
+
+/// Where the repository is: this crate's parent (benches/..), else the current directory.
+pub fn repo_root() -> PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    match built.canonicalize() {
+        Ok(p) if p.join("benches/Cargo.toml").is_file() => p,
+        _ => std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+    }
+}
+
+/// The bench venv's Python, if `benches/setup.sh` made it.
+pub fn venv_python(venv: &Path) -> Option<PathBuf> {
+    let p = venv.join("bin/python");
+    p.is_file().then_some(p)
+}
+
+/// Runs `python script args…` and returns its stdout; stderr goes to ours.
+pub fn python(python: &Path, script: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    if !out.status.success() {
+        bail!("{} {} failed: {}", python.display(), script.display(), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `1234.5` → `1 234`, for counts and rates.
+pub fn thousands(x: f64) -> String {
+    let s = format!("{:.0}", x);
+    let (sign, digits) = s.strip_prefix('-').map_or(("", s.as_str()), |d| ("-", d));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+/// Milliseconds with 3 significant-ish digits.
+pub fn ms(x: f64) -> String {
+    if !x.is_finite() {
+        "–".into()
+    } else if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else if x >= 1.0 {
+        format!("{x:.2}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// A ratio as `1.23×`.
+pub fn ratio(x: f64) -> String {
+    if x.is_finite() { format!("{x:.2}×") } else { "–".into() }
+}

@@ -44,7 +44,7 @@ def main() -> None:
         elif key == "search":
             labels, s50, s99, f50, f99 = [], [], [], [], []
             for r in data["rows"]:
-                labels.append(("k-NN" if r["variant"] == "knn" else f"≤{data['threshold']}") + f"\n{r['threads']} thr")
+                labels.append(("k-NN" if r["variant"] == "knn" else f"≤ {data['threshold']:.2g}") + f"\n{r['threads']} thr")
                 s50.append(r["sightline"]["p50_ms"])
                 s99.append(r["sightline"]["p99_ms"])
                 f = r.get("faiss") or {}

@@ -4,9 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use sightline_contract::{
-    Alert, AlertKind, AlertState, BestShot, Payload, Severity, Sighting, Trajectory, new_event_id,
-};
+use sightline_contract::{Alert, AlertKind, AlertState, Payload, Severity, Sighting, Trajectory, new_event_id};
 use sightline_tests::*;
 use sightline_vision::distance;
 use time::OffsetDateTime;
@@ -157,28 +155,6 @@ fn one_person_seen_by_two_cameras_30_m_apart_makes_one_trajectory() {
     assert!(!searches[0].to_string().contains(&image[..64]), "the photo is not kept");
 }
 
-fn synthetic(camera: &str, at: OffsetDateTime, embedding: &[f32]) -> Sighting {
-    Sighting {
-        id: new_event_id(),
-        site: "testsite".into(),
-        camera: camera.into(),
-        track: 1,
-        first_seen: at,
-        last_seen: at + time::Duration::seconds(2),
-        best: BestShot {
-            ts: at,
-            bbox: [10.0, 10.0, 40.0, 40.0],
-            landmarks: [[0.0; 2]; 5],
-            det_score: 0.9,
-            quality: 0.8,
-        },
-        frame_size: [640, 360],
-        ground: None,
-        model: "dlib-resnet-v1".into(),
-        embedding: embedding.to_vec(),
-    }
-}
-
 fn topic(s: &Sighting) -> String {
     format!("sightline/v1/{}/{}/sighting", s.site, s.camera)
 }
@@ -212,7 +188,7 @@ fn bad_messages_are_rejected_duplicates_absorbed_and_state_survives_a_restart() 
     let mut sub = Subscriber::connect(port).unwrap();
     let face: Vec<f32> = (0..128).map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.18).collect();
     let t0 = OffsetDateTime::now_utc() - time::Duration::minutes(5);
-    let first = synthetic("stage", t0, &face);
+    let first = synthetic_sighting("stage", t0, &face);
 
     let mut missing: serde_json::Value = serde_json::from_slice(&first.to_json()).unwrap();
     missing.as_object_mut().unwrap().remove("embedding");
@@ -240,7 +216,7 @@ fn bad_messages_are_rejected_duplicates_absorbed_and_state_survives_a_restart() 
     let mut sub = Subscriber::connect(port).unwrap();
     // the same face a minute later on the other camera, after a redelivery of the first sighting
     let near: Vec<f32> = face.iter().enumerate().map(|(i, v)| v + if i % 2 == 0 { 0.01 } else { -0.01 }).collect();
-    let second = synthetic("lobby", t0 + time::Duration::minutes(1), &near);
+    let second = synthetic_sighting("lobby", t0 + time::Duration::minutes(1), &near);
     publish(port, &[(topic(&first), first.to_json()), (topic(&second), second.to_json())]).unwrap();
     let t2 = placed(&mut sub, second.id, &agg);
     assert_eq!(t2.trajectory, t1.trajectory, "the restarted aggregator continues the trajectory");
@@ -349,9 +325,9 @@ fn live_events_watchlist_and_metrics() {
 
     let near: Vec<f32> = face.iter().enumerate().map(|(i, v)| v + if i % 3 == 0 { 0.02 } else { -0.01 }).collect();
     let stranger: Vec<f32> = face.iter().map(|v| -v).collect();
-    let first = synthetic("stage", now - time::Duration::seconds(30), &near);
-    let other = synthetic("lobby", now - time::Duration::seconds(25), &stranger);
-    let again = synthetic("lobby", now - time::Duration::seconds(10), &near);
+    let first = synthetic_sighting("stage", now - time::Duration::seconds(30), &near);
+    let other = synthetic_sighting("lobby", now - time::Duration::seconds(25), &stranger);
+    let again = synthetic_sighting("lobby", now - time::Duration::seconds(10), &near);
     for s in [&first, &other, &again] {
         publish(port, &[(topic(s), s.to_json())]).unwrap();
         placed(&mut sub, s.id, &agg);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use sightline_contract::mqtt::{BrokerSecurity, MqttTlsConfig, Secret, SecurityKeys};
-use sightline_contract::{BestShot, Payload, Sighting, Trajectory, new_event_id};
+use sightline_contract::{Payload, Sighting, Trajectory};
 use sightline_tests::*;
 use uuid::Uuid;
 
@@ -26,26 +26,8 @@ const EDGE_USER: &str = "edge-1";
 const EDGE_PASSWORD: &str = "pw-of-the-edge 9d0e";
 
 fn sighting() -> Sighting {
-    let at = time::OffsetDateTime::now_utc();
-    Sighting {
-        id: new_event_id(),
-        site: "testsite".into(),
-        camera: "stage".into(),
-        track: 1,
-        first_seen: at,
-        last_seen: at + time::Duration::seconds(2),
-        best: BestShot {
-            ts: at,
-            bbox: [10.0, 10.0, 40.0, 40.0],
-            landmarks: [[0.0; 2]; 5],
-            det_score: 0.9,
-            quality: 0.8,
-        },
-        frame_size: [640, 360],
-        ground: None,
-        model: "dlib-resnet-v1".into(),
-        embedding: (0..128).map(|i| ((i as f32) * 0.37).sin() * 0.1).collect(),
-    }
+    let face: Vec<f32> = (0..128).map(|i| ((i as f32) * 0.37).sin() * 0.1).collect();
+    synthetic_sighting("stage", time::OffsetDateTime::now_utc(), &face)
 }
 
 fn topic(s: &Sighting) -> String {

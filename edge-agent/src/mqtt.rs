@@ -520,22 +520,10 @@ pub async fn run_publisher(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rumqttc::{ConnectReturnCode, ConnectionError};
 
+    /// (`explain` itself is tested with the shared code in `sightline_contract::mqtt`.)
     #[test]
-    fn refusals_and_tls_failures_are_explained_and_backed_off() {
-        let (why, severe) = explain(&ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized));
-        assert!(why.starts_with("MQTT broker refused the connection: not authorised"), "{why}");
-        assert!(severe);
-        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
-        let (why, severe) = explain(&ConnectionError::MqttState(rumqttc::StateError::Io(io)));
-        assert_eq!(why, "MQTT TLS error: received fatal alert: CertificateRequired");
-        assert!(severe);
-        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
-        let (_, severe) = explain(&ConnectionError::Io(refused));
-        assert!(!severe, "a broker that is down is retried every second");
-
+    fn severe_failures_back_off_and_others_retry_every_second() {
         let mut f = Failures::default();
         let delays: Vec<u64> = (0..8).map(|_| f.failed("b", "MQTT TLS error: x", true).as_secs()).collect();
         assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30, 30]);

@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 pub mod center;
 pub mod hostile;
 pub mod sim;
-pub use center::{Aggregator, aggregator_config, publish};
+pub use center::{Aggregator, aggregator_config, publish, synthetic_sighting};
 pub use hostile::{HostileRtsp, Hostility};
 
 /// `shared/media` (env `SIGHTLINE_MEDIA_DIR`, set by `.cargo/config.toml`).

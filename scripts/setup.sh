@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Idempotent machine + project setup for Debian 12 (run as root).
 #   - Debian packages: GStreamer (dev + plugins + tools), RTSP server, mosquitto, pkg-config,
-#     openssl (the TLS tests make their certificates with its CLI)
+#     openssl (the TLS tests make their certificates with its CLI), chromium (the dashboard's
+#     browser test drives it headless)
+#   - the operator dashboard: `npm ci` and `npm run build` in ui/ (Node.js 20 and npm must be
+#     installed), before anything builds the aggregator, which embeds ui/dist
 #   - ONNX Runtime shared library from the PyPI `onnxruntime` wheel into .local/onnxruntime/
 #   - builds models/cache/csrnet.onnx if no cached or mirror copy exists (models/csrnet/build.sh)
 #   - fetches the models (sha256-verified; mirror ../shared/models first) into models/cache/
@@ -16,7 +19,7 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 PKGS=(pkg-config curl ca-certificates openssl unzip python3 systemd
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp mosquitto mosquitto-clients)
+  gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp mosquitto mosquitto-clients chromium)
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -27,6 +30,34 @@ fi
 # The distribution's mosquitto service is not ours: tests and the demo start their own brokers.
 if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
   systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+
+# The operator dashboard (ui/): its npm packages (from the lockfile) and its build into ui/dist,
+# which the aggregator embeds when it is compiled (aggregator/build.rs). Rebuilt only when a
+# source is newer than the last build.
+if [[ -f ui/package-lock.json ]]; then
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "[setup] error: Node.js 20 (node) and npm are needed to build the dashboard in ui/; install them" \
+      "(Debian: the NodeSource nodejs 20 package, or nodejs + npm) and run this again" >&2
+    exit 1
+  fi
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  if ((node_major < 20)); then
+    echo "[setup] error: Node.js $(node --version) is too old to build the dashboard in ui/: 20 or newer is needed" >&2
+    exit 1
+  fi
+  if [[ ! -f ui/node_modules/.package-lock.json || ui/package-lock.json -nt ui/node_modules/.package-lock.json ]]; then
+    log "installing the dashboard's npm packages (npm ci in ui/)"
+    (cd ui && npm ci --no-audit --no-fund)
+  fi
+  sources=()
+  for f in ui/src ui/public ui/index.html ui/package.json ui/package-lock.json ui/vite.config.ts ui/tsconfig.json; do
+    [[ -e "$f" ]] && sources+=("$f")
+  done
+  if [[ ! -f ui/dist/index.html || -n "$(find "${sources[@]}" -newer ui/dist/index.html -print -quit)" ]]; then
+    log "building the dashboard (npm run build in ui/)"
+    (cd ui && npm run build)
+  fi
 fi
 
 ORT_DIR="$ROOT/.local/onnxruntime"

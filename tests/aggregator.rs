@@ -1,12 +1,10 @@
 //! The aggregator end to end: its embedded broker, edge agents on the real clip, and messages
 //! injected over MQTT. Every wait is on messages or log lines, bounded.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use sightline_contract::{Alert, AlertKind, AlertState, Payload, Severity, Sighting, Trajectory, new_event_id};
 use sightline_tests::*;
-use sightline_vision::distance;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -27,14 +25,6 @@ fn trajectories(sub: &Subscriber) -> Vec<Trajectory> {
     sub.on("trajectory").iter().map(|m| Trajectory::from_json(&m.payload).unwrap()).collect()
 }
 
-fn sightings(sub: &Subscriber) -> Vec<Sighting> {
-    sub.on("sighting").iter().map(|m| Sighting::from_json(&m.payload).unwrap()).collect()
-}
-
-fn file_camera(id: &str, file: &std::path::Path) -> String {
-    format!("[[camera]]\nid = \"{id}\"\nfile = \"{}\"\n", file.display())
-}
-
 /// Lin-Manuel Miranda passes the stage camera, walks 30 m and passes the lobby camera (the clip
 /// replayed, transcoded to 960×540): his sightings on both join one trajectory.
 #[test]
@@ -43,57 +33,16 @@ fn one_person_seen_by_two_cameras_30_m_apart_makes_one_trajectory() {
     let port = free_port();
     let agg =
         Aggregator::start_in(dir.path(), &aggregator_config(port, &dir.path().join("agg.sqlite"), SITE), port).unwrap();
-    let mut sub = Subscriber::connect(port).unwrap();
-    let clip = media("short_hamilton_clip.mp4");
-    let scaled = dir.path().join("lobby.mp4");
-    gst_launch(&format!(
-        "filesrc location={} ! decodebin ! videoconvert ! videoscale ! video/x-raw,width=960,height=540 ! \
-         x264enc speed-preset=ultrafast ! mp4mux ! filesink location={}",
-        clip.display(),
-        scaled.display()
-    ))
-    .unwrap();
-
-    let mut stage = Agent::start(&agent_config(port, &file_camera("stage", &clip))).unwrap();
-    assert!(stage.wait_exit(Duration::from_secs(90)).unwrap().success(), "{}", stage.log());
-    // the walk: 30 m between the cameras (10 m between their views) takes a few seconds
-    std::thread::sleep(Duration::from_secs(5));
-    let mut lobby = Agent::start(&agent_config(port, &file_camera("lobby", &scaled))).unwrap();
-    assert!(lobby.wait_exit(Duration::from_secs(90)).unwrap().success(), "{}", lobby.log());
-
-    // every sighting the agents published is placed and announced
-    let published = |agent: &Agent| -> usize {
-        let log = agent.log();
-        let line = log.lines().find(|l| l.contains("camera totals")).unwrap_or_else(|| panic!("no totals:\n{log}"));
-        let at = line.find("sightings=").unwrap() + "sightings=".len();
-        line[at..].split_whitespace().next().unwrap().parse().unwrap()
-    };
-    let expected = published(&stage) + published(&lobby);
-    sub.wait_until(Duration::from_secs(30), |m| {
-        let ids: HashSet<Uuid> = m
-            .iter()
-            .filter(|m| m.topic.ends_with("/trajectory"))
-            .map(|m| Trajectory::from_json(&m.payload).unwrap().sighting)
-            .collect();
-        ids.len() >= expected && m.iter().filter(|m| m.topic.ends_with("/sighting")).count() >= expected
-    })
-    .unwrap_or_else(|e| panic!("{e}: {expected} sightings expected\naggregator log:\n{}", agg.log()));
-
-    let placed: HashMap<Uuid, Trajectory> = trajectories(&sub).into_iter().map(|t| (t.sighting, t)).collect();
-    let miranda = reference_embedding("lin-manuel-miranda.png");
-    let all = sightings(&sub);
-    let to_photo = |s: &Sighting| distance(&s.embedding, &miranda);
-    let on = |camera: &str| all.iter().filter(|s| s.camera == camera).collect::<Vec<_>>();
+    let walk = miranda_walks(&agg, port, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
+    let (all, placed) = (&walk.sightings, &walk.placed);
+    let to_photo = |s: &Sighting| walk.to_photo(s);
     // his trajectory: the one of his sighting on the stage camera (matched against his photo)
-    let his_stage: Vec<&Sighting> = on("stage").into_iter().filter(|s| to_photo(s) < 0.6).collect();
-    assert!(!his_stage.is_empty(), "Miranda not seen on stage");
-    let his: HashSet<Uuid> = his_stage.iter().map(|s| placed[&s.id].trajectory).collect();
+    let his = walk.his_stage_trajectories();
+    assert!(!his.is_empty(), "Miranda not seen on stage");
     // on the lobby camera (another resolution and encoding), the sighting most like his photo is
     // his, and it joined his trajectory
-    let lobby = on("lobby");
-    let him_in_lobby = lobby.iter().min_by(|a, b| to_photo(a).total_cmp(&to_photo(b))).expect("lobby sightings");
-    let report: Vec<(String, f32, Uuid)> =
-        all.iter().map(|s| (s.camera.clone(), to_photo(s), placed[&s.id].trajectory)).collect();
+    let him_in_lobby = walk.him_in_lobby().expect("lobby sightings");
+    let report = walk.report();
     eprintln!("sightings (camera, distance to his photo, trajectory): {report:?}");
     assert!(
         his.contains(&placed[&him_in_lobby.id].trajectory),
@@ -102,7 +51,7 @@ fn one_person_seen_by_two_cameras_30_m_apart_makes_one_trajectory() {
         agg.log()
     );
     // nobody else joined it: its other members are at least as close to him as to anyone
-    for s in &all {
+    for s in all {
         if his.contains(&placed[&s.id].trajectory) {
             assert!(to_photo(s) < 0.75, "sighting {} at {:.3} from Miranda joined his trajectory", s.id, to_photo(s));
         }

@@ -27,11 +27,14 @@ pub enum EventKind {
     AgentStatus,
     Sighting,
     Trajectory,
+    /// An operator acknowledged an alert (`POST /alerts/{id}/ack`), so other dashboards update.
+    AlertAck,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Alert,
+        EventKind::AlertAck,
         EventKind::Crowd,
         EventKind::CameraStatus,
         EventKind::AgentStatus,
@@ -47,6 +50,7 @@ impl EventKind {
             EventKind::AgentStatus => "agent_status",
             EventKind::Sighting => "sighting",
             EventKind::Trajectory => "trajectory",
+            EventKind::AlertAck => "alert_ack",
         }
     }
 
@@ -113,6 +117,11 @@ impl Events {
 
     pub fn alert(&self, a: &Alert) {
         self.send(EventKind::Alert, a.id.to_string(), a.to_json());
+    }
+
+    /// An acknowledgement: `json` is the answer of `POST /alerts/{id}/ack`, `id` the alert's id.
+    pub fn alert_ack(&self, id: &str, json: String) {
+        self.send(EventKind::AlertAck, id.to_owned(), json);
     }
 
     pub fn crowd(&self, c: &Crowd) {

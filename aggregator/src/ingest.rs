@@ -89,6 +89,9 @@ pub fn parse(topic: &str, payload: &[u8], max_bytes: usize) -> Result<(Kind, Inc
             if !c.total.is_finite() || c.total < 0.0 {
                 return Err(field("total", format!("must be a non-negative number, got {}", c.total)));
             }
+            if let Some(grid) = &c.grid {
+                grid.check().map_err(|(f, p)| field(f, p))?;
+            }
             Incoming::Crowd(c)
         }
         Kind::Alert => {
@@ -231,6 +234,35 @@ mod tests {
         for bad in ["sightline/v1/riverside/gate", "sightline/v1/Riverside/gate/sighting", "other/v1/a/b/sighting"] {
             assert!(rejected(bad, &sighting().to_json()).contains("not a topic"), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_crowd_grid_is_optional_and_its_shape_is_checked() {
+        let topic = "sightline/v1/riverside/gate/crowd";
+        let crowd = |grid: Option<serde_json::Value>| {
+            let mut v = serde_json::json!({
+                "schema": "sightline.crowd/1", "id": "01a2083f-bbb1-711a-87ce-b4abe403d9a2", "site": "riverside",
+                "camera": "gate", "ts": "2026-11-23T11:51:55.085Z", "method": "density", "total": 3.0, "zones": []
+            });
+            if let Some(g) = grid {
+                v["grid"] = g;
+            }
+            serde_json::to_vec(&v).unwrap()
+        };
+        // without a grid (agents before it), and with a consistent one
+        assert!(matches!(parse(topic, &crowd(None), MAX), Ok((Kind::Crowd, Incoming::Crowd(c))) if c.grid.is_none()));
+        let ok = serde_json::json!({"cols": 2, "rows": 2, "cells": [0.0, 1.5, 0.5, 1.0]});
+        let Ok((_, Incoming::Crowd(c))) = parse(topic, &crowd(Some(ok)), MAX) else { panic!("rejected") };
+        assert_eq!(c.grid.unwrap().cells, vec![0.0, 1.5, 0.5, 1.0]);
+        // inconsistent: rejected naming the field
+        let e = rejected(topic, &crowd(Some(serde_json::json!({"cols": 2, "rows": 2, "cells": [1.0]}))));
+        assert!(e.contains("`grid.cells`") && e.contains("2 × 2 = 4"), "{e}");
+        let e = rejected(topic, &crowd(Some(serde_json::json!({"cols": 65, "rows": 1, "cells": vec![0.0; 65]}))));
+        assert!(e.contains("`grid.cols`"), "{e}");
+        let e = rejected(topic, &crowd(Some(serde_json::json!({"cols": 1, "rows": 1, "cells": [-2.0]}))));
+        assert!(e.contains("`grid.cells`"), "{e}");
+        let e = rejected(topic, &crowd(Some(serde_json::json!({"cols": 1, "rows": 1}))));
+        assert!(e.contains("cells"), "{e}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod correlate;
 pub mod events;
 pub mod ingest;
+pub mod latest;
 pub mod metrics;
 pub mod search;
 pub mod service;

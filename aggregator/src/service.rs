@@ -103,6 +103,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         .await
         .map_err(|source| ServiceError::HttpListen { addr: cfg.http.listen, source })?;
     let events = Events::default();
+    let latest_crowd = crate::latest::LatestCrowd::default();
 
     if cfg.broker.embedded {
         crate::broker::start(&cfg.broker)?;
@@ -134,11 +135,19 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         alerts: alerts.clone(),
         search: cfg.search.clone(),
         shutdown: Some(shutdown.clone()),
+        latest_crowd: latest_crowd.clone(),
         ..crate::api::ApiState::new(store.clone(), clock.clone(), cfg.site_model().map_err(ServiceError::Site)?)
     };
     let url = listener.local_addr().map(|a| format!("http://{a}/api/v1")).unwrap_or_default();
     let http = tokio::spawn(crate::api::serve(listener, Arc::new(api), shutdown.clone()));
     tracing::info!(%url, "HTTP API listening");
+    if crate::api::ui::BUILT {
+        tracing::info!("operator dashboard served at /");
+    } else {
+        tracing::warn!(
+            "the operator dashboard was not built into this aggregator (run scripts/setup.sh, then rebuild): / serves a placeholder"
+        );
+    }
 
     let (work, work_rx) = mpsc::channel(QUEUE);
     let ingest = Ingest {
@@ -150,6 +159,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         clock: clock.clone(),
         metrics: metrics.clone(),
         events,
+        latest_crowd,
         index: index.clone(),
         watchlist,
         alerts,
@@ -344,6 +354,8 @@ struct Ingest {
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     events: Events,
+    /// Each camera's latest crowd measurement with its grid (the store keeps no grid).
+    latest_crowd: crate::latest::LatestCrowd,
     index: Arc<RwLock<SearchIndex>>,
     watchlist: Arc<Watchlist>,
     alerts: Arc<AlertPublisher>,
@@ -401,6 +413,7 @@ impl Ingest {
             Incoming::Crowd(c) => {
                 let new = self.store.record_crowd(&c, now)?;
                 if new {
+                    self.latest_crowd.update(&c);
                     self.events.crowd(&c);
                 }
                 new

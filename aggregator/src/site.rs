@@ -72,7 +72,7 @@ pub struct SiteConfig {
 }
 
 /// The site frame's origin in WGS84 and its rotation.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GeoRef {
     /// Latitude of the site frame's `[0, 0]`, degrees (-90, 90).

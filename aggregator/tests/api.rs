@@ -93,6 +93,8 @@ struct Fixture {
     trajectories: Vec<Uuid>,
     /// Sightings of A, in order.
     sightings_a: Vec<Uuid>,
+    /// The API's live events.
+    events: sightline_aggregator::events::Events,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -139,11 +141,41 @@ async fn fixture(georef: bool) -> Fixture {
             method: CrowdMethod::Detection,
             total: i as f32,
             zones: vec![ZoneCount { zone: "steps".into(), count: 1.0, area_m2: None, density_per_m2: None }],
+            grid: None,
         };
         store.record_crowd(&c, T0).unwrap();
     }
 
-    let state = Arc::new(ApiState::new(store.clone(), Arc::new(FixedClock), site(georef)));
+    let state = ApiState::new(store.clone(), Arc::new(FixedClock), site(georef));
+    // the latest plaza measurement came through ingest (stored, and held with its grid); the
+    // gate's is only in the store (as after a restart); the lens has none
+    let plaza = Crowd {
+        id: Uuid::now_v7(),
+        site: "riverside".into(),
+        camera: "plaza".into(),
+        ts: T0 + secs(150),
+        method: CrowdMethod::Density,
+        total: 4.5,
+        zones: vec![ZoneCount { zone: "steps".into(), count: 2.5, area_m2: Some(10.0), density_per_m2: Some(0.25) }],
+        grid: Some(DensityGrid {
+            cols: 4,
+            rows: 3,
+            cells: vec![0.0, 0.5, 1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+        }),
+    };
+    store.record_crowd(&plaza, T0).unwrap();
+    state.latest_crowd.update(&plaza);
+    let gate = Crowd {
+        id: Uuid::now_v7(),
+        camera: "gate-north".into(),
+        total: 1.0,
+        zones: vec![],
+        grid: None,
+        ..plaza.clone()
+    };
+    store.record_crowd(&gate, T0).unwrap();
+    let events = state.events.clone();
+    let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
@@ -157,6 +189,7 @@ async fn fixture(georef: bool) -> Fixture {
         admin,
         revoked,
         sightings_a: vec![a1.id, a2.id],
+        events,
         trajectories,
         _stop: stop,
     }
@@ -180,9 +213,15 @@ impl Reply {
 
 /// A tiny HTTP/1.1 client: one GET per connection (`Connection: close`), body by Content-Length.
 async fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Reply {
+    request(addr, "GET", path, token).await
+}
+
+/// [`get`] with another method (no body).
+async fn request(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>) -> Reply {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    let length = if method == "POST" { "Content-Length: 0\r\n" } else { "" };
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{length}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut raw)).await.unwrap().unwrap();
@@ -551,6 +590,8 @@ async fn the_openapi_document_needs_no_token_and_lists_every_endpoint() {
         "/api/v1/sightings/{id}",
         "/api/v1/audit",
         "/api/v1/openapi.json",
+        "/api/v1/me",
+        "/api/v1/site",
     ] {
         assert!(doc["paths"][path]["get"].is_object(), "{path}");
     }
@@ -561,6 +602,7 @@ async fn the_openapi_document_needs_no_token_and_lists_every_endpoint() {
         ("/api/v1/watchlist", "post"),
         ("/api/v1/watchlist/{id}", "delete"),
         ("/api/v1/events", "get"),
+        ("/api/v1/alerts/{id}/ack", "post"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path}");
     }
@@ -761,6 +803,9 @@ async fn real_answers_match_their_openapi_schemas() {
         ("/api/v1/audit", "/api/v1/audit?limit=1".to_string(), ad),
         ("/api/v1/watchlist", "/api/v1/watchlist".to_string(), ad),
         ("/api/v1/openapi.json", "/api/v1/openapi.json".to_string(), None),
+        ("/api/v1/me", "/api/v1/me".to_string(), op),
+        ("/api/v1/me", "/api/v1/me".to_string(), ad),
+        ("/api/v1/site", "/api/v1/site".to_string(), op),
     ];
     for (path, url, token) in cases {
         let r = get(f.addr, &url, token).await;
@@ -776,7 +821,222 @@ async fn real_answers_match_their_openapi_schemas() {
     assert!(check(&doc, ok_schema(&doc, "/api/v1/trajectories"), &wrong, "$").is_err());
     wrong["items"][0].as_object_mut().unwrap().remove("first_seen");
     assert!(check(&doc, ok_schema(&doc, "/api/v1/trajectories"), &wrong, "$").unwrap_err().contains("first_seen"));
+    // the acknowledgement (a POST), first and repeated
+    let schema = resolve(
+        &doc,
+        &doc["paths"]["/api/v1/alerts/{id}/ack"]["post"]["responses"]["200"]["content"]["application/json"]["schema"],
+    );
+    for _ in 0..2 {
+        let r = request(f.addr, "POST", "/api/v1/alerts/off-lens/ack", op).await;
+        assert_eq!(r.status, 200);
+        let v = r.json();
+        if let Err(e) = check(&doc, schema, &v, "$") {
+            panic!("POST /api/v1/alerts/off-lens/ack does not match its schema: {e}\nanswer: {v:#}");
+        }
+    }
+    // a camera with a grid, one without (null) and one with no crowd at all are all in the schema
+    let cams = get(f.addr, "/api/v1/cameras", op).await.json();
+    assert!(cams["items"].as_array().unwrap().iter().any(|c| c["latest_crowd"]["grid"].is_object()));
+    assert!(cams["items"].as_array().unwrap().iter().any(|c| c["latest_crowd"].is_null()));
     let mut extra = get(f.addr, "/api/v1/cameras", op).await.json();
     extra["items"][0]["colour"] = json!("red");
     assert!(check(&doc, ok_schema(&doc, "/api/v1/cameras"), &extra, "$").unwrap_err().contains("colour"));
+}
+
+#[tokio::test]
+async fn cameras_carry_their_latest_crowd_with_its_grid() {
+    let f = fixture(true).await;
+    let cams = get(f.addr, "/api/v1/cameras", Some(&f.operator)).await.json();
+    let cam = |id: &str| cams["items"].as_array().unwrap().iter().find(|c| c["camera"] == id).unwrap().clone();
+    let plaza = cam("plaza");
+    let latest = &plaza["latest_crowd"];
+    assert_eq!(latest["ts"], "2026-11-23T08:02:30.000Z", "the newest by ts: {plaza:#}");
+    assert_eq!((latest["method"].as_str(), latest["total"].as_f64()), (Some("density"), Some(4.5)));
+    assert_eq!(latest["zones"], json!([{ "zone": "steps", "count": 2.5 }]));
+    assert_eq!((latest["grid"]["cols"].as_u64(), latest["grid"]["rows"].as_u64()), (Some(4), Some(3)));
+    assert_eq!(latest["grid"]["cells"].as_array().unwrap().len(), 12);
+    assert_eq!(latest["grid"]["cells"][5], 2.0);
+    // only in the store (as after a restart): no grid; none at all: null
+    let gate = cam("gate-north");
+    assert_eq!(gate["latest_crowd"]["total"], 1.0);
+    assert!(gate["latest_crowd"]["grid"].is_null(), "{gate:#}");
+    let lens = cam("lens");
+    assert!(lens.as_object().unwrap().contains_key("latest_crowd") && lens["latest_crowd"].is_null(), "{lens:#}");
+}
+
+#[tokio::test]
+async fn me_names_the_token_and_its_role() {
+    let f = fixture(true).await;
+    for (token, name, role) in
+        [(&f.operator, "ops-desk", "operator"), (&f.integrator, "city-app", "integrator"), (&f.admin, "dpo", "admin")]
+    {
+        let r = get(f.addr, "/api/v1/me", Some(token)).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json(), json!({ "name": name, "role": role }));
+    }
+    assert_eq!(get(f.addr, "/api/v1/me", None).await.status, 401);
+    assert_eq!(get(f.addr, "/api/v1/me", Some(&f.revoked)).await.status, 401);
+    assert_eq!(get(f.addr, "/api/v1/me?x=1", Some(&f.admin)).await.status, 400);
+    assert!(audit_all(&f.store).is_empty(), "not audited");
+}
+
+/// Reads an SSE response from `s` until `needle` appears (or 10 s pass); returns what was read.
+async fn read_until(s: &mut tokio::net::TcpStream, seen: &mut Vec<u8>, needle: &str) -> String {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(seen).contains(needle) {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} not received: {}", String::from_utf8_lossy(seen)))
+            .unwrap();
+        assert!(n > 0, "stream closed before {needle:?}: {}", String::from_utf8_lossy(seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(seen).into_owned()
+}
+
+#[tokio::test]
+async fn acknowledging_an_alert_records_who_and_when_once_and_streams_it() {
+    let f = fixture(true).await;
+    let mut live = f.events.subscribe();
+    // another operator's dashboard, on the live stream of acknowledgements only
+    let mut sse = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    let req = format!(
+        "GET /api/v1/events?kinds=alert_ack HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+        f.addr, f.operator
+    );
+    sse.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let head = read_until(&mut sse, &mut seen, "event: ready").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    // unknown alert: 404; a bad id: 400; no token: 401
+    let r = request(f.addr, "POST", "/api/v1/alerts/no-such-alert/ack", Some(&f.operator)).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "not_found");
+    let r = request(f.addr, "POST", "/api/v1/alerts/a%0Ab/ack", Some(&f.operator)).await;
+    assert_eq!((r.status, r.json()["parameter"].as_str()), (400, Some("id")));
+    assert_eq!(request(f.addr, "POST", "/api/v1/alerts/off-lens/ack", None).await.status, 401);
+    assert_eq!(get(f.addr, "/api/v1/alerts/off-lens/ack", Some(&f.operator)).await.status, 405);
+
+    let r = request(f.addr, "POST", "/api/v1/alerts/off-lens/ack", Some(&f.operator)).await;
+    assert_eq!(r.status, 200);
+    let ack = r.json();
+    let expected = json!({
+        "alert": "off-lens",
+        "acknowledged_by": "ops-desk",
+        "acknowledged_at": "2026-11-23T09:00:00.000Z",
+        "already": false,
+    });
+    assert_eq!(ack, expected);
+    // every event of the alert carries it
+    let alerts = get(f.addr, "/api/v1/alerts?camera=lens", Some(&f.operator)).await.json();
+    let items = alerts["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    for a in items {
+        assert_eq!(
+            (a["acknowledged_by"].as_str(), a["acknowledged_at"].as_str()),
+            (Some("ops-desk"), Some("2026-11-23T09:00:00.000Z"))
+        );
+    }
+    // live: the same JSON, as `alert_ack`
+    let e = tokio::time::timeout(std::time::Duration::from_secs(5), live.recv()).await.unwrap().unwrap();
+    assert_eq!(e.kind.as_str(), "alert_ack");
+    assert_eq!(serde_json::from_str::<Value>(&e.json).unwrap(), expected);
+    let text = read_until(&mut sse, &mut seen, "event: alert_ack").await;
+    assert!(text.contains(r#""acknowledged_by":"ops-desk""#), "{text}");
+
+    // a second acknowledgement (by an admin) keeps the first, and is not streamed again
+    let r = request(f.addr, "POST", "/api/v1/alerts/off-lens/ack", Some(&f.admin)).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        json!({
+            "alert": "off-lens",
+            "acknowledged_by": "ops-desk",
+            "acknowledged_at": "2026-11-23T09:00:00.000Z",
+            "already": true,
+        })
+    );
+    assert!(live.try_recv().is_err(), "an unchanged acknowledgement is not an event");
+}
+
+#[tokio::test]
+async fn site_serves_the_map() {
+    let f = fixture(true).await;
+    assert_eq!(get(f.addr, "/api/v1/site", None).await.status, 401);
+    let r = get(f.addr, "/api/v1/site", Some(&f.operator)).await;
+    assert_eq!(r.status, 200);
+    let site = r.json();
+    assert_eq!(site["id"], "riverside");
+    assert_eq!(site["georef"], json!({ "origin_lat": 48.8566, "origin_lon": 2.3522, "rotation_deg": 0.0 }));
+    let cams = site["cameras"].as_array().unwrap();
+    assert_eq!(cams.len(), 3);
+    let gate = cams.iter().find(|c| c["id"] == "gate-north").unwrap();
+    assert_eq!(gate["position"], json!([0.0, 120.0]));
+    assert_eq!(gate["view_radius_m"], 10.0);
+    let [lon, lat] = [gate["wgs84"][0].as_f64().unwrap(), gate["wgs84"][1].as_f64().unwrap()];
+    assert!((lat - 48.8577).abs() < 1e-3 && (lon - 2.3522).abs() < 1e-6, "{lat} {lon}");
+    assert_eq!(site["links"], json!([]));
+
+    let f = fixture(false).await;
+    let site = get(f.addr, "/api/v1/site", Some(&f.operator)).await.json();
+    assert!(site["georef"].is_null());
+    assert!(site["cameras"].as_array().unwrap().iter().all(|c| c["wgs84"].is_null()), "{site:#}");
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_without_a_token_with_strict_headers() {
+    use sightline_aggregator::api::ui;
+    let f = fixture(true).await;
+    let security = |r: &Reply| {
+        assert_eq!(r.header("content-security-policy"), Some(ui::CONTENT_SECURITY_POLICY));
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+    };
+    let index = get(f.addr, "/", None).await;
+    assert_eq!(index.status, 200);
+    assert_eq!(index.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(index.header("cache-control"), Some("no-cache"));
+    security(&index);
+    assert_eq!(index.body, ui::asset("index.html").unwrap().bytes);
+    if !ui::BUILT {
+        assert!(String::from_utf8_lossy(&index.body).contains("scripts/setup.sh"));
+    }
+    // client routes get the page (the app routes them)
+    for path in ["/alerts", "/investigations/trajectory", "/cameras/"] {
+        let r = get(f.addr, path, None).await;
+        assert_eq!((r.status, r.body.as_slice()), (200, index.body.as_slice()), "{path}");
+        security(&r);
+    }
+    // hashed assets are cached for good, with their type
+    for a in ui::ASSETS.iter().filter(|a| a.path.starts_with("assets/")) {
+        let r = get(f.addr, &format!("/{}", a.path), None).await;
+        assert_eq!(r.status, 200, "{}", a.path);
+        assert_eq!(r.header("content-type"), Some(a.content_type));
+        assert_eq!(r.header("cache-control"), Some("public, max-age=31536000, immutable"));
+        assert_eq!(r.body, a.bytes);
+        security(&r);
+    }
+    // an unknown file, an unknown API path and another method: JSON 404s
+    for path in ["/assets/missing-123.js", "/favicon-nope.ico", "/api/v1/nope", "/api/nope", "/api"] {
+        let r = get(f.addr, path, None).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["error"], "not_found", "{path}");
+    }
+    assert_eq!(request(f.addr, "POST", "/alerts", None).await.status, 404);
+    // the API itself is unchanged: still needs its token
+    assert_eq!(get(f.addr, "/api/v1/cameras", None).await.status, 401);
+}
+
+#[test]
+fn the_content_types_of_the_embedded_files_are_known() {
+    use sightline_aggregator::api::ui;
+    assert!(ui::asset("index.html").is_some(), "an index.html is always embedded");
+    for a in ui::ASSETS {
+        let ext = a.path.rsplit_once('.').map(|(_, e)| e).unwrap_or_default();
+        if ["js", "css", "html", "svg", "png", "json", "woff2"].contains(&ext) {
+            assert_ne!(a.content_type, "application/octet-stream", "{}", a.path);
+        }
+    }
 }

@@ -90,6 +90,7 @@ fn crowd(camera: &str, ts: OffsetDateTime, total: f32, plaza: f32) -> Crowd {
             ZoneCount { zone: "plaza".into(), count: plaza, area_m2: Some(120.0), density_per_m2: Some(plaza / 120.0) },
             ZoneCount { zone: "steps".into(), count: total - plaza, area_m2: None, density_per_m2: None },
         ],
+        grid: None,
     }
 }
 
@@ -312,6 +313,33 @@ fn crowd_round_trip_and_bucketing() {
         step_s: 60,
     };
     assert!(store.crowd_series(&only_docks).unwrap().is_empty());
+}
+
+#[test]
+fn latest_crowd_is_the_newest_measurement_of_each_known_camera() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    assert!(store.latest_crowd().unwrap().is_empty());
+    for cam in ["stage", "lens", "quiet"] {
+        store.put_camera("riverside", cam, None).unwrap();
+    }
+    // inserted out of order: the newest by `ts` wins, not the last received
+    for i in [3, 8, 1, 5] {
+        store.record_crowd(&crowd("stage", T0 + secs(20 * i), i as f32, 0.5), T0).unwrap();
+    }
+    let mut lens = crowd("lens", T0 + secs(10), 7.0, 2.0);
+    lens.grid = Some(DensityGrid { cols: 1, rows: 1, cells: vec![7.0] });
+    store.record_crowd(&lens, T0).unwrap();
+    // a camera the store does not know (no config, no status yet) is not listed
+    store.record_crowd(&crowd("unknown", T0, 1.0, 0.0), T0).unwrap();
+    let latest = store.latest_crowd().unwrap();
+    let got: Vec<(&str, f32)> = latest.iter().map(|c| (c.camera.as_str(), c.total)).collect();
+    assert_eq!(got, [("lens", 7.0), ("stage", 8.0)]);
+    assert_eq!(latest[1].ts, T0 + secs(160));
+    assert_eq!(latest[1].zones, crowd("stage", T0, 8.0, 0.5).zones);
+    // the grid is not stored (the API holds the latest in memory)
+    assert_eq!(latest[0].grid, None);
+    assert_eq!(latest[0].id, lens.id);
 }
 
 #[test]

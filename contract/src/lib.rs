@@ -170,6 +170,53 @@ pub struct Crowd {
     pub method: CrowdMethod,
     pub total: f32,
     pub zones: Vec<ZoneCount>,
+    /// Where the people are in the frame: a coarse grid of people per cell (optional; absent in
+    /// messages of agents that do not compute it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grid: Option<DensityGrid>,
+}
+
+/// Largest number of columns or rows of a [`DensityGrid`].
+pub const MAX_GRID_SIDE: u16 = 64;
+
+/// A coarse crowd density grid over the whole frame: `cols` × `rows` cells, people per cell,
+/// row-major from the top-left (cell `(c, r)` covers `c/cols..(c+1)/cols` of the width and
+/// `r/rows..(r+1)/rows` of the height). Made by the same method as the measurement's `total`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DensityGrid {
+    /// 1 to [`MAX_GRID_SIDE`].
+    pub cols: u16,
+    /// 1 to [`MAX_GRID_SIDE`].
+    pub rows: u16,
+    /// `cols * rows` finite values ≥ 0.
+    pub cells: Vec<f32>,
+}
+
+impl DensityGrid {
+    /// Checks the grid's shape and values; the error names the field at fault (`grid.cells`, …).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for (field, n) in [("grid.cols", self.cols), ("grid.rows", self.rows)] {
+            if n == 0 || n > MAX_GRID_SIDE {
+                return Err((field, format!("must be 1 to {MAX_GRID_SIDE}, got {n}")));
+            }
+        }
+        let expected = usize::from(self.cols) * usize::from(self.rows);
+        if self.cells.len() != expected {
+            return Err((
+                "grid.cells",
+                format!(
+                    "has {} values, cols × rows = {} × {} = {expected} expected",
+                    self.cells.len(),
+                    self.cols,
+                    self.rows
+                ),
+            ));
+        }
+        if let Some((i, v)) = self.cells.iter().enumerate().find(|(_, v)| !v.is_finite() || **v < 0.0) {
+            return Err(("grid.cells", format!("value {i} must be a non-negative number, got {v}")));
+        }
+        Ok(())
+    }
 }
 
 impl Payload for Crowd {
@@ -372,6 +419,26 @@ mod tests {
             model: "dlib-resnet-v1".into(),
             embedding: vec![0.5; 128],
         }
+    }
+
+    #[test]
+    fn crowd_grid_is_optional_and_checked() {
+        // a message of an agent without grids stays valid, and is written back without one
+        let old = br#"{"schema":"sightline.crowd/1","id":"01a2083f-bbb1-711a-87ce-b4abe403d9a2","site":"riverside","camera":"walkway","ts":"2026-11-23T11:51:55.085Z","method":"detection","total":3.0,"zones":[]}"#;
+        let c = Crowd::from_json(old).unwrap();
+        assert_eq!(c.grid, None);
+        assert!(!String::from_utf8(c.to_json()).unwrap().contains("grid"));
+        let mut with = c.clone();
+        with.grid = Some(DensityGrid { cols: 2, rows: 1, cells: vec![1.0, 2.0] });
+        let back = Crowd::from_json(&with.to_json()).unwrap();
+        assert_eq!(back, with);
+        back.grid.unwrap().check().unwrap();
+        let bad = |cols, rows, cells: Vec<f32>| DensityGrid { cols, rows, cells }.check().unwrap_err();
+        assert_eq!(bad(2, 2, vec![0.0; 3]).0, "grid.cells");
+        assert_eq!(bad(0, 2, vec![]).0, "grid.cols");
+        assert_eq!(bad(2, 65, vec![0.0; 130]).0, "grid.rows");
+        assert_eq!(bad(1, 1, vec![f32::NAN]).0, "grid.cells");
+        assert_eq!(bad(1, 1, vec![-1.0]).0, "grid.cells");
     }
 
     #[test]

@@ -20,9 +20,11 @@ use anyhow::{Context, Result, bail};
 
 pub mod center;
 pub mod hostile;
+pub mod miranda;
 pub mod sim;
 pub use center::{Aggregator, aggregator_config, publish, synthetic_sighting};
 pub use hostile::{HostileRtsp, Hostility};
+pub use miranda::{MirandaWalk, file_camera, miranda_site, miranda_walks};
 
 /// `shared/media` (env `SIGHTLINE_MEDIA_DIR`, set by `.cargo/config.toml`).
 pub fn media(name: &str) -> PathBuf {

@@ -1,7 +1,7 @@
 //! `GET /api/v1/events`: Server-Sent Events of what the aggregator stores, as it stores it.
 //!
 //! `?kinds=alert,crowd` chooses the events (default: every kind the token's role may see:
-//! alerts, crowd measurements and camera/agent statuses for operators, plus sightings and
+//! alerts, alert acknowledgements, crowd measurements and camera/agent statuses for operators, plus sightings and
 //! trajectory updates for integrators). Each SSE event has `event:` = its kind, `id:` = the
 //! payload's event id, `data:` = the payload (sightings without their embedding). The stream
 //! starts with an `event: ready` once it is subscribed (a client can act on it knowing nothing
@@ -33,7 +33,7 @@ use crate::store::AuditAction;
     tag = "operator",
     security(("bearer" = [])),
     params(
-        ("kinds" = Option<String>, Query, description = "comma-separated: alert, crowd, camera_status, agent_status, sighting, trajectory (the last two need integrator); default all the role may see"),
+        ("kinds" = Option<String>, Query, description = "comma-separated: alert, alert_ack, crowd, camera_status, agent_status, sighting, trajectory (the last two need integrator); default all the role may see"),
         ("purpose" = Option<String>, Query, description = "why (kept in the audit log when sightings or trajectories are streamed)")
     ),
     responses(
@@ -56,12 +56,8 @@ pub(super) async fn events(
             let mut kinds = Vec::new();
             for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let kind = EventKind::parse(name).ok_or_else(|| {
-                    ApiError::param(
-                        "kinds",
-                        format!(
-                            "unknown kind {name:?} (alert, crowd, camera_status, agent_status, sighting, trajectory)"
-                        ),
-                    )
+                    let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                    ApiError::param("kinds", format!("unknown kind {name:?} ({})", known.join(", ")))
                 })?;
                 if kind.role() > token.role {
                     return Err(ApiError::new(

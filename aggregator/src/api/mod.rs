@@ -18,6 +18,7 @@
 
 mod live;
 mod search;
+pub mod ui;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -42,12 +43,13 @@ use uuid::Uuid;
 use crate::auth::{Role, token_hash};
 use crate::config::SearchConfig;
 use crate::events::Events;
+use crate::latest::LatestCrowd;
 use crate::metrics::Metrics;
 use crate::search::SearchIndex;
 use crate::site::SiteModel;
 use crate::store::{
-    AlertQuery, AuditAction, AuditEntry, AuditQuery, CameraRecord, CrowdQuery, Cursor, Store, StoreError, Token,
-    TrajectoryQuery,
+    Acknowledged, AlertQuery, AuditAction, AuditEntry, AuditQuery, CameraRecord, CrowdQuery, Cursor, Store, StoreError,
+    Token, TrajectoryQuery,
 };
 use crate::watchlist::{AlertPublisher, Watchlist, WatchlistConfig};
 
@@ -72,6 +74,9 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// What the ingest thread stores, live (`GET /events`).
     pub events: Events,
+    /// Each camera's latest crowd measurement with its density grid, from the ingest thread
+    /// (`GET /cameras`; the store keeps no grid).
+    pub latest_crowd: LatestCrowd,
     /// The embeddings inside the retention window (`POST /search`).
     pub index: Arc<RwLock<SearchIndex>>,
     /// The face pipeline for photos, or why there is none.
@@ -98,6 +103,7 @@ impl ApiState {
             metrics: Arc::new(Metrics::new()),
             search: SearchConfig::default(),
             shutdown: None,
+            latest_crowd: LatestCrowd::default(),
             events,
             store,
             clock,
@@ -106,7 +112,8 @@ impl ApiState {
     }
 }
 
-/// The API's routes: `/healthz`, `/metrics` and `/api/v1/…`.
+/// The API's routes: `/healthz`, `/metrics`, `/api/v1/…`, and the operator dashboard at `/`
+/// ([`ui`]).
 pub fn router(state: Arc<ApiState>) -> Router {
     // a photo in base64 is 4/3 of its size
     let upload_limit = state.search.max_photo_bytes / 3 * 4 + (64 << 10);
@@ -122,6 +129,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/watchlist/{id}", delete(search::watchlist_remove))
         .route("/api/v1/cameras", get(cameras))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/alerts/{id}/ack", post(acknowledge))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/site", get(site))
         .route("/api/v1/crowd", get(crowd))
         .route("/api/v1/trajectories", get(trajectories))
         .route("/api/v1/trajectories/{id}", get(trajectory))
@@ -130,7 +140,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), count_response))
-        .fallback(not_found_route)
+        .route("/", get(ui::root))
+        .fallback(ui::fallback)
         .with_state(state)
 }
 
@@ -456,7 +467,8 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }
 
-/// A camera with its position in WGS84 when the site has a georeference.
+/// A camera with its position in WGS84 when the site has a georeference, and its latest crowd
+/// measurement.
 #[derive(Serialize, ToSchema)]
 struct CameraOut {
     #[serde(flatten)]
@@ -464,6 +476,54 @@ struct CameraOut {
     /// `[lon, lat]` (GeoJSON order), degrees.
     #[serde(skip_serializing_if = "Option::is_none")]
     wgs84: Option<[f64; 2]>,
+    /// The latest crowd measurement (by `ts`); `null` when the camera has none.
+    #[schema(required = true)]
+    latest_crowd: Option<LatestCrowdOut>,
+}
+
+/// A camera's latest crowd measurement.
+#[derive(Serialize, ToSchema)]
+struct LatestCrowdOut {
+    #[serde(with = "ts::rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
+    ts: OffsetDateTime,
+    #[schema(value_type = schema::CrowdMethod)]
+    method: sightline_contract::CrowdMethod,
+    /// People in the whole frame.
+    total: f32,
+    /// People per zone, in the camera's zone order.
+    zones: Vec<ZoneCountOut>,
+    /// Where the people are in the frame (`cols` × `rows` cells, row-major from the top-left);
+    /// `null` when the agent sends none, or after a restart until the next measurement.
+    #[schema(required = true)]
+    grid: Option<GridOut>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ZoneCountOut {
+    zone: String,
+    count: f32,
+}
+
+/// A coarse density grid: people per cell.
+#[derive(Serialize, ToSchema)]
+struct GridOut {
+    cols: u16,
+    rows: u16,
+    /// `cols × rows` values, row-major from the top-left cell.
+    cells: Vec<f32>,
+}
+
+impl From<sightline_contract::Crowd> for LatestCrowdOut {
+    fn from(c: sightline_contract::Crowd) -> Self {
+        LatestCrowdOut {
+            ts: c.ts,
+            method: c.method,
+            total: c.total,
+            zones: c.zones.into_iter().map(|z| ZoneCountOut { zone: z.zone, count: z.count }).collect(),
+            grid: c.grid.map(|g| GridOut { cols: g.cols, rows: g.rows, cells: g.cells }),
+        }
+    }
 }
 
 #[utoipa::path(
@@ -472,7 +532,7 @@ struct CameraOut {
     tag = "operator",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{items}`: cameras, positions (site metres; `wgs84` [lon, lat]), live status", body = CameraList),
+        (status = 200, description = "`{items}`: cameras, positions (site metres; `wgs84` [lon, lat]), live status, latest crowd", body = CameraList),
         BadParameter,
         Refused,
         Unanswered
@@ -485,7 +545,9 @@ async fn cameras(
 ) -> ApiResult {
     authorize(&state, &headers, Role::Operator).await?;
     Params::parse(query, &[])?;
-    let records = blocking(&state, "listing cameras", |s| s.cameras()).await?;
+    let (records, crowds) = blocking(&state, "listing cameras", |s| Ok((s.cameras()?, s.latest_crowd()?))).await?;
+    let mut crowds: HashMap<(String, String), sightline_contract::Crowd> =
+        crowds.into_iter().map(|c| ((c.site.clone(), c.camera.clone()), c)).collect();
     let site_id = state.site.site().id.as_str();
     let items: Vec<CameraOut> = records
         .into_iter()
@@ -495,10 +557,186 @@ async fn cameras(
                 .filter(|_| record.site == site_id)
                 .and_then(|p| state.site.to_wgs84(p))
                 .map(|(lat, lon)| [lon, lat]);
-            CameraOut { record, wgs84 }
+            let stored = crowds.remove(&(record.site.clone(), record.camera.clone()));
+            let latest_crowd = state.latest_crowd.newest(stored, &record.site, &record.camera).map(Into::into);
+            CameraOut { record, wgs84, latest_crowd }
         })
         .collect();
     Ok(Json(CameraList { items }).into_response())
+}
+
+/// `GET /me`: who the token is.
+#[derive(Serialize, ToSchema)]
+struct Me {
+    /// The token's name.
+    name: String,
+    role: Role,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "operator",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the token's name and role (any valid token; not audited)", body = Me),
+        BadParameter,
+        Refused,
+        Unanswered
+    )
+)]
+async fn me(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let token = authorize(&state, &headers, Role::Operator).await?;
+    Params::parse(query, &[])?;
+    Ok(Json(Me { name: token.name, role: token.role }).into_response())
+}
+
+/// Longest alert id accepted by `POST /alerts/{id}/ack` (characters).
+const MAX_ALERT_ID_CHARS: usize = 256;
+
+/// `POST /alerts/{id}/ack`: the alert's acknowledgement (also sent as the live event `alert_ack`).
+#[derive(Serialize, ToSchema)]
+pub struct Acknowledgement {
+    /// The alert's stable id (the `alert` field of its events).
+    pub alert: String,
+    /// The token name that acknowledged it first.
+    pub acknowledged_by: String,
+    #[serde(with = "ts::rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
+    pub acknowledged_at: OffsetDateTime,
+    /// True when it already was acknowledged (the first acknowledgement is kept, unchanged).
+    pub already: bool,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/alerts/{id}/ack",
+    tag = "operator",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "the alert's stable id (`alert` of its events)")),
+    responses(
+        (status = 200, description = "the acknowledgement (who and when; the first one is kept); every event of the alert carries it, and open event streams get `alert_ack`", body = Acknowledgement),
+        BadParameter,
+        Refused,
+        (status = 404, description = "no event of this alert is stored", body = ErrorBody),
+        Unanswered
+    )
+)]
+async fn acknowledge(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let token = authorize(&state, &headers, Role::Operator).await?;
+    Params::parse(query, &[])?;
+    if id.is_empty() || id.chars().count() > MAX_ALERT_ID_CHARS || id.chars().any(char::is_control) {
+        return Err(ApiError::param("id", format!("must be 1 to {MAX_ALERT_ID_CHARS} printable characters")));
+    }
+    let now = state.clock.now();
+    let (alert, by) = (id.clone(), token.name.clone());
+    let outcome = blocking(&state, "acknowledging an alert", move |s| s.acknowledge_alert(&alert, &by, now)).await?;
+    let ack = match outcome {
+        Acknowledged::Now => {
+            Acknowledgement { alert: id, acknowledged_by: token.name, acknowledged_at: now, already: false }
+        }
+        Acknowledged::Already { by, at } => {
+            Acknowledgement { alert: id, acknowledged_by: by, acknowledged_at: at, already: true }
+        }
+        Acknowledged::NotFound => return Err(ApiError::not_found("alert", format!("{id:?}"))),
+    };
+    if !ack.already {
+        match serde_json::to_string(&ack) {
+            Ok(json) => state.events.alert_ack(&ack.alert, json),
+            Err(e) => tracing::error!(error = %e, "alert acknowledgement not streamed"),
+        }
+    }
+    Ok(Json(ack).into_response())
+}
+
+/// `GET /site`: the site model for the map.
+#[derive(Serialize, ToSchema)]
+struct SiteOut {
+    id: String,
+    /// Where the site frame is on Earth; `null`: positions are site metres only.
+    #[schema(required = true)]
+    georef: Option<crate::site::GeoRef>,
+    cameras: Vec<SiteCamera>,
+    links: Vec<SiteLink>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct SiteCamera {
+    id: String,
+    /// `[x, y]`, metres in the site frame.
+    position: [f64; 2],
+    /// How far from `position` the people it sees can stand (m).
+    view_radius_m: f64,
+    /// `[lon, lat]` (GeoJSON order), degrees; `null` without a georef.
+    #[schema(required = true)]
+    wgs84: Option<[f64; 2]>,
+}
+
+/// A walkway between two cameras with its transit time.
+#[derive(Serialize, ToSchema)]
+struct SiteLink {
+    from: String,
+    to: String,
+    /// Shortest transit (s).
+    min_s: f64,
+    /// Longest transit (s); `null`: no upper bound.
+    #[schema(required = true)]
+    max_s: Option<f64>,
+    /// The window holds from `from` to `to` only.
+    one_way: bool,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/site",
+    tag = "operator",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the site: georeference, camera positions (site metres and WGS84), links", body = SiteOut),
+        BadParameter,
+        Refused,
+        Unanswered
+    )
+)]
+async fn site(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    authorize(&state, &headers, Role::Operator).await?;
+    Params::parse(query, &[])?;
+    let model = &state.site;
+    let cameras = model
+        .cameras()
+        .iter()
+        .map(|c| SiteCamera {
+            id: c.id.clone(),
+            position: c.position,
+            view_radius_m: c.view_radius_m,
+            wgs84: model.to_wgs84(c.position).map(|(lat, lon)| [lon, lat]),
+        })
+        .collect();
+    let links = model
+        .links()
+        .iter()
+        .map(|l| SiteLink {
+            from: l.from.clone(),
+            to: l.to.clone(),
+            min_s: l.min_s,
+            max_s: l.max_s,
+            one_way: l.one_way,
+        })
+        .collect();
+    Ok(Json(SiteOut { id: model.site().id.clone(), georef: model.site().georef, cameras, links }).into_response())
 }
 
 #[utoipa::path(
@@ -926,6 +1164,13 @@ pub mod schema {
 
     #[derive(ToSchema)]
     #[schema(rename_all = "snake_case")]
+    pub enum CrowdMethod {
+        Detection,
+        Density,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "snake_case")]
     pub enum Severity {
         Info,
         Warning,
@@ -1061,12 +1306,13 @@ struct AuditPage {
         description = "JSON, bearer tokens (operator < integrator < admin); trajectory and sighting reads are audited."
     ),
     paths(
-        healthz, metrics, cameras, alerts, crowd, trajectories, trajectory, trajectory_geojson, sighting, audit,
+        healthz, metrics, cameras, me, alerts, acknowledge, site, crowd, trajectories, trajectory, trajectory_geojson, sighting, audit,
         search::search, search::watchlist_add, search::watchlist_list, search::watchlist_remove, live::events,
         openapi_json
     ),
     components(schemas(
-        ErrorBody, Health, CameraList, CameraOut, AlertList, CrowdSeries, SightingOut, AuditPage, search::WatchlistList,
+        ErrorBody, Health, CameraList, CameraOut, LatestCrowdOut, ZoneCountOut, GridOut, Me, Acknowledgement,
+        SiteOut, SiteCamera, SiteLink, crate::site::GeoRef, schema::CrowdMethod, AlertList, CrowdSeries, SightingOut, AuditPage, search::WatchlistList,
         crate::store::CameraRecord, crate::store::StoredAlert, crate::store::CrowdBucket,
         crate::store::TrajectoryPage, crate::store::TrajectorySummary, crate::store::TrajectoryDetail,
         crate::store::TrajectoryPoint, crate::store::AuditRecord, crate::store::AuditEntry, AuditAction, Role,

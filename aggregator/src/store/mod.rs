@@ -114,6 +114,11 @@ pub trait Store: Send + Sync {
     /// Alert events matching `q`, newest first.
     fn alerts(&self, q: &AlertQuery) -> Result<Vec<StoredAlert>>;
 
+    /// The latest crowd measurement (by `ts`) of every known camera that has one, by site and
+    /// camera. The store keeps no density grid: `grid` is always `None` (the API adds the latest
+    /// grid it holds in memory, `crate::latest::LatestCrowd`).
+    fn latest_crowd(&self) -> Result<Vec<Crowd>>;
+
     /// A camera's crowd counts averaged in buckets of `q.step_s`; only non-empty buckets.
     fn crowd_series(&self, q: &CrowdQuery) -> Result<Vec<CrowdBucket>>;
 

@@ -643,6 +643,33 @@ impl Store for SqliteStore {
         stmt.query_map(rusqlite::params_from_iter(f.params), alert_row).and_then(|rows| rows.collect()).op("alerts")
     }
 
+    fn latest_crowd(&self) -> Result<Vec<Crowd>> {
+        const OP: &str = "latest_crowd";
+        let db = self.reader();
+        // one index probe (crowd_camera_ts) per known camera, not a scan of the measurements
+        let mut q = db
+            .prepare_cached(
+                "SELECT c.id, c.site, c.camera, c.ts, c.method, c.total, c.zones FROM cameras k \
+                 JOIN crowd c ON c.id = (SELECT id FROM crowd WHERE camera = k.id AND site = k.site \
+                 ORDER BY ts DESC, id DESC LIMIT 1) ORDER BY k.site, k.id",
+            )
+            .op(OP)?;
+        q.query_map([], |r| {
+            Ok(Crowd {
+                id: get_uuid(r, 0)?,
+                site: r.get(1)?,
+                camera: r.get(2)?,
+                ts: get_ts(r, 3)?,
+                method: get_enum(r, 4)?,
+                total: r.get::<_, f64>(5)? as f32,
+                zones: get_json(r, 6)?,
+                grid: None,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .op(OP)
+    }
+
     fn crowd_series(&self, q: &CrowdQuery) -> Result<Vec<CrowdBucket>> {
         if q.step_s == 0 {
             return Err(invalid("crowd query", "step must be at least 1 second"));

@@ -1,0 +1,235 @@
+//! The operator dashboard in a real browser: the aggregator (its embedded broker, the UI it
+//! serves at `/`) on 127.0.0.1 with three cameras, Lin-Manuel Miranda's real trajectory, and
+//! tokens of every role; then `node ui/e2e/dashboard.mjs` (playwright-core driving Debian's
+//! chromium, headless) signs in, sees an alert published on MQTT arrive live, acknowledges it,
+//! sees a camera go offline, is refused investigations as an operator, and searches by photo as
+//! an integrator. Afterwards the API must show what the browser did: the acknowledgement (by the
+//! operator's token) and the audited search (by the integrator's, with its purpose).
+//!
+//! Needs node, `ui/node_modules` (`npm ci` in ui/), the built UI and `/usr/bin/chromium`:
+//! `scripts/setup.sh` installs them all. Missing ones FAIL the test (they are not optional).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sightline_contract::{CameraState, CameraStatus, Payload, topic};
+use sightline_tests::*;
+use time::OffsetDateTime;
+
+/// The whole browser script may take this long; it is killed after.
+const NODE_TIMEOUT: Duration = Duration::from_secs(180);
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The first camera is the one the script alerts on and takes offline.
+const CAMERAS: [&str; 3] = ["plaza", "stage", "lobby"];
+const ALERT_ID: &str = "e2e-alert-1";
+const PURPOSE: &str = "case 2026-7: dashboard end-to-end test";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("the workspace directory")
+}
+
+/// Where screenshots go: `$CARGO_TARGET_DIR/test-artifacts/dashboard` (or beside the target
+/// directory this test runs from), emptied first.
+fn artifacts() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        exe.ancestors().nth(3).expect("target/<profile>/deps/exe").to_owned()
+    });
+    let dir = target.join("test-artifacts").join("dashboard");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// Everything the browser test needs, or a failure saying what is missing and how to get it.
+fn check_prerequisites(root: &Path) {
+    let setup = "run `bash scripts/setup.sh` (it installs chromium and node's packages and builds the UI)";
+    match Command::new("node").arg("--version").output() {
+        Ok(out) if out.status.success() => {
+            let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            let major: u32 =
+                version.trim_start_matches('v').split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+            assert!(major >= 18, "node {version} is too old for the dashboard's test (18 or newer): {setup}");
+        }
+        Ok(out) => panic!("`node --version` failed: {}; {setup}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => panic!("node is not installed ({e}): the dashboard's browser test needs Node.js 20; {setup}"),
+    }
+    assert!(Path::new(CHROMIUM).is_file(), "{CHROMIUM} is missing (Debian package `chromium`): {setup}");
+    let script = root.join("ui/e2e/dashboard.mjs");
+    assert!(script.is_file(), "{} is missing", script.display());
+    for module in ["playwright-core", "mqtt"] {
+        let dir = root.join("ui/node_modules").join(module);
+        assert!(dir.is_dir(), "{} is missing (`npm ci` in ui/): {setup}", dir.display());
+    }
+}
+
+/// A camera status published as an edge agent would.
+fn status(camera: &str, state: CameraState) -> (String, Vec<u8>) {
+    let s = CameraStatus {
+        site: "testsite".into(),
+        camera: camera.into(),
+        ts: OffsetDateTime::now_utc(),
+        agent: "e2e-agent".into(),
+        state,
+        fps_in: Some(25.0),
+        fps_analyzed: Some(5.0),
+        frames_dropped: Some(0),
+        codec: Some("h264".into()),
+        resolution: Some([1280, 720]),
+        detail: None,
+    };
+    (topic::camera_status(&s.site, &s.camera), s.to_json())
+}
+
+/// Runs `cmd` with stdout and stderr into files of `dir`; kills it after `timeout`. Returns the
+/// exit status (`None`: killed), stdout and stderr.
+fn run_bounded(mut cmd: Command, dir: &Path, timeout: Duration) -> (Option<std::process::ExitStatus>, String, String) {
+    let (out_path, err_path) = (dir.join("node.stdout.log"), dir.join("node.stderr.log"));
+    let out = std::fs::File::create(&out_path).expect("node's stdout file");
+    let err = std::fs::File::create(&err_path).expect("node's stderr file");
+    let mut child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().expect("starting node");
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let read = |p: &Path| {
+        let mut s = String::new();
+        let _ = std::fs::File::open(p).and_then(|mut f| f.read_to_string(&mut s));
+        s
+    };
+    (status, read(&out_path), read(&err_path))
+}
+
+#[test]
+fn the_dashboard_in_chromium_shows_live_alerts_cameras_and_investigations_by_role() {
+    let root = workspace();
+    check_prerequisites(&root);
+    let artifacts = artifacts();
+    eprintln!("screenshots and node's output: {}", artifacts.display());
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let site = miranda_site("[[camera]]\nid = \"plaza\"\nposition = [15.0, 20.0]\n");
+    let agg = Aggregator::start_in(dir.path(), &aggregator_config(port, &dir.path().join("agg.sqlite"), &site), port)
+        .unwrap();
+    let api = agg.api_url().unwrap();
+    let base = api.trim_end_matches("/api/v1").to_owned();
+    let (code, page) = http_get(&format!("{base}/")).unwrap();
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        !page.contains("dashboard is not built"),
+        "the aggregator was built without the UI (ui/dist): run `bash scripts/setup.sh`, then rebuild"
+    );
+
+    // Miranda's real sightings on stage and lobby: his trajectory is what the search must show
+    let walk =
+        miranda_walks(&agg, port, dir.path()).unwrap_or_else(|e| panic!("{e:#}\naggregator log:\n{}", agg.log()));
+    let trajectory = walk.trajectory().unwrap_or_else(|e| panic!("{e:#}"));
+    eprintln!("Miranda's trajectory: {trajectory}");
+
+    // every camera streams (after the agents' own last statuses): the page shows them so first
+    let streaming: Vec<(String, Vec<u8>)> = CAMERAS.iter().map(|c| status(c, CameraState::Streaming)).collect();
+    publish(port, &streaming).unwrap();
+    let operator = agg.token("e2e-operator", "operator").unwrap();
+    let integrator = agg.token("e2e-integrator", "integrator").unwrap();
+    let admin = agg.token("e2e-admin", "admin").unwrap();
+    let cameras_ok = || {
+        let (code, body) = http_get_as(&format!("{api}/cameras"), Some(&operator)).unwrap();
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        CAMERAS.iter().all(|c| {
+            v["items"].as_array().unwrap().iter().any(|i| i["camera"] == *c && i["status"]["state"] == "streaming")
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cameras_ok() {
+        assert!(Instant::now() < deadline, "the cameras' streaming statuses were not stored:\n{}", agg.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let photo = media("lin-manuel-miranda.png").canonicalize().expect("shared/media/lin-manuel-miranda.png");
+    let mut node = Command::new("node");
+    node.arg("ui/e2e/dashboard.mjs")
+        .current_dir(&root)
+        .env("SIGHTLINE_URL", &base)
+        .env("SIGHTLINE_MQTT_HOST", "127.0.0.1")
+        .env("SIGHTLINE_MQTT_PORT", port.to_string())
+        .env("SIGHTLINE_SITE", "testsite")
+        .env("SIGHTLINE_CAMERAS", CAMERAS.join(","))
+        .env("SIGHTLINE_TOKEN_OPERATOR", &operator)
+        .env("SIGHTLINE_TOKEN_INTEGRATOR", &integrator)
+        .env("SIGHTLINE_TOKEN_ADMIN", &admin)
+        .env("SIGHTLINE_PHOTO", &photo)
+        .env("SIGHTLINE_MIRANDA_TRAJECTORY", trajectory.to_string())
+        .env("SIGHTLINE_SEARCH_PURPOSE", PURPOSE)
+        .env("SIGHTLINE_ALERT_ID", ALERT_ID)
+        .env("SIGHTLINE_ARTIFACTS", &artifacts)
+        .env("SIGHTLINE_CHROMIUM", CHROMIUM);
+    let started = Instant::now();
+    let (status, stdout, stderr) = run_bounded(node, &artifacts, NODE_TIMEOUT);
+    let outputs = format!(
+        "--- node stdout ---\n{stdout}\n--- node stderr ---\n{stderr}\n--- screenshots: {} ---",
+        artifacts.display()
+    );
+    match status {
+        None => panic!("node ui/e2e/dashboard.mjs did not finish within {NODE_TIMEOUT:?} (killed)\n{outputs}"),
+        Some(s) if !s.success() => {
+            panic!("node ui/e2e/dashboard.mjs failed ({s})\n{outputs}\n--- aggregator log ---\n{}", agg.log())
+        }
+        Some(_) => eprintln!("node ui/e2e/dashboard.mjs passed in {:?}\n{outputs}", started.elapsed()),
+    }
+
+    // what the browser did is in the store: the search audited with its purpose, by the integrator
+    let (code, audit) = http_get_as(&format!("{api}/audit?token=e2e-integrator&limit=1000"), Some(&admin)).unwrap();
+    assert_eq!(code, 200, "{audit}");
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let searches: Vec<&serde_json::Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "search" && r["purpose"] == PURPOSE)
+        .collect();
+    assert!(!searches.is_empty(), "no audited search by e2e-integrator with purpose {PURPOSE:?}: {audit:#}");
+    assert!(searches.iter().all(|r| r["role"] == "integrator"), "{audit:#}");
+    assert!(
+        searches.iter().any(|r| r["results"].as_u64().is_some_and(|n| n > 0)),
+        "the search found nothing: {audit:#}"
+    );
+    // the operator's token never searched nor read trajectories
+    let (_, ops) = http_get_as(&format!("{api}/audit?token=e2e-operator&limit=1000"), Some(&admin)).unwrap();
+    let ops: serde_json::Value = serde_json::from_str(&ops).unwrap();
+    assert_eq!(ops["items"], serde_json::json!([]), "{ops:#}");
+
+    // and the alert the script published was acknowledged by the operator
+    let cam = CAMERAS[0];
+    let (code, alerts) = http_get_as(&format!("{api}/alerts?camera={cam}&limit=1000"), Some(&admin)).unwrap();
+    assert_eq!(code, 200, "{alerts}");
+    let alerts: serde_json::Value = serde_json::from_str(&alerts).unwrap();
+    let ours: Vec<&serde_json::Value> = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["alert"]["alert"] == ALERT_ID || a["alert"]["id"] == ALERT_ID)
+        .collect();
+    assert!(!ours.is_empty(), "the alert {ALERT_ID} is not stored: {alerts:#}");
+    for a in ours {
+        assert_eq!(a["acknowledged_by"], "e2e-operator", "{a:#}");
+        assert!(a["acknowledged_at"].is_string(), "{a:#}");
+    }
+    // the camera the script took offline is offline
+    let (_, cams) = http_get_as(&format!("{api}/cameras"), Some(&operator)).unwrap();
+    let cams: serde_json::Value = serde_json::from_str(&cams).unwrap();
+    let first = cams["items"].as_array().unwrap().iter().find(|c| c["camera"] == cam).unwrap();
+    assert_eq!(first["status"]["state"], "offline", "{first:#}");
+    agg.stop().unwrap();
+}

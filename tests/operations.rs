@@ -37,6 +37,11 @@ fn metrics_and_healthz_describe_the_pipeline() {
     wait_metric(&base, r#"sightline_camera_connection_failures_total{camera="door"}"#, 0.0, Duration::from_secs(30))
         .unwrap();
     sub.wait_until(Duration::from_secs(30), |m| last_state(m, "stage") == Some(CameraState::Streaming)).unwrap();
+    // latencies: the dead camera's offline alert and the first sighting are timed to their PUBACK
+    wait_metric(&base, r#"sightline_publish_latency_seconds_count{kind="alert"}"#, 0.0, Duration::from_secs(30))
+        .unwrap();
+    wait_metric(&base, r#"sightline_publish_latency_seconds_count{kind="sighting"}"#, 0.0, Duration::from_secs(60))
+        .unwrap();
     let (_, text) = http_get(&format!("{base}/metrics")).unwrap();
     let value = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
     assert!(value(r#"sightline_camera_frames_received_total{camera="stage"}"#) > 0.0);
@@ -49,6 +54,16 @@ fn metrics_and_healthz_describe_the_pipeline() {
     assert_eq!(value(r#"sightline_camera_streaming{camera="door"}"#), 0.0);
     assert!(value(r#"sightline_inference_seconds_count{model="yunet"}"#) >= 5.0);
     assert!(value(r#"sightline_inference_seconds_sum{model="yunet"}"#) > 0.0);
+    // every analysed frame is timed (the scrape may fall between the count and the observation)
+    let analysed = value(r#"sightline_camera_frames_analyzed_total{camera="stage"}"#);
+    let timed = value("sightline_frame_latency_seconds_count");
+    assert!(timed <= analysed && timed >= analysed - 1.0, "{timed} frame latencies for {analysed} frames");
+    assert!(value("sightline_frame_latency_seconds_sum") > 0.0);
+    // a timed sighting was acknowledged, so it was published, and its latency is plausible
+    let sightings = value(r#"sightline_publish_latency_seconds_count{kind="sighting"}"#);
+    assert!(sightings <= value(r#"sightline_camera_sightings_total{camera="stage"}"#));
+    let mean = value(r#"sightline_publish_latency_seconds_sum{kind="sighting"}"#) / sightings;
+    assert!(mean > 0.0 && mean < 10.0, "mean frame → PUBACK latency of a sighting: {mean} s");
     assert_eq!(value("sightline_mqtt_connected"), 1.0);
     assert!(value("sightline_mqtt_acknowledged_total") > 0.0);
     assert_eq!(value("sightline_outbox_evictions_total"), 0.0);

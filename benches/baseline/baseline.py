@@ -61,10 +61,12 @@ TEMPLATE = np.array(
 # models
 
 
-def session(path, threads):
+def session(path, threads, spinning):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
+    if not spinning:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
 
@@ -72,8 +74,8 @@ def session(path, threads):
 class Detector:
     """YuNet: BGR 0..255 NCHW, padded to multiples of 32; 12 outputs decoded on the anchor grid."""
 
-    def __init__(self, path, threads):
-        self.sess = session(path, threads)
+    def __init__(self, path, threads, spinning):
+        self.sess = session(path, threads, spinning)
         self.outputs = [f"{k}_{s}" for s in STRIDES for k in ("cls", "obj", "bbox", "kps")]
 
     def detect(self, frame_bgr):
@@ -140,8 +142,8 @@ def nms(boxes, scores, thr):
 class Embedder:
     """dlib ResNet: aligned 150x150 RGB chips, 0..255, NCHW -> 128-d, Euclidean metric."""
 
-    def __init__(self, path, threads):
-        self.sess = session(path, threads)
+    def __init__(self, path, threads, spinning):
+        self.sess = session(path, threads, spinning)
 
     def embed(self, chips_rgb):
         out = []
@@ -336,6 +338,8 @@ def main():
     ap.add_argument("--site", required=True)
     ap.add_argument("--camera", required=True)
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads per session")
+    ap.add_argument("--no-spinning", dest="spinning", action="store_false",
+                    help="idle intra-op threads sleep (sightline's default) instead of onnxruntime's busy-wait")
     ap.add_argument("--max-seconds", type=float, default=None, help="stop after this many wall seconds")
     ap.add_argument("--repeat", type=int, default=1, help="play a file this many times (timeline continues)")
     ap.add_argument("--lost-frames", type=int, default=None,
@@ -354,8 +358,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    detector = Detector(os.path.join(args.models, DETECTOR_FILE), args.threads)
-    embedder = Embedder(os.path.join(args.models, EMBEDDER_FILE), args.threads)
+    detector = Detector(os.path.join(args.models, DETECTOR_FILE), args.threads, args.spinning)
+    embedder = Embedder(os.path.join(args.models, EMBEDDER_FILE), args.threads, args.spinning)
     refs = {p: reference_embedding(detector, embedder, p) for p in args.reference}
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"baseline-{args.site}-{args.camera}")
@@ -458,6 +462,7 @@ def main():
                 "source": args.source,
                 "analysis_fps": args.analysis_fps,
                 "threads": args.threads,
+                "spinning": args.spinning,
                 "repeat": args.repeat,
                 "max_seconds": args.max_seconds,
                 "lost_frames": lost_frames,

@@ -122,9 +122,9 @@ impl Worker {
                     let last = s.last_frame.map(|(ts, _)| ts);
                     let now = s.frame_time_now().unwrap_or_else(|| self.clock.now());
                     let closed = s.tracker.tick(now);
-                    self.emit(s, closed);
+                    self.emit(s, closed, last_tick);
                     let alerts = s.handle.rules.lock().unwrap().on_silence(now, last);
-                    self.alert(&s.handle, alerts);
+                    self.alert(&s.handle, alerts, last_tick);
                 }
             }
             let next = served
@@ -143,8 +143,10 @@ impl Worker {
             let s = &mut served[i];
             match s.handle.slot.take() {
                 Some(Taken::Frame(frame)) => {
+                    let arrived = frame.arrived;
                     let closed = self.analyze(s, frame);
-                    self.emit(s, closed);
+                    self.metrics.frame_done(arrived.elapsed());
+                    self.emit(s, closed, arrived);
                 }
                 Some(Taken::Ended) => self.flush(s),
                 None => {}
@@ -170,7 +172,7 @@ impl Worker {
     fn flush(&self, s: &mut Served) {
         let now = s.frame_time_now().unwrap_or_else(|| self.clock.now());
         let closed = s.tracker.flush(now);
-        self.emit(s, closed);
+        self.emit(s, closed, Instant::now());
     }
 
     fn analyze(&mut self, s: &mut Served, frame: Frame) -> Vec<ClosedTrack> {
@@ -186,12 +188,12 @@ impl Worker {
         s.last_frame = Some((frame.ts, Instant::now()));
         let health = s.health.measure(&frame.image);
         let alerts = camera.rules.lock().unwrap().on_frame_health(frame.ts, health);
-        self.alert(&camera, alerts);
+        self.alert(&camera, alerts, frame.arrived);
         if camera.cfg.needs_persons() && due(&mut s.next_persons, frame.ts, 1.0 / camera.cfg.crowd.persons_fps) {
             self.detect_persons(&camera, &frame);
         }
         if camera.cfg.crowd.enabled && due(&mut s.next_crowd, frame.ts, camera.cfg.crowd.interval_s) {
-            camera.crowd_slot.put(Frame { ts: frame.ts, image: frame.image.clone() }, false);
+            camera.crowd_slot.put(Frame { ts: frame.ts, image: frame.image.clone(), arrived: frame.arrived }, false);
         }
         let faces = match self.faces.analyze(&frame.image) {
             Ok(f) => f,
@@ -250,16 +252,16 @@ impl Worker {
         }
         history.push_back((frame.ts, persons));
         drop(history);
-        self.alert(camera, alerts);
+        self.alert(camera, alerts, frame.arrived);
     }
 
-    /// Publishes alerts; a camera-health alert also updates the camera's retained status
-    /// (`detail` says what is wrong while it is raised).
-    fn alert(&self, handle: &CameraHandle, alerts: Vec<Alert>) {
+    /// Publishes alerts, timed from `origin` (the frame's or the tick's arrival); a camera-health
+    /// alert also updates the camera's retained status (`detail` says what is wrong while it is raised).
+    fn alert(&self, handle: &CameraHandle, alerts: Vec<Alert>, origin: Instant) {
         let camera = &handle.cfg.id;
         for a in alerts {
             tracing::info!(%camera, kind = ?a.kind, state = ?a.state, alert = %a.alert, "{}", a.message);
-            let mut out = vec![Outgoing::event(topic::alert(&self.site, camera), &a)];
+            let mut out = vec![Outgoing::event(topic::alert(&self.site, camera), &a).since(origin)];
             if matches!(a.kind, AlertKind::CameraOffline | AlertKind::CameraFrozen | AlertKind::CameraTampered) {
                 let mut st = handle.status.lock().unwrap();
                 st.health = (a.state == AlertState::Raised).then(|| a.message.clone());
@@ -273,13 +275,15 @@ impl Worker {
         }
     }
 
-    fn emit(&self, s: &Served, closed: Vec<ClosedTrack>) {
+    /// Publishes the sightings of closed tracks, timed from `origin` (the arrival of the frame,
+    /// or the tick, that closed them).
+    fn emit(&self, s: &Served, closed: Vec<ClosedTrack>, origin: Instant) {
         let camera = &s.handle;
         for t in closed {
             let sighting = sighting(&self.site, &camera.cfg.id, s.frame_size, t);
             Counters::add(&camera.counters().sightings, 1);
             tracing::debug!(camera = %camera.cfg.id, track = sighting.track, "sighting");
-            let msg = Outgoing::event(topic::sighting(&self.site, &camera.cfg.id), &sighting);
+            let msg = Outgoing::event(topic::sighting(&self.site, &camera.cfg.id), &sighting).since(origin);
             if self.events.blocking_send(msg).is_err() {
                 tracing::error!(camera = %camera.cfg.id, "publisher gone: sighting not sent");
             }

@@ -219,7 +219,7 @@ fn build(description: &str, sink: FrameSink) -> Result<(gst::Pipeline, Arc<Atomi
                 };
                 let pts = sample.buffer().and_then(|b| b.pts()).map(gst::ClockTime::nseconds).unwrap_or(0);
                 let ts = sink.epoch + time::Duration::nanoseconds(pts as i64);
-                sink.slot.put(Frame { ts, image }, sink.wait);
+                sink.slot.put(Frame { ts, image, arrived: std::time::Instant::now() }, sink.wait);
                 Ok(gst::FlowSuccess::Ok)
             })
             .build(),

@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 use time::OffsetDateTime;
 
-/// A decoded RGB frame and when it was captured.
+/// A decoded RGB frame, when it was captured and when it reached the agent.
 pub struct Frame {
     pub ts: OffsetDateTime,
     pub image: RgbImage,
+    /// When the decoder handed the frame over (the appsink callback): where the agent's latency
+    /// measurements start (`sightline_frame_latency_seconds`, `sightline_publish_latency_seconds`).
+    pub arrived: Instant,
 }
 
 /// Per-camera counters (monotonic), read by status reports and metrics.
@@ -155,7 +158,11 @@ mod tests {
     use super::*;
 
     fn frame(sec: i64) -> Frame {
-        Frame { ts: OffsetDateTime::from_unix_timestamp(sec).unwrap(), image: RgbImage::new(2, 2) }
+        Frame {
+            ts: OffsetDateTime::from_unix_timestamp(sec).unwrap(),
+            image: RgbImage::new(2, 2),
+            arrived: Instant::now(),
+        }
     }
 
     #[test]

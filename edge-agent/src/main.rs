@@ -48,7 +48,32 @@ enum Command {
     },
 }
 
+/// glibc's malloc arenas the agent may use (`MALLOC_ARENA_MAX`, unless set in the environment).
+/// glibc gives every thread that contends for malloc an arena of its own, up to 8 per core; the
+/// agent has a dozen threads (ONNX Runtime, GStreamer, tokio, the workers), and each arena keeps
+/// its own freed pages. Two arenas cut the agent's peak RSS on the face clip by 30–40 MiB (about
+/// 215 to 180 MiB on the 2-core reference VM) with no measurable change in throughput (`benches/`).
+const MALLOC_ARENAS: i32 = 2;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    unsafe extern "C" {
+        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+    }
+    /// `M_ARENA_MAX` of glibc's malloc.h.
+    const M_ARENA_MAX: std::ffi::c_int = -8;
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in main, before any other thread exists; mallopt only
+        // changes a tunable of the allocator.
+        unsafe { mallopt(M_ARENA_MAX, MALLOC_ARENAS) };
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()),

@@ -58,6 +58,8 @@ type Latency = Family<ModelLabel, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     inference: Latency,
+    /// Frame arrival (decoder hand-over) to faces analysed and tracked, waiting included.
+    frame_latency: Histogram,
     reloads: Family<OutcomeLabel, Counter>,
 }
 
@@ -71,6 +73,17 @@ impl Metrics {
             "Time per model call, pre- and post-processing included",
             inference.clone(),
         );
+        let frame_latency = crate::mqtt::latency_buckets();
+        registry.register(
+            "sightline_frame_latency_seconds",
+            "Frame arrival (the decoder's hand-over) to its faces analysed and tracked, waiting for the worker included",
+            frame_latency.clone(),
+        );
+        registry.register(
+            "sightline_publish_latency_seconds",
+            "Arrival of the frame (or the 250 ms tick) that produced a message to the broker's PUBACK, by kind (sighting, alert, crowd)",
+            mqtt.latency.clone(),
+        );
         let reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "sightline_config_reloads",
@@ -81,12 +94,17 @@ impl Metrics {
             let _ = reloads.get_or_create(&OutcomeLabel { outcome });
         }
         registry.register_collector(Box::new(Live { cameras, mqtt, heartbeat }));
-        Metrics { registry, inference, reloads }
+        Metrics { registry, inference, frame_latency, reloads }
     }
 
     /// Records one call of `model` (one of [`model`]).
     pub fn observe(&self, model: &'static str, took: Duration) {
         self.inference.get_or_create(&ModelLabel { model }).observe(took.as_secs_f64());
+    }
+
+    /// Records one analysed frame's latency.
+    pub fn frame_done(&self, took: Duration) {
+        self.frame_latency.observe(took.as_secs_f64());
     }
 
     pub fn reload(&self, applied: bool) {

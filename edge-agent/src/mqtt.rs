@@ -53,7 +53,7 @@
 //! `offline`, waits for its PUBACK and disconnects, for at most `flush_timeout`. Whatever is not
 //! acknowledged by then stays in the outbox for the next start (logged).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -86,19 +86,58 @@ pub struct Outgoing {
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
+    /// When the frame (or the tick) that produced the message reached the agent; the time from
+    /// there to the broker's PUBACK is `sightline_publish_latency_seconds`. `None`: not timed.
+    pub origin: Option<Instant>,
 }
 
 impl Outgoing {
     pub fn event<P: Payload>(topic: String, p: &P) -> Self {
-        Outgoing { topic, payload: p.to_json(), retain: false }
+        Outgoing { topic, payload: p.to_json(), retain: false, origin: None }
     }
     pub fn retained<P: Payload>(topic: String, p: &P) -> Self {
-        Outgoing { topic, payload: p.to_json(), retain: true }
+        Outgoing { topic, payload: p.to_json(), retain: true, origin: None }
+    }
+    /// The same message, timed from `origin`.
+    pub fn since(self, origin: Instant) -> Self {
+        Outgoing { origin: Some(origin), ..self }
     }
 }
 
+/// `kind` label of `sightline_publish_latency_seconds`: the topic's last level.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+impl KindLabel {
+    fn of_topic(topic: &str) -> KindLabel {
+        let kind = match topic.rsplit('/').next() {
+            Some("sighting") => "sighting",
+            Some("alert") => "alert",
+            Some("crowd") => "crowd",
+            Some("heatmap") => "heatmap",
+            Some("status") => "status",
+            _ => "other",
+        };
+        KindLabel { kind }
+    }
+}
+
+/// Latency histogram buckets: 1 ms to ~36 s in steps of 25 % (quantiles read from it are within
+/// a quarter of the true value).
+pub fn latency_buckets() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 1.25, 48,
+    ))
+}
+
+/// Timed messages remembered until their PUBACK at most; older ones (a long broker outage) are
+/// forgotten untimed.
+const TIMED: usize = 4096;
+
 /// Publisher statistics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MqttStats {
     pub published: AtomicU64,
     pub acked: AtomicU64,
@@ -111,6 +150,27 @@ pub struct MqttStats {
     pub evicted: AtomicU64,
     /// Messages that could not be stored in the outbox (a database error): lost.
     pub lost: AtomicU64,
+    /// Frame arrival to PUBACK of the timed messages ([`Outgoing::origin`]), by kind.
+    pub latency: prometheus_client::metrics::family::Family<
+        KindLabel,
+        prometheus_client::metrics::histogram::Histogram,
+        fn() -> prometheus_client::metrics::histogram::Histogram,
+    >,
+}
+
+impl Default for MqttStats {
+    fn default() -> Self {
+        MqttStats {
+            published: AtomicU64::default(),
+            acked: AtomicU64::default(),
+            connected: AtomicBool::default(),
+            oversized: AtomicU64::default(),
+            outbox_depth: AtomicU64::default(),
+            evicted: AtomicU64::default(),
+            lost: AtomicU64::default(),
+            latency: prometheus_client::metrics::family::Family::new_with_constructor(latency_buckets),
+        }
+    }
 }
 
 pub fn agent_status(
@@ -255,6 +315,8 @@ struct Publisher {
     fifo: VecDeque<Option<i64>>,
     /// Packet id → row of the publishes waiting for their PUBACK.
     inflight: HashMap<u16, Option<i64>>,
+    /// Row → origin and kind of the timed messages not acknowledged yet (at most [`TIMED`]).
+    timed: BTreeMap<i64, (Instant, KindLabel)>,
 }
 
 impl Publisher {
@@ -285,6 +347,12 @@ impl Publisher {
         match self.outbox.push_batch(keep.iter().map(|m| (m, Priority::of_topic(&m.topic)))) {
             Ok(seqs) => {
                 for (m, seq) in keep.iter().zip(seqs) {
+                    if let Some(origin) = m.origin {
+                        self.timed.insert(seq, (origin, KindLabel::of_topic(&m.topic)));
+                        if self.timed.len() > TIMED {
+                            self.timed.pop_first();
+                        }
+                    }
                     match event_id(&m.payload) {
                         Some(id) => tracing::debug!(seq, topic = %m.topic, %id, "enqueued"),
                         None => tracing::debug!(seq, topic = %m.topic, "enqueued"),
@@ -360,9 +428,13 @@ impl Publisher {
                     return;
                 };
                 self.stats.acked.fetch_add(1, Ordering::Relaxed);
-                if let Some(seq) = seq
-                    && let Err(e) = self.outbox.ack(seq)
-                {
+                let Some(seq) = seq else { return };
+                if let Some((origin, kind)) = self.timed.remove(&seq) {
+                    let took = origin.elapsed();
+                    tracing::debug!(seq, kind = kind.kind, latency_ms = took.as_secs_f64() * 1e3, "acknowledged");
+                    self.stats.latency.get_or_create(&kind).observe(took.as_secs_f64());
+                }
+                if let Err(e) = self.outbox.ack(seq) {
                     tracing::error!(seq, error = %e, "cannot delete an acknowledged message from the outbox");
                 }
                 self.update_stats();
@@ -435,6 +507,7 @@ pub async fn run_publisher(
         cursor: 0,
         fifo: VecDeque::new(),
         inflight: HashMap::new(),
+        timed: BTreeMap::new(),
     };
     p.update_stats();
 

@@ -223,7 +223,7 @@ mod tests {
     use super::*;
 
     fn msg(topic: &str, n: usize) -> Outgoing {
-        Outgoing { topic: topic.into(), payload: vec![b'x'; n], retain: false }
+        Outgoing { topic: topic.into(), payload: vec![b'x'; n], retain: false, origin: None }
     }
 
     fn seqs(o: &Outbox) -> Vec<i64> {

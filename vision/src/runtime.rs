@@ -16,6 +16,13 @@ pub struct RuntimeConfig {
     pub onnxruntime: Option<PathBuf>,
     /// Threads per inference (intra-op); 0 = number of cores.
     pub threads: usize,
+    /// Whether idle intra-op threads spin (busy-wait) for the next piece of work instead of
+    /// sleeping. ONNX Runtime spins by default, which buys a little latency on an otherwise idle
+    /// machine; on an edge box, where decoders, other models and other cameras share the cores,
+    /// the spinning threads burn the CPU the others need. Measured on the 2-core reference VM
+    /// (`benches/results/`): off, the face pipeline analyses about 1.6x the frames per second
+    /// at about half the CPU per frame. Off by default.
+    pub spinning: bool,
     /// Execution providers in order of preference: "cpu" (always available), or
     /// "cuda" / "tensorrt" / "openvino" when built with the matching cargo feature.
     pub execution_providers: Vec<String>,
@@ -23,14 +30,16 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { onnxruntime: None, threads: 0, execution_providers: vec!["cpu".into()] }
+        RuntimeConfig { onnxruntime: None, threads: 0, spinning: false, execution_providers: vec!["cpu".into()] }
     }
 }
 
 /// A loaded ONNX Runtime: creates sessions with the configured providers and threads.
+#[derive(Clone)]
 pub struct Runtime {
     env: ort::environment::Environment,
     threads: usize,
+    spinning: bool,
     providers: Vec<ort::ep::ExecutionProviderDispatch>,
 }
 
@@ -64,13 +73,13 @@ impl Runtime {
         } else {
             cfg.threads
         };
-        Ok(Runtime { env, threads, providers: providers.into_iter().flatten().collect() })
+        Ok(Runtime { env, threads, spinning: cfg.spinning, providers: providers.into_iter().flatten().collect() })
     }
 
     /// The same runtime with another intra-op thread count (e.g. 1 for a background model that
     /// must not take the cores from the latency-critical one).
     pub fn with_threads(&self, threads: usize) -> Runtime {
-        Runtime { env: self.env.clone(), threads: threads.max(1), providers: self.providers.clone() }
+        Runtime { threads: threads.max(1), ..self.clone() }
     }
 
     /// Verifies `path` against the model manifest (when the file is listed there) and opens a session.
@@ -92,6 +101,8 @@ impl Runtime {
             .with_intra_threads(self.threads)
             .map_err(|e| fail(e.to_string()))?
             .with_inter_threads(1)
+            .map_err(|e| fail(e.to_string()))?
+            .with_intra_op_spinning(self.spinning)
             .map_err(|e| fail(e.to_string()))?
             .with_execution_providers(&self.providers)
             .map_err(|e| fail(e.to_string()))?

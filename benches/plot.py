@@ -1,6 +1,6 @@
 """Draws plot.png of a sightline-bench report.json: edge throughput per configuration (floors,
-pipeline, Python peer), search latency per configuration (sightline vs faiss, p50 and p99) and
-aggregator ingest rate against its floor.
+pipeline, Python peer), edge latency per RTSP configuration (p50 and p99), search latency per
+configuration (sightline vs faiss, p50 and p99) and aggregator ingest rate against its floor.
 
     plot.py REPORT_JSON OUT_PNG
 """
@@ -17,18 +17,40 @@ import matplotlib.pyplot as plt  # noqa: E402
 def main() -> None:
     report = json.load(open(sys.argv[1]))
     sections = report["sections"]
-    panels = [k for k in ("edge", "search", "ingest") if k in sections]
-    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(6.5 * max(len(panels), 1), 4.8), squeeze=False)
-    axes = axes[0]
+    panels = [k for k in ("edge", "latency", "search", "ingest") if k in sections or (k == "latency" and "edge" in sections)]
+    cols = 2 if len(panels) > 2 else max(len(panels), 1)
+    rows = -(-max(len(panels), 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(7.5 * cols, 5.2 * rows), squeeze=False)
+    axes = axes.flatten()
+    for ax in axes[len(panels):]:
+        ax.axis("off")
     for ax, key in zip(axes, panels):
-        data = sections[key]["data"]
-        if key == "edge":
+        data = sections["edge" if key == "latency" else key]["data"]
+        if key == "latency":
+            runs = [r for r in data.get("rtsp", []) if r["frame_latency"]["n"] > 0]
+            labels = [f"{r['cameras']} × {r['analysis_fps']:g} fps" for r in runs]
+            x = range(len(runs))
+            w = 0.38
+            for off, field, name, color, dark in (
+                (-w / 2, "frame_latency", "frame → analysed", "#2a7ab9", "#174a70"),
+                (w / 2, "sighting_latency", "frame → sighting PUBACK", "#5aa05a", "#2f5e2f"),
+            ):
+                p50 = [1e3 * (r[field]["p50_s"] or 0) for r in runs]
+                p99 = [1e3 * (r[field]["p99_s"] or 0) for r in runs]
+                ax.bar([i + off for i in x], p50, w, label=f"{name} p50", color=color)
+                ax.scatter([i + off for i in x], p99, marker="_", s=300, color=dark, label=f"{name} p99", zorder=3)
+            ax.set_xticks(list(x), labels)
+            ax.set_yscale("log")
+            ax.set_ylabel("ms (log; lower is better)")
+            ax.set_title("Edge latency, RTSP cameras (camsim)\nfrom the frame's arrival at the agent")
+            ax.legend(fontsize=8)
+        elif key == "edge":
             names, rates = [], []
             for name, r in data["throughput"].items():
                 if r is not None:
                     names.append(name.replace(" (", "\n(").replace("python ", "python\n"))
                     rates.append(r)
-            colors = ["#2a7ab9" if n == "pipeline" else "#e0892b" if n.startswith("python") else "#999999" for n in names]
+            colors = ["#2a7ab9" if n.startswith("pipeline") else "#e0892b" if n.startswith("python") else "#999999" for n in names]
             bars = ax.bar(names, rates, color=colors)
             for b, r in zip(bars, rates):
                 ax.annotate(f"{r:.1f}/s", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom")

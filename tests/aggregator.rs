@@ -322,6 +322,10 @@ fn live_events_watchlist_and_metrics() {
     assert_eq!(code, 200);
     let value = |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
     assert_eq!(value(r#"sightline_aggregator_messages_total{kind="sighting",outcome="accepted"}"#), 3.0);
+    // each handled sighting is timed from its receipt, and stored within a plausible time
+    assert_eq!(value(r#"sightline_aggregator_ingest_seconds_count{kind="sighting"}"#), 3.0);
+    let ingest_s = value(r#"sightline_aggregator_ingest_seconds_sum{kind="sighting"}"#);
+    assert!(ingest_s > 0.0 && ingest_s < 30.0, "{ingest_s} s to ingest 3 sightings");
     assert_eq!(value("sightline_aggregator_watchlist_matches_total"), 1.0);
     assert_eq!(value("sightline_aggregator_event_subscribers"), 2.0);
     assert_eq!(value("sightline_aggregator_search_index_embeddings"), 3.0);

@@ -52,12 +52,11 @@ pub enum ServiceError {
 
 /// Messages to the ingest thread.
 enum Work {
-    Message(Publish),
+    /// A message and when the client received it.
+    Message(Publish, std::time::Instant),
     /// The retention job ran: drop trajectories whose last sighting is older than `forget`
     /// from memory, and expire watchlist entries.
-    Tick {
-        forget: time::OffsetDateTime,
-    },
+    Tick { forget: time::OffsetDateTime },
 }
 
 /// Messages waiting for the ingest thread at most.
@@ -212,7 +211,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if work.send(Work::Message(p)).await.is_err() {
+                    if work.send(Work::Message(p, std::time::Instant::now())).await.is_err() {
                         break;
                     }
                 }
@@ -365,8 +364,9 @@ impl Ingest {
     fn run(mut self, mut rx: mpsc::Receiver<Work>) {
         while let Some(w) = rx.blocking_recv() {
             match w {
-                Work::Message(p) => match self.handle(&p) {
+                Work::Message(p, received) => match self.handle(&p) {
                     Ok(()) => {
+                        self.metrics.ingested(ingest::kind_of(&p.topic), received.elapsed());
                         if let Err(e) = self.client.try_ack(&p) {
                             tracing::warn!(error = %e, "MQTT acknowledgement not sent");
                         }

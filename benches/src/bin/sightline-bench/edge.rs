@@ -32,6 +32,8 @@ const PEER_FLOOR: f64 = 1.5;
 /// Analysis rate of the RTSP throughput run: every frame of two 29.97 fps cameras, more than the
 /// cores can analyse, so the agent runs flat out and drops (counts) the rest.
 const SATURATING_FPS: f64 = 30.0;
+/// RTSP runs start measuring this long after every camera decodes.
+const SETTLE: Duration = Duration::from_secs(3);
 
 pub struct Opts<'a> {
     pub quick: bool,
@@ -237,18 +239,54 @@ fn media_dir(repo: &Path) -> PathBuf {
 }
 
 /// Builds (if needed) the release `edge-agent` and `camsim`, and returns their paths.
-fn release_binaries(repo: &Path) -> Result<(PathBuf, PathBuf)> {
-    eprintln!("edge: cargo build --release --locked -p sightline-edge-agent -p camsim");
+/// The release binaries the section runs.
+struct Binaries {
+    agent: PathBuf,
+    camsim: PathBuf,
+    aggregator: PathBuf,
+}
+
+fn release_binaries(repo: &Path) -> Result<Binaries> {
+    let packages = ["-p", "sightline-edge-agent", "-p", "camsim", "-p", "sightline-aggregator"];
+    eprintln!("edge: cargo build --release --locked {}", packages.join(" "));
     let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--release", "--locked", "-p", "sightline-edge-agent", "-p", "camsim"])
+        .args(["build", "--release", "--locked"])
+        .args(packages)
         .current_dir(repo)
         .status()
         .context("running cargo build")?;
     if !st.success() {
-        bail!("cargo build --release of edge-agent and camsim failed");
+        bail!("cargo build --release of edge-agent, camsim and the aggregator failed");
     }
     let rel = target_dir(repo).join("release");
-    Ok((rel.join("edge-agent"), rel.join("camsim")))
+    Ok(Binaries { agent: rel.join("edge-agent"), camsim: rel.join("camsim"), aggregator: rel.join("aggregator") })
+}
+
+/// The release aggregator with its embedded broker, a store in `dir` and cameras `cam0..cam{n-1}`
+/// 20 m apart; returns it with its broker and HTTP ports.
+fn aggregator(bin: &Path, dir: &Path, n: usize) -> Result<(Kid, u16, u16)> {
+    let (broker, http) = (free_port()?, free_port()?);
+    let cameras: String =
+        (0..n).map(|i| format!("[[camera]]\nid = \"cam{i}\"\nposition = [{}.0, 0.0]\n\n", 20 * i)).collect();
+    let config = format!(
+        "[broker]\nlisten = \"127.0.0.1:{broker}\"\n\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n[store]\npath = \"{}\"\n\n[site]\nid = \"bench\"\n\n{cameras}",
+        dir.join("aggregator.sqlite").display()
+    );
+    let path = dir.join("aggregator.toml");
+    std::fs::write(&path, config)?;
+    let log = std::fs::File::create(dir.join("aggregator.log"))?;
+    let child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let kid = Kid(child);
+    wait_port(broker, Duration::from_secs(30))?;
+    wait_port(http, Duration::from_secs(30))?;
+    Ok((kid, broker, http))
 }
 
 // ---------------------------------------------------------------- decode only
@@ -631,6 +669,9 @@ struct Rtsp {
     frame: Latency,
     /// Arrival of the frame (or tick) that closed a track → the sighting's PUBACK.
     sighting: Latency,
+    /// When the agent published to the aggregator's embedded broker: a sighting received by the
+    /// aggregator → stored (correlated, written, indexed).
+    stored: Option<Latency>,
 }
 
 impl Rtsp {
@@ -638,7 +679,8 @@ impl Rtsp {
         json!({"cameras": self.cameras, "analysis_fps": self.analysis_fps, "seconds": self.secs, "rss_kib": self.rss_kib,
             "hwm_kib": self.hwm_kib, "analysed_fps": self.analysed_fps, "decoded_fps": self.decoded_fps,
             "sampled_fps": self.sampled_fps, "dropped_fps": self.dropped_fps, "cpu_s_per_frame": self.cpu_per_frame,
-            "frame_latency": self.frame.json(), "sighting_latency": self.sighting.json()})
+            "frame_latency": self.frame.json(), "sighting_latency": self.sighting.json(),
+            "aggregator_ingest_latency": self.stored.as_ref().map(Latency::json)})
     }
 }
 
@@ -654,6 +696,7 @@ fn rtsp(
     analysis_fps: f64,
     warm: Duration,
     tck: f64,
+    center: Option<&Path>,
 ) -> Result<Rtsp> {
     let (_sim, urls) = camsim(camsim_bin, clip, n)?;
     let cams: String = urls
@@ -662,6 +705,8 @@ fn rtsp(
         .map(|(i, u)| format!("[[camera]]\nid = \"cam{i}\"\nrtsp = \"{u}\"\nanalysis_fps = {analysis_fps:.1}\n\n"))
         .collect();
     let dir = tempfile::tempdir()?;
+    let center = center.map(|bin| aggregator(bin, dir.path(), n)).transpose()?;
+    let mqtt = center.as_ref().map_or(mqtt, |c| c.1);
     let mport = free_port()?;
     let mut agent = start_agent(agent_bin, dir.path(), &agent_config(repo, dir.path(), mqtt, mport, threads, &cams))?;
     let pid = agent.pid();
@@ -684,6 +729,9 @@ fn rtsp(
         }
         std::thread::sleep(Duration::from_millis(200));
     };
+    // the first inferences of a session are slow (allocations, kernel selection): not measured
+    std::thread::sleep(SETTLE);
+    let m0 = metrics(mport).unwrap_or(m0);
     let (t0, c0) = (Instant::now(), cpu_s(&pid, tck));
     std::thread::sleep(warm);
     if let Some(s) = agent.0.try_wait()? {
@@ -694,6 +742,15 @@ fn rtsp(
     let rss_kib = status_kib(&pid, "VmRSS");
     let hwm_kib = status_kib(&pid, "VmHWM");
     agent.term()?;
+    // the agent flushed its outbox to the aggregator before it exited
+    let stored = center.map(|(_kid, _, http)| {
+        Latency::between(
+            "",
+            &metrics(http).unwrap_or_default(),
+            "sightline_aggregator_ingest_seconds",
+            "kind=\"sighting\"",
+        )
+    });
     let d = |name: &str| (metric(&m1, name) - metric(&m0, name)) / secs;
     let analysed_fps = d("sightline_camera_frames_analyzed");
     Ok(Rtsp {
@@ -707,6 +764,7 @@ fn rtsp(
         sampled_fps: d("sightline_camera_frames_sampled"),
         dropped_fps: d("sightline_camera_frames_dropped"),
         cpu_per_frame: cpu / (analysed_fps * secs),
+        stored,
         frame: Latency::between(&m0, &m1, "sightline_frame_latency_seconds", ""),
         sighting: Latency::between(&m0, &m1, "sightline_publish_latency_seconds", "kind=\"sighting\""),
     })
@@ -740,7 +798,8 @@ pub fn run(o: &Opts) -> Result<Section> {
     let mut headline = Vec::new();
     let mut tables = Vec::new();
     let mut ok = true;
-    let (agent_bin, camsim_bin) = release_binaries(o.repo)?;
+    let bins = release_binaries(o.repo)?;
+    let (agent_bin, camsim_bin) = (&bins.agent, &bins.camsim);
     let build_s = started.elapsed().as_secs_f64();
     let load_before = load_avg();
 
@@ -761,7 +820,7 @@ pub fn run(o: &Opts) -> Result<Section> {
     let (_broker, mqtt) = mosquitto()?;
     let target = per_pass * (passes + 1);
     eprintln!("edge: edge-agent on the looping clip until {target} frames analysed");
-    let pipe = pipeline(o.repo, &agent_bin, &clip, mqtt, threads, per_pass, target, tck)?;
+    let pipe = pipeline(o.repo, agent_bin, &clip, mqtt, threads, per_pass, target, tck)?;
     let rate = |(a, b): (Sample, Sample)| (b.analysed - a.analysed) / (b.t - a.t).as_secs_f64();
     let cpu_per = |(a, b): (Sample, Sample)| (b.cpu - a.cpu) / (b.analysed - a.analysed);
     let (steady_fps, steady_cpu) = (rate(pipe.steady), cpu_per(pipe.steady));
@@ -798,7 +857,7 @@ pub fn run(o: &Opts) -> Result<Section> {
     });
     // equal output: one pass each, the agent flushing its tracks at the end of the file
     eprintln!("edge: one pass each for the equal-output check");
-    let agent_once = agent_one_pass(o.repo, &agent_bin, &clip, mqtt, threads);
+    let agent_once = agent_one_pass(o.repo, agent_bin, &clip, mqtt, threads);
     let peer_once = py.as_ref().map(|py| baseline(py, o.repo, &clip, mqtt, threads, 1, true));
     if let Some(Err(e)) = &peer_once {
         notes.push(format!("Equal-output check: the one-pass baseline run failed: {e:#}"));
@@ -809,7 +868,9 @@ pub fn run(o: &Opts) -> Result<Section> {
     let mut mems = Vec::new();
     for (n, fps) in [(1, ANALYSIS_FPS), (2, ANALYSIS_FPS), (4, ANALYSIS_FPS), (2, SATURATING_FPS)] {
         eprintln!("edge: {n} RTSP camera(s) at analysis_fps {fps}, {} s", warm.as_secs());
-        match rtsp(o.repo, &agent_bin, &camsim_bin, &clip, mqtt, threads, n, fps, warm, tck) {
+        // the 4-camera run publishes to the aggregator (its embedded broker) rather than mosquitto
+        let center = (n == 4).then_some(bins.aggregator.as_path());
+        match rtsp(o.repo, agent_bin, camsim_bin, &clip, mqtt, threads, n, fps, warm, tck, center) {
             Ok(m) => mems.push(m),
             Err(e) => notes.push(format!("{n} RTSP cameras at {fps} fps not measured: {e:#}")),
         }
@@ -1018,13 +1079,16 @@ pub fn run(o: &Opts) -> Result<Section> {
         let one = paced.iter().find(|m| m.cameras == 1).map(|m| m.rss_kib);
         let mut mt = Table::new(
             &format!(
-                "Release edge-agent with N RTSP cameras (release camsim, `--loop`, the same clip at its 29.97 fps), {} s measured per row after every \
+                "Release edge-agent with N RTSP cameras (release camsim, `--loop`, the same clip at its 29.97 fps), {} s measured per row, from {} s after every \
                  camera decodes. Latencies are p50 / p95 / p99 in ms (observations), read from the agent's own histograms \
                  (`sightline_frame_latency_seconds`: frame handed over by the decoder → faces analysed and tracked; \
                  `sightline_publish_latency_seconds{{kind=\"sighting\"}}`: arrival of the frame, or the 250 ms tick, that closed the track → the \
                  broker's PUBACK, outbox write included), interpolated within buckets 25 % apart. The last row asks for every frame of two cameras: \
-                 more than the cores can analyse, so it measures RTSP throughput.",
-                warm.as_secs()
+                 more than the cores can analyse, so it measures RTSP throughput. The 4-camera row publishes to the aggregator's embedded \
+                 broker instead of mosquitto; its last column is the aggregator's `sightline_aggregator_ingest_seconds{{kind=\"sighting\"}}`: \
+                 a sighting received by the aggregator's MQTT client → stored (de-duplicated, correlated, written to SQLite, indexed).",
+                warm.as_secs(),
+                SETTLE.as_secs()
             ),
             &[
                 "cameras × analysis_fps",
@@ -1037,6 +1101,7 @@ pub fn run(o: &Opts) -> Result<Section> {
                 "CPU-s / analysed frame",
                 "frame → analysed, ms",
                 "frame → sighting PUBACK, ms",
+                "aggregator: received → stored, ms",
             ],
         );
         for m in &mems {
@@ -1056,6 +1121,7 @@ pub fn run(o: &Opts) -> Result<Section> {
                 f3(m.cpu_per_frame),
                 m.frame.cell(),
                 m.sighting.cell(),
+                m.stored.as_ref().map_or("–".into(), Latency::cell),
             ]);
         }
         tables.push(mt);
@@ -1079,6 +1145,16 @@ pub fn run(o: &Opts) -> Result<Section> {
                 ms(a.sighting.q[0] * 1e3),
                 ms(a.sighting.q[1] * 1e3),
                 ms(a.sighting.q[2] * 1e3),
+            ));
+        }
+        if let Some((m, l)) = mems.iter().find_map(|m| Some((m, m.stored?))) {
+            headline.push(format!(
+                "aggregator latency ({} RTSP cameras → agent → embedded broker → aggregator): a sighting received → stored p50/p95/p99 {} / {} / {} ms ({:.0} sightings)",
+                m.cameras,
+                ms(l.q[0] * 1e3),
+                ms(l.q[1] * 1e3),
+                ms(l.q[2] * 1e3),
+                l.n
             ));
         }
         if let Some(sat) = mems.iter().find(|m| m.analysis_fps == SATURATING_FPS) {
@@ -1156,7 +1232,9 @@ pub fn run(o: &Opts) -> Result<Section> {
             "decode only (sampled)": dec_sampled_fps,
             "inference only": inf_fps,
             "pipeline": steady_fps,
+            "pipeline, RTSP (2 cameras, every frame)": mems.iter().find(|m| m.analysis_fps == SATURATING_FPS).map(|m| m.analysed_fps),
             "python baseline": peer.as_ref().and_then(|p| p["analysed_fps"].as_f64()),
+            "python baseline, no spinning": tuned.as_ref().and_then(|p| p["analysed_fps"].as_f64()),
         },
     });
 

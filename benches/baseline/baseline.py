@@ -61,12 +61,14 @@ TEMPLATE = np.array(
 # models
 
 
-def session(path, threads, spinning):
+def session(path, threads, tuned):
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    if not spinning:
+    if tuned:
+        # sightline's session settings (vision/src/runtime.rs)
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.enable_mem_pattern = False
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
 
@@ -74,8 +76,8 @@ def session(path, threads, spinning):
 class Detector:
     """YuNet: BGR 0..255 NCHW, padded to multiples of 32; 12 outputs decoded on the anchor grid."""
 
-    def __init__(self, path, threads, spinning):
-        self.sess = session(path, threads, spinning)
+    def __init__(self, path, threads, tuned):
+        self.sess = session(path, threads, tuned)
         self.outputs = [f"{k}_{s}" for s in STRIDES for k in ("cls", "obj", "bbox", "kps")]
 
     def detect(self, frame_bgr):
@@ -142,8 +144,8 @@ def nms(boxes, scores, thr):
 class Embedder:
     """dlib ResNet: aligned 150x150 RGB chips, 0..255, NCHW -> 128-d, Euclidean metric."""
 
-    def __init__(self, path, threads, spinning):
-        self.sess = session(path, threads, spinning)
+    def __init__(self, path, threads, tuned):
+        self.sess = session(path, threads, tuned)
 
     def embed(self, chips_rgb):
         out = []
@@ -338,8 +340,9 @@ def main():
     ap.add_argument("--site", required=True)
     ap.add_argument("--camera", required=True)
     ap.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads per session")
-    ap.add_argument("--no-spinning", dest="spinning", action="store_false",
-                    help="idle intra-op threads sleep (sightline's default) instead of onnxruntime's busy-wait")
+    ap.add_argument("--tuned", action="store_true",
+                    help="sightline's onnxruntime session settings: idle intra-op threads sleep instead of "
+                         "busy-waiting, no memory pattern")
     ap.add_argument("--max-seconds", type=float, default=None, help="stop after this many wall seconds")
     ap.add_argument("--repeat", type=int, default=1, help="play a file this many times (timeline continues)")
     ap.add_argument("--lost-frames", type=int, default=None,
@@ -358,8 +361,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    detector = Detector(os.path.join(args.models, DETECTOR_FILE), args.threads, args.spinning)
-    embedder = Embedder(os.path.join(args.models, EMBEDDER_FILE), args.threads, args.spinning)
+    detector = Detector(os.path.join(args.models, DETECTOR_FILE), args.threads, args.tuned)
+    embedder = Embedder(os.path.join(args.models, EMBEDDER_FILE), args.threads, args.tuned)
     refs = {p: reference_embedding(detector, embedder, p) for p in args.reference}
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"baseline-{args.site}-{args.camera}")
@@ -462,7 +465,7 @@ def main():
                 "source": args.source,
                 "analysis_fps": args.analysis_fps,
                 "threads": args.threads,
-                "spinning": args.spinning,
+                "tuned": args.tuned,
                 "repeat": args.repeat,
                 "max_seconds": args.max_seconds,
                 "lost_frames": lost_frames,

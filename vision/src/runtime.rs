@@ -104,6 +104,11 @@ impl Runtime {
             .map_err(|e| fail(e.to_string()))?
             .with_intra_op_spinning(self.spinning)
             .map_err(|e| fail(e.to_string()))?
+            // the memory pattern is planned and kept per input shape: the detector sees every frame
+            // size, the embedder every batch size, so it only adds up (on the face clip the agent's
+            // peak RSS is 12-25 MiB lower without it, at the same frame rate)
+            .with_memory_pattern(false)
+            .map_err(|e| fail(e.to_string()))?
             .with_execution_providers(&self.providers)
             .map_err(|e| fail(e.to_string()))?
             .commit_from_file(path)

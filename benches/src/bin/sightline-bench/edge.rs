@@ -2,7 +2,7 @@
 //! same run — *decode only* (the agent's own GStreamer file decoder into appsink, same sampler)
 //! and *inference only* (the same `FacePipeline` on pre-decoded frames) — and against the Python
 //! peer (`benches/baseline/baseline.py`) on the same file, analysis rate, threads and broker (as
-//! an integrator writes it, and with sightline's no-spinning ONNX Runtime setting); then the agent
+//! an integrator writes it, and with sightline's ONNX Runtime session settings); then the agent
 //! on 1, 2 and 4 RTSP cameras served by `camsim` (RSS, frame and sighting latency from the agent's
 //! histograms) and on 2 cameras asking for every frame (RTSP throughput against the floors).
 
@@ -564,8 +564,8 @@ fn agent_one_pass(repo: &Path, bin: &Path, clip: &Path, mqtt: u16, threads: usiz
     ))
 }
 
-/// `baseline.py` on the clip played `repeat` times; `spinning: false` adds `--no-spinning`
-/// (sightline's ONNX Runtime setting).
+/// `baseline.py` on the clip played `repeat` times; `tuned` adds `--tuned` (sightline's ONNX
+/// Runtime session settings).
 #[allow(clippy::too_many_arguments)]
 fn baseline(
     py: &Path,
@@ -574,7 +574,7 @@ fn baseline(
     mqtt: u16,
     threads: usize,
     repeat: usize,
-    spinning: bool,
+    tuned: bool,
 ) -> Result<Value> {
     let dir = tempfile::tempdir()?;
     let stats = dir.path().join("stats.json");
@@ -590,8 +590,8 @@ fn baseline(
         .arg("--stats-json")
         .arg(&stats)
         .stdout(Stdio::null());
-    if !spinning {
-        cmd.arg("--no-spinning");
+    if tuned {
+        cmd.arg("--tuned");
     }
     let st = cmd.status().context("running baseline.py")?;
     if !st.success() {
@@ -835,7 +835,7 @@ pub fn run(o: &Opts) -> Result<Section> {
     let peer = match &py {
         Some(py) => {
             eprintln!("edge: baseline.py --repeat {}", passes + 1);
-            match baseline(py, o.repo, &clip, mqtt, threads, passes + 1, true) {
+            match baseline(py, o.repo, &clip, mqtt, threads, passes + 1, false) {
                 Ok(v) => Some(v),
                 Err(e) => {
                     notes.push(format!("The Python baseline failed: {e:#}; peer ratios not measured."));
@@ -848,17 +848,17 @@ pub fn run(o: &Opts) -> Result<Section> {
             None
         }
     };
-    // the peer with sightline's ONNX Runtime setting: what the setting alone is worth
+    // the peer with sightline's ONNX Runtime session settings: what those alone are worth
     let tuned = py.as_ref().and_then(|py| {
-        eprintln!("edge: baseline.py --no-spinning --repeat {}", passes + 1);
-        baseline(py, o.repo, &clip, mqtt, threads, passes + 1, false)
-            .map_err(|e| notes.push(format!("The Python baseline with --no-spinning failed: {e:#}")))
+        eprintln!("edge: baseline.py --tuned --repeat {}", passes + 1);
+        baseline(py, o.repo, &clip, mqtt, threads, passes + 1, true)
+            .map_err(|e| notes.push(format!("The Python baseline with --tuned failed: {e:#}")))
             .ok()
     });
     // equal output: one pass each, the agent flushing its tracks at the end of the file
     eprintln!("edge: one pass each for the equal-output check");
     let agent_once = agent_one_pass(o.repo, agent_bin, &clip, mqtt, threads);
-    let peer_once = py.as_ref().map(|py| baseline(py, o.repo, &clip, mqtt, threads, 1, true));
+    let peer_once = py.as_ref().map(|py| baseline(py, o.repo, &clip, mqtt, threads, 1, false));
     if let Some(Err(e)) = &peer_once {
         notes.push(format!("Equal-output check: the one-pass baseline run failed: {e:#}"));
     }
@@ -970,8 +970,8 @@ pub fn run(o: &Opts) -> Result<Section> {
                  same analysis rate, {threads} threads, same broker. Both measured from the first analysed frame to the last (model loading excluded); \
                  peak RSS of the whole process (agent: VmHWM; baseline: ru_maxrss). Floors: throughput ≥ {PEER_FLOOR}×, lower RSS, against the \
                  peer as an integrator would write it (onnxruntime's defaults, which let idle intra-op threads spin). The last two columns run \
-                 the same peer with sightline's setting (`--no-spinning`, `session.intra_op.allow_spinning = 0`), to show what that setting \
-                 alone is worth and what is left to the rest of the pipeline.",
+                 the same peer with sightline's session settings (`--tuned`: `session.intra_op.allow_spinning = 0`, no memory pattern), to show \
+                 what those settings alone are worth and what is left to the rest of the pipeline.",
                 passes + 1
             ),
             &[
@@ -979,7 +979,7 @@ pub fn run(o: &Opts) -> Result<Section> {
                 "sightline edge-agent",
                 "Python baseline",
                 "sightline ÷ baseline",
-                "Python baseline, spinning off",
+                "Python baseline, tuned",
                 "sightline ÷ it",
             ],
         );
@@ -1027,7 +1027,7 @@ pub fn run(o: &Opts) -> Result<Section> {
         let rss_ok = pipe.peak_rss_kib < p_rss;
         headline.push(format!(
             "vs Python peer: **{}** throughput ({:.2} vs {:.2} analysed frames/s; floor ≥ {PEER_FLOOR}×: {}), CPU/frame {}, peak RSS {} MiB vs {} MiB ({}); \
-             vs the same peer with sightline's no-spinning setting: {} throughput, CPU/frame {}",
+             vs the same peer with sightline's ONNX Runtime settings: {} throughput, CPU/frame {}, peak RSS {} MiB",
             ratio(whole_fps / p_fps),
             whole_fps,
             p_fps,
@@ -1038,6 +1038,7 @@ pub fn run(o: &Opts) -> Result<Section> {
             if rss_ok { "lower: floor met" } else { "not lower: FLOOR MISSED" },
             ratio(whole_fps / t_fps),
             ratio(whole_cpu / t_cpu),
+            mib(t_rss),
         ));
         // equal output, one pass each
         let (a_s, a_f) = agent_once.as_ref().map_or((f64::NAN, f64::NAN), |x| *x);
@@ -1060,8 +1061,8 @@ pub fn run(o: &Opts) -> Result<Section> {
         tables.push(pt);
         peer_json = json!({
             "stats": p,
-            "no_spinning": tuned,
-            "ratios_no_spinning": {"analysed_fps": whole_fps / t_fps, "cpu_per_frame": whole_cpu / t_cpu, "peak_rss": pipe.peak_rss_kib / t_rss},
+            "tuned": tuned,
+            "ratios_tuned": {"analysed_fps": whole_fps / t_fps, "cpu_per_frame": whole_cpu / t_cpu, "peak_rss": pipe.peak_rss_kib / t_rss},
             "ratios": {"analysed_fps": whole_fps / p_fps, "cpu_per_frame": whole_cpu / p_cpu, "peak_rss": pipe.peak_rss_kib / p_rss},
             "throughput_floor_met": tput_ok,
             "lower_rss": rss_ok,
@@ -1234,7 +1235,7 @@ pub fn run(o: &Opts) -> Result<Section> {
             "pipeline": steady_fps,
             "pipeline, RTSP (2 cameras, every frame)": mems.iter().find(|m| m.analysis_fps == SATURATING_FPS).map(|m| m.analysed_fps),
             "python baseline": peer.as_ref().and_then(|p| p["analysed_fps"].as_f64()),
-            "python baseline, no spinning": tuned.as_ref().and_then(|p| p["analysed_fps"].as_f64()),
+            "python baseline, tuned": tuned.as_ref().and_then(|p| p["analysed_fps"].as_f64()),
         },
     });
 

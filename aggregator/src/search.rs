@@ -325,26 +325,36 @@ impl SearchIndex {
     /// Builds the index of `model` from the store: every embedding whose sighting's `last_seen`
     /// is at or after `since` (the start of the retention window); `len()` tells how many.
     ///
+    /// A stored embedding that does not fit the index (wrong dimension, non-finite value; ingestion
+    /// checks both, so the database was damaged) is skipped and logged with its sighting: one bad
+    /// row must not keep the aggregator from starting. Its sighting stays in the store, it is only
+    /// not searchable.
+    ///
     /// # Errors
-    /// The store's; [`StoreError::Corrupt`] naming the sighting when a stored embedding does not
-    /// fit the index (wrong dimension, non-finite value): ingestion checks both, so the database
-    /// is damaged or `dim` is not the model's.
+    /// The store's; [`StoreError::Corrupt`] naming the first sighting when embeddings were stored
+    /// but none fits (`dim` is not the model's: a configuration error, not damage).
     pub fn load(store: &dyn Store, model: &str, dim: usize, since: OffsetDateTime) -> Result<Self, StoreError> {
+        /// Skipped rows logged one by one at most; the rest are counted.
+        const LOGGED: usize = 10;
         let mut index = SearchIndex::new(model, dim);
-        let mut bad = None;
+        let (mut skipped, mut first) = (0usize, None);
         store.for_each_embedding(model, Some(since), None, &mut |row| {
-            if bad.is_some() {
-                return;
-            }
             if let Err(e) = index.insert(row.sighting, row.trajectory, &row.camera, row.last_seen, &row.embedding) {
-                bad =
-                    Some(StoreError::Corrupt { what: "embedding", detail: format!("sighting {}: {e}", row.sighting) });
+                skipped += 1;
+                if skipped <= LOGGED {
+                    tracing::error!(sighting = %row.sighting, error = %e, "stored embedding skipped: it does not fit the search index");
+                }
+                first.get_or_insert_with(|| format!("sighting {}: {e}", row.sighting));
             }
         })?;
-        match bad {
-            Some(e) => Err(e),
-            None => Ok(index),
+        if let Some(first) = first {
+            if index.len() == 0 {
+                let detail = format!("none of the {skipped} stored embeddings of {model} fits the index; first: {first}");
+                return Err(StoreError::Corrupt { what: "embedding", detail });
+            }
+            tracing::error!(skipped, loaded = index.len(), "search index: damaged stored embeddings skipped");
         }
+        Ok(index)
     }
 }
 
@@ -1173,9 +1183,23 @@ mod tests {
         let found = index.search(&stored[0].0.embedding, &q).unwrap();
         assert!(found.iter().all(|h| h.sighting != stored[0].0.id && h.sighting != other.id));
 
-        // a dimension that is not the stored embeddings' is corruption, named
+        // a dimension that is not the stored embeddings' fits none of them: an error naming one
         let e = SearchIndex::load(&store, MODEL, 64, since).unwrap_err();
         assert!(matches!(e, StoreError::Corrupt { what: "embedding", .. }), "{e}");
         assert!(e.to_string().contains(&stored[5].0.id.to_string()), "{e}");
+
+        // one damaged row (a NaN, a short vector) is skipped; the others are still searchable
+        let mut nan = sighting(&mut rng, "gate", T0 + Duration::minutes(40), MODEL);
+        nan.embedding[3] = f32::NAN;
+        let mut short = sighting(&mut rng, "gate", T0 + Duration::minutes(41), MODEL);
+        short.embedding.truncate(DIM - 1);
+        for bad in [&nan, &short] {
+            assert!(store.record_sighting(bad, Uuid::from_u128(98), None, T0 + Duration::hours(1)).unwrap());
+        }
+        let index = SearchIndex::load(&store, MODEL, DIM, since).unwrap();
+        assert_eq!(index.len(), 15);
+        let found = index.search(&stored[10].0.embedding, &q).unwrap();
+        assert!(found.iter().all(|h| h.sighting != nan.id && h.sighting != short.id));
+        assert_eq!(found.len(), 15);
     }
 }

@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::events::Events;
-use crate::store::{Store, StoreError, WatchlistEntry};
+use crate::store::{AlertQuery, Store, StoreError, WatchlistEntry};
 
 /// `[watchlist]` in the aggregator's config.
 #[derive(Clone, Debug, Deserialize)]
@@ -65,10 +65,34 @@ pub struct Watchlist {
 }
 
 impl Watchlist {
-    /// The entries active at `now`, from the store.
+    /// The entries active at `now`, from the store, with the alerts they raised before: a
+    /// trajectory that matched before a restart does not raise again, and removing or expiring
+    /// its entry still clears its alert. (An active entry's alerts are all raised: they clear
+    /// only when the entry is removed or expires, which ends the entry.)
     pub fn load(store: &dyn Store, cfg: WatchlistConfig, now: OffsetDateTime) -> Result<Self, StoreError> {
         let entries = store.watchlist_active(now)?;
-        Ok(Watchlist { cfg, state: Mutex::new(State { entries, raised: HashMap::new() }) })
+        let mut raised: HashMap<Uuid, Vec<Raised>> = HashMap::new();
+        if !entries.is_empty() {
+            // no time bound: a late sighting may raise an alert dated before its entry was made
+            let q = AlertQuery {
+                kind: Some(AlertKind::WatchlistMatch),
+                state: Some(AlertState::Raised),
+                limit: u32::MAX,
+                ..AlertQuery::default()
+            };
+            for stored in store.alerts(&q)? {
+                let a = stored.alert;
+                let entry = a.alert.strip_prefix("watchlist:").and_then(|r| r.split(':').next());
+                let Some(id) = entry.and_then(|e| Uuid::parse_str(e).ok()) else { continue };
+                if entries.iter().any(|e| e.id == id) {
+                    let list = raised.entry(id).or_default();
+                    if !list.iter().any(|r| r.alert == a.alert) {
+                        list.push(Raised { site: a.site, camera: a.camera, alert: a.alert });
+                    }
+                }
+            }
+        }
+        Ok(Watchlist { cfg, state: Mutex::new(State { entries, raised }) })
     }
 
     pub fn empty(cfg: WatchlistConfig) -> Self {
@@ -319,6 +343,29 @@ mod tests {
         assert_eq!(cleared.len(), 1);
         assert_eq!(cleared[0].state, AlertState::Cleared);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn raised_alerts_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("a.sqlite")).unwrap();
+        let now = ts::parse("2026-11-23T09:00:01.000Z").unwrap();
+        let e = entry(1, unit(0), "2026-12-01T00:00:00.000Z");
+        assert!(store.watchlist_add(&e).unwrap());
+        let t1 = Uuid::from_u128(10);
+        let w = Watchlist::load(&store, WatchlistConfig::default(), now).unwrap();
+        let raised = w.check(&sighting("a", unit(0)), t1, now);
+        assert_eq!(raised.len(), 1);
+        assert!(store.record_alert(&raised[0], now).unwrap());
+
+        // a restart: the same trajectory does not raise again, another one does
+        let w = Watchlist::load(&store, WatchlistConfig::default(), now).unwrap();
+        assert!(w.check(&sighting("b", unit(0)), t1, now).is_empty());
+        assert_eq!(w.check(&sighting("b", unit(0)), Uuid::from_u128(11), now).len(), 1);
+        // removing the entry clears the alert raised before the restart too
+        let cleared = w.remove(e.id, now);
+        assert_eq!(cleared.len(), 2);
+        assert!(cleared.iter().any(|c| c.alert == raised[0].alert && c.camera == "a"));
     }
 
     #[test]

@@ -349,7 +349,8 @@ impl SearchIndex {
         })?;
         if let Some(first) = first {
             if index.len() == 0 {
-                let detail = format!("none of the {skipped} stored embeddings of {model} fits the index; first: {first}");
+                let detail =
+                    format!("none of the {skipped} stored embeddings of {model} fits the index; first: {first}");
                 return Err(StoreError::Corrupt { what: "embedding", detail });
             }
             tracing::error!(skipped, loaded = index.len(), "search index: damaged stored embeddings skipped");

@@ -33,6 +33,9 @@ cat <<MSG
 
       mosquitto_sub -h 127.0.0.1 -p $MQTT_PORT -t 'sightline/v1/#' -T 'sightline/v1/+/+/heatmap' -v
 
+  operator dashboard: http://127.0.0.1:$HTTP_PORT/ (sign in with the token below: an integrator's,
+  so it also opens Investigations)
+
   integrator API: http://127.0.0.1:$HTTP_PORT/api/v1 (OpenAPI: /api/v1/openapi.json); a demo token:
 
       curl -s -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:$HTTP_PORT/api/v1/trajectories?purpose=demo'

@@ -1,9 +1,10 @@
 //! The operator dashboard in a real browser: the aggregator (its embedded broker, the UI it
 //! serves at `/`) on 127.0.0.1 with three cameras, Lin-Manuel Miranda's real trajectory, and
-//! tokens of every role; then `node ui/e2e/dashboard.mjs` (playwright-core driving Debian's
-//! chromium, headless) signs in, sees an alert published on MQTT arrive live, acknowledges it,
-//! sees a camera go offline, is refused investigations as an operator, and searches by photo as
-//! an integrator. Afterwards the API must show what the browser did: the acknowledgement (by the
+//! tokens of every role, and crowd measurements of `stage` over the last ~10 minutes; then
+//! `node ui/e2e/dashboard.mjs` (playwright-core driving Debian's chromium, headless) signs in on
+//! the overview, sees an alert published on MQTT arrive live, acknowledges it, sees a camera go
+//! offline, sees the crowd (card, overview tile, heatmap, chart), is refused investigations as an
+//! operator, and searches by photo as an integrator. Afterwards the API must show what the browser did: the acknowledgement (by the
 //! operator's token) and the audited search (by the integrator's, with its purpose).
 //!
 //! Needs node, `ui/node_modules` (`npm ci` in ui/), the built UI and `/usr/bin/chromium`:
@@ -14,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sightline_contract::{CameraState, CameraStatus, Payload, topic};
+use sightline_contract::{CameraState, CameraStatus, Crowd, CrowdMethod, DensityGrid, Payload, ZoneCount, topic};
 use sightline_tests::*;
 use time::OffsetDateTime;
 
@@ -24,6 +25,14 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// The first camera is the one the script alerts on and takes offline.
 const CAMERAS: [&str; 3] = ["plaza", "stage", "lobby"];
 const ALERT_ID: &str = "e2e-alert-1";
+/// A streaming camera (not the one taken offline) with crowd measurements over the last minutes.
+const CROWD_CAMERA: &str = "stage";
+/// Its zones; the first is the busiest.
+const CROWD_ZONES: [&str; 2] = ["front", "aisle"];
+/// How many measurements, spread evenly over the last ~10 minutes (the newest a few seconds ago).
+const CROWD_MEASUREMENTS: usize = 8;
+const GRID_COLS: u16 = 16;
+const GRID_ROWS: u16 = 9;
 const PURPOSE: &str = "case 2026-7: dashboard end-to-end test";
 
 fn workspace() -> PathBuf {
@@ -81,6 +90,58 @@ fn status(camera: &str, state: CameraState) -> (String, Vec<u8>) {
         detail: None,
     };
     (topic::camera_status(&s.site, &s.camera), s.to_json())
+}
+
+/// `CROWD_MEASUREMENTS` valid `sightline.crowd/1` measurements of `camera`, oldest first, 75 s
+/// apart up to 5 s ago: a crowd growing towards the front, with per-zone counts and a 16×9 density
+/// grid whose cells add up to the total (a blob drifting right).
+fn crowd_measurements(camera: &str) -> Vec<Crowd> {
+    let now = OffsetDateTime::now_utc();
+    (0..CROWD_MEASUREMENTS)
+        .map(|i| {
+            let back = (CROWD_MEASUREMENTS - 1 - i) as i64 * 75 + 5;
+            let front = 6.0 + 3.0 * i as f32;
+            let aisle = 2.0 + (i % 3) as f32;
+            let total = front + aisle;
+            let (cx, cy) = (4.0 + i as f32, 5.0);
+            let weights: Vec<f32> = (0..GRID_ROWS)
+                .flat_map(|r| {
+                    (0..GRID_COLS).map(move |c| {
+                        let (dx, dy) = (c as f32 + 0.5 - cx, r as f32 + 0.5 - cy);
+                        (-(dx * dx + dy * dy) / 8.0).exp() + 0.02
+                    })
+                })
+                .collect();
+            let sum: f32 = weights.iter().sum();
+            Crowd {
+                id: uuid::Uuid::now_v7(),
+                site: "testsite".into(),
+                camera: camera.into(),
+                ts: now - time::Duration::seconds(back),
+                method: CrowdMethod::Density,
+                total,
+                zones: vec![
+                    ZoneCount {
+                        zone: CROWD_ZONES[0].into(),
+                        count: front,
+                        area_m2: Some(40.0),
+                        density_per_m2: Some(front / 40.0),
+                    },
+                    ZoneCount { zone: CROWD_ZONES[1].into(), count: aisle, area_m2: None, density_per_m2: None },
+                ],
+                grid: Some(DensityGrid {
+                    cols: GRID_COLS,
+                    rows: GRID_ROWS,
+                    cells: weights.iter().map(|w| w / sum * total).collect(),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// `t` as an RFC 3339 query parameter (UTC, `Z`: nothing to escape).
+fn ts_param(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC).format(&time::format_description::well_known::Rfc3339).unwrap()
 }
 
 /// Runs `cmd` with stdout and stderr into files of `dir`; kills it after `timeout`. Returns the
@@ -157,6 +218,41 @@ fn the_dashboard_in_chromium_shows_live_alerts_cameras_and_investigations_by_rol
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // crowd measurements of a streaming camera over the last ~10 minutes: its card, tile, heatmap
+    // and chart must show them
+    let crowds = crowd_measurements(CROWD_CAMERA);
+    for c in &crowds {
+        c.grid.as_ref().unwrap().check().unwrap_or_else(|(f, e)| panic!("our own grid is invalid: {f} {e}"));
+    }
+    let latest = crowds.last().unwrap().clone();
+    let since = ts_param(crowds[0].ts - time::Duration::seconds(60));
+    let messages: Vec<(String, Vec<u8>)> =
+        crowds.iter().map(|c| (topic::crowd(&c.site, &c.camera), c.to_json())).collect();
+    publish(port, &messages).unwrap();
+    let crowd_stored = || {
+        let url = format!("{api}/crowd?camera={CROWD_CAMERA}&since={since}&step=10");
+        let (code, body) = http_get_as(&url, Some(&operator)).unwrap();
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let samples: u64 = v["items"].as_array().unwrap().iter().map(|b| b["samples"].as_u64().unwrap_or(0)).sum();
+        let (_, cams) = http_get_as(&format!("{api}/cameras"), Some(&operator)).unwrap();
+        let cams: serde_json::Value = serde_json::from_str(&cams).unwrap();
+        let newest = cams["items"].as_array().unwrap().iter().find(|c| c["camera"] == CROWD_CAMERA).cloned();
+        let grid_ok = newest.as_ref().is_some_and(|c| {
+            c["latest_crowd"]["grid"]["cols"] == GRID_COLS && c["latest_crowd"]["grid"]["rows"] == GRID_ROWS
+        });
+        let total_ok = newest
+            .as_ref()
+            .and_then(|c| c["latest_crowd"]["total"].as_f64())
+            .is_some_and(|t| (t - f64::from(latest.total)).abs() < 1e-3);
+        samples >= CROWD_MEASUREMENTS as u64 && grid_ok && total_ok
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !crowd_stored() {
+        assert!(Instant::now() < deadline, "the crowd measurements of {CROWD_CAMERA} were not stored:\n{}", agg.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     let photo = media("lin-manuel-miranda.png").canonicalize().expect("shared/media/lin-manuel-miranda.png");
     let mut node = Command::new("node");
     node.arg("ui/e2e/dashboard.mjs")
@@ -173,6 +269,12 @@ fn the_dashboard_in_chromium_shows_live_alerts_cameras_and_investigations_by_rol
         .env("SIGHTLINE_MIRANDA_TRAJECTORY", trajectory.to_string())
         .env("SIGHTLINE_SEARCH_PURPOSE", PURPOSE)
         .env("SIGHTLINE_ALERT_ID", ALERT_ID)
+        .env("SIGHTLINE_CROWD_CAMERA", CROWD_CAMERA)
+        .env("SIGHTLINE_CROWD_ZONE", CROWD_ZONES[0])
+        .env("SIGHTLINE_CROWD_ZONES", CROWD_ZONES.len().to_string())
+        .env("SIGHTLINE_CROWD_TOTAL", format!("{}", latest.total.round()))
+        .env("SIGHTLINE_CROWD_GRID", format!("{GRID_COLS}x{GRID_ROWS}"))
+        .env("SIGHTLINE_CROWD_MEASUREMENTS", CROWD_MEASUREMENTS.to_string())
         .env("SIGHTLINE_ARTIFACTS", &artifacts)
         .env("SIGHTLINE_CHROMIUM", CHROMIUM);
     let started = Instant::now();

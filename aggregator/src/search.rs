@@ -348,7 +348,7 @@ impl SearchIndex {
             }
         })?;
         if let Some(first) = first {
-            if index.len() == 0 {
+            if index.is_empty() {
                 let detail =
                     format!("none of the {skipped} stored embeddings of {model} fits the index; first: {first}");
                 return Err(StoreError::Corrupt { what: "embedding", detail });

@@ -13,6 +13,12 @@
 //   SIGHTLINE_MIRANDA_TRAJECTORY  the trajectory id the photo search must show
 //   SIGHTLINE_SEARCH_PURPOSE      purpose typed for the search
 //   SIGHTLINE_ALERT_ID            event id (UUID) of the alert published
+//   SIGHTLINE_CROWD_CAMERA        a streaming camera (not the first) with stored crowd measurements
+//   SIGHTLINE_CROWD_ZONE          one of its zones
+//   SIGHTLINE_CROWD_ZONES         how many zones its latest measurement has
+//   SIGHTLINE_CROWD_TOTAL         its latest total, rounded
+//   SIGHTLINE_CROWD_GRID          its latest density grid's shape, COLSxROWS
+//   SIGHTLINE_CROWD_MEASUREMENTS  how many measurements it has over the last ~10 minutes
 //   SIGHTLINE_ARTIFACTS           directory for screenshots (created)
 //   SIGHTLINE_CHROMIUM            chromium binary (default /usr/bin/chromium)
 //   SIGHTLINE_AGENT               agent id in the published camera status (default e2e-agent)
@@ -61,6 +67,14 @@ const cfg = {
   miranda: env('SIGHTLINE_MIRANDA_TRAJECTORY'),
   purpose: env('SIGHTLINE_SEARCH_PURPOSE'),
   alertId: env('SIGHTLINE_ALERT_ID'),
+  crowd: {
+    camera: env('SIGHTLINE_CROWD_CAMERA'),
+    zone: env('SIGHTLINE_CROWD_ZONE'),
+    zones: Number(env('SIGHTLINE_CROWD_ZONES')),
+    total: Number(env('SIGHTLINE_CROWD_TOTAL')),
+    grid: env('SIGHTLINE_CROWD_GRID').split('x').map(Number),
+    measurements: Number(env('SIGHTLINE_CROWD_MEASUREMENTS')),
+  },
   artifacts: env('SIGHTLINE_ARTIFACTS'),
   chromium: env('SIGHTLINE_CHROMIUM', '/usr/bin/chromium'),
   agent: env('SIGHTLINE_AGENT', 'e2e-agent'),
@@ -161,14 +175,37 @@ async function waitLive(page) {
   await page.locator('[data-testid="live-status"][data-state="live"]').waitFor({ timeout: 10_000 });
 }
 
-async function shot(page, name) {
+async function shot(page, name, fullPage = false) {
   const file = path.join(cfg.artifacts, name);
-  await page.screenshot({ path: file, fullPage: false });
+  await page.screenshot({ path: file, fullPage });
   log(`  screenshot ${file}`);
 }
 
 function check(cond, message) {
   if (!cond) throw new Error(message);
+}
+
+/** A camera card or overview tile shows the crowd camera's latest total, its zones and its heatmap. */
+async function checkCrowd(card, what) {
+  const c = cfg.crowd;
+  const total = card.getByTestId('camera-crowd-total');
+  await total.filter({ hasText: new RegExp(`\\b${c.total} people`) }).waitFor({ timeout: 5_000 });
+  const zones = await card.locator('[data-testid="camera-zones"] li').count();
+  check(zones === c.zones, `the ${what} of ${c.camera} lists ${zones} zone(s), not ${c.zones}`);
+  check(
+    ((await card.getByTestId('camera-zones').textContent()) ?? '').includes(c.zone),
+    `the ${what} of ${c.camera} does not name zone ${c.zone}`,
+  );
+  const heat = card.getByTestId(`heatmap-${c.camera}`);
+  await heat.waitFor({ timeout: 3_000 });
+  const [cols, rows] = c.grid;
+  const shape = [Number(await heat.getAttribute('data-cols')), Number(await heat.getAttribute('data-rows'))];
+  const cells = await heat.locator('rect.cell').count();
+  check(shape[0] === cols && shape[1] === rows, `the ${what}'s heatmap is ${shape.join('x')}, not ${cols}x${rows}`);
+  check(cells === cols * rows, `the ${what}'s heatmap draws ${cells} cells, not ${cols * rows}`);
+  const hb = await heat.boundingBox();
+  check(hb && hb.width >= 100 && hb.height >= 50, `the ${what}'s heatmap is too small to read: ${JSON.stringify(hb)}`);
+  log(`crowd: the ${what} of ${c.camera} shows ${c.total} people, ${zones} zones and a ${cols}×${rows} heatmap`);
 }
 
 // ---- the run -------------------------------------------------------------------------------------
@@ -222,15 +259,22 @@ async function run() {
   const operatorName = await signIn(op.page, cfg.tokens.operator, 'operator');
   expected = []; // the 401's console line has arrived by now
   await waitLive(op.page);
-  await op.page.getByTestId('alerts-page').waitFor();
-  log(`b. operator "${operatorName}" signed in; header shows role operator; live stream open`);
+  await op.page.getByTestId('overview-page').waitFor();
+  check(
+    (await op.page.getByTestId('nav-overview').getAttribute('aria-current')) === 'page',
+    'the overview is not the page after sign-in',
+  );
+  log(`b. operator "${operatorName}" signed in on the overview; header shows role operator; live stream open`);
   await shot(op.page, 'operator-signed-in.png');
+  await op.page.getByTestId('nav-alerts').click();
+  await op.page.getByTestId('alerts-page').waitFor();
 
   // a second screen of the same centre, to see acknowledgements propagate
   const wall2 = await newPage({ width: 1366, height: 768 }, 'operator-2');
   currentPage = op.page;
   await signIn(wall2.page, cfg.tokens.operator, 'operator');
   await waitLive(wall2.page);
+  await wall2.page.getByTestId('overview-page').waitFor();
 
   // ---- c. an alert published on MQTT appears live ----
   const eventId = UUID_RE.test(cfg.alertId) ? cfg.alertId.toLowerCase() : randomUUID();
@@ -264,6 +308,23 @@ async function run() {
     check(rowText.includes(want), `the alert row lacks "${want}": ${rowText}`);
   }
   await op.page.locator(`[data-testid="critical-banner"][data-alert-key="${stable}"]`).waitFor({ timeout: 2_000 });
+  // the other screen (a laptop, on the overview) lists it among the active alerts, critical
+  const tileSel = `[data-testid="overview-alert"][data-alert-key="${stable.replace(/"/g, '\\"')}"]`;
+  const ovAlert = wall2.page.locator(tileSel);
+  await ovAlert.waitFor({ timeout: 3_000 });
+  check((await ovAlert.getAttribute('data-severity')) === 'critical', 'the overview alert is not critical');
+  check(
+    (await wall2.page.getByTestId('overview-alert').first().getAttribute('data-alert-key')) === stable,
+    'the newest alert is not first on the overview',
+  );
+  const ovText = (await ovAlert.textContent()) ?? '';
+  for (const want of [camera, 'platform-edge', 'zone intrusion', 'critical']) {
+    check(ovText.includes(want), `the overview alert lacks "${want}": ${ovText}`);
+  }
+  await ovAlert.getByTestId('alert-age').filter({ hasText: /\d+ s ago/ }).waitFor({ timeout: 3_000 });
+  log('c. the laptop overview lists it first among the active alerts, critical, with its age');
+  await wall2.page.getByTestId(`camera-tile-${cfg.crowd.camera}`).getByTestId('camera-crowd-total').waitFor({ timeout: 5_000 });
+  await shot(wall2.page, 'overview-laptop.png', true);
   const age = op.page.locator(`${rowSel} [data-testid="alert-age"]`);
   await age.filter({ hasText: /\d+ s ago/ }).waitFor({ timeout: 3_000 });
   log('c. the critical cue (flashing banner) is shown and the row shows its age');
@@ -275,11 +336,12 @@ async function run() {
   log(`c. acknowledged: "${((await ackInfo.textContent()) ?? '').trim()}"`);
   await op.page.getByTestId('critical-banner').waitFor({ state: 'hidden', timeout: 3_000 });
   await wall2.page
-    .locator(`${rowSel} [data-testid="alert-ack-info"]`)
+    .locator(`${tileSel} [data-testid="alert-ack-info"]`)
     .filter({ hasText: `acknowledged by ${operatorName}` })
     .waitFor({ timeout: 3_000 });
-  log('c. the other screen shows the acknowledgement live (alert_ack)');
+  log('c. the other screen (overview) shows the acknowledgement live (alert_ack)');
   await shot(op.page, 'alert-live.png');
+
   await wall2.context.close();
 
   // ---- d. a camera goes offline ----
@@ -325,6 +387,47 @@ async function run() {
   for (const c of cfg.cameras.slice(1)) await op.page.getByTestId(`map-marker-${c}`).waitFor({ timeout: 5_000 });
   log(`d. the site map shows ${camera} offline and every camera placed`);
   await shot(op.page, 'map-offline.png');
+
+  // ---- crowd: the latest measurement on the card, the series on the chart, the overview ----
+  await op.page.getByTestId('nav-cameras').click();
+  await checkCrowd(op.page.getByTestId(`camera-card-${cfg.crowd.camera}`), 'camera card');
+  await op.page.getByTestId('nav-crowd').click();
+  await op.page.getByTestId('crowd-page').waitFor();
+  await op.page.getByTestId('crowd-camera').selectOption(cfg.crowd.camera);
+  const chart = op.page.locator(`[data-testid="crowd-chart"][data-camera="${cfg.crowd.camera}"][data-zone=""]`);
+  await chart.waitFor({ timeout: 5_000 });
+  const points = Number(await chart.getAttribute('data-points'));
+  const dots = await chart.getByTestId('crowd-point').count();
+  check(points >= 2 && dots === points, `the crowd chart of ${cfg.crowd.camera} has ${points} point(s), ${dots} drawn`);
+  log(`crowd: the chart of ${cfg.crowd.camera} draws ${points} points (${cfg.crowd.measurements} measurements published)`);
+  await shot(op.page, 'crowd.png');
+  await op.page.getByTestId('crowd-zone').selectOption(cfg.crowd.zone);
+  const zoneChart = op.page.locator(`[data-testid="crowd-chart"][data-camera="${cfg.crowd.camera}"][data-zone="${cfg.crowd.zone}"]`);
+  await zoneChart.waitFor({ timeout: 5_000 });
+  const zonePoints = Number(await zoneChart.getAttribute('data-points'));
+  check(zonePoints >= 2, `the crowd chart of zone ${cfg.crowd.zone} has ${zonePoints} point(s)`);
+  log(`crowd: zone ${cfg.crowd.zone} charts ${zonePoints} points`);
+
+  await op.page.getByTestId('nav-overview').click();
+  const overview = op.page.getByTestId('overview-page');
+  await overview.waitFor();
+  await checkCrowd(op.page.getByTestId(`camera-tile-${cfg.crowd.camera}`), 'overview tile');
+  await op.page.locator(`[data-testid="camera-tile-${camera}"][data-status="offline"]`).waitFor({ timeout: 3_000 });
+  for (const c of cfg.cameras) await op.page.getByTestId(`camera-tile-${c}`).waitFor({ timeout: 3_000 });
+  await op.page.locator(`[data-testid="map-marker-${camera}"][data-status="offline"]`).waitFor({ timeout: 3_000 });
+  const acked = op.page.locator(`${tileSel} [data-testid="alert-ack-info"]`);
+  await acked.waitFor({ timeout: 3_000 });
+  // one screen: nothing of the overview below the fold at 1920×1080
+  const box = await overview.boundingBox();
+  const inner = await op.page.evaluate(() => [window.innerWidth, window.innerHeight, document.documentElement.scrollHeight]);
+  check(box && box.y + box.height <= inner[1] + 1, `the overview overflows the 1920×1080 screen: ${JSON.stringify(box)} in ${inner}`);
+  check(inner[2] <= inner[1], `the overview page scrolls at 1920×1080 (${inner[2]} px high)`);
+  for (const id of ['overview-alerts', 'overview-cameras', 'overview-map']) {
+    const b = await op.page.getByTestId(id).boundingBox();
+    check(b && b.width > 300 && b.height > 150, `${id} is too small on the wall screen: ${JSON.stringify(b)}`);
+  }
+  log(`overview (1920×1080): the active alert (acknowledged), ${cfg.cameras.length} camera tiles with ${cfg.crowd.camera}'s crowd, and the map on one screen`);
+  await shot(op.page, 'overview.png');
 
   // ---- e. no investigations for an operator ----
   check((await op.page.getByTestId('nav-investigations').count()) === 0, 'the operator sees an Investigations link');

@@ -5,6 +5,7 @@ import { atLeast, type Role } from './api';
 import { resume, signOut, useStore } from './store';
 import { SignIn } from './pages/SignIn';
 import { AlertsPage, CriticalBanner } from './pages/Alerts';
+import { OverviewPage } from './pages/Overview';
 import { CamerasPage } from './pages/Cameras';
 import { MapPage } from './pages/MapPage';
 import { CrowdPage } from './pages/Crowd';
@@ -18,6 +19,7 @@ interface Route {
 }
 
 const ROUTES: Route[] = [
+  { path: 'overview', label: 'Overview', role: 'operator' },
   { path: 'alerts', label: 'Alerts', role: 'operator' },
   { path: 'cameras', label: 'Cameras', role: 'operator' },
   { path: 'map', label: 'Map', role: 'operator' },
@@ -26,9 +28,12 @@ const ROUTES: Route[] = [
   { path: 'audit', label: 'Audit log', role: 'admin' },
 ];
 
+/** The page after sign-in, for every role: the wall screen. */
+const DEFAULT_PATH = 'overview';
+
 function currentPath(): string {
   const h = location.hash.replace(/^#\/?/, '');
-  return h.split(/[/?]/)[0] || 'alerts';
+  return h.split(/[/?]/)[0] || DEFAULT_PATH;
 }
 
 function useRoute(): string {
@@ -71,7 +76,7 @@ function App() {
       <section class="panel">
         <h2>Not found</h2>
         <p>
-          There is no page <code>#/{path}</code>. <a href="#/alerts">Go to the alerts</a>.
+          There is no page <code>#/{path}</code>. <a href={`#/${DEFAULT_PATH}`}>Go to the overview</a>.
         </p>
       </section>
     );
@@ -87,6 +92,7 @@ function App() {
     );
   } else {
     page = {
+      overview: <OverviewPage />,
       alerts: <AlertsPage />,
       cameras: <CamerasPage />,
       map: <MapPage />,
@@ -97,7 +103,7 @@ function App() {
   }
 
   return (
-    <div class="shell">
+    <div class={`shell ${route?.path === 'overview' ? 'fit' : ''}`}>
       <header class="topbar">
         <div class="brand">
           <img src="/favicon.svg" alt="" width={28} height={28} />
@@ -125,7 +131,11 @@ function App() {
           <span class={`role role-${role}`} data-testid="user-role">
             {role}
           </span>
-          <button type="button" class="btn ghost" data-testid="sign-out" onClick={() => signOut()}>
+          <button type="button" class="btn ghost" data-testid="sign-out" onClick={() => {
+              signOut();
+              // the next person to sign in starts on the overview
+              location.hash = '';
+            }}>
             Sign out
           </button>
         </div>

@@ -31,7 +31,7 @@ export function Heatmap({ grid, testid }: { grid: CrowdGrid; testid?: string }) 
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) {
       const v = cells[r * cols + c];
-      rects.push(<rect key={`${r}-${c}`} x={c} y={r} width={1.02} height={1.02} fill={colour(v / max)} />);
+      rects.push(<rect key={`${r}-${c}`} class="cell" x={c} y={r} width={1.02} height={1.02} fill={colour(v / max)} />);
     }
   }
   return (
@@ -40,6 +40,8 @@ export function Heatmap({ grid, testid }: { grid: CrowdGrid; testid?: string }) 
       viewBox={`0 0 ${cols} ${rows}`}
       preserveAspectRatio="none"
       data-testid={testid}
+      data-cols={cols}
+      data-rows={rows}
       role="img"
       aria-label={`crowd density heatmap, ${cols}×${rows} cells, up to ${max.toFixed(2)} people per cell`}
     >

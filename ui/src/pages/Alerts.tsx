@@ -1,49 +1,9 @@
 import { useMemo, useState } from 'preact/hooks';
-import { acknowledge, dismissFlash, useStore, type AlertRow } from '../store';
+import { dismissFlash, useStore, type AlertRow } from '../store';
 import { age, clock, humanKind, useNow } from '../format';
+import { AckCell, SeverityBadge, activeAlerts, alertAttrs, raisedTs, useSortedAlerts } from '../components/AlertBits';
 
 const KINDS = ['crowd_threshold', 'zone_intrusion', 'camera_offline', 'camera_frozen', 'camera_tampered', 'watchlist_match'];
-
-function AckCell({ row }: { row: AlertRow }) {
-  const [busy, setBusy] = useState(false);
-  const [err, setErr] = useState<string | null>(null);
-  if (row.acknowledgedBy) {
-    return (
-      <span class="acked" data-testid="alert-ack-info">
-        acknowledged by <strong>{row.acknowledgedBy}</strong> at {clock(row.acknowledgedAt)}
-      </span>
-    );
-  }
-  return (
-    <span>
-      <button
-        type="button"
-        class="btn small"
-        disabled={busy}
-        data-testid="alert-ack"
-        onClick={async () => {
-          setBusy(true);
-          setErr(null);
-          try {
-            await acknowledge(row);
-          } catch (e) {
-            setErr((e as Error).message);
-          } finally {
-            setBusy(false);
-          }
-        }}
-      >
-        {busy ? 'Acknowledging…' : 'Acknowledge'}
-      </button>
-      {err && (
-        <span class="error small" role="alert">
-          {' '}
-          {err}
-        </span>
-      )}
-    </span>
-  );
-}
 
 export function AlertsPage() {
   const s = useStore();
@@ -51,10 +11,7 @@ export function AlertsPage() {
   const [kind, setKind] = useState('');
   const [stateFilter, setStateFilter] = useState<'all' | 'raised' | 'cleared' | 'unacked'>('all');
 
-  const rows = useMemo(
-    () => [...s.alerts.values()].sort((a, b) => Date.parse(b.latest.ts) - Date.parse(a.latest.ts)),
-    [s.alerts],
-  );
+  const rows = useSortedAlerts(s);
   const kinds = useMemo(() => [...new Set([...KINDS, ...rows.map((r) => r.latest.kind)])], [rows]);
   const shown = rows.filter(
     (r) =>
@@ -62,7 +19,7 @@ export function AlertsPage() {
       (stateFilter === 'all' ||
         (stateFilter === 'unacked' ? !r.acknowledgedBy && r.latest.state === 'raised' : r.latest.state === stateFilter)),
   );
-  const active = rows.filter((r) => r.latest.state === 'raised');
+  const active = activeAlerts(rows);
   const critical = active.filter((r) => r.latest.severity === 'critical');
 
   return (
@@ -135,15 +92,10 @@ export function AlertsPage() {
                 key={r.key}
                 class={`sev-${r.latest.severity} state-${r.latest.state} ${r.acknowledgedBy ? 'is-acked' : ''}`}
                 data-testid="alert-row"
-                data-alert-key={r.key}
-                data-event-ids={r.eventIds.join(' ')}
-                data-state={r.latest.state}
-                data-severity={r.latest.severity}
+                {...alertAttrs(r)}
               >
                 <td>
-                  <span class={`sev sev-badge-${r.latest.severity}`} data-testid="alert-severity">
-                    {r.latest.severity}
-                  </span>
+                  <SeverityBadge row={r} />
                 </td>
                 <td data-testid="alert-kind">{humanKind(r.latest.kind)}</td>
                 <td data-testid="alert-camera">{r.latest.camera}</td>
@@ -155,10 +107,10 @@ export function AlertsPage() {
                   {r.latest.state === 'cleared' && r.clearedAt && <span class="muted small"> {age(r.clearedAt, now)}</span>}
                 </td>
                 <td>
-                  <span data-testid="alert-age" title={r.raisedAt ?? r.latest.ts}>
-                    {age(r.raisedAt ?? r.latest.ts, now)}
+                  <span data-testid="alert-age" title={raisedTs(r)}>
+                    {age(raisedTs(r), now)}
                   </span>
-                  <div class="muted small">{clock(r.raisedAt ?? r.latest.ts)}</div>
+                  <div class="muted small">{clock(raisedTs(r))}</div>
                 </td>
                 <td class="msg">{r.latest.message}</td>
                 <td>
@@ -188,7 +140,7 @@ export function CriticalBanner() {
       <strong>CRITICAL</strong>
       <span>
         {humanKind(r.latest.kind)} · {r.latest.camera}
-        {r.latest.zone ? ` · ${r.latest.zone}` : ''} — {r.latest.message} ({age(r.raisedAt ?? r.latest.ts, now)})
+        {r.latest.zone ? ` · ${r.latest.zone}` : ''} — {r.latest.message} ({age(raisedTs(r), now)})
       </span>
       {rows.length > 1 && <span class="muted">+{rows.length - 1} more</span>}
       <span class="spacer" />

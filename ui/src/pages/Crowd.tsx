@@ -58,7 +58,14 @@ export function CrowdChart({ series, since, until }: { series: CrowdSeries; sinc
   for (let v = 0; v <= yMax + 1e-9; v += yStep) yTicks.push(v);
 
   return (
-    <svg class="chart" viewBox={`0 0 ${W} ${H}`} data-testid="crowd-chart" role="img" aria-label={`people over time, ${series.camera} ${series.zone ?? 'total'}`}>
+    <svg
+      class="chart"
+      viewBox={`0 0 ${W} ${H}`}
+      data-testid="crowd-chart"
+      data-camera={series.camera}
+      data-zone={series.zone ?? ''}
+      data-points={pts.length}
+      role="img" aria-label={`people over time, ${series.camera} ${series.zone ?? 'total'}`}>
       {yTicks.map((v) => (
         <g key={`y${v}`}>
           <line x1={L} x2={W - R} y1={y(v)} y2={y(v)} class="grid" />
@@ -94,7 +101,13 @@ export function CrowdChart({ series, since, until }: { series: CrowdSeries; sinc
             <polygon points={area} class="area" />
             <polygon points={band} class="band" />
             <polyline points={seg.map((p) => `${x(p.t)},${y(p.mean)}`).join(' ')} class="line" />
-            {seg.length === 1 && <circle cx={x(seg[0].t)} cy={y(seg[0].mean)} r={3} class="dot" />}
+            {seg.map((p) => (
+              <circle key={p.t} cx={x(p.t)} cy={y(p.mean)} r={seg.length === 1 ? 4 : 3} class="dot" data-testid="crowd-point">
+                <title>
+                  {hhmm(p.t, true)}: mean {p.mean.toFixed(1)}, {p.min.toFixed(1)}–{p.max.toFixed(1)} ({p.samples} measurements)
+                </title>
+              </circle>
+            ))}
           </g>
         );
       })}
@@ -114,7 +127,8 @@ export function CrowdPage() {
   const [loading, setLoading] = useState(false);
   const [tick, setTick] = useState(0);
 
-  const cam = camera || cams[0] || '';
+  // by default the first camera that measures crowds
+  const cam = camera || cams.find((c) => s.cameras.get(c)?.latest_crowd) || cams[0] || '';
   const zones = s.cameras.get(cam)?.latest_crowd?.zones.map((z) => z.zone) ?? [];
 
   useEffect(() => {

@@ -11,7 +11,7 @@ export function SignIn() {
     setBusy(true);
     const ok = await signIn(token);
     if (!ok) setBusy(false);
-    if (ok && !location.hash) location.hash = '#/alerts';
+    if (ok && !location.hash) location.hash = '#/overview';
   };
 
   return (

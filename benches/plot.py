@@ -48,7 +48,7 @@ def main() -> None:
             names, rates = [], []
             for name, r in data["throughput"].items():
                 if r is not None:
-                    names.append(name.replace(" (", "\n(").replace("python ", "python\n"))
+                    names.append(name.replace(" (", "\n(").replace(", ", ",\n").replace("python ", "python\n"))
                     rates.append(r)
             colors = ["#2a7ab9" if n.startswith("pipeline") else "#e0892b" if n.startswith("python") else "#999999" for n in names]
             bars = ax.bar(names, rates, color=colors)

@@ -171,7 +171,17 @@ impl FacePipeline {
     pub fn embed_photo_image(&mut self, img: &RgbImage) -> Result<PhotoFace, PhotoError> {
         let start = std::time::Instant::now();
         self.timings = Timings::default();
-        let faces = self.detector.detect(img)?;
+        // The detector caps the width (camera frames are landscape); a tall portrait is capped on
+        // its height too, or YuNet runs on every pixel of a 1000x4000 photo (~1 s). The face is
+        // then aligned on the full-resolution photo, as always.
+        let max_width = self.detector.max_width;
+        let (w, h) = img.dimensions();
+        if h > w && h > max_width {
+            self.detector.max_width = (u64::from(max_width) * u64::from(w) / u64::from(h)).max(32) as u32;
+        }
+        let faces = self.detector.detect(img);
+        self.detector.max_width = max_width;
+        let faces = faces?;
         self.timings.detect = start.elapsed();
         let faces_found = faces.len();
         let Some(face) = faces.into_iter().max_by(|a, b| (a.bbox[2] * a.bbox[3]).total_cmp(&(b.bbox[2] * b.bbox[3])))

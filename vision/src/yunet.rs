@@ -101,6 +101,8 @@ pub struct FaceDetector {
     pub nms_iou: f32,
     /// Frames wider than this are downscaled before detection (coordinates are mapped back).
     pub max_width: u32,
+    /// `[width, height]` the network last ran on (after downscaling, before padding).
+    pub last_input: [u32; 2],
     resizer: fr::Resizer,
 }
 
@@ -111,13 +113,21 @@ impl FaceDetector {
             STRIDES.iter().flat_map(|s| ["cls", "obj", "bbox", "kps"].map(|k| format!("{k}_{s}"))).collect();
         let outputs: Vec<&str> = outputs.iter().map(String::as_str).collect();
         crate::runtime::require_outlets(&session, MODEL, &["input"], &outputs)?;
-        Ok(FaceDetector { session, threshold: 0.6, nms_iou: 0.3, max_width: 1280, resizer: fr::Resizer::new() })
+        Ok(FaceDetector {
+            session,
+            threshold: 0.6,
+            nms_iou: 0.3,
+            max_width: 1280,
+            last_input: [0, 0],
+            resizer: fr::Resizer::new(),
+        })
     }
 
     /// Detects faces in an RGB frame; coordinates in the frame's pixels.
     pub fn detect(&mut self, frame: &RgbImage) -> Result<Vec<Face>> {
         let img = crate::downscale(&mut self.resizer, frame, self.max_width, 32, MODEL)?;
         let img = img.as_ref();
+        self.last_input = [img.width(), img.height()];
         let (sx, sy) = (frame.width() as f32 / img.width() as f32, frame.height() as f32 / img.height() as f32);
         let input = bgr_planar_padded(img, 32);
         let padded_w = input.shape()[3];

@@ -52,6 +52,9 @@ fn portraits_embed_and_identities_separate() {
     let obama = embed(&mut p, "obama.jpg");
     let obama2 = embed(&mut p, "obama2.jpg");
     let obama3 = embed(&mut p, "obama3.jpg");
+    // a tall portrait (1434x2333) is detected with its long side capped at max_width
+    assert!(p.detector.last_input.iter().all(|&s| s <= p.detector.max_width), "{:?}", p.detector.last_input);
+    assert_eq!(p.detector.max_width, 1280, "the cap is restored after the photo");
     let biden = embed(&mut p, "biden.jpg");
     let biden2 = embed(&mut p, "biden2.jpg");
     for (name, f, size) in [

@@ -124,14 +124,6 @@ impl KindLabel {
     }
 }
 
-/// Latency histogram buckets: 1 ms to ~36 s in steps of 25 % (quantiles read from it are within
-/// a quarter of the true value).
-pub fn latency_buckets() -> prometheus_client::metrics::histogram::Histogram {
-    prometheus_client::metrics::histogram::Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.001, 1.25, 48,
-    ))
-}
-
 /// Timed messages remembered until their PUBACK at most; older ones (a long broker outage) are
 /// forgotten untimed.
 const TIMED: usize = 4096;
@@ -168,7 +160,7 @@ impl Default for MqttStats {
             outbox_depth: AtomicU64::default(),
             evicted: AtomicU64::default(),
             lost: AtomicU64::default(),
-            latency: prometheus_client::metrics::family::Family::new_with_constructor(latency_buckets),
+            latency: prometheus_client::metrics::family::Family::new_with_constructor(crate::metrics::latency_buckets),
         }
     }
 }

@@ -212,11 +212,8 @@ fn the_dashboard_in_chromium_shows_live_alerts_cameras_and_investigations_by_rol
             v["items"].as_array().unwrap().iter().any(|i| i["camera"] == *c && i["status"]["state"] == "streaming")
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cameras_ok() {
-        assert!(Instant::now() < deadline, "the cameras' streaming statuses were not stored:\n{}", agg.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually("the cameras' streaming statuses stored", Duration::from_secs(10), cameras_ok)
+        .unwrap_or_else(|e| panic!("{e}\n{}", agg.log()));
 
     // crowd measurements of a streaming camera over the last ~10 minutes: its card, tile, heatmap
     // and chart must show them
@@ -247,11 +244,8 @@ fn the_dashboard_in_chromium_shows_live_alerts_cameras_and_investigations_by_rol
             .is_some_and(|t| (t - f64::from(latest.total)).abs() < 1e-3);
         samples >= CROWD_MEASUREMENTS as u64 && grid_ok && total_ok
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !crowd_stored() {
-        assert!(Instant::now() < deadline, "the crowd measurements of {CROWD_CAMERA} were not stored:\n{}", agg.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(&format!("the crowd measurements of {CROWD_CAMERA} stored"), Duration::from_secs(10), crowd_stored)
+        .unwrap_or_else(|e| panic!("{e}\n{}", agg.log()));
 
     let photo = media("lin-manuel-miranda.png").canonicalize().expect("shared/media/lin-manuel-miranda.png");
     let mut node = Command::new("node");

@@ -25,6 +25,24 @@ export function activeAlerts(rows: AlertRow[]): AlertRow[] {
   return rows.filter(isActive).sort((a, b) => Date.parse(raisedTs(b)) - Date.parse(raisedTs(a)));
 }
 
+/** The counts heading an alert list: the active alerts, the critical ones among them, and `extra`. */
+export function AlertCounts({ active, extra, testid }: { active: AlertRow[]; extra: [number, string]; testid: string }) {
+  const critical = active.filter((r) => r.latest.severity === 'critical').length;
+  return (
+    <div class="stats">
+      <span class="stat" data-testid={testid}>
+        <b>{active.length}</b> active
+      </span>
+      <span class={`stat ${critical ? 'stat-critical' : ''}`}>
+        <b>{critical}</b> critical
+      </span>
+      <span class="stat">
+        <b>{extra[0]}</b> {extra[1]}
+      </span>
+    </div>
+  );
+}
+
 /** Attributes that identify an alert row for tests and styles, on every page that lists alerts. */
 export function alertAttrs(r: AlertRow) {
   return {

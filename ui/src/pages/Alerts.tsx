@@ -1,7 +1,7 @@
 import { useMemo, useState } from 'preact/hooks';
 import { dismissFlash, useStore, type AlertRow } from '../store';
 import { age, clock, humanKind, useNow } from '../format';
-import { AckCell, SeverityBadge, activeAlerts, alertAttrs, raisedTs, useSortedAlerts } from '../components/AlertBits';
+import { AckCell, AlertCounts, SeverityBadge, activeAlerts, alertAttrs, raisedTs, useSortedAlerts } from '../components/AlertBits';
 
 const KINDS = ['crowd_threshold', 'zone_intrusion', 'camera_offline', 'camera_frozen', 'camera_tampered', 'watchlist_match'];
 
@@ -20,23 +20,12 @@ export function AlertsPage() {
         (stateFilter === 'unacked' ? !r.acknowledgedBy && r.latest.state === 'raised' : r.latest.state === stateFilter)),
   );
   const active = activeAlerts(rows);
-  const critical = active.filter((r) => r.latest.severity === 'critical');
 
   return (
     <section class="panel" data-testid="alerts-page">
       <div class="panel-head">
         <h2>Live alerts</h2>
-        <div class="stats">
-          <span class="stat" data-testid="alerts-active">
-            <b>{active.length}</b> active
-          </span>
-          <span class={`stat ${critical.length ? 'stat-critical' : ''}`}>
-            <b>{critical.length}</b> critical
-          </span>
-          <span class="stat">
-            <b>{rows.length}</b> total
-          </span>
-        </div>
+        <AlertCounts active={active} extra={[rows.length, 'total']} testid="alerts-active" />
         <div class="filters">
           <label>
             Kind{' '}

@@ -3,7 +3,7 @@
 
 import { useStore } from '../store';
 import { age, clock, humanKind, useNow } from '../format';
-import { AckCell, SeverityBadge, activeAlerts, alertAttrs, raisedTs, useSortedAlerts } from '../components/AlertBits';
+import { AckCell, AlertCounts, SeverityBadge, activeAlerts, alertAttrs, raisedTs, useSortedAlerts } from '../components/AlertBits';
 import { CameraCard, StatusCounts, useSortedCameras } from '../components/CameraCard';
 import { Legend, SiteMap } from '../components/SiteMap';
 
@@ -12,23 +12,12 @@ function ActiveAlerts() {
   const now = useNow();
   const rows = useSortedAlerts(s);
   const active = activeAlerts(rows);
-  const critical = active.filter((r) => r.latest.severity === 'critical');
-  const unacked = active.filter((r) => !r.acknowledgedBy);
+  const unacked = active.filter((r) => !r.acknowledgedBy).length;
   return (
     <section class="panel ov-alerts" data-testid="overview-alerts" aria-label="Active alerts">
       <div class="panel-head">
         <h2>Active alerts</h2>
-        <div class="stats">
-          <span class="stat" data-testid="overview-alerts-active">
-            <b>{active.length}</b> active
-          </span>
-          <span class={`stat ${critical.length ? 'stat-critical' : ''}`}>
-            <b>{critical.length}</b> critical
-          </span>
-          <span class="stat">
-            <b>{unacked.length}</b> unacknowledged
-          </span>
-        </div>
+        <AlertCounts active={active} extra={[unacked, 'unacknowledged']} testid="overview-alerts-active" />
         <a class="more" href="#/alerts">
           All alerts →
         </a>

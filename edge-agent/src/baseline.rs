@@ -12,7 +12,7 @@ use sightline_vision::crowd::{DensityEstimator, DensityMap};
 use time::OffsetDateTime;
 
 use crate::config::{CameraConfig, Config, Source};
-use crate::decode::{Codec, Decoder, FrameSink};
+use crate::decode::{Decoder, FrameSink};
 use crate::frames::{Doorbell, FrameSlot, Taken};
 use crate::{AgentError, rtsp};
 
@@ -131,7 +131,7 @@ async fn grab_frames(
     tokio::pin!(collect);
     let images = match camera.source() {
         Source::File { path, .. } => {
-            let decoder = Decoder::for_file(&path, sink)?;
+            let decoder = Decoder::for_file(&path, &cfg.decode, sink)?;
             decoder.start()?;
             tokio::select! {
                 images = &mut collect => images,
@@ -145,8 +145,7 @@ async fn grab_frames(
         Source::Rtsp { url, transport } => {
             let silence = Duration::from_secs_f64(camera.silence_timeout_s);
             let mut stream = rtsp::connect(&url, transport, silence).await?;
-            let element = if stream.codec == Codec::H264 { &cfg.decode.h264 } else { &cfg.decode.h265 };
-            let decoder = Decoder::for_stream(stream.codec, element, sink)?;
+            let decoder = Decoder::for_stream(stream.codec, &cfg.decode, sink)?;
             decoder.start()?;
             loop {
                 tokio::select! {

@@ -14,7 +14,7 @@ use sightline_vision::persons::Person;
 
 use crate::Clock;
 use crate::config::{CameraConfig, DecodeConfig, Pace, Source};
-use crate::decode::{Codec, DecodeError, Decoder, FrameSink};
+use crate::decode::{DecodeError, Decoder, FrameSink};
 use crate::frames::{Counters, FrameSlot};
 use crate::mqtt::Outgoing;
 use crate::rtsp::{self, RtspError};
@@ -170,14 +170,10 @@ impl CameraTask {
     ) -> Result<Ended, CameraError> {
         let silence = Duration::from_secs_f64(self.handle.cfg.silence_timeout_s);
         let mut stream = rtsp::connect(url, transport, silence).await?;
-        let element = match stream.codec {
-            Codec::H264 => self.decode.h264.clone(),
-            Codec::H265 => self.decode.h265.clone(),
-        };
         let camera = self.handle.cfg.id.clone();
         let decode_err = |source| CameraError::Decode { camera: camera.clone(), source };
         let decoder =
-            Decoder::for_stream(stream.codec, &element, self.sink(self.clock.now(), false)).map_err(decode_err)?;
+            Decoder::for_stream(stream.codec, &self.decode, self.sink(self.clock.now(), false)).map_err(decode_err)?;
         decoder.start().map_err(decode_err)?;
         let info = stream.info();
         {
@@ -224,7 +220,7 @@ impl CameraTask {
         let mut epoch = self.clock.now();
         self.handle.slot.reopen();
         loop {
-            let decoder = Decoder::for_file(path, self.sink(epoch, wait)).map_err(decode_err)?;
+            let decoder = Decoder::for_file(path, &self.decode, self.sink(epoch, wait)).map_err(decode_err)?;
             decoder.start().map_err(decode_err)?;
             self.set_status(CameraState::Streaming, None).await;
             tokio::select! {

@@ -172,11 +172,14 @@ pub struct DecodeConfig {
     pub h264: String,
     /// GStreamer decoder element for H.265.
     pub h265: String,
+    /// How much nicer than the agent's other threads the decoding threads run (0–19; 0 = the same
+    /// priority). See `decode::lower_thread_priority`.
+    pub nice: i32,
 }
 
 impl Default for DecodeConfig {
     fn default() -> Self {
-        DecodeConfig { h264: "avdec_h264".into(), h265: "avdec_h265".into() }
+        DecodeConfig { h264: "avdec_h264".into(), h265: "avdec_h265".into(), nice: 10 }
     }
 }
 
@@ -393,6 +396,9 @@ impl Config {
             return Err(invalid("mqtt.outbox".into(), "must be a file path".into()));
         }
         SecurityKeys::from(&self.mqtt).validate(&self.mqtt.host).map_err(|e| invalid(e.key.into(), e.message))?;
+        if !(0..=19).contains(&self.decode.nice) {
+            return Err(invalid("decode.nice".into(), "must be within 0..19".into()));
+        }
         if !(0.0..=1.0).contains(&self.faces.score_threshold) {
             return Err(invalid("faces.score_threshold".into(), "must be within 0..1".into()));
         }

@@ -8,12 +8,13 @@
 //! The sampler drops decoded frames that are not due for analysis *before* colour conversion,
 //! so only the analysed frames pay for it. The decoder element is chosen by config
 //! (`avdec_h264` by default; hardware decoders such as `nvh264dec` or `vaapih264dec`).
+//!
+//! Decoding threads run nicer than the analysis (`[decode] nice`): see [`lower_thread_priority`].
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use futures::StreamExt;
 use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
@@ -21,7 +22,9 @@ use gstreamer_video as gst_video;
 use gstreamer_video::prelude::*;
 use image::RgbImage;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
+use crate::config::DecodeConfig;
 use crate::frames::{Counters, Frame, FrameSlot};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,11 +91,18 @@ pub struct Decoder {
     appsrc: Option<gst_app::AppSrc>,
     /// Highest PTS seen at the sampler (ns), so a looping file can continue its timeline.
     last_pts: Arc<AtomicU64>,
+    /// How the pipeline ended, once it has: end of stream, or GStreamer's error message.
+    end: watch::Receiver<Option<Result<(), String>>>,
 }
 
 impl Decoder {
-    /// A pipeline fed with Annex B access units through [`Decoder::push`].
-    pub fn for_stream(codec: Codec, element: &str, sink: FrameSink) -> Result<Decoder, DecodeError> {
+    /// A pipeline fed with Annex B access units through [`Decoder::push`], decoded by the
+    /// element `[decode]` names for the codec.
+    pub fn for_stream(codec: Codec, cfg: &DecodeConfig, sink: FrameSink) -> Result<Decoder, DecodeError> {
+        let element = match codec {
+            Codec::H264 => &cfg.h264,
+            Codec::H265 => &cfg.h265,
+        };
         check_decoder(element, codec.name())?;
         let c = codec.name();
         let description = format!(
@@ -100,19 +110,18 @@ impl Decoder {
              caps=video/x-{c},stream-format=byte-stream,alignment=au ! {c}parse ! {element} name=dec ! {}",
             tail(&sink, false)
         );
-        let (pipeline, last_pts) = build(&description, sink)?;
-        let appsrc = pipeline.by_name("src").and_downcast::<gst_app::AppSrc>().expect("appsrc named src");
-        Ok(Decoder { pipeline, appsrc: Some(appsrc), last_pts })
+        let mut decoder = build(&description, cfg, sink)?;
+        decoder.appsrc = Some(decoder.pipeline.by_name("src").and_downcast::<gst_app::AppSrc>().expect("appsrc named src"));
+        Ok(decoder)
     }
 
     /// A pipeline decoding a file with whatever demuxer and decoder GStreamer picks.
-    pub fn for_file(path: &Path, sink: FrameSink) -> Result<Decoder, DecodeError> {
+    pub fn for_file(path: &Path, cfg: &DecodeConfig, sink: FrameSink) -> Result<Decoder, DecodeError> {
         init()?;
         let location = path.to_string_lossy().replace('"', "\\\"");
         // Replayed in real time unless back-pressured (`wait`): then as fast as analysis goes.
         let description = format!("filesrc location=\"{location}\" ! decodebin ! {}", tail(&sink, !sink.wait));
-        let (pipeline, last_pts) = build(&description, sink)?;
-        Ok(Decoder { pipeline, appsrc: None, last_pts })
+        build(&description, cfg, sink)
     }
 
     /// Pushes one access unit (Annex B, parameter sets in-band) with its PTS.
@@ -144,20 +153,9 @@ impl Decoder {
 
     /// Resolves when the pipeline reaches end of stream (Ok) or fails (Err with GStreamer's message).
     pub async fn finished(&self) -> Result<(), DecodeError> {
-        let bus = self.pipeline.bus().expect("pipelines have a bus");
-        let mut messages = bus.stream();
-        while let Some(msg) = messages.next().await {
-            match msg.view() {
-                gst::MessageView::Eos(_) => return Ok(()),
-                gst::MessageView::Error(e) => {
-                    let from = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
-                    let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
-                    return Err(DecodeError::Gst(format!("{from}: {}{debug}", e.error())));
-                }
-                _ => {}
-            }
-        }
-        Err(DecodeError::Stopped)
+        let mut end = self.end.clone();
+        let end = end.wait_for(Option::is_some).await.map_err(|_| DecodeError::Stopped)?;
+        end.clone().expect("waited for Some").map_err(DecodeError::Gst)
     }
 }
 
@@ -176,7 +174,7 @@ fn tail(sink: &FrameSink, sync: bool) -> String {
     )
 }
 
-fn build(description: &str, sink: FrameSink) -> Result<(gst::Pipeline, Arc<AtomicU64>), DecodeError> {
+fn build(description: &str, cfg: &DecodeConfig, sink: FrameSink) -> Result<Decoder, DecodeError> {
     let fail = |detail: String| DecodeError::Build { description: description.to_owned(), detail };
     let pipeline = gst::parse::launch(description)
         .map_err(|e| fail(e.to_string()))?
@@ -185,6 +183,7 @@ fn build(description: &str, sink: FrameSink) -> Result<(gst::Pipeline, Arc<Atomi
     let conv = pipeline.by_name("conv").expect("conv element");
     let appsink = pipeline.by_name("sink").and_downcast::<gst_app::AppSink>().expect("appsink named sink");
     let last_pts = Arc::new(AtomicU64::new(0));
+    let end = watch_bus(&pipeline, cfg.nice);
 
     // Rate sampler: count every decoded frame, pass on only those due for analysis.
     let counters = sink.slot.counters.clone();
@@ -224,7 +223,68 @@ fn build(description: &str, sink: FrameSink) -> Result<(gst::Pipeline, Arc<Atomi
             })
             .build(),
     );
-    Ok((pipeline, last_pts))
+    Ok(Decoder { pipeline, appsrc: None, last_pts, end })
+}
+
+/// Handles the pipeline's bus messages synchronously, in the thread that posts them: lowers the
+/// priority of every streaming thread as it starts (`nice` more than the calling thread's), and
+/// reports the end of the pipeline (EOS or its first error). Other messages are dropped.
+fn watch_bus(pipeline: &gst::Pipeline, nice: i32) -> watch::Receiver<Option<Result<(), String>>> {
+    let (tx, rx) = watch::channel(None);
+    let nice = (nice > 0).then(|| thread_nice() + nice);
+    let bus = pipeline.bus().expect("pipelines have a bus");
+    bus.set_sync_handler(move |_, msg| {
+        let end = match msg.view() {
+            gst::MessageView::StreamStatus(s) => {
+                if let (gst::StreamStatusType::Enter, Some(nice)) = (s.get().0, nice) {
+                    lower_thread_priority(nice);
+                }
+                None
+            }
+            gst::MessageView::Eos(_) => Some(Ok(())),
+            gst::MessageView::Error(e) => {
+                let from = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+                let debug = e.debug().map(|d| format!(" ({d})")).unwrap_or_default();
+                Some(Err(format!("{from}: {}{debug}", e.error())))
+            }
+            _ => None,
+        };
+        if let Some(end) = end {
+            // the first end is the one that counts
+            tx.send_if_modified(|slot| {
+                let first = slot.is_none();
+                if first {
+                    *slot = Some(end);
+                }
+                first
+            });
+        }
+        gst::BusSyncReply::Drop
+    });
+    rx
+}
+
+/// The calling thread's nice value (Linux keeps one per thread).
+fn thread_nice() -> i32 {
+    // SAFETY: plain syscall; with `who = 0` it cannot fail (a nice of -1 is returned as is)
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+}
+
+/// Sets the calling thread's nice value (capped at 19). Called by each decoding thread as it
+/// starts; the decoder library's worker threads, created later by that thread, inherit it.
+///
+/// Why: ONNX Runtime splits each inference over its intra-op threads and every parallel section
+/// waits for its slowest thread. A decoder thread that preempts one of them stalls them all, so
+/// at equal priority decoding costs the analysis more than its own CPU time. Nicer, the decoders
+/// run mostly in the gaps the analysis leaves (between sections, between frames) and still get
+/// their weighted share of the cores when both want them.
+fn lower_thread_priority(nice: i32) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    // SAFETY: plain syscalls on the calling thread
+    let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice.min(19)) } != 0;
+    if failed && !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(error = %std::io::Error::last_os_error(), nice, "cannot lower the decoding threads' priority");
+    }
 }
 
 /// Picks the frames due for analysis at a fixed rate from a stream of PTS values.

@@ -1315,7 +1315,7 @@ pub fn run(o: &Opts) -> Result<Section> {
         "Inference-only frames are the decoder's sampled frames of one pass (the frames the agent analyses), {} each, already at detector size (640 px ≤ max_detect_width 1280: no resize).",
         "640×360"
     ));
-    notes.push("Pipeline samples: the agent's `/metrics` frame counter and `/proc/PID/stat` CPU every 50 ms; peak RSS is `VmHWM` read before SIGTERM.".into());
+    notes.push("Pipeline samples: the agent's `/metrics` frame counter and `/proc/PID/stat` CPU every 20 ms; floor and pipeline alternate in back-to-back rounds (the agent stopped by SIGSTOP while the floor runs), and the verdict is the median of the rounds' ratios; peak RSS is `VmHWM` read before SIGTERM.".into());
     // not a correctness failure: the floors are verdicts in the headline
     let _ = &mut ok;
 

@@ -1,6 +1,7 @@
 //! Overload: four RTSP cameras asking for more analysis than two cores deliver, for two
 //! minutes. The agent must drop frames (and count them), never events, and keep its memory
-//! flat within the bound documented in docs/design.md ("Memory").
+//! flat within the bound documented in docs/design.md ("Memory"). Its decoding threads run at
+//! `[decode] nice` (10) below the analysis, and must still decode everything the cameras send.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,21 @@ fn rss_mib(pid: u32) -> f64 {
         .and_then(|v| v.parse().ok())
         .expect("VmRSS in /proc/pid/status");
     kib / 1024.0
+}
+
+/// (name, nice) of every thread of a process.
+fn thread_nices(pid: u32) -> Vec<(String, i64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .filter_map(|t| {
+            let t = t.ok()?.path();
+            let name = std::fs::read_to_string(t.join("comm")).ok()?.trim().to_owned();
+            let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+            // fields after "(comm) ": state is field 3, nice field 19
+            let nice = stat.rsplit_once(") ")?.1.split_whitespace().nth(16)?.parse().ok()?;
+            Some((name, nice))
+        })
+        .collect()
 }
 
 fn total(exposition: &str, metric: &str) -> f64 {
@@ -67,6 +83,18 @@ fn four_cameras_on_two_cores_drop_frames_not_events_and_memory_stays_flat() {
          {analysed} frames analysed, {dropped} dropped, {sightings} sightings"
     );
 
+    // decoding: the appsrc streaming threads (one per camera, `src:src`) run 10 nicer than the
+    // analysis thread, and kept up: what is not decoded yet fits in the appsrc queue
+    let nices = thread_nices(pid);
+    let analysis = nices.iter().find(|t| t.0 == "analysis").map(|t| t.1).expect("an `analysis` thread");
+    let decoders: Vec<i64> = nices.iter().filter(|t| t.0 == "src:src").map(|t| t.1).collect();
+    assert!(decoders.len() >= CAMERAS.len(), "fewer decoding threads than cameras: {nices:?}");
+    assert!(decoders.iter().all(|n| *n == analysis + 10), "decoding threads not at nice analysis + 10: {nices:?}");
+    for c in CAMERAS {
+        let get = |m: &str| sample(&text, &format!("sightline_camera_frames_{m}_total{{camera=\"{c}\"}}")).unwrap();
+        let (received, decoded) = (get("received"), get("decoded"));
+        assert!(received - decoded <= 120.0, "camera {c}: decoding fell behind: {received} received, {decoded} decoded");
+    }
     assert!(peak < RSS_BOUND_MIB, "RSS peak {peak:.0} MiB over the {RSS_BOUND_MIB} MiB bound");
     assert!(second < first + GROWTH_MIB, "memory grows: {first:.0} MiB → {second:.0} MiB");
     assert!(dropped > 0.0, "overloaded, yet no frame was dropped:\n{text}");

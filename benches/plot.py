@@ -28,15 +28,16 @@ def main() -> None:
         data = sections["edge" if key == "latency" else key]["data"]
         if key == "latency":
             runs = [r for r in data.get("rtsp", []) if r["frame_latency"]["n"] > 0]
-            labels = [f"{r['cameras']} × {r['analysis_fps']:g} fps" for r in runs]
+            labels = [f"{r['cameras']} × {r['analysis_fps']:g} fps" + ("\nfence" if r.get("scene") else "") for r in runs]
             x = range(len(runs))
-            w = 0.38
+            w = 0.27
             for off, field, name, color, dark in (
-                (-w / 2, "frame_latency", "frame → analysed", "#2a7ab9", "#174a70"),
-                (w / 2, "sighting_latency", "frame → sighting PUBACK", "#5aa05a", "#2f5e2f"),
+                (-w, "frame_latency", "frame → analysed", "#2a7ab9", "#174a70"),
+                (0, "sighting_latency", "frame → sighting PUBACK", "#5aa05a", "#2f5e2f"),
+                (w, "alert_latency", "frame → alert PUBACK", "#c0504d", "#7a2e2c"),
             ):
-                p50 = [1e3 * (r[field]["p50_s"] or 0) for r in runs]
-                p99 = [1e3 * (r[field]["p99_s"] or 0) for r in runs]
+                p50 = [1e3 * (r.get(field, {}).get("p50_s") or 0) for r in runs]
+                p99 = [1e3 * (r.get(field, {}).get("p99_s") or 0) for r in runs]
                 ax.bar([i + off for i in x], p50, w, label=f"{name} p50", color=color)
                 ax.scatter([i + off for i in x], p99, marker="_", s=300, color=dark, label=f"{name} p99", zorder=3)
             ax.set_xticks(list(x), labels)

@@ -1,5 +1,5 @@
 //! The machine description of a report: CPU, cores, RAM, kernel, toolchain, package versions,
-//! git commit.
+//! git commit (the other load during the run is added when the run ends).
 
 use std::path::Path;
 use std::process::Command;
@@ -53,7 +53,6 @@ pub fn describe(venv: &Path, repo: &Path) -> Value {
         "cores": format!("{cores} ({logical})"),
         "cpu_flags": simd.join(" "),
         "memory": format!("{:.1} GiB", mem_kb / 1024.0 / 1024.0),
-        "load": format!("load average at start: {}", read("/proc/loadavg").split(' ').take(3).collect::<Vec<_>>().join(" ")),
         "kernel": read("/proc/sys/kernel/osrelease").trim(),
         "os": os,
         "rustc": run("rustc", &["-V"], repo).unwrap_or_else(|| "unknown".into()),

@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
-use crate::util::{Section, repo_root, venv_python};
+use crate::util::{CpuTimes, Section, repo_root, venv_python};
 
 #[derive(Parser)]
 #[command(name = "sightline-bench", about = "sightline end-to-end benchmarks against floors and peers")]
@@ -61,15 +61,6 @@ struct Common {
     venv: Option<PathBuf>,
 }
 
-/// Sections still to come (issue 6), listed in every report as not measured.
-const PLANNED: &[(&str, &str)] = &[
-    (
-        "edge throughput over RTSP",
-        "frames analysed per second and CPU-s per frame with the clip served by camsim, vs the same floors (the `edge` section measures the file camera)",
-    ),
-    ("latency", "frame arrival → sighting/alert on MQTT p50/p95/p99, and MQTT → aggregator stored"),
-];
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let (which, c): (&[&str], Common) = match cli.cmd {
@@ -88,15 +79,24 @@ fn main() -> Result<()> {
     };
     let started = time::OffsetDateTime::now_utc();
     let clock = Instant::now();
-    let machine = machine::describe(&venv, &repo);
+    let mut machine = machine::describe(&venv, &repo);
+    let run_cpu = CpuTimes::now();
 
     let mut sections: Vec<Section> = Vec::new();
     for key in which {
-        let s = match *key {
+        let cpu = CpuTimes::now();
+        let mut s = match *key {
             "edge" => edge::run(&edge::Opts { quick: c.quick, repo: &repo, venv: &venv })?,
             "search" => search::run(&search::Opts { quick: c.quick, seed: c.seed, venv: &venv, repo: &repo })?,
             _ => ingest::run(&ingest::Opts { quick: c.quick, seed: c.seed, sightings: c.sightings })?,
         };
+        let other = cpu.since();
+        s.notes.push(format!(
+            "While this section ran, {other}: other work on the cores makes its numbers noisier (the ratios less so: their two sides ran one after the other)."
+        ));
+        if let Some(data) = s.data.as_object_mut() {
+            data.insert("other_load".into(), json!(other));
+        }
         eprintln!("{}: done in {:.0} s", s.key, s.seconds);
         sections.push(s);
     }
@@ -134,6 +134,7 @@ fn main() -> Result<()> {
         }
     }
     let ok = sections.iter().all(|s| s.ok);
+    machine["load"] = json!(run_cpu.since().to_string());
 
     if let Some(out) = out {
         let stamp = format!(
@@ -162,7 +163,6 @@ fn main() -> Result<()> {
             "machine": machine,
             "ok": ok,
             "sections": sections.iter().map(|s| (s.key.to_string(), serde_json::to_value(s).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
-            "not_yet_implemented": PLANNED.iter().map(|(k, v)| json!({"section": k, "what": v})).collect::<Vec<_>>(),
         });
         let json_path = dir.join("report.json");
         std::fs::write(&json_path, serde_json::to_vec_pretty(&report)?)?;
@@ -245,7 +245,7 @@ fn markdown(
         ("cores", "cores available (logical CPUs)"),
         ("cpu_flags", "SIMD"),
         ("memory", "RAM"),
-        ("load", "other load"),
+        ("load", "other load during the run"),
         ("kernel", "kernel"),
         ("os", "OS"),
         ("rustc", "rustc"),
@@ -269,10 +269,6 @@ fn markdown(
             md += &format!("- {n}\n");
         }
         md += &format!("\n(section took {:.0} s)\n", sec.seconds);
-    }
-    md += "\n## Not yet implemented\n\nThese sections of issue 6 are planned and not measured in this report:\n\n";
-    for (k, v) in PLANNED {
-        md += &format!("- **{k}**: {v}\n");
     }
     md
 }

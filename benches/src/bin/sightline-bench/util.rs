@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -12,6 +12,88 @@ use serde_json::Value;
 pub const DIM: usize = 128;
 
 pub use sightline_benches::Rng;
+
+/// Clock ticks per second of the CPU times in `/proc`.
+pub fn clk_tck() -> f64 {
+    // SAFETY: sysconf only reads a constant
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        t if t > 0 => t as f64,
+        _ => 100.0,
+    }
+}
+
+/// Where the machine's CPU time goes, read at one instant: all processes' (`/proc/stat`), this
+/// process's and its reaped children's (`/proc/self/stat`), and the hypervisor's steal (the
+/// virtual CPUs' time taken back by the host). Two readings tell how much other work shared the
+/// cores in between: the noise every number of that stretch carries.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuTimes {
+    busy_s: f64,
+    steal_s: f64,
+    ours_s: f64,
+    at: Instant,
+}
+
+/// Other work on the machine over a stretch, in cores (average CPU-seconds per second).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct OtherLoad {
+    /// Processes other than this one and its children (kernel threads included).
+    pub others_cores: f64,
+    /// Time the hypervisor gave the virtual CPUs to someone else.
+    pub steal_cores: f64,
+    pub seconds: f64,
+}
+
+impl CpuTimes {
+    pub fn now() -> CpuTimes {
+        let tck = clk_tck();
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // cpu  user nice system idle iowait irq softirq steal guest guest_nice (guest is in user)
+        let cpu: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0.0))
+            .chain(std::iter::repeat(0.0))
+            .take(8)
+            .collect();
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let own: Vec<f64> =
+            own.rsplit_once(") ").map_or("", |(_, r)| r).split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+        // after "(comm) ": utime, stime, cutime, cstime are fields 14-17 (indices 11-14)
+        let ours = own.get(11..15).map_or(0.0, |t| t.iter().sum());
+        CpuTimes {
+            busy_s: (cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6]) / tck,
+            steal_s: cpu[7] / tck,
+            ours_s: ours / tck,
+            at: Instant::now(),
+        }
+    }
+
+    /// Other work since this reading. Call it once this process's children have been reaped
+    /// (their CPU counts as ours only then).
+    pub fn since(&self) -> OtherLoad {
+        let now = CpuTimes::now();
+        let seconds = (now.at - self.at).as_secs_f64().max(1e-9);
+        OtherLoad {
+            others_cores: ((now.busy_s - self.busy_s) - (now.ours_s - self.ours_s)).max(0.0) / seconds,
+            steal_cores: (now.steal_s - self.steal_s) / seconds,
+            seconds,
+        }
+    }
+}
+
+impl std::fmt::Display for OtherLoad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "other processes used {:.2} cores on average over {:.0} s; the hypervisor stole {:.2} cores",
+            self.others_cores, self.seconds, self.steal_cores
+        )
+    }
+}
 
 /// Percentiles and rate of per-operation latencies.
 #[derive(Clone, Debug, Serialize)]

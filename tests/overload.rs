@@ -93,7 +93,10 @@ fn four_cameras_on_two_cores_drop_frames_not_events_and_memory_stays_flat() {
     for c in CAMERAS {
         let get = |m: &str| sample(&text, &format!("sightline_camera_frames_{m}_total{{camera=\"{c}\"}}")).unwrap();
         let (received, decoded) = (get("received"), get("decoded"));
-        assert!(received - decoded <= 120.0, "camera {c}: decoding fell behind: {received} received, {decoded} decoded");
+        assert!(
+            received - decoded <= 120.0,
+            "camera {c}: decoding fell behind: {received} received, {decoded} decoded"
+        );
     }
     assert!(peak < RSS_BOUND_MIB, "RSS peak {peak:.0} MiB over the {RSS_BOUND_MIB} MiB bound");
     assert!(second < first + GROWTH_MIB, "memory grows: {first:.0} MiB → {second:.0} MiB");

@@ -111,7 +111,8 @@ impl Decoder {
             tail(&sink, false)
         );
         let mut decoder = build(&description, cfg, sink)?;
-        decoder.appsrc = Some(decoder.pipeline.by_name("src").and_downcast::<gst_app::AppSrc>().expect("appsrc named src"));
+        decoder.appsrc =
+            Some(decoder.pipeline.by_name("src").and_downcast::<gst_app::AppSrc>().expect("appsrc named src"));
         Ok(decoder)
     }
 

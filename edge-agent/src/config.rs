@@ -497,6 +497,11 @@ rtsp = "rtsp://127.0.0.1:8554/cam"
         assert!(e.contains("camera[0].rtsp") && e.contains("http"), "{e}");
         let two = format!("{MINIMAL}\n[[camera]]\nid = \"gate-north\"\nfile = \"x.mp4\"\n");
         assert!(parse(&two).unwrap_err().to_string().contains("duplicate camera id"));
+        for nice in ["-1", "20"] {
+            let e = parse(&format!("{MINIMAL}\n[decode]\nnice = {nice}\n")).unwrap_err();
+            assert_eq!(key_of(e), "decode.nice", "nice = {nice}");
+        }
+        assert_eq!(parse(&format!("{MINIMAL}\n[decode]\nnice = 0\n")).unwrap().decode.nice, 0);
     }
 
     #[test]

@@ -988,7 +988,6 @@ pub fn run(o: &Opts) -> Result<Section> {
             }
         }
     }
-    drop(floor);
     let mut sorted_peer = peer_ratios.clone();
     sorted_peer.sort_by(f64::total_cmp);
     let peer_ratio = sorted_peer.get(sorted_peer.len() / 2).copied().unwrap_or(f64::NAN);
@@ -1005,6 +1004,7 @@ pub fn run(o: &Opts) -> Result<Section> {
     // with more frames offered than the cores can analyse
     // with more frames offered than the cores can analyse; last, alerts: a fence on pedestrians
     let mut mems = Vec::new();
+    let mut sat_floor_fps = f64::NAN;
     let saturating = ((OVERLOAD * inf_fps / 29.97).ceil() as usize).max(2);
     let faces = Scene { clip: &clip, camera_toml: "", label: "" };
     let fence_clip = media_dir(o.repo).join(FENCE_CLIP);
@@ -1019,12 +1019,19 @@ pub fn run(o: &Opts) -> Result<Section> {
     ] {
         eprintln!("edge: {n} RTSP camera(s) at analysis_fps {fps}, {} s {}", warm.as_secs(), scene.label);
         // the 4-camera run publishes to the aggregator (its embedded broker) rather than mosquitto
-        let center = (n == 4).then_some(bins.aggregator.as_path());
+        let center = (n == 4 && fps == ANALYSIS_FPS).then_some(bins.aggregator.as_path());
+        // the throughput row is judged against the inference floor measured just before and after it
+        let bracket = fps == SATURATING_FPS;
+        let before = if bracket { Some(floor.round(tck)?) } else { None };
         match rtsp(o.repo, agent_bin, camsim_bin, scene, mqtt, threads, n, fps, warm, tck, center) {
             Ok(m) => mems.push(m),
             Err(e) => notes.push(format!("{n} RTSP cameras at {fps} fps {} not measured: {e:#}", scene.label)),
         }
+        if let Some(before) = before {
+            sat_floor_fps = Span::sum([before, floor.round(tck)?].into_iter()).fps();
+        }
     }
+    drop(floor);
 
     // ---- tables
     let mut t = Table::new(
@@ -1258,7 +1265,7 @@ pub fn run(o: &Opts) -> Result<Section> {
                  `sightline_publish_latency_seconds{{kind=\"sighting\"}}`: arrival of the frame, or the 250 ms tick, that closed the track → the \
                  broker's PUBACK, outbox write included; `{{kind=\"alert\"}}`: arrival of the frame whose person detections raised or cleared \
                  the alert → its PUBACK), interpolated within buckets 25 % apart. The {saturating}-camera row asks for every frame: \
-                 more than the cores can analyse, so it measures RTSP throughput. The 4-camera row publishes to the aggregator's embedded \
+                 more than the cores can analyse, so it measures RTSP throughput, against the inference-only floor run (two passes) just before and just after it. The 4-camera row publishes to the aggregator's embedded \
                  broker instead of mosquitto; its last column is the aggregator's `sightline_aggregator_ingest_seconds{{kind=\"sighting\"}}`: \
                  a sighting received by the aggregator's MQTT client → stored (de-duplicated, correlated, written to SQLite, indexed). \
                  The last row ({} s) is a crowd camera on `{FENCE_CLIP}` (pedestrians, 768×576 at 10 fps, re-encoded to H.264 by camsim): \
@@ -1358,11 +1365,12 @@ pub fn run(o: &Opts) -> Result<Section> {
         }
         if let Some(sat) = mems.iter().find(|m| m.analysis_fps == SATURATING_FPS) {
             headline.push(format!(
-                "RTSP throughput ({} cameras, every frame asked for): **{:.2} analysed frames/s** = **{}** the inference-only floor (floor ≥ {FLOOR}×: {}; indicative: the floor ran minutes earlier, not back to back, and here every decoded frame is a candidate, so decoding costs less per analysed frame than at {ANALYSIS_FPS} fps), {:.1} frames/s dropped and counted",
+                "RTSP throughput ({} cameras, every frame asked for): **{:.2} analysed frames/s** = **{}** the inference-only floor measured just before and after it ({:.2} /s; floor ≥ {FLOOR}×: {}; every decoded frame is a candidate here, so decoding costs less per analysed frame than at {ANALYSIS_FPS} fps), {:.1} frames/s dropped and counted",
                 sat.cameras,
                 sat.analysed_fps,
-                ratio(sat.analysed_fps / inf_fps),
-                if sat.analysed_fps / inf_fps >= FLOOR { "floor met" } else { "FLOOR MISSED" },
+                ratio(sat.analysed_fps / sat_floor_fps),
+                sat_floor_fps,
+                if sat.analysed_fps / sat_floor_fps >= FLOOR { "floor met" } else { "FLOOR MISSED" },
                 sat.dropped_fps,
             ));
         }
@@ -1447,6 +1455,7 @@ pub fn run(o: &Opts) -> Result<Section> {
         "floor_met": floor_ok,
         "peer": peer_json,
         "rtsp": mems.iter().map(Rtsp::json).collect::<Vec<_>>(),
+        "rtsp_throughput_floor_fps": sat_floor_fps,
         // for plot.py: throughput per configuration
         "throughput": {
             "decode only (sampled)": dec_sampled_fps,

@@ -101,6 +101,20 @@ fn run_rust(index: &SearchIndex, queries: &[f32], variant: &'static str, threads
     Ok(Run { variant, threads, latencies, hits })
 }
 
+/// Adds `other`'s per-query faiss latencies to `into`'s, thread count by thread count.
+fn pool_latencies(into: &mut Value, other: &Value) {
+    let Some(runs) = into["runs"].as_array_mut() else { return };
+    for run in runs {
+        let more = other["runs"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["threads"] == run["threads"]))
+            .and_then(|r| r["latencies_ms"].as_array());
+        if let (Some(lat), Some(more)) = (run["latencies_ms"].as_array_mut(), more) {
+            lat.extend(more.iter().cloned());
+        }
+    }
+}
+
 pub fn run(o: &Opts) -> Result<Section> {
     let started = Instant::now();
     let n = if o.quick { 100_000 } else { 1_000_000 };
@@ -137,6 +151,30 @@ pub fn run(o: &Opts) -> Result<Section> {
     drop(vectors);
     drop(person);
 
+    // the peer, on the same files, while this process only waits: once before sightline's runs
+    // and once after, its latencies pooled, so that both sides see the host in the same state
+    let mut notes = Vec::new();
+    let py = venv_python(o.venv);
+    if py.is_none() {
+        notes.push(format!("faiss NOT measured: no venv at {} (run `bash benches/setup.sh`)", o.venv.display()));
+    }
+    let faiss_once = |when: &str| -> Result<Option<Value>> {
+        let Some(py) = &py else { return Ok(None) };
+        eprintln!("search: faiss IndexFlatL2 ({cores} and 1 thread(s)), {when}");
+        let out = dir.path().join(format!("faiss-{when}.json"));
+        python(
+            py,
+            &o.repo.join("benches/faiss_search.py"),
+            &[
+                dir.path().join("meta.json").to_str().context("temp path")?,
+                out.to_str().context("temp path")?,
+                &format!("{cores},1"),
+            ],
+        )?;
+        Ok(Some(serde_json::from_slice(&std::fs::read(&out)?)?))
+    };
+    let before = faiss_once("before")?;
+
     let mut runs = Vec::new();
     for threads in [cores, 1] {
         for variant in ["knn", "threshold"] {
@@ -145,28 +183,12 @@ pub fn run(o: &Opts) -> Result<Section> {
         }
     }
 
-    // the peer, on the same files, while this process only waits
-    let mut notes = Vec::new();
-    let faiss: Option<Value> = match venv_python(o.venv) {
-        None => {
-            notes.push(format!("faiss NOT measured: no venv at {} (run `bash benches/setup.sh`)", o.venv.display()));
-            None
+    let faiss = match (before, faiss_once("after")?) {
+        (Some(mut f), Some(after)) => {
+            pool_latencies(&mut f, &after);
+            Some(f)
         }
-        Some(py) => {
-            eprintln!("search: faiss IndexFlatL2 ({} and 1 thread(s))", cores);
-            let out = dir.path().join("faiss.json");
-            let threads = format!("{cores},1");
-            python(
-                &py,
-                &o.repo.join("benches/faiss_search.py"),
-                &[
-                    dir.path().join("meta.json").to_str().context("temp path")?,
-                    out.to_str().context("temp path")?,
-                    &threads,
-                ],
-            )?;
-            Some(serde_json::from_slice(&std::fs::read(&out)?)?)
-        }
+        _ => None,
     };
 
     // --- agreement: sightline's k-NN top-10 vs faiss's (ties at the 10th distance allowed) ----
@@ -226,7 +248,8 @@ pub fn run(o: &Opts) -> Result<Section> {
     let mut table = Table::new(
         &format!(
             "{} × {DIM}-d float32 vectors, {QUERIES} queries one at a time (half near a known person, half random), \
-             limit {K}; latency per query in ms. Ratio = faiss p50 / sightline p50 (> 1: sightline faster).",
+             limit {K}; latency per query in ms. faiss runs every query once before sightline's runs and once after; its \
+             columns pool both. Ratio = faiss p50 / sightline p50 (> 1: sightline faster).",
             thousands(n as f64)
         ),
         &[

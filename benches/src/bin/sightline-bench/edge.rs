@@ -22,7 +22,7 @@ use sightline_edge_agent::frames::{Counters, Doorbell, Frame, FrameSlot, Taken};
 use sightline_vision::FacePipeline;
 use sightline_vision::runtime::{Runtime, RuntimeConfig};
 
-use crate::util::{Section, Table, clk_tck, ms, ratio, venv_python};
+use crate::util::{Section, Table, cpu_s, ms, ratio, venv_python};
 
 pub const CLIP: &str = "short_hamilton_clip.mp4";
 const ANALYSIS_FPS: f64 = 5.0;
@@ -44,16 +44,6 @@ pub struct Opts<'a> {
 }
 
 // ---------------------------------------------------------------- process measurement helpers
-
-/// user + system CPU seconds of a process (`self` or a pid), all its threads, from `/proc/PID/stat`.
-fn cpu_s(pid: &str, tck: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // after ")": state(3) … utime(14) stime(15)
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    (t(11) + t(12)) / tck
-}
 
 /// A `/proc/PID/status` field in KiB (`VmHWM`, `VmRSS`).
 fn status_kib(pid: &str, key: &str) -> f64 {
@@ -350,18 +340,18 @@ fn decode_pass(clip: &Path, mut each: impl FnMut(Frame)) -> Result<(u64, u64)> {
     Ok((Counters::get(&counters.decoded), Counters::get(&counters.sampled)))
 }
 
-fn decode_only(clip: &Path, passes: usize, tck: f64) -> Result<(Decoded, Vec<Frame>)> {
+fn decode_only(clip: &Path, passes: usize) -> Result<(Decoded, Vec<Frame>)> {
     // untimed first pass: warms the file cache and plugins, keeps the sampled frames
     let mut frames = Vec::new();
     decode_pass(clip, |f| frames.push(f))?;
-    let (c0, t0) = (cpu_s("self", tck), Instant::now());
+    let (c0, t0) = (cpu_s("self"), Instant::now());
     let (mut decoded, mut sampled) = (0, 0);
     for _ in 0..passes {
         let (d, s) = decode_pass(clip, drop)?;
         decoded += d;
         sampled += s;
     }
-    let d = Decoded { passes, decoded, sampled, wall_s: t0.elapsed().as_secs_f64(), cpu_s: cpu_s("self", tck) - c0 };
+    let d = Decoded { passes, decoded, sampled, wall_s: t0.elapsed().as_secs_f64(), cpu_s: cpu_s("self") - c0 };
     Ok((d, frames))
 }
 
@@ -424,11 +414,11 @@ impl InferenceFloor {
     }
 
     /// A few untimed frames, then `ROUND_PASSES` timed passes.
-    fn round(&mut self, tck: f64) -> Result<Span> {
+    fn round(&mut self) -> Result<Span> {
         for f in self.frames.iter().cycle().take(ROUND_WARMUP_FRAMES) {
             self.faces.analyze(&f.image)?;
         }
-        let (c0, t0) = (cpu_s("self", tck), Instant::now());
+        let (c0, t0) = (cpu_s("self"), Instant::now());
         for _ in 0..ROUND_PASSES {
             for f in &self.frames {
                 self.found += self.faces.analyze(&f.image)?.len();
@@ -437,7 +427,7 @@ impl InferenceFloor {
         Ok(Span {
             frames: (self.frames.len() * ROUND_PASSES) as f64,
             wall_s: t0.elapsed().as_secs_f64(),
-            cpu_s: cpu_s("self", tck) - c0,
+            cpu_s: cpu_s("self") - c0,
         })
     }
 }
@@ -530,6 +520,21 @@ struct Round {
     floor: Span,
 }
 
+/// Median and range of ratios measured in rounds.
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of(mut v: Vec<f64>) -> Spread {
+        v.sort_by(f64::total_cmp);
+        let at = |i: usize| v.get(i).copied().unwrap_or(f64::NAN);
+        Spread { median: at(v.len() / 2), min: at(0), max: at(v.len().wrapping_sub(1)) }
+    }
+}
+
 impl Round {
     fn ratio(&self) -> f64 {
         self.pipeline.fps() / self.floor.fps()
@@ -550,7 +555,6 @@ fn pipeline(
     floor: &mut InferenceFloor,
     target: usize,
     rounds: usize,
-    tck: f64,
 ) -> Result<Piped> {
     let dir = tempfile::tempdir()?;
     let mport = free_port()?;
@@ -559,11 +563,7 @@ fn pipeline(
     let pid = agent.pid();
     let sample = || -> Option<Sample> {
         let m = metrics(mport)?;
-        Some(Sample {
-            t: Instant::now(),
-            analysed: metric(&m, "sightline_camera_frames_analyzed"),
-            cpu: cpu_s(&pid, tck),
-        })
+        Some(Sample { t: Instant::now(), analysed: metric(&m, "sightline_camera_frames_analyzed"), cpu: cpu_s(&pid) })
     };
     let until = Instant::now() + Duration::from_secs(600);
     // samples the agent every 20 ms until it analysed `n` frames (`past` the first sample)
@@ -592,7 +592,7 @@ fn pipeline(
     for i in 0..rounds {
         // alternate which side goes first (P F, F P, P F, …), so neither always follows the other
         let floor_first = i % 2 == 1;
-        let before = if floor_first { Some(floor.round(tck)?) } else { None };
+        let before = if floor_first { Some(floor.round()?) } else { None };
         agent.signal(libc::SIGCONT);
         let resumed = wait_for(&mut agent, 0.0, None)?;
         let s0 = wait_for(&mut agent, ROUND_WARMUP_FRAMES as f64, Some(&resumed))?;
@@ -602,13 +602,13 @@ fn pipeline(
             Span { frames: s1.analysed - s0.analysed, wall_s: (s1.t - s0.t).as_secs_f64(), cpu_s: s1.cpu - s0.cpu };
         let floor = match before {
             Some(f) => f,
-            None => floor.round(tck)?,
+            None => floor.round()?,
         };
         measured.push(Round { pipeline, floor });
     }
     agent.signal(libc::SIGCONT);
     let peak_rss_kib = status_kib(&pid, "VmHWM");
-    let process_cpu_s = cpu_s(&pid, tck);
+    let process_cpu_s = cpu_s(&pid);
     agent.term()?;
     let log = agent_log(dir.path());
     Ok(Piped {
@@ -752,7 +752,6 @@ const FENCE_CAMERA: &str = "[camera.crowd]\nenabled = true\ninterval_s = 10.0\np
 struct Rtsp {
     scene: String,
     cameras: usize,
-    analysis_fps: f64,
     secs: f64,
     rss_kib: f64,
     hwm_kib: f64,
@@ -774,7 +773,7 @@ struct Rtsp {
 
 impl Rtsp {
     fn json(&self) -> Value {
-        json!({"scene": self.scene, "cameras": self.cameras, "analysis_fps": self.analysis_fps, "seconds": self.secs, "rss_kib": self.rss_kib,
+        json!({"scene": self.scene, "cameras": self.cameras, "analysis_fps": ANALYSIS_FPS, "seconds": self.secs, "rss_kib": self.rss_kib,
             "hwm_kib": self.hwm_kib, "analysed_fps": self.analysed_fps, "decoded_fps": self.decoded_fps,
             "sampled_fps": self.sampled_fps, "dropped_fps": self.dropped_fps, "cpu_s_per_frame": self.cpu_per_frame,
             "frame_latency": self.frame.json(), "sighting_latency": self.sighting.json(), "alert_latency": self.alert.json(),
@@ -791,9 +790,7 @@ fn rtsp(
     mqtt: u16,
     threads: usize,
     n: usize,
-    analysis_fps: f64,
     warm: Duration,
-    tck: f64,
     center: Option<&Path>,
 ) -> Result<Rtsp> {
     let (_sim, urls) = camsim(camsim_bin, scene.clip, n)?;
@@ -802,7 +799,7 @@ fn rtsp(
         .enumerate()
         .map(|(i, u)| {
             format!(
-                "[[camera]]\nid = \"cam{i}\"\nrtsp = \"{u}\"\nanalysis_fps = {analysis_fps:.1}\n{}\n",
+                "[[camera]]\nid = \"cam{i}\"\nrtsp = \"{u}\"\nanalysis_fps = {ANALYSIS_FPS:.1}\n{}\n",
                 scene.camera_toml
             )
         })
@@ -835,13 +832,13 @@ fn rtsp(
     // the first inferences of a session are slow (allocations, kernel selection): not measured
     std::thread::sleep(SETTLE);
     let m0 = metrics(mport).unwrap_or(m0);
-    let (t0, c0) = (Instant::now(), cpu_s(&pid, tck));
+    let (t0, c0) = (Instant::now(), cpu_s(&pid));
     std::thread::sleep(warm);
     if let Some(s) = agent.0.try_wait()? {
         bail!("edge-agent exited ({s}) with {n} RTSP cameras:\n{}", agent_log(dir.path()));
     }
     let m1 = metrics(mport).unwrap_or_default();
-    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_s(&pid, tck) - c0);
+    let (secs, cpu) = (t0.elapsed().as_secs_f64(), cpu_s(&pid) - c0);
     let rss_kib = status_kib(&pid, "VmRSS");
     let hwm_kib = status_kib(&pid, "VmHWM");
     agent.term()?;
@@ -859,7 +856,6 @@ fn rtsp(
     Ok(Rtsp {
         scene: scene.label.to_owned(),
         cameras: n,
-        analysis_fps,
         secs,
         rss_kib,
         hwm_kib,
@@ -891,7 +887,6 @@ fn mib(kib: f64) -> String {
 
 pub fn run(o: &Opts) -> Result<Section> {
     let started = Instant::now();
-    let tck = clk_tck();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let passes = if o.quick { 2 } else { 5 };
     let warm = Duration::from_secs(if o.quick { 10 } else { 30 });
@@ -909,7 +904,7 @@ pub fn run(o: &Opts) -> Result<Section> {
 
     // 1. decode only
     eprintln!("edge: decode only ({passes} passes)");
-    let (dec, frames) = decode_only(&clip, passes, tck)?;
+    let (dec, frames) = decode_only(&clip, passes)?;
     let per_pass = frames.len();
     if per_pass == 0 {
         bail!("the decoder sampled no frame of {}", clip.display());
@@ -923,7 +918,7 @@ pub fn run(o: &Opts) -> Result<Section> {
     eprintln!(
         "edge: edge-agent on the looping clip until {target} frames analysed, then {rounds} rounds against inference only ({threads} threads)"
     );
-    let pipe = pipeline(o.repo, agent_bin, &clip, mqtt, threads, &mut floor, target, rounds, tck)?;
+    let pipe = pipeline(o.repo, agent_bin, &clip, mqtt, threads, &mut floor, target, rounds)?;
     let inf_faces = floor.found;
     let steady = Span::sum(pipe.rounds.iter().map(|r| r.pipeline));
     let inf = Span::sum(pipe.rounds.iter().map(|r| r.floor));
@@ -932,9 +927,8 @@ pub fn run(o: &Opts) -> Result<Section> {
     let (whole_fps, whole_cpu) = (whole.fps(), whole.cpu_per_frame());
     let (inf_fps, inf_cpu) = (inf.fps(), inf.cpu_per_frame());
     // the verdict: the median of the rounds' ratios (each round's two sides ran back to back)
-    let mut round_ratios: Vec<f64> = pipe.rounds.iter().map(Round::ratio).collect();
-    round_ratios.sort_by(f64::total_cmp);
-    let floor_ratio = round_ratios[round_ratios.len() / 2];
+    let round_ratios = Spread::of(pipe.rounds.iter().map(Round::ratio).collect());
+    let floor_ratio = round_ratios.median;
     let dec_fps = dec.decoded as f64 / dec.wall_s;
     let dec_sampled_fps = dec.sampled as f64 / dec.wall_s;
 
@@ -971,7 +965,7 @@ pub fn run(o: &Opts) -> Result<Section> {
         for i in 1..peer_rounds {
             eprintln!("edge: agent vs baseline.py, round {} of {peer_rounds}", i + 1);
             let agent_fps = |floor: &mut InferenceFloor| -> Result<f64> {
-                Ok(pipeline(o.repo, agent_bin, &clip, mqtt, threads, floor, target, 0, tck)?.whole_span().fps())
+                Ok(pipeline(o.repo, agent_bin, &clip, mqtt, threads, floor, target, 0)?.whole_span().fps())
             };
             let peer_fps = || -> Result<f64> {
                 let v = baseline(py, o.repo, &clip, mqtt, threads, passes + 1, false)?;
@@ -988,9 +982,8 @@ pub fn run(o: &Opts) -> Result<Section> {
             }
         }
     }
-    let mut sorted_peer = peer_ratios.clone();
-    sorted_peer.sort_by(f64::total_cmp);
-    let peer_ratio = sorted_peer.get(sorted_peer.len() / 2).copied().unwrap_or(f64::NAN);
+    let peer_spread = Spread::of(peer_ratios.clone());
+    let peer_ratio = peer_spread.median;
 
     // equal output: one pass each, the agent flushing its tracks at the end of the file
     eprintln!("edge: one pass each for the equal-output check");
@@ -1001,7 +994,6 @@ pub fn run(o: &Opts) -> Result<Section> {
     }
 
     // 5. RTSP cameras: memory per camera and latency at the analysis rate, then throughput
-    // with more frames offered than the cores can analyse
     // with more frames offered than the cores can analyse; last, alerts: a fence on pedestrians
     let mut mems = Vec::new();
     let mut sat_floor_fps = f64::NAN;
@@ -1013,19 +1005,18 @@ pub fn run(o: &Opts) -> Result<Section> {
     for (scene, n, warm) in
         [(&faces, 1, warm), (&faces, 2, warm), (&faces, 4, warm), (&faces, saturating, warm), (&fence, 1, fence_warm)]
     {
-        let fps = ANALYSIS_FPS;
-        eprintln!("edge: {n} RTSP camera(s) at analysis_fps {fps}, {} s {}", warm.as_secs(), scene.label);
+        eprintln!("edge: {n} RTSP camera(s) at analysis_fps {ANALYSIS_FPS}, {} s {}", warm.as_secs(), scene.label);
         // the 4-camera run publishes to the aggregator (its embedded broker) rather than mosquitto
         let center = (n == 4).then_some(bins.aggregator.as_path());
         // the throughput row is judged against the inference floor measured just before and after it
         let bracket = n == saturating;
-        let before = if bracket { Some(floor.round(tck)?) } else { None };
-        match rtsp(o.repo, agent_bin, camsim_bin, scene, mqtt, threads, n, fps, warm, tck, center) {
+        let before = if bracket { Some(floor.round()?) } else { None };
+        match rtsp(o.repo, agent_bin, camsim_bin, scene, mqtt, threads, n, warm, center) {
             Ok(m) => mems.push(m),
-            Err(e) => notes.push(format!("{n} RTSP cameras at {fps} fps {} not measured: {e:#}", scene.label)),
+            Err(e) => notes.push(format!("{n} RTSP cameras {} not measured: {e:#}", scene.label)),
         }
         if let Some(before) = before {
-            sat_floor_fps = Span::sum([before, floor.round(tck)?].into_iter()).fps();
+            sat_floor_fps = Span::sum([before, floor.round()?].into_iter()).fps();
         }
     }
     drop(floor);
@@ -1095,8 +1086,8 @@ pub fn run(o: &Opts) -> Result<Section> {
         steady_fps,
         ratio(floor_ratio),
         inf_fps,
-        ratio(round_ratios[0]),
-        ratio(round_ratios[round_ratios.len() - 1]),
+        ratio(round_ratios.min),
+        ratio(round_ratios.max),
         if floor_ok { "floor met" } else { "FLOOR MISSED" },
         f3(steady_cpu),
         ratio(steady_cpu / inf_cpu),
@@ -1201,8 +1192,8 @@ pub fn run(o: &Opts) -> Result<Section> {
              vs the same peer with sightline's ONNX Runtime settings: {} throughput, CPU/frame {}, peak RSS {} MiB",
             ratio(peer_ratio),
             peer_ratios.len(),
-            ratio(sorted_peer[0]),
-            ratio(sorted_peer[sorted_peer.len() - 1]),
+            ratio(peer_spread.min),
+            ratio(peer_spread.max),
             whole_fps,
             p_fps,
             if tput_ok { "floor met" } else { "FLOOR MISSED" },
@@ -1291,7 +1282,7 @@ pub fn run(o: &Opts) -> Result<Section> {
                 format!(
                     "{} × {}{}",
                     m.cameras,
-                    m.analysis_fps,
+                    ANALYSIS_FPS,
                     if m.scene.is_empty() { String::new() } else { format!(" ({})", m.scene) }
                 ),
                 mib(m.rss_kib),

@@ -341,7 +341,7 @@ pub fn run(o: &Opts) -> Result<Section> {
                 .collect();
             headline.push(format!(
                 "Search at equal thread counts, faiss p50 / sightline p50: {}; on one thread both scan at memory speed \
-                 ({} MB of vectors per query), so they are at parity there",
+                 ({} MB of vectors per query), so they are close there",
                 same.join(", "),
                 n * DIM * 4 / 1_000_000
             ));

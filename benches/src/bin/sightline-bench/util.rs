@@ -14,12 +14,33 @@ pub const DIM: usize = 128;
 pub use sightline_benches::Rng;
 
 /// Clock ticks per second of the CPU times in `/proc`.
-pub fn clk_tck() -> f64 {
+fn clk_tck() -> f64 {
     // SAFETY: sysconf only reads a constant
     match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
         t if t > 0 => t as f64,
         _ => 100.0,
     }
+}
+
+/// CPU seconds of a process (`self` or a pid) from `/proc/PID/stat`: the sum of the first `fields`
+/// of utime, stime (all its threads), cutime, cstime (its reaped children). NaN if unreadable.
+fn proc_cpu_s(pid: &str, fields: usize) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // after "(comm) ": utime, stime, cutime, cstime are fields 14-17 (indices 11-14)
+    let times: Vec<f64> = stat
+        .rsplit_once(") ")
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .skip(11)
+        .take(fields)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    if times.len() == fields { times.iter().sum::<f64>() / clk_tck() } else { f64::NAN }
+}
+
+/// User + system CPU seconds of a process (`self` or a pid), all its threads.
+pub fn cpu_s(pid: &str) -> f64 {
+    proc_cpu_s(pid, 2)
 }
 
 /// Where the machine's CPU time goes, read at one instant: all processes' (`/proc/stat`), this
@@ -59,15 +80,10 @@ impl CpuTimes {
             .chain(std::iter::repeat(0.0))
             .take(8)
             .collect();
-        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-        let own: Vec<f64> =
-            own.rsplit_once(") ").map_or("", |(_, r)| r).split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
-        // after "(comm) ": utime, stime, cutime, cstime are fields 14-17 (indices 11-14)
-        let ours = own.get(11..15).map_or(0.0, |t| t.iter().sum());
         CpuTimes {
             busy_s: (cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6]) / tck,
             steal_s: cpu[7] / tck,
-            ours_s: ours / tck,
+            ours_s: proc_cpu_s("self", 4),
             at: Instant::now(),
         }
     }

@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use sightline_aggregator::correlate::{Appearance, CorrelationConfig, Correlator};
-use sightline_tests::sim::{self, IdMetrics, Rng, Scenario, SimRun, id_metrics, max_weight_matching};
+use sightline_tests::sim::{self, IdMetrics, Scenario, SimRun, id_metrics};
 use time::Duration;
 
 const MIN_IDF1: f64 = 0.90;
@@ -209,35 +209,6 @@ fn idf1_hand_computed() {
     // Everything merged into one trajectory: identities of 4, 4 and 2 items.
     let merged: Vec<_> = (0..10).map(|i| (Some(i.min(9) / 4), Some(0))).collect();
     assert_eq!(id_metrics(&merged).idtp, 4);
-}
-
-/// The Hungarian matching equals brute force over all permutations on small random tables.
-#[test]
-fn hungarian_matches_brute_force() {
-    fn brute(w: &[Vec<i64>]) -> i64 {
-        fn go(w: &[Vec<i64>], row: usize, used: &mut Vec<bool>) -> i64 {
-            if row == w.len() {
-                return 0;
-            }
-            let mut best = go(w, row + 1, used); // row unmatched
-            for j in 0..used.len() {
-                if !used[j] {
-                    used[j] = true;
-                    best = best.max(w[row][j] + go(w, row + 1, used));
-                    used[j] = false;
-                }
-            }
-            best
-        }
-        go(w, 0, &mut vec![false; w[0].len()])
-    }
-    let mut rng = Rng::new(99);
-    for _ in 0..300 {
-        let (n, m) = (1 + rng.below(6), 1 + rng.below(6));
-        let w: Vec<Vec<i64>> =
-            (0..n).map(|_| (0..m).map(|_| if rng.chance(0.4) { 0 } else { rng.below(20) as i64 }).collect()).collect();
-        assert_eq!(max_weight_matching(&w), brute(&w), "{w:?}");
-    }
 }
 
 /// Parameter sweep for docs/correlation.md ("Tuning"): one parameter at a time from the

@@ -9,23 +9,26 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use sightline_contract::{CameraState, topic};
+use sightline_contract::{CameraState, Clock, topic};
 use sightline_vision::crowd::{DensityEstimator, FloorCorrection};
 use sightline_vision::persons::PersonDetector;
 use sightline_vision::{FacePipeline, Runtime};
 use tokio::sync::{mpsc, watch};
 
-use crate::analysis::{Heartbeat, Worker};
+use crate::AgentError;
+use crate::analysis::Worker;
 use crate::baseline::Baseline;
 use crate::camera::{CameraHandle, CameraSet, CameraTask, StatusInfo, status_message};
 use crate::config::{CameraConfig, Config};
-use crate::crowd::{CrowdWorker, PERSON_HISTORY};
+use crate::crowd::CrowdWorker;
 use crate::frames::{Counters, Doorbell, FrameSlot};
+use crate::heartbeat::Heartbeat;
+use crate::message::Outgoing;
 use crate::metrics::{self, Metrics};
-use crate::mqtt::{MqttStats, Outgoing, run_publisher};
+use crate::mqtt::{MqttStats, run_publisher};
 use crate::outbox::Outbox;
+use crate::persons::PERSON_HISTORY;
 use crate::rules::CameraRules;
-use crate::{AgentError, Clock};
 
 /// Capacity of the event channel to the publisher (bounded: producers wait when it is full).
 const EVENT_QUEUE: usize = 1024;

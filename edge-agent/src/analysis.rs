@@ -6,18 +6,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sightline_contract::{Alert, AlertKind, AlertState, BestShot, Sighting, new_event_id, topic};
-use sightline_vision::persons::{Person, PersonDetector};
+use sightline_contract::{Alert, AlertKind, AlertState, BestShot, Clock, Sighting, new_event_id, topic};
+use sightline_vision::persons::PersonDetector;
 use sightline_vision::{EMBEDDING_MODEL, FacePipeline};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use crate::Clock;
 use crate::camera::{CameraHandle, CameraSet, status_message};
 use crate::frames::{Counters, Doorbell, Frame, Taken};
 use crate::health::HealthProbe;
+use crate::heartbeat::Heartbeat;
+use crate::message::Outgoing;
 use crate::metrics::{Metrics, model};
-use crate::mqtt::Outgoing;
+use crate::persons::{PERSON_HISTORY, foot};
 use crate::tracker::{ClosedTrack, FaceObservation, Tracker, TrackerConfig};
 
 pub struct Worker {
@@ -37,30 +38,6 @@ pub struct Worker {
     pub done: Arc<AtomicBool>,
     pub heartbeat: Arc<Heartbeat>,
     pub metrics: Arc<Metrics>,
-}
-
-/// The analysis worker's liveness: it beats at least every [`TICK`] while it runs, so a stale
-/// heartbeat means it is stuck (the systemd watchdog is fed only while it is fresh).
-pub struct Heartbeat {
-    start: Instant,
-    last_ms: std::sync::atomic::AtomicU64,
-}
-
-impl Default for Heartbeat {
-    fn default() -> Self {
-        Heartbeat { start: Instant::now(), last_ms: 0.into() }
-    }
-}
-
-impl Heartbeat {
-    pub fn beat(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Time since the last beat.
-    pub fn age(&self) -> Duration {
-        self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
-    }
 }
 
 /// How often tracks of cameras without frames are aged.
@@ -247,7 +224,7 @@ impl Worker {
             .collect();
         let alerts = camera.rules.lock().unwrap().on_persons(frame.ts, &inside);
         let mut history = camera.persons.lock().unwrap();
-        if history.len() >= crate::crowd::PERSON_HISTORY {
+        if history.len() >= PERSON_HISTORY {
             history.pop_front();
         }
         history.push_back((frame.ts, persons));
@@ -298,12 +275,6 @@ fn due(next: &mut Option<OffsetDateTime>, ts: OffsetDateTime, every_s: f64) -> b
     }
     *next = Some(ts + time::Duration::seconds_f64(every_s));
     true
-}
-
-/// A person's foot point (bottom centre of the box) in normalised image coordinates: where
-/// they stand, which is what a zone on the ground means.
-pub fn foot(p: &Person, (w, h): (f32, f32)) -> [f32; 2] {
-    [(p.bbox[0] + p.bbox[2] / 2.0) / w, (p.bbox[1] + p.bbox[3]) / h]
 }
 
 /// The contract message for a closed track.

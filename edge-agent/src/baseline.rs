@@ -12,9 +12,9 @@ use sightline_vision::crowd::{DensityEstimator, DensityMap};
 use time::OffsetDateTime;
 
 use crate::config::{CameraConfig, Config, Source};
-use crate::decode::{Decoder, FrameSink};
+use crate::decode::{DecodeError, Decoder, FrameSink};
 use crate::frames::{Doorbell, FrameSlot, Taken};
-use crate::{AgentError, rtsp};
+use crate::rtsp::{self, RtspError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
@@ -24,6 +24,14 @@ pub enum BaselineError {
     NoFrames { camera: String, secs: u64 },
     #[error("density maps of different sizes ({0}x{1} vs {2}x{3}): did the camera change resolution?")]
     SizeChanged(usize, usize, usize, usize),
+    /// Capturing: the camera's stream or file could not be read.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Rtsp(#[from] RtspError),
+    /// Capturing: the density model failed.
+    #[error(transparent)]
+    Vision(#[from] sightline_vision::VisionError),
 }
 
 /// A stored baseline (JSON).
@@ -94,7 +102,7 @@ pub async fn capture(
     camera: &CameraConfig,
     density: &mut DensityEstimator,
     frames: usize,
-) -> Result<Baseline, AgentError> {
+) -> Result<Baseline, BaselineError> {
     let images = grab_frames(cfg, camera, frames.max(1), Duration::from_secs(30 + 2 * frames as u64)).await?;
     let maps = images.iter().map(|i| density.estimate(i)).collect::<Result<Vec<_>, _>>()?;
     Ok(Baseline::average(&camera.id, OffsetDateTime::now_utc(), &maps)?)
@@ -106,7 +114,7 @@ async fn grab_frames(
     camera: &CameraConfig,
     n: usize,
     timeout: Duration,
-) -> Result<Vec<RgbImage>, AgentError> {
+) -> Result<Vec<RgbImage>, BaselineError> {
     let bell = Arc::new(Doorbell::default());
     let slot = Arc::new(FrameSlot::new(Arc::default(), bell.clone()));
     let sink =
@@ -160,7 +168,7 @@ async fn grab_frames(
     }
     .expect("frame collector does not panic");
     if images.is_empty() {
-        return Err(BaselineError::NoFrames { camera: camera.id.clone(), secs: timeout.as_secs() }.into());
+        return Err(BaselineError::NoFrames { camera: camera.id.clone(), secs: timeout.as_secs() });
     }
     Ok(images)
 }

@@ -5,18 +5,17 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sightline_contract::{CameraState, CameraStatus, topic};
+use sightline_contract::{CameraState, CameraStatus, Clock, topic};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
 use sightline_vision::crowd::FloorCorrection;
 use sightline_vision::persons::Person;
 
-use crate::Clock;
 use crate::config::{CameraConfig, DecodeConfig, Pace, Source};
 use crate::decode::{DecodeError, Decoder, FrameSink};
 use crate::frames::{Counters, FrameSlot};
-use crate::mqtt::Outgoing;
+use crate::message::Outgoing;
 use crate::rtsp::{self, RtspError};
 use crate::rules::CameraRules;
 

@@ -361,7 +361,7 @@ impl Config {
             }
         }
         // the files named in [mqtt] (password, certificates, key) exist and parse
-        crate::mqtt::BrokerSecurity::load(&cfg.mqtt).map_err(|e| ConfigError::Invalid {
+        sightline_contract::mqtt::BrokerSecurity::load(&cfg.mqtt).map_err(|e| ConfigError::Invalid {
             path: path.to_owned(),
             key: e.key.into(),
             message: e.message,

@@ -28,15 +28,12 @@ use sightline_vision::crowd::{DensityEstimator, DensityMap};
 use sightline_vision::persons::Person;
 use tokio::sync::mpsc;
 
-use crate::analysis::foot;
 use crate::camera::{CameraHandle, CameraSet};
 use crate::config::CrowdConfig;
 use crate::frames::{Doorbell, Frame, Taken};
+use crate::message::Outgoing;
 use crate::metrics::{Metrics, model};
-use crate::mqtt::Outgoing;
-
-/// Person detections kept per camera for the median (at most one interval's worth is used).
-pub const PERSON_HISTORY: usize = 64;
+use crate::persons::foot;
 
 pub struct CrowdWorker {
     pub site: String,

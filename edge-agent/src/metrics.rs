@@ -26,10 +26,10 @@ use serde::Serialize;
 use sightline_contract::CameraState;
 use tokio::sync::watch;
 
-use crate::analysis::Heartbeat;
 use crate::camera::{CameraHandle, CameraSet};
 use crate::frames::Counters;
-use crate::mqtt::MqttStats;
+use crate::heartbeat::Heartbeat;
+use crate::mqtt::{MqttStats, latency_buckets};
 
 /// The analysis worker counts as stuck (`/healthz` answers 503) when it has not beaten for this long.
 pub const STUCK_AFTER: Duration = Duration::from_secs(15);
@@ -40,12 +40,6 @@ pub mod model {
     pub const FACE_EMBEDDING: &str = "face_embedding";
     pub const PERSON_DETECTION: &str = "yolox";
     pub const DENSITY: &str = "csrnet";
-}
-
-/// Latency histogram buckets: 1 ms to ~36 s in steps of 25 % (quantiles read from it are within
-/// a quarter of the true value).
-pub fn latency_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 1.25, 48))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

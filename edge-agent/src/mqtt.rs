@@ -58,14 +58,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 // the broker security is shared with the aggregator (the contract crate's `mqtt` feature)
 pub use sightline_contract::mqtt::{BrokerSecurity, SecurityError, explain};
-use sightline_contract::{AgentState, AgentStatus, Payload, topic};
+use sightline_contract::{AgentState, AgentStatus, Clock, Payload, topic};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::Clock;
 use crate::config::{AgentSection, MqttConfig};
+use crate::message::Outgoing;
 use crate::outbox::{Outbox, Priority};
 
 /// Publishes outstanding (handed to the client, not yet acknowledged) at most.
@@ -79,30 +80,6 @@ const BATCH: usize = 256;
 pub const MAX_RETRY: Duration = Duration::from_secs(30);
 /// A connection failure that persists is logged again this often (changes are logged at once).
 const REPEAT_LOG: Duration = Duration::from_secs(60);
-
-/// A message to publish.
-#[derive(Debug)]
-pub struct Outgoing {
-    pub topic: String,
-    pub payload: Vec<u8>,
-    pub retain: bool,
-    /// When the frame (or the tick) that produced the message reached the agent; the time from
-    /// there to the broker's PUBACK is `sightline_publish_latency_seconds`. `None`: not timed.
-    pub origin: Option<Instant>,
-}
-
-impl Outgoing {
-    pub fn event<P: Payload>(topic: String, p: &P) -> Self {
-        Outgoing { topic, payload: p.to_json(), retain: false, origin: None }
-    }
-    pub fn retained<P: Payload>(topic: String, p: &P) -> Self {
-        Outgoing { topic, payload: p.to_json(), retain: true, origin: None }
-    }
-    /// The same message, timed from `origin`.
-    pub fn since(self, origin: Instant) -> Self {
-        Outgoing { origin: Some(origin), ..self }
-    }
-}
 
 /// `kind` label of `sightline_publish_latency_seconds`: the topic's last level.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -124,6 +101,12 @@ impl KindLabel {
     }
 }
 
+/// Latency histogram buckets: 1 ms to ~36 s in steps of 25 % (quantiles read from it are within
+/// a quarter of the true value). Also the shape of `sightline_frame_latency_seconds` (metrics).
+pub fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 1.25, 48))
+}
+
 /// Timed messages remembered until their PUBACK at most; older ones (a long broker outage) are
 /// forgotten untimed.
 const TIMED: usize = 4096;
@@ -143,11 +126,7 @@ pub struct MqttStats {
     /// Messages that could not be stored in the outbox (a database error): lost.
     pub lost: AtomicU64,
     /// Frame arrival to PUBACK of the timed messages ([`Outgoing::origin`]), by kind.
-    pub latency: prometheus_client::metrics::family::Family<
-        KindLabel,
-        prometheus_client::metrics::histogram::Histogram,
-        fn() -> prometheus_client::metrics::histogram::Histogram,
-    >,
+    pub latency: prometheus_client::metrics::family::Family<KindLabel, Histogram, fn() -> Histogram>,
 }
 
 impl Default for MqttStats {
@@ -160,7 +139,7 @@ impl Default for MqttStats {
             outbox_depth: AtomicU64::default(),
             evicted: AtomicU64::default(),
             lost: AtomicU64::default(),
-            latency: prometheus_client::metrics::family::Family::new_with_constructor(crate::metrics::latency_buckets),
+            latency: prometheus_client::metrics::family::Family::new_with_constructor(latency_buckets),
         }
     }
 }

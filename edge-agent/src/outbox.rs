@@ -30,7 +30,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::mqtt::Outgoing;
+use crate::message::Outgoing;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {

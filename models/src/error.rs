@@ -7,7 +7,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::fetch::FetchedModel;
+use crate::report::{Attempt, FetchedModel};
 
 /// Everything that can go wrong when reading the manifest, verifying or fetching models.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,7 @@ pub enum ModelError {
     #[error("model `{model}` ({file}) is not available from any source; tried:{}", list(.tried))]
     Unavailable { model: String, file: String, tried: Vec<Attempt> },
 
-    /// [`fetch`](crate::fetch) could not provide every model. `fetched` holds the models
+    /// `fetch` could not provide every model. `fetched` holds the models
     /// that are in place (verified); `failures` holds one [`ModelError::Unavailable`]
     /// (or setup error) per missing model.
     #[error("{} of {} model(s) could not be fetched:{}",
@@ -63,21 +63,6 @@ pub enum ModelError {
 impl ModelError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, error: io::Error) -> Self {
         ModelError::Io { op, path: path.into(), error }
-    }
-}
-
-/// One source that was tried for a model and did not provide it, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    /// What was tried, e.g. `mirror /work/shared/models/csrnet.onnx` or `download https://…`.
-    pub source: String,
-    /// Why it did not work, e.g. `not present` or `refused: model …: sha256 mismatch …`.
-    pub problem: String,
-}
-
-impl fmt::Display for Attempt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.source, self.problem)
     }
 }
 

@@ -1,56 +1,14 @@
 //! Filling a model directory: verified copy already there → mirror copy → upstream download.
 
-use std::fmt;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::error::{Attempt, ModelError};
-use crate::manifest::{Manifest, ModelEntry};
+use crate::entry::ModelEntry;
+use crate::error::ModelError;
+use crate::manifest::Manifest;
+use crate::report::{Attempt, FetchReport, FetchStatus, FetchedModel};
 use crate::verify::{check_hash, check_size, hash_reader, verify_file};
-
-/// How a model got into the destination directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchStatus {
-    /// A verified copy was already there; nothing was written.
-    Present,
-    /// Copied (and verified) from this mirror directory.
-    CopiedFromMirror { dir: PathBuf },
-    /// Downloaded (and verified) from this URL.
-    Downloaded { url: String },
-}
-
-impl fmt::Display for FetchStatus {
-    /// `present`, `copied from mirror` or `downloaded`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
-            FetchStatus::Present => "present",
-            FetchStatus::CopiedFromMirror { .. } => "copied from mirror",
-            FetchStatus::Downloaded { .. } => "downloaded",
-        })
-    }
-}
-
-/// One model that is now in place, verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchedModel {
-    /// Model name from the manifest.
-    pub name: String,
-    /// Final, verified path inside the destination directory.
-    pub path: PathBuf,
-    /// Where the file came from.
-    pub status: FetchStatus,
-    /// Sources that were tried first and failed (e.g. a mirror copy refused for a wrong
-    /// sha256, or an invalid file that was replaced); worth showing as warnings.
-    pub attempts: Vec<Attempt>,
-}
-
-/// Result of a successful [`fetch`]: every selected model is in place and verified.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FetchReport {
-    /// One entry per manifest model, in manifest order.
-    pub models: Vec<FetchedModel>,
-}
 
 /// Makes every model of `manifest` available, verified, in `dest_dir` (created if needed).
 ///

@@ -23,14 +23,18 @@
 //! All failures are [`ModelError`]s whose messages name the model, the file or
 //! directory involved, and what is wrong.
 
+mod entry;
 mod error;
 mod fetch;
 mod manifest;
+mod report;
 mod verify;
 
-pub use error::{Attempt, ModelError};
-pub use fetch::{FetchReport, FetchStatus, FetchedModel, fetch};
-pub use manifest::{EMBEDDED_MANIFEST_TOML, Manifest, ModelEntry};
+pub use entry::ModelEntry;
+pub use error::ModelError;
+pub use fetch::fetch;
+pub use manifest::{EMBEDDED_MANIFEST_TOML, Manifest};
+pub use report::{Attempt, FetchReport, FetchStatus, FetchedModel};
 pub use verify::{sha256_file, verify_file};
 
 /// Environment variable naming mirror directories (`:`-separated) for `sightline-models fetch`.

@@ -6,44 +6,12 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
+use crate::entry::ModelEntry;
 use crate::error::ModelError;
 use crate::verify::verify_file;
 
 /// The text of `models/manifest.toml` as it was when this crate was compiled.
 pub const EMBEDDED_MANIFEST_TOML: &str = include_str!("../manifest.toml");
-
-/// One `[[model]]` table of the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelEntry {
-    /// Short identifier, e.g. `yunet_n` (see [`crate::names`]).
-    pub name: String,
-    /// File name inside a model directory, e.g. `yunet_n_dynamic.onnx` (no directories).
-    pub file: String,
-    /// Expected sha256 of the file, 64 lowercase hex characters.
-    pub sha256: String,
-    /// Expected file size in bytes.
-    pub bytes: u64,
-    /// Licence of the file / weights.
-    pub license: String,
-    /// What the pipeline uses the model for.
-    pub role: String,
-    /// Human-readable origin.
-    pub source: String,
-    /// Upstream download URL pinned to a commit, if the file exists upstream byte for byte.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// How the file is produced when there is no upstream file.
-    #[serde(default)]
-    pub build: Option<String>,
-}
-
-impl ModelEntry {
-    /// Where this model lives inside `dir`.
-    pub fn path_in(&self, dir: &Path) -> PathBuf {
-        dir.join(&self.file)
-    }
-}
 
 /// The parsed manifest: a list of models plus where it was read from (for messages).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

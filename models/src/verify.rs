@@ -6,8 +6,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use crate::entry::ModelEntry;
 use crate::error::ModelError;
-use crate::manifest::ModelEntry;
 
 const BUF_SIZE: usize = 256 * 1024;
 

@@ -710,6 +710,6 @@ pub fn max_weight_matching(w: &[Vec<i64>]) -> i64 {
     let (rows, cols) = (n.min(m), n.max(m));
     let weight = |r: usize, c: usize| if n <= m { w[r][c] } else { w[c][r] };
     let cost: Vec<f64> = (0..rows).flat_map(|r| (0..cols).map(move |c| -(weight(r, c) as f64))).collect();
-    let assignment = sightline_edge_agent::tracker::hungarian(&cost, rows, cols);
+    let assignment = sightline_edge_agent::tracker::assign::hungarian(&cost, rows, cols);
     assignment.iter().enumerate().map(|(r, &c)| weight(r, c)).sum()
 }

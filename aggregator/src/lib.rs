@@ -15,6 +15,7 @@ pub mod search;
 pub mod service;
 pub mod site;
 pub mod store;
+pub mod vectors;
 pub mod watchlist;
 
 pub use sightline_contract::{Clock, SystemClock};

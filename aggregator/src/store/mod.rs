@@ -230,7 +230,7 @@ pub struct CameraRecord {
     #[schema(required = true)]
     pub position: Option<[f64; 2]>,
     /// The latest status by `ts`, if any was received.
-    #[schema(value_type = Option<crate::api::schema::CameraStatus>, required = true)]
+    #[schema(required = true)]
     pub status: Option<CameraStatus>,
     #[serde(with = "opt_ts")]
     #[schema(value_type = Option<String>, format = DateTime, required = true)]
@@ -261,7 +261,6 @@ pub struct AlertQuery {
 /// A stored alert event.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StoredAlert {
-    #[schema(value_type = crate::api::schema::Alert)]
     pub alert: Alert,
     #[serde(with = "ts::rfc3339_ms")]
     #[schema(value_type = String, format = DateTime)]

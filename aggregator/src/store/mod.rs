@@ -658,3 +658,16 @@ mod opt_ts {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_bad_ones_are_named() {
+        let c = Cursor { last_seen_ms: 1_795_000_000_123, id: Uuid::now_v7() };
+        assert_eq!(c.to_string().parse::<Cursor>().unwrap(), c);
+        let e = "nope".parse::<Cursor>().unwrap_err().to_string();
+        assert!(e.contains("invalid cursor") && e.contains("nope"), "{e}");
+    }
+}

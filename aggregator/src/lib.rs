@@ -11,10 +11,12 @@ pub mod events;
 pub mod ingest;
 pub mod latest;
 pub mod metrics;
+pub mod retention;
 pub mod search;
 pub mod service;
 pub mod site;
 pub mod store;
+pub mod vectors;
 pub mod watchlist;
 
 pub use sightline_contract::{Clock, SystemClock};

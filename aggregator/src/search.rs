@@ -34,10 +34,11 @@
 //! (ordered by squared distance, then sighting id), and the heaps are merged at the end. Indexes
 //! above [`PARALLEL_MIN_ROWS`] rows are split across `SearchQuery::threads` scoped threads. The
 //! distance kernel is chosen once per process: AVX2 + FMA on x86-64 CPUs that have them, a
-//! portable one (written so that LLVM vectorises it for the baseline target) everywhere else.
+//! portable one (written so that LLVM vectorises it for the baseline target) everywhere else
+//! (`crate::vectors`, which the correlator shares).
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::{Arc, LazyLock};
@@ -46,6 +47,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::store::{Store, StoreError};
+use crate::vectors::{Interner, Matrix, l2sq_portable};
 
 /// Above this many rows a search is split across threads (when it is given more than one).
 pub const PARALLEL_MIN_ROWS: usize = 2 * MIN_ROWS_PER_THREAD;
@@ -106,25 +108,23 @@ pub struct Hit {
 /// The exact embedding search index of one model. See the module documentation.
 pub struct SearchIndex {
     model: String,
-    dim: usize,
-    /// `len × dim` values, row `i` at `[i * dim, (i + 1) * dim)`.
-    vectors: Vec<f32>,
+    /// `len` rows of `dim` values; the other columns are in step with it.
+    vectors: Matrix,
     sightings: Vec<Uuid>,
     trajectories: Vec<Uuid>,
-    /// Index into `camera_names`.
+    /// Numbers in `camera_names`.
     cameras: Vec<u32>,
     /// Unix milliseconds.
     last_seen: Vec<i64>,
     /// Interned camera names; never shrinks (a site has a bounded set of cameras).
-    camera_names: Vec<Arc<str>>,
-    camera_ids: HashMap<Arc<str>, u32>,
+    camera_names: Interner,
 }
 
 impl fmt::Debug for SearchIndex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SearchIndex")
             .field("model", &self.model)
-            .field("dim", &self.dim)
+            .field("dim", &self.dim())
             .field("len", &self.len())
             .field("cameras", &self.camera_names.len())
             .finish_non_exhaustive()
@@ -140,14 +140,12 @@ impl SearchIndex {
         assert!(dim > 0, "search index {model:?}: dimension must be positive");
         SearchIndex {
             model: model.to_owned(),
-            dim,
-            vectors: Vec::new(),
+            vectors: Matrix::new(dim),
             sightings: Vec::new(),
             trajectories: Vec::new(),
             cameras: Vec::new(),
             last_seen: Vec::new(),
-            camera_names: Vec::new(),
-            camera_ids: HashMap::new(),
+            camera_names: Interner::new(),
         }
     }
 
@@ -156,7 +154,7 @@ impl SearchIndex {
     }
 
     pub fn dim(&self) -> usize {
-        self.dim
+        self.vectors.dim()
     }
 
     pub fn len(&self) -> usize {
@@ -180,25 +178,14 @@ impl SearchIndex {
         last_seen: OffsetDateTime,
         embedding: &[f32],
     ) -> Result<(), SearchError> {
-        check_vector("embedding", &self.model, self.dim, embedding)?;
-        let camera = self.intern(camera);
-        self.vectors.extend_from_slice(embedding);
+        check_vector("embedding", &self.model, self.dim(), embedding)?;
+        let camera = self.camera_names.intern(camera);
+        self.vectors.push(embedding);
         self.sightings.push(sighting);
         self.trajectories.push(trajectory);
         self.cameras.push(camera);
         self.last_seen.push(floor_ms(last_seen));
         Ok(())
-    }
-
-    fn intern(&mut self, camera: &str) -> u32 {
-        if let Some(&i) = self.camera_ids.get(camera) {
-            return i;
-        }
-        let i = u32::try_from(self.camera_names.len()).expect("fewer than 2^32 cameras");
-        let name: Arc<str> = Arc::from(camera);
-        self.camera_names.push(name.clone());
-        self.camera_ids.insert(name, i);
-        i
     }
 
     /// Retention: drops the entries with `last_seen < cutoff` and returns how many. One O(n)
@@ -207,26 +194,23 @@ impl SearchIndex {
         // last_seen (whole ms) < cutoff  <=>  last_seen < ceil_ms(cutoff)
         let cutoff = ceil_ms(cutoff);
         let n = self.len();
-        let dim = self.dim;
-        let mut kept = 0;
-        for i in 0..n {
-            if self.last_seen[i] < cutoff {
-                continue;
+        let SearchIndex { vectors, sightings, trajectories, cameras, last_seen, .. } = self;
+        let kept = vectors.retain_rows(|i, to| {
+            if last_seen[i] < cutoff {
+                return false;
             }
-            if kept != i {
-                self.vectors.copy_within(i * dim..(i + 1) * dim, kept * dim);
-                self.sightings[kept] = self.sightings[i];
-                self.trajectories[kept] = self.trajectories[i];
-                self.cameras[kept] = self.cameras[i];
-                self.last_seen[kept] = self.last_seen[i];
+            if to != i {
+                sightings[to] = sightings[i];
+                trajectories[to] = trajectories[i];
+                cameras[to] = cameras[i];
+                last_seen[to] = last_seen[i];
             }
-            kept += 1;
-        }
-        self.vectors.truncate(kept * dim);
-        self.sightings.truncate(kept);
-        self.trajectories.truncate(kept);
-        self.cameras.truncate(kept);
-        self.last_seen.truncate(kept);
+            true
+        });
+        sightings.truncate(kept);
+        trajectories.truncate(kept);
+        cameras.truncate(kept);
+        last_seen.truncate(kept);
         n - kept
     }
 
@@ -246,14 +230,14 @@ impl SearchIndex {
         min_rows_per_thread: usize,
         scan_fn: ScanFn,
     ) -> Result<Vec<Hit>, SearchError> {
-        check_vector("query", &self.model, self.dim, query)?;
+        check_vector("query", &self.model, self.dim(), query)?;
         if q.max_distance.is_nan() || q.max_distance < 0.0 {
             return Err(SearchError::MaxDistance(q.max_distance));
         }
         let camera = match &q.camera {
             None => None,
-            Some(name) => match self.camera_ids.get(name.as_str()) {
-                Some(&i) => Some(i),
+            Some(name) => match self.camera_names.get(name) {
+                Some(i) => Some(i),
                 None => return Ok(Vec::new()),
             },
         };
@@ -265,8 +249,8 @@ impl SearchIndex {
             return Ok(Vec::new());
         }
         let scan = Scan {
-            dim: self.dim,
-            vectors: &self.vectors,
+            dim: self.dim(),
+            vectors: self.vectors.values(),
             sightings: &self.sightings,
             cameras: &self.cameras,
             last_seen: &self.last_seen,
@@ -310,7 +294,7 @@ impl SearchIndex {
             .map(|c| Hit {
                 sighting: self.sightings[c.row],
                 trajectory: self.trajectories[c.row],
-                camera: self.camera_names[self.cameras[c.row] as usize].clone(),
+                camera: self.camera_names.name(self.cameras[c.row]).clone(),
                 last_seen: from_ms(self.last_seen[c.row]),
                 distance: c.d2.sqrt(),
             })
@@ -505,117 +489,21 @@ fn scan_rows(s: &Scan<'_>, rows: Range<usize>, top: &mut TopK, l2sq: impl Fn(&[f
     }
 }
 
-/// Squared Euclidean distances from `query` to the `dim`-long rows of `vectors` that `pre`
-/// selects (by row index), reporting to `hit` (row, squared distance) each one that is not above
-/// `limit2` (a NaN distance is reported too). The same kernels as the search: AVX2 and FMA when
-/// the CPU has them. Rows are visited in order.
-pub(crate) fn rows_within(
-    vectors: &[f32],
-    dim: usize,
-    query: &[f32],
-    limit2: f32,
-    pre: impl FnMut(usize) -> bool,
-    hit: impl FnMut(usize, f32),
-) {
-    assert_eq!(query.len(), dim, "query length");
-    if dim == 0 {
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above; `is_x86_feature_detected` caches).
-        unsafe { avx2::rows_within(vectors, dim, query, limit2, pre, hit) };
-        return;
-    }
-    rows_within_with(vectors, dim, query, limit2, pre, hit, l2sq_portable)
-}
-
-#[inline(always)]
-fn rows_within_with(
-    vectors: &[f32],
-    dim: usize,
-    query: &[f32],
-    limit2: f32,
-    mut pre: impl FnMut(usize) -> bool,
-    mut hit: impl FnMut(usize, f32),
-    l2sq: impl Fn(&[f32], &[f32]) -> f32,
-) {
-    for (i, v) in vectors.chunks_exact(dim).enumerate() {
-        if !pre(i) {
-            continue;
-        }
-        let d2 = l2sq(v, query);
-        if d2 <= limit2 || d2.is_nan() {
-            hit(i, d2);
-        }
-    }
-}
-
 fn scan_portable(s: &Scan<'_>, rows: Range<usize>, top: &mut TopK) {
     scan_rows(s, rows, top, l2sq_portable)
 }
 
-/// Squared Euclidean distance, portable. Four independent 8-lane accumulators (one per 8-value
-/// chunk of each 32-value block, then the remaining 8-value chunks into the first) keep the
-/// additions out of one dependency chain, and lane-wise arithmetic on `[f32; 8]` is what LLVM
-/// vectorises without reassociating anything. The lanes are then summed in the same order as
-/// the AVX2 kernel does.
-#[inline(always)]
-fn l2sq_portable(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    #[inline(always)]
-    fn lanes(acc: &mut [f32; 8], x: &[f32], y: &[f32]) {
-        let (x, y): (&[f32; 8], &[f32; 8]) = (x.try_into().unwrap(), y.try_into().unwrap());
-        for k in 0..8 {
-            let d = x[k] - y[k];
-            acc[k] += d * d;
-        }
-    }
-    let mut acc = [[0f32; 8]; 4];
-    let (blocks_a, blocks_b) = (a.chunks_exact(32), b.chunks_exact(32));
-    let (rest_a, rest_b) = (blocks_a.remainder(), blocks_b.remainder());
-    for (x, y) in blocks_a.zip(blocks_b) {
-        for (j, (x, y)) in x.chunks_exact(8).zip(y.chunks_exact(8)).enumerate() {
-            lanes(&mut acc[j], x, y);
-        }
-    }
-    let (chunks_a, chunks_b) = (rest_a.chunks_exact(8), rest_b.chunks_exact(8));
-    let (tail_a, tail_b) = (chunks_a.remainder(), chunks_b.remainder());
-    for (x, y) in chunks_a.zip(chunks_b) {
-        lanes(&mut acc[0], x, y);
-    }
-    let mut tail = 0f32;
-    for (x, y) in tail_a.iter().zip(tail_b) {
-        let d = x - y;
-        tail += d * d;
-    }
-    let mut sum = [0f32; 8];
-    for k in 0..8 {
-        sum[k] = (acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k]);
-    }
-    reduce8(sum) + tail
-}
-
-/// `((s0+s4) + (s2+s6)) + ((s1+s5) + (s3+s7))`: the order of the AVX2 horizontal sum.
-#[inline(always)]
-fn reduce8(s: [f32; 8]) -> f32 {
-    let h = [s[0] + s[4], s[1] + s[5], s[2] + s[6], s[3] + s[7]];
-    (h[0] + h[2]) + (h[1] + h[3])
-}
-
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    //! The same kernel with AVX2 and FMA: four 256-bit accumulators, `vfmadd` of the
-    //! differences. Only ever called after `available()` said yes.
+    //! The scan loop with the AVX2 and FMA kernel inlined into it (both compiled for them). Only
+    //! ever called after `available()` said yes.
 
-    use std::arch::x86_64::*;
     use std::ops::Range;
 
-    use super::{Scan, TopK, rows_within_with, scan_rows};
+    pub(super) use crate::vectors::avx2::available;
+    use crate::vectors::avx2::l2sq;
 
-    pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-    }
+    use super::{Scan, TopK, scan_rows};
 
     /// [`super::ScanFn`] with the AVX2 kernel.
     pub(super) fn scan(s: &Scan<'_>, rows: Range<usize>, top: &mut TopK) {
@@ -628,65 +516,12 @@ mod avx2 {
     fn scan_avx2(s: &Scan<'_>, rows: Range<usize>, top: &mut TopK) {
         scan_rows(s, rows, top, |a, b| l2sq(a, b))
     }
-
-    /// [`super::rows_within`] with the AVX2 kernel.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn rows_within(
-        vectors: &[f32],
-        dim: usize,
-        query: &[f32],
-        limit2: f32,
-        pre: impl FnMut(usize) -> bool,
-        hit: impl FnMut(usize, f32),
-    ) {
-        rows_within_with(vectors, dim, query, limit2, pre, hit, |a, b| l2sq(a, b))
-    }
-
-    #[target_feature(enable = "avx")]
-    #[inline]
-    fn load(x: &[f32]) -> __m256 {
-        assert!(x.len() >= 8);
-        // SAFETY: 8 values are readable at `x` (checked above); unaligned loads are fine.
-        unsafe { _mm256_loadu_ps(x.as_ptr()) }
-    }
-
-    /// Squared Euclidean distance of two equally long slices.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    pub(super) fn l2sq(a: &[f32], b: &[f32]) -> f32 {
-        debug_assert_eq!(a.len(), b.len());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let (blocks_a, blocks_b) = (a.chunks_exact(32), b.chunks_exact(32));
-        let (rest_a, rest_b) = (blocks_a.remainder(), blocks_b.remainder());
-        for (x, y) in blocks_a.zip(blocks_b) {
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let d = _mm256_sub_ps(load(&x[8 * j..]), load(&y[8 * j..]));
-                *acc = _mm256_fmadd_ps(d, d, *acc);
-            }
-        }
-        let (chunks_a, chunks_b) = (rest_a.chunks_exact(8), rest_b.chunks_exact(8));
-        let (tail_a, tail_b) = (chunks_a.remainder(), chunks_b.remainder());
-        for (x, y) in chunks_a.zip(chunks_b) {
-            let d = _mm256_sub_ps(load(x), load(y));
-            acc[0] = _mm256_fmadd_ps(d, d, acc[0]);
-        }
-        let mut tail = 0f32;
-        for (x, y) in tail_a.iter().zip(tail_b) {
-            let d = x - y;
-            tail += d * d;
-        }
-        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-        // (s0+s4, s1+s5, s2+s6, s3+s7), then (h0+h2, h1+h3), then their sum
-        let h = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps::<1>(sum));
-        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-        let h = _mm_add_ss(h, _mm_shuffle_ps::<0b01>(h, h));
-        _mm_cvtss_f32(h) + tail
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
     use time::Duration;
     use time::macros::datetime;
 
@@ -956,46 +791,6 @@ mod tests {
     }
 
     #[test]
-    fn kernels_compute_squared_distances() {
-        let a = [0f32; 131];
-        let b: Vec<f32> = (0..131).map(|i| (i % 5) as f32).collect();
-        let exact: f32 = b.iter().map(|x| x * x).sum();
-        for (name, _) in kernels() {
-            let d = match name {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: listed by kernels() only when the CPU has AVX2 and FMA
-                "avx2" => unsafe { avx2::l2sq(&a, &b) },
-                _ => l2sq_portable(&a, &b),
-            };
-            assert_eq!(d, exact, "{name}");
-        }
-        assert_eq!(l2sq_portable(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]), 0.0);
-        assert_eq!(l2sq_portable(&[3.0], &[-1.0]), 16.0);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx2_kernel_equals_the_portable_one() {
-        if !avx2::available() {
-            eprintln!("no AVX2+FMA on this CPU: skipped");
-            return;
-        }
-        let mut rng = Rng(7);
-        for dim in (1..=160).chain([256, 512, 1000]) {
-            for scale in [1e-3f32, 1.0, 1e3] {
-                let a: Vec<f32> = (0..dim).map(|_| rng.f32() * scale).collect();
-                let b: Vec<f32> = (0..dim).map(|_| rng.f32() * scale).collect();
-                let portable = l2sq_portable(&a, &b);
-                // SAFETY: the CPU has AVX2 and FMA (checked above)
-                let fast = unsafe { avx2::l2sq(&a, &b) };
-                let exact = a.iter().zip(&b).map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2)).sum::<f64>();
-                assert!((fast - portable).abs() <= 1e-4 * portable.abs(), "dim {dim}: {fast} vs {portable}");
-                assert!((f64::from(fast) - exact).abs() <= 1e-5 * exact, "dim {dim}: {fast} vs {exact}");
-            }
-        }
-    }
-
-    #[test]
     fn remove_before_drops_expired_entries_and_keeps_the_rest_searchable() {
         let mut rng = Rng(3);
         let rows = data(&mut rng, 2000, 10);
@@ -1010,11 +805,11 @@ mod tests {
         for (i, r) in kept.iter().enumerate() {
             assert_eq!(index.sightings[i], r.sighting);
             assert_eq!(index.trajectories[i], r.trajectory);
-            assert_eq!(&*index.camera_names[index.cameras[i] as usize], r.camera);
+            assert_eq!(&**index.camera_names.name(index.cameras[i]), r.camera);
             assert_eq!(index.last_seen[i], floor_ms(r.last_seen));
-            assert_eq!(&index.vectors[i * DIM..(i + 1) * DIM], &r.embedding[..]);
+            assert_eq!(index.vectors.row(i), &r.embedding[..]);
         }
-        assert_eq!(index.vectors.len(), kept.len() * DIM);
+        assert_eq!(index.vectors.values().len(), kept.len() * DIM);
         let q = SearchQuery { max_distance: f32::INFINITY, limit: usize::MAX, ..SearchQuery::default() };
         let query = kept[0].embedding.clone();
         let hits = index.search(&query, &q).unwrap();
@@ -1030,7 +825,7 @@ mod tests {
         assert_eq!(index.remove_before(cutoff), 0);
         let n = index.len();
         assert_eq!(index.remove_before(T0 + Duration::hours(2)), n);
-        assert!(index.is_empty() && index.vectors.is_empty());
+        assert!(index.is_empty() && index.vectors.values().is_empty());
         assert_eq!(index.search(&query, &SearchQuery::default()).unwrap(), []);
         // and it takes new entries again
         index.insert(Uuid::from_u128(1), Uuid::from_u128(2), "gate", T0, &query).unwrap();
@@ -1088,7 +883,7 @@ mod tests {
         let e = insert(&mut index, &[0.0; 3]).unwrap_err().to_string();
         assert!(e.contains("embedding") && e.contains("3 values") && e.contains("4-d"), "{e}");
         assert_eq!(index.len(), 1);
-        assert_eq!(index.vectors.len(), 4);
+        assert_eq!(index.vectors.values().len(), 4);
         assert_eq!((index.trajectories.len(), index.cameras.len(), index.last_seen.len()), (1, 1, 1));
         assert_eq!(index.camera_names.len(), 1, "a rejected insert interns no camera");
     }

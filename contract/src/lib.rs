@@ -104,9 +104,11 @@ pub trait Payload: Serialize + for<'de> Deserialize<'de> {
 }
 
 /// The best shot of a face track: what the sighting's embedding was computed from.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BestShot {
     #[serde(with = "ts::rfc3339_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub ts: OffsetDateTime,
     /// `[x, y, w, h]` in source-frame pixels.
     pub bbox: [f32; 4],
@@ -117,6 +119,12 @@ pub struct BestShot {
 }
 
 /// `sightline.sighting/1`: one person-pass through a camera's view (a closed face track).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "openapi",
+    schema(description = "`sightline.sighting/1` as served: WITHOUT its `embedding` (biometric data is never \
+                          served) and without its `schema` field.")
+)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sighting {
     pub id: Uuid,
@@ -124,8 +132,10 @@ pub struct Sighting {
     pub camera: String,
     pub track: u64,
     #[serde(with = "ts::rfc3339_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub first_seen: OffsetDateTime,
     #[serde(with = "ts::rfc3339_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_seen: OffsetDateTime,
     pub best: BestShot,
     /// `[width, height]` of the source frames.
@@ -135,6 +145,9 @@ pub struct Sighting {
     pub ground: Option<[f64; 2]>,
     /// Embedding model name; embeddings of different models are never compared.
     pub model: String,
+    /// Left out of the OpenAPI schema: this schema is of the sighting as an HTTP API serves it,
+    /// and the embedding (biometric data) is never served.
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub embedding: Vec<f32>,
 }
 
@@ -142,6 +155,7 @@ impl Payload for Sighting {
     const SCHEMA: &'static str = "sightline.sighting/1";
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CrowdMethod {
@@ -149,6 +163,7 @@ pub enum CrowdMethod {
     Detection,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ZoneCount {
     pub zone: String,
@@ -160,12 +175,14 @@ pub struct ZoneCount {
 }
 
 /// `sightline.crowd/1`: a periodic crowd measurement.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Crowd {
     pub id: Uuid,
     pub site: String,
     pub camera: String,
     #[serde(with = "ts::rfc3339_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub ts: OffsetDateTime,
     pub method: CrowdMethod,
     pub total: f32,
@@ -182,6 +199,7 @@ pub const MAX_GRID_SIDE: u16 = 64;
 /// A coarse crowd density grid over the whole frame: `cols` × `rows` cells, people per cell,
 /// row-major from the top-left (cell `(c, r)` covers `c/cols..(c+1)/cols` of the width and
 /// `r/rows..(r+1)/rows` of the height). Made by the same method as the measurement's `total`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DensityGrid {
     /// 1 to [`MAX_GRID_SIDE`].
@@ -223,6 +241,7 @@ impl Payload for Crowd {
     const SCHEMA: &'static str = "sightline.crowd/1";
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertState {
@@ -230,6 +249,7 @@ pub enum AlertState {
     Cleared,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
@@ -241,6 +261,7 @@ pub enum AlertKind {
     WatchlistMatch,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
@@ -250,22 +271,27 @@ pub enum Severity {
 }
 
 /// `sightline.alert/1`: raised / cleared pairs sharing `alert`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub id: Uuid,
     pub site: String,
     pub camera: String,
     #[serde(with = "ts::rfc3339_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub ts: OffsetDateTime,
     /// Stable id shared by the raise and its clear.
     pub alert: String,
     pub state: AlertState,
     pub kind: AlertKind,
     pub severity: Severity,
+    /// Absent when the alert is not about a zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
     pub message: String,
+    /// Kind-specific details; absent when there are none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub details: Option<serde_json::Value>,
 }
 
@@ -273,6 +299,7 @@ impl Payload for Alert {
     const SCHEMA: &'static str = "sightline.alert/1";
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CameraState {
@@ -294,11 +321,13 @@ impl fmt::Display for CameraState {
 }
 
 /// `sightline.camera_status/1` (retained).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CameraStatus {
     pub site: String,
     pub camera: String,
     #[serde(with = "ts::rfc3339_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub ts: OffsetDateTime,
     pub agent: String,
     pub state: CameraState,
@@ -322,6 +351,7 @@ impl Payload for CameraStatus {
     const SCHEMA: &'static str = "sightline.camera_status/1";
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentState {
@@ -330,11 +360,13 @@ pub enum AgentState {
 }
 
 /// `sightline.agent_status/1` (retained; also the agent's MQTT Last Will with `state: offline`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
     pub site: String,
     pub agent: String,
     #[serde(with = "ts::rfc3339_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub ts: OffsetDateTime,
     pub state: AgentState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -349,6 +381,7 @@ impl Payload for AgentStatus {
 
 /// `sightline.trajectory/1`: published by the aggregator each time a sighting joins a
 /// trajectory (`new`: the sighting started it).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Trajectory {
     /// Event id of this update.
@@ -356,6 +389,7 @@ pub struct Trajectory {
     pub site: String,
     /// When the sighting was placed.
     #[serde(with = "ts::rfc3339_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub ts: OffsetDateTime,
     /// The trajectory's id (stable across its updates).
     pub trajectory: Uuid,
@@ -363,8 +397,10 @@ pub struct Trajectory {
     pub sighting: Uuid,
     pub camera: String,
     #[serde(with = "ts::rfc3339_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub first_seen: OffsetDateTime,
     #[serde(with = "ts::rfc3339_ms")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_seen: OffsetDateTime,
     /// Metres in the site frame, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]

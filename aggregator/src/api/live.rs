@@ -22,7 +22,8 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{ApiError, ApiResult, ApiState, Params, audit_access, authorize};
+use super::request::{ApiError, ApiResult, ErrorBody, Params, audit_access, authorize};
+use super::state::ApiState;
 use crate::auth::Role;
 use crate::events::{EventKind, LiveEvent};
 use crate::store::AuditAction;
@@ -38,9 +39,9 @@ use crate::store::AuditAction;
     ),
     responses(
         (status = 200, description = "text/event-stream: `ready`, then events named by kind, `lagged` when events were lost"),
-        (status = 400, description = "an unknown kind, named in `parameter`", body = super::ErrorBody),
-        (status = 401, description = "no, unknown or revoked token", body = super::ErrorBody),
-        (status = 403, description = "a kind above the token's role", body = super::ErrorBody)
+        (status = 400, description = "an unknown kind, named in `parameter`", body = ErrorBody),
+        (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
+        (status = 403, description = "a kind above the token's role", body = ErrorBody)
     )
 )]
 pub(super) async fn events(

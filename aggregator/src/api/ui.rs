@@ -17,6 +17,8 @@
 use axum::http::{HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 
+use super::request::{ApiError, not_found_route};
+
 /// An embedded file.
 pub struct Asset {
     /// Relative to `ui/dist`, `/`-separated.
@@ -52,7 +54,7 @@ fn index() -> Response {
     match asset("index.html") {
         Some(a) => serve(a),
         // build.rs always embeds an index.html (the dashboard's or a placeholder)
-        None => super::ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no dashboard").into_response(),
+        None => ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no dashboard").into_response(),
     }
 }
 
@@ -66,7 +68,7 @@ pub(super) async fn fallback(method: Method, uri: Uri) -> Response {
     let path = uri.path();
     let api = path == "/api" || path.starts_with("/api/");
     if api || !(method == Method::GET || method == Method::HEAD) {
-        return super::not_found_route().await.into_response();
+        return not_found_route().await.into_response();
     }
     let rel = path.trim_start_matches('/');
     if let Some(a) = asset(rel).filter(|_| !rel.is_empty()) {
@@ -74,7 +76,7 @@ pub(super) async fn fallback(method: Method, uri: Uri) -> Response {
     }
     let last = rel.rsplit('/').next().unwrap_or_default();
     if last.contains('.') {
-        return super::not_found_route().await.into_response();
+        return not_found_route().await.into_response();
     }
     index()
 }

@@ -230,7 +230,7 @@ pub struct CameraRecord {
     #[schema(required = true)]
     pub position: Option<[f64; 2]>,
     /// The latest status by `ts`, if any was received.
-    #[schema(value_type = Option<crate::api::schema::CameraStatus>, required = true)]
+    #[schema(required = true)]
     pub status: Option<CameraStatus>,
     #[serde(with = "opt_ts")]
     #[schema(value_type = Option<String>, format = DateTime, required = true)]
@@ -261,7 +261,6 @@ pub struct AlertQuery {
 /// A stored alert event.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StoredAlert {
-    #[schema(value_type = crate::api::schema::Alert)]
     pub alert: Alert,
     #[serde(with = "ts::rfc3339_ms")]
     #[schema(value_type = String, format = DateTime)]
@@ -657,5 +656,18 @@ mod opt_ts {
             Some(t) => s.serialize_str(&sightline_contract::ts::format(*t)),
             None => s.serialize_none(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_bad_ones_are_named() {
+        let c = Cursor { last_seen_ms: 1_795_000_000_123, id: Uuid::now_v7() };
+        assert_eq!(c.to_string().parse::<Cursor>().unwrap(), c);
+        let e = "nope".parse::<Cursor>().unwrap_err().to_string();
+        assert!(e.contains("invalid cursor") && e.contains("nope"), "{e}");
     }
 }

@@ -1,7 +1,7 @@
-//! Ingest: every message on the contract's topics is parsed and checked before anything is
-//! stored. A bad message is rejected with the topic and the field at fault, counted, and never
-//! stops ingestion.
-
+//! Parsing and checking of one message: its topic (kind, site, camera or agent), its size, its
+//! payload against the contract, and what the contract's types cannot express (the ids the topic
+//! routes on, times in order, finite embeddings of the model's length, grid shapes). The error
+//! names the topic, and the field when one is at fault.
 use sightline_contract::{
     AgentStatus, Alert, CameraStatus, ContractError, Crowd, Payload, Sighting, TOPIC_ROOT, validate_id,
 };

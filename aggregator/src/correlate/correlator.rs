@@ -1,124 +1,20 @@
-//! Cross-camera correlation: each sighting joins the trajectory it most likely belongs to, or
-//! starts a new one. See `docs/correlation.md` for the method, its failure modes and its tuning.
+//! [`Correlator`]: the live trajectories of the correlation window and the placing of each
+//! sighting among them (the rules are in the folder's documentation).
 //!
-//! A sighting is compared only with the live trajectories that
-//! 1. carry embeddings of the same `model` (and length),
-//! 2. have a member within `horizon_s` of it in event time,
-//! 3. stay physically possible with it inserted at its place *in event time*: the members just
-//!    before and just after it, and any member overlapping it, pass [`SiteModel`]'s gates
-//!    (speed, links, one track at a time per camera).
-//!
-//! Among those, the trajectory whose appearance is closest wins if its distance is at most
-//! `max_distance` and no other trajectory of a *different-looking* person comes within `margin`
-//! of it; otherwise the sighting starts a new trajectory. Nothing is random and ties are broken
-//! on trajectory ids, so the same sightings in the same order give the same trajectories.
+//! Trajectories are kept in creation order with their members sorted in event time; their
+//! centroids are kept apart, by (model, dimension), in one [`Matrix`] per group, so that choosing
+//! a trajectory starts with one contiguous scan of the centroids within reach
+//! ([`crate::vectors::rows_within`]) before the exact rules run on the few that pass.
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
 use sightline_contract::Sighting;
 use time::OffsetDateTime;
-pub use uuid::Uuid;
+use uuid::Uuid;
 
+use super::config::{Appearance, CorrelationConfig};
 use crate::site::{SiteError, SiteModel, same_camera_ok, span_ms, unix_ms};
-
-/// Default `max_distance`: the dlib same-person threshold (models manifest: same person
-/// 0.06–0.55, different people from 0.65).
-pub const DEFAULT_MAX_DISTANCE: f32 = 0.6;
-/// Default `margin`, measured on the simulator (docs/correlation.md, "Tuning").
-pub const DEFAULT_MARGIN: f32 = 0.05;
-/// Default `horizon_s`: half an hour.
-pub const DEFAULT_HORIZON_S: f64 = 1800.0;
-/// Default `appearance_members`.
-pub const DEFAULT_APPEARANCE_MEMBERS: usize = 16;
-
-/// How a trajectory's appearance is compared with a sighting's embedding, over its
-/// `appearance_members` most recent members.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Appearance {
-    /// Mean of the distances to the members (default). On the scale of a pairwise dlib
-    /// distance, so `max_distance` keeps its meaning; one odd shot cannot carry a look-alike in.
-    MeanDistance,
-    /// Distance to the mean of the members' embeddings. Per-shot noise averages out, so distances
-    /// are smaller than pairwise ones for everybody: it needs `max_distance` ≈ 0.55.
-    Centroid,
-    /// Smallest distance to any member: one similar shot is enough, so look-alikes merge more.
-    Nearest,
-}
-
-fn default_max_distance() -> f32 {
-    DEFAULT_MAX_DISTANCE
-}
-fn default_margin() -> f32 {
-    DEFAULT_MARGIN
-}
-fn default_horizon() -> f64 {
-    DEFAULT_HORIZON_S
-}
-fn default_appearance() -> Appearance {
-    Appearance::MeanDistance
-}
-fn default_members() -> usize {
-    DEFAULT_APPEARANCE_MEMBERS
-}
-
-/// `[correlation]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorrelationConfig {
-    /// A sighting joins a trajectory only if its embedding distance to the trajectory's appearance
-    /// is at most this (Euclidean, dlib units, (0, 2]). Default 0.6.
-    #[serde(default = "default_max_distance")]
-    pub max_distance: f32,
-    /// The best trajectory must beat the runner-up by at least this much, unless the two look
-    /// like the same person; otherwise the sighting starts a new trajectory ([0, 1]). Default 0.05.
-    #[serde(default = "default_margin")]
-    pub margin: f32,
-    /// A sighting further than this (s) in event time from every member of a trajectory cannot
-    /// join it (> 0). Default 1800.
-    #[serde(default = "default_horizon")]
-    pub horizon_s: f64,
-    /// How a trajectory's appearance is compared. Default `mean_distance`.
-    #[serde(default = "default_appearance")]
-    pub appearance: Appearance,
-    /// How many of a trajectory's most recent members (in event time) make its appearance
-    /// ([1, 1024]). Default 16.
-    #[serde(default = "default_members")]
-    pub appearance_members: usize,
-}
-
-impl Default for CorrelationConfig {
-    fn default() -> Self {
-        Self {
-            max_distance: DEFAULT_MAX_DISTANCE,
-            margin: DEFAULT_MARGIN,
-            horizon_s: DEFAULT_HORIZON_S,
-            appearance: Appearance::MeanDistance,
-            appearance_members: DEFAULT_APPEARANCE_MEMBERS,
-        }
-    }
-}
-
-impl CorrelationConfig {
-    /// Checks every value; the error names the key (`correlation.margin`, …).
-    pub fn validate(&self) -> Result<(), SiteError> {
-        let d = self.max_distance;
-        if !(d.is_finite() && d > 0.0 && d <= 2.0) {
-            return Err(SiteError::new("correlation.max_distance", "must be in (0, 2]"));
-        }
-        if !(self.margin.is_finite() && (0.0..=1.0).contains(&self.margin)) {
-            return Err(SiteError::new("correlation.margin", "must be in [0, 1]"));
-        }
-        if !(self.horizon_s.is_finite() && self.horizon_s > 0.0) {
-            return Err(SiteError::new("correlation.horizon_s", "must be a finite number of seconds > 0"));
-        }
-        if !(1..=1024).contains(&self.appearance_members) {
-            return Err(SiteError::new("correlation.appearance_members", "must be in [1, 1024]"));
-        }
-        Ok(())
-    }
-}
+use crate::vectors::{Interner, Matrix, l2sq_lanes, l2sq_lanes_within, rows_within};
 
 /// What the correlator needs of a sighting.
 #[derive(Clone, Debug, PartialEq)]
@@ -202,9 +98,8 @@ struct Track {
 #[derive(Clone, Debug)]
 struct Group {
     model: u32,
-    dim: usize,
-    /// Row-major, `dim` values per trajectory; meaningful only where `has`.
-    centroids: Vec<f32>,
+    /// One row per trajectory; meaningful only where `has`.
+    centroids: Matrix,
     /// The trajectory has a centroid (some recent member carries an embedding).
     has: Vec<bool>,
     /// The trajectory's `first` and `last`.
@@ -215,8 +110,12 @@ struct Group {
 }
 
 impl Group {
+    fn dim(&self) -> usize {
+        self.centroids.dim()
+    }
+
     fn centroid(&self, slot: usize) -> &[f32] {
-        if self.has[slot] { &self.centroids[slot * self.dim..(slot + 1) * self.dim] } else { &[] }
+        if self.has[slot] { self.centroids.row(slot) } else { &[] }
     }
 }
 
@@ -253,10 +152,10 @@ pub struct Correlator {
     groups: Vec<Group>,
     by_id: HashMap<Uuid, usize>,
     by_sighting: HashMap<Uuid, Assignment>,
-    cameras: HashMap<String, u32>,
+    cameras: Interner,
     /// Interned camera -> index in the site model.
     cam_site: Vec<Option<usize>>,
-    models: HashMap<String, u32>,
+    models: Interner,
     stats: CorrelatorStats,
 }
 
@@ -272,9 +171,9 @@ impl Correlator {
             groups: Vec::new(),
             by_id: HashMap::new(),
             by_sighting: HashMap::new(),
-            cameras: HashMap::new(),
+            cameras: Interner::new(),
             cam_site: Vec::new(),
-            models: HashMap::new(),
+            models: Interner::new(),
             stats: CorrelatorStats::default(),
         })
     }
@@ -385,59 +284,52 @@ impl Correlator {
             n += usize::from(k);
         }
         for g in groups.iter_mut() {
-            let dim = g.dim;
-            let mut w = 0usize;
-            for r in 0..g.track.len() {
-                let old = g.track[r];
+            let Group { centroids, has, first, last, track, .. } = g;
+            let w = centroids.retain_rows(|r, w| {
+                let old = track[r];
                 if !kept[old] {
-                    continue;
+                    return false;
                 }
                 let idx = new_idx[old];
                 if w != r {
-                    g.centroids.copy_within(r * dim..(r + 1) * dim, w * dim);
-                    g.has[w] = g.has[r];
+                    has[w] = has[r];
                 }
                 let tr = &mut tracks[idx];
                 tr.slot = w;
-                g.first[w] = tr.first;
-                g.last[w] = tr.last;
-                g.track[w] = idx;
-                w += 1;
-            }
-            g.centroids.truncate(w * dim);
-            g.has.truncate(w);
-            g.first.truncate(w);
-            g.last.truncate(w);
-            g.track.truncate(w);
+                first[w] = tr.first;
+                last[w] = tr.last;
+                track[w] = idx;
+                true
+            });
+            has.truncate(w);
+            first.truncate(w);
+            last.truncate(w);
+            track.truncate(w);
         }
     }
 
     fn probe(&mut self, obs: Observation) -> Probe {
         let (start, end) = span_ms((obs.first_seen, obs.last_seen));
         let cam = match self.cameras.get(&obs.camera) {
-            Some(&cam) => cam,
+            Some(cam) => cam,
             None => {
-                let cam = self.cam_site.len() as u32;
                 self.cam_site.push(self.site.camera_index(&obs.camera));
-                self.cameras.insert(obs.camera, cam);
-                cam
+                self.cameras.intern(&obs.camera)
             }
         };
-        let next = self.models.len() as u32;
-        let model = *self.models.entry(obs.model).or_insert(next);
+        let model = self.models.intern(&obs.model);
         Probe { cam, start, end, model, emb: obs.embedding }
     }
 
     fn create(&mut self, id: Uuid, p: &Probe) -> usize {
         let idx = self.tracks.len();
         let dim = p.emb.len();
-        let group = match self.groups.iter().position(|g| g.model == p.model && g.dim == dim) {
+        let group = match self.groups.iter().position(|g| g.model == p.model && g.dim() == dim) {
             Some(g) => g,
             None => {
                 self.groups.push(Group {
                     model: p.model,
-                    dim,
-                    centroids: Vec::new(),
+                    centroids: Matrix::new(dim),
                     has: Vec::new(),
                     first: Vec::new(),
                     last: Vec::new(),
@@ -448,7 +340,7 @@ impl Correlator {
         };
         let g = &mut self.groups[group];
         let slot = g.track.len();
-        g.centroids.resize((slot + 1) * dim, 0.0);
+        g.centroids.push_zeros();
         g.has.push(false);
         g.first.push(p.start);
         g.last.push(p.end);
@@ -498,11 +390,10 @@ impl Correlator {
                 }
                 count += 1;
             }
-            let dim = tr.dim;
             if count > 0 {
                 let inv = 1.0 / count as f32;
                 sum.iter_mut().for_each(|s| *s *= inv);
-                g.centroids[tr.slot * dim..(tr.slot + 1) * dim].copy_from_slice(&sum);
+                g.centroids.row_mut(tr.slot).copy_from_slice(&sum);
                 g.has[tr.slot] = true;
             } else {
                 g.has[tr.slot] = false;
@@ -553,18 +444,18 @@ impl Correlator {
         };
         if full {
             (0..self.tracks.len()).for_each(&mut consider);
-        } else if let Some(g) = self.groups.iter().find(|g| g.model == p.model && g.dim == p.emb.len()) {
+        } else if let Some(g) = self.groups.iter().find(|g| g.model == p.model && g.dim() == p.emb.len()) {
             // The distance to the centroid is at most the appearance distance (equal for
             // `Centroid`, a lower bound for `MeanDistance`; no bound for `Nearest`, which scans
             // everything): one pass over the group's contiguous centroids keeps only the
             // trajectories within `limit` of theirs, and only those go through the full rules
-            // above. The kernel sums in another order than `sq_l2_within`, so the pass keeps a
+            // above. The kernel sums in another order than `l2sq_lanes_within`, so the pass keeps a
             // little more (a relative slack far above the rounding error); the exact comparison
             // is then the same as before.
             let loose2 = limit2 * (1.0 + 1e-3);
-            crate::search::rows_within(
-                &g.centroids,
-                g.dim,
+            rows_within(
+                g.centroids.values(),
+                g.dim(),
                 &p.emb,
                 loose2,
                 |slot| g.has[slot] && in_horizon(g.first[slot], g.last[slot]),
@@ -597,7 +488,7 @@ impl Correlator {
         match self.cfg.appearance {
             Appearance::Centroid => {
                 let (a, b) = (self.centroid(a), self.centroid(b));
-                !a.is_empty() && !b.is_empty() && sq_l2(a, b) <= max2
+                !a.is_empty() && !b.is_empty() && l2sq_lanes(a, b) <= max2
             }
             Appearance::Nearest | Appearance::MeanDistance => {
                 let k = self.cfg.appearance_members;
@@ -606,7 +497,7 @@ impl Correlator {
                 let mut min = f32::INFINITY;
                 for x in a.recent(k) {
                     for y in b.recent(k) {
-                        let d2 = sq_l2(&x.emb, &y.emb);
+                        let d2 = l2sq_lanes(&x.emb, &y.emb);
                         min = min.min(d2);
                         sum += d2.sqrt();
                         n += 1;
@@ -623,12 +514,12 @@ impl Correlator {
     /// Squared distance from `emb` to the trajectory's appearance, `None` if above `limit2`.
     fn appearance_d2(&self, tr: &Track, emb: &[f32], limit2: f32) -> Option<f32> {
         match self.cfg.appearance {
-            Appearance::Centroid => sq_l2_within(self.centroid(tr), emb, limit2),
+            Appearance::Centroid => l2sq_lanes_within(self.centroid(tr), emb, limit2),
             Appearance::Nearest => {
                 let k = self.cfg.appearance_members;
                 let mut best: Option<f32> = None;
                 for m in tr.recent(k) {
-                    if let Some(d2) = sq_l2_within(&m.emb, emb, best.unwrap_or(limit2)) {
+                    if let Some(d2) = l2sq_lanes_within(&m.emb, emb, best.unwrap_or(limit2)) {
                         best = Some(d2);
                     }
                 }
@@ -637,11 +528,11 @@ impl Correlator {
             Appearance::MeanDistance => {
                 // The distance to the centroid is a lower bound of the mean distance (triangle
                 // inequality): most trajectories are ruled out with one comparison.
-                sq_l2_within(self.centroid(tr), emb, limit2)?;
+                l2sq_lanes_within(self.centroid(tr), emb, limit2)?;
                 let k = self.cfg.appearance_members;
                 let (mut sum, mut n) = (0.0f32, 0u32);
                 for m in tr.recent(k) {
-                    sum += sq_l2(&m.emb, emb).sqrt();
+                    sum += l2sq_lanes(&m.emb, emb).sqrt();
                     n += 1;
                 }
                 let mean = sum / n.max(1) as f32;
@@ -697,37 +588,6 @@ enum Why {
     NoCandidate,
     Ambiguous,
     Unusable,
-}
-
-/// Squared Euclidean distance; eight independent accumulators so the loop vectorises.
-#[inline]
-fn sq_l2(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| (x - y) * (x - y)).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            let d = x[i] - y[i];
-            acc[i] += d * d;
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// [`sq_l2`], giving up (`None`) as soon as a block of 32 dimensions takes the sum above `limit2`.
-#[inline]
-fn sq_l2_within(a: &[f32], b: &[f32], limit2: f32) -> Option<f32> {
-    if a.len() != b.len() || a.is_empty() {
-        return None;
-    }
-    let mut sum = 0.0f32;
-    for (x, y) in a.chunks(32).zip(b.chunks(32)) {
-        sum += sq_l2(x, y);
-        if sum > limit2 {
-            return None;
-        }
-    }
-    Some(sum)
 }
 
 #[cfg(test)]
@@ -1097,7 +957,7 @@ mod tests {
                     c.assign(o);
                     for (idx, tr) in c.tracks.iter().enumerate() {
                         let g = &c.groups[tr.group];
-                        assert_eq!((g.model, g.dim), (tr.model, tr.dim));
+                        assert_eq!((g.model, g.dim()), (tr.model, tr.dim));
                         assert_eq!((g.track[tr.slot], g.first[tr.slot], g.last[tr.slot]), (idx, tr.first, tr.last));
                     }
                     assert_eq!(c.groups.iter().map(|g| g.track.len()).sum::<usize>(), c.tracks.len());
@@ -1106,20 +966,5 @@ mod tests {
                 assert!(c.stats().joined > 100, "{:?}", c.stats());
             }
         }
-    }
-
-    #[test]
-    fn sq_l2_matches_naive() {
-        let a: Vec<f32> = (0..128).map(|i| (i as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..128).map(|i| (i as f32 * 0.11).cos()).collect();
-        let naive: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
-        assert!((sq_l2(&a, &b) - naive).abs() < 1e-3);
-        assert_eq!(sq_l2_within(&a, &b, naive * 0.5), None);
-        assert!((sq_l2_within(&a, &b, naive * 2.0).unwrap() - naive).abs() < 1e-3);
-        assert!(
-            (sq_l2(&a[..13], &b[..13]) - a[..13].iter().zip(&b[..13]).map(|(x, y)| (x - y) * (x - y)).sum::<f32>())
-                .abs()
-                < 1e-4
-        );
     }
 }

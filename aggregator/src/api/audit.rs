@@ -1,0 +1,86 @@
+//! `GET /audit` (admin): the audit log, in write order, paged with `after`. Reading it is itself
+//! an accountable access, audited like the others.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::request::{
+    ApiError, ApiResult, BadParameter, DEFAULT_LIMIT, MAX_LIMIT, Params, Refused, Unanswered, audit_access, authorize,
+    blocking, check_window, opt_ts,
+};
+use super::state::ApiState;
+use crate::auth::Role;
+use crate::store::{AuditAction, AuditQuery, AuditRecord};
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(
+        ("since" = Option<String>, Query, description = "RFC 3339, inclusive"),
+        ("until" = Option<String>, Query, description = "RFC 3339, exclusive"),
+        ("token" = Option<String>, Query, description = "a token name"),
+        ("after" = Option<i64>, Query, description = "`next_after` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+        ("purpose" = Option<String>, Query, description = "why (kept in the audit log)")
+    ),
+    responses(
+        (status = 200, description = "`{items, next_after}`: audit records in write order; audited", body = AuditPage),
+        BadParameter,
+        Refused,
+        Unanswered
+    )
+)]
+pub(super) async fn audit(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let token = authorize(&state, &headers, Role::Admin).await?;
+    let p = Params::parse(query, &["since", "until", "token", "after", "limit", "purpose"])?;
+    let after_seq = p
+        .str("after")?
+        .map(|v| v.parse::<i64>().map_err(|_| ApiError::param("after", format!("{v:?} is not an integer"))))
+        .transpose()?;
+    let q = AuditQuery {
+        since: p.time("since")?,
+        until: p.time("until")?,
+        token: p.str("token")?,
+        after_seq,
+        limit: p.limit("limit", DEFAULT_LIMIT, MAX_LIMIT)?,
+    };
+    check_window(q.since, q.until)?;
+    let purpose = p.purpose()?;
+    let audited = json!({
+        "endpoint": "GET /api/v1/audit",
+        "since": opt_ts(q.since),
+        "until": opt_ts(q.until),
+        "token": q.token,
+        "after": q.after_seq,
+        "limit": q.limit,
+    });
+    let limit = q.limit as usize;
+    let items = blocking(&state, "reading the audit log", move |s| s.audit_log(&q)).await?;
+    audit_access(&state, &token, AuditAction::AuditRead, purpose, audited, items.len() as u64).await?;
+    // A full page may have a next one: continue with `after`.
+    let next = if items.len() == limit { items.last().map(|r| r.seq) } else { None };
+    Ok(Json(AuditPage { items, next_after: next }).into_response())
+}
+
+/// `GET /audit`: one page of audit records in write order.
+#[derive(Serialize, ToSchema)]
+pub(super) struct AuditPage {
+    items: Vec<AuditRecord>,
+    /// `after` of the next page; `null` when this page was not full.
+    #[schema(required = true)]
+    next_after: Option<i64>,
+}

@@ -1,0 +1,80 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the API, generated from the handlers'
+//! annotations and the schemas of the types they answer with (the wire contract's types derive
+//! theirs in `sightline-contract`, feature `openapi`). Served without a token.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use utoipa::OpenApi;
+
+use super::alerts::{Acknowledgement, AlertList};
+use super::audit::AuditPage;
+use super::cameras::{CameraList, CameraOut, GridOut, LatestCrowdOut, ZoneCountOut};
+use super::crowd::CrowdSeries;
+use super::health::Health;
+use super::me::Me;
+use super::request::ErrorBody;
+use super::search::{SearchRequest, SearchResponse};
+use super::site::{SiteCamera, SiteLink, SiteOut};
+use super::trajectories::SightingOut;
+use super::watchlist::{WatchlistAdded, WatchlistList, WatchlistOut, WatchlistRequest};
+use super::{alerts, audit, cameras, crowd, health, live, me, search, site, trajectories, watchlist};
+use crate::auth::Role;
+use crate::site::GeoRef;
+use crate::store::{
+    AuditAction, AuditEntry, AuditRecord, CameraRecord, CrowdBucket, StoredAlert, TrajectoryDetail, TrajectoryPage,
+    TrajectoryPoint, TrajectorySummary,
+};
+use sightline_contract::{
+    Alert, AlertKind, AlertState, BestShot, CameraState, CameraStatus, CrowdMethod, Severity, Sighting,
+};
+
+/// The OpenAPI document of the API, generated from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sightline aggregator API",
+        description = "JSON, bearer tokens (operator < integrator < admin); trajectory and sighting reads are audited."
+    ),
+    paths(
+        health::healthz, health::metrics, cameras::cameras, me::me, alerts::alerts, alerts::acknowledge, site::site,
+        crowd::crowd, trajectories::trajectories, trajectories::trajectory, trajectories::trajectory_geojson,
+        trajectories::sighting, audit::audit,
+        search::search, watchlist::watchlist_add, watchlist::watchlist_list, watchlist::watchlist_remove, live::events,
+        openapi_json
+    ),
+    components(schemas(
+        ErrorBody, Health, CameraList, CameraOut, LatestCrowdOut, ZoneCountOut, GridOut, Me, Acknowledgement,
+        SiteOut, SiteCamera, SiteLink, GeoRef, CrowdMethod, AlertList, CrowdSeries, SightingOut, AuditPage, WatchlistList,
+        CameraRecord, StoredAlert, CrowdBucket,
+        TrajectoryPage, TrajectorySummary, TrajectoryDetail,
+        TrajectoryPoint, AuditRecord, AuditEntry, AuditAction, Role,
+        Alert, AlertState, AlertKind, Severity, CameraStatus,
+        CameraState, Sighting, BestShot,
+        SearchRequest, SearchResponse, WatchlistRequest, WatchlistOut, WatchlistAdded
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("slt_…").build()),
+        );
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "health",
+    responses((status = 200, description = "this document (OpenAPI 3.1)", body = Object))
+)]
+pub(super) async fn openapi_json() -> Response {
+    Json(ApiDoc::openapi()).into_response()
+}

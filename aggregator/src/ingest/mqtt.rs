@@ -1,0 +1,87 @@
+//! The MQTT client's loop: (re)subscribes on every connection, hands each message to the ingest
+//! thread (waiting when its queue is full, so the broker keeps the backlog), and reconnects with
+//! a back-off that names the cause of a refusal.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
+use tokio::sync::{mpsc, watch};
+
+use super::worker::Work;
+use crate::metrics::Metrics;
+
+/// Polls `eventloop` until `shutdown` turns true or the ingest thread is gone; `subscriptions`
+/// are (re)subscribed on every connection to `broker` (`host:port`, for the logs).
+pub async fn receive(
+    eventloop: &mut EventLoop,
+    client: &AsyncClient,
+    subscriptions: &[String],
+    broker: &str,
+    work: &mpsc::Sender<Work>,
+    metrics: &Metrics,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let mut warned = false;
+    let mut subscribed = 0;
+    let mut ever_connected = false;
+    let mut failures = 0u32;
+    loop {
+        tokio::select! {
+            ev = eventloop.poll() => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    tracing::info!(%broker, "MQTT connected; subscribing");
+                    warned = false;
+                    ever_connected = true;
+                    subscribed = 0;
+                    for filter in subscriptions {
+                        if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+                            tracing::error!(%filter, error = %e, "subscribe failed");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    subscribed += 1;
+                    if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                        tracing::error!(?ack, "the broker refused a subscription");
+                    }
+                    if subscribed == subscriptions.len() {
+                        tracing::info!(filters = ?subscriptions, "subscribed: ingesting");
+                        metrics.mqtt_connected.set(1);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if work.send(Work::Message(p, std::time::Instant::now())).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    metrics.mqtt_connected.set(0);
+                    failures += 1;
+                    // a refusal (credentials) or a TLS failure is logged at once, naming the cause
+                    let (why, severe) = sightline_contract::mqtt::explain(&e);
+                    // (the embedded broker may take a moment to listen at start)
+                    if !warned && (ever_connected || severe || failures > 20) {
+                        if severe {
+                            tracing::error!(%broker, "{why}; retrying");
+                        } else {
+                            tracing::warn!(%broker, error = %why, "MQTT connection lost; reconnecting");
+                        }
+                        warned = true;
+                    }
+                    // quick retries while the embedded broker is starting, then every second;
+                    // a broker that refuses us is not hammered
+                    let retry = if severe {
+                        Duration::from_secs(5)
+                    } else if ever_connected {
+                        Duration::from_secs(1)
+                    } else {
+                        Duration::from_millis(100)
+                    };
+                    tokio::time::sleep(retry).await;
+                }
+            },
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The ingest thread: one blocking thread owning the correlator, fed by the MQTT client through
+//! a bounded channel ([`Work`]), and told by the retention job when to forget what is past the
+//! correlation horizon.
+
+use std::sync::{Arc, RwLock};
+
+use rumqttc::{AsyncClient, Publish, QoS};
+use sightline_contract::{Clock, Payload, Trajectory, new_event_id, topic};
+use tokio::sync::mpsc;
+
+use super::parse::{self, Incoming};
+use crate::correlate::{Correlator, Observation};
+use crate::events::Events;
+use crate::latest::LatestCrowd;
+use crate::metrics::{Metrics, Outcome};
+use crate::search::SearchIndex;
+use crate::store::{Store, StoreError};
+use crate::watchlist::{AlertPublisher, Watchlist};
+
+/// Messages to the ingest thread.
+pub enum Work {
+    /// A message and when the client received it.
+    Message(Publish, std::time::Instant),
+    /// The retention job ran: drop trajectories whose last sighting is older than `forget`
+    /// from memory, and expire watchlist entries.
+    Tick { forget: time::OffsetDateTime },
+}
+
+/// Messages waiting for the ingest thread at most (and the MQTT client's request queue).
+pub const QUEUE: usize = 1024;
+
+/// The ingest thread's state.
+pub struct Ingest {
+    /// The site this aggregator serves: sightings of another are rejected.
+    pub site: String,
+    /// Largest payload accepted (bytes).
+    pub max_bytes: usize,
+    pub store: Arc<dyn Store>,
+    pub correlator: Correlator,
+    /// Trajectory updates and acknowledgements go out through it.
+    pub client: AsyncClient,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub events: Events,
+    /// Each camera's latest crowd measurement with its grid (the store keeps no grid).
+    pub latest_crowd: LatestCrowd,
+    pub index: Arc<RwLock<SearchIndex>>,
+    pub watchlist: Arc<Watchlist>,
+    pub alerts: Arc<AlertPublisher>,
+}
+
+impl Ingest {
+    /// Starts the ingest thread; it ends when every sender of `rx` is dropped.
+    pub fn spawn(self, rx: mpsc::Receiver<Work>) -> std::thread::JoinHandle<()> {
+        std::thread::Builder::new().name("ingest".into()).spawn(move || self.run(rx)).expect("spawn the ingest thread")
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Work>) {
+        while let Some(w) = rx.blocking_recv() {
+            match w {
+                Work::Message(p, received) => match self.handle(&p) {
+                    Ok(()) => {
+                        self.metrics.ingested(parse::kind_of(&p.topic), received.elapsed());
+                        if let Err(e) = self.client.try_ack(&p) {
+                            tracing::warn!(error = %e, "MQTT acknowledgement not sent");
+                        }
+                    }
+                    Err(e) => {
+                        self.metrics.message(parse::kind_of(&p.topic), Outcome::Failed);
+                        tracing::error!(topic = %p.topic, error = %e, "message not stored; left unacknowledged");
+                    }
+                },
+                Work::Tick { forget } => {
+                    self.correlator.forget_before(forget);
+                    self.metrics.live_trajectories.set(self.correlator.live() as i64);
+                    let cleared = self.watchlist.expire(self.clock.now());
+                    self.metrics.watchlist_entries.set(self.watchlist.len() as i64);
+                    if let Err(e) = self.alerts.publish(&cleared) {
+                        tracing::error!(error = %e, "clears of expired watchlist entries not stored");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stores one message (or rejects it); `Err` only when the store failed.
+    fn handle(&mut self, p: &Publish) -> Result<(), StoreError> {
+        let kind = parse::kind_of(&p.topic);
+        let incoming = match parse::parse(&p.topic, &p.payload, self.max_bytes) {
+            Ok((_, i)) => i,
+            Err(e) => {
+                self.metrics.message(kind, Outcome::Rejected);
+                tracing::warn!(error = %e, "message rejected");
+                return Ok(());
+            }
+        };
+        let now = self.clock.now();
+        let stored = match incoming {
+            Incoming::Sighting(s) => {
+                if s.site != self.site {
+                    self.metrics.message(kind, Outcome::Rejected);
+                    tracing::warn!(topic = %p.topic, site = %s.site, "sighting of another site rejected (this aggregator serves {})", self.site);
+                    return Ok(());
+                }
+                !self.store.seen(s.id)? && self.place(&s, now)?
+            }
+            Incoming::Crowd(c) => {
+                let new = self.store.record_crowd(&c, now)?;
+                if new {
+                    self.latest_crowd.update(&c);
+                    self.events.crowd(&c);
+                }
+                new
+            }
+            Incoming::Alert(a) => {
+                let new = self.store.record_alert(&a, now)?;
+                if new {
+                    self.events.alert(&a);
+                }
+                new
+            }
+            // an older status than the stored one is not a duplicate: it is simply not kept
+            Incoming::CameraStatus(s) => {
+                if self.store.record_camera_status(&s, now)? {
+                    self.events.camera_status(&s);
+                }
+                true
+            }
+            Incoming::AgentStatus(s) => {
+                if self.store.record_agent_status(&s, now)? {
+                    self.events.agent_status(&s);
+                }
+                true
+            }
+        };
+        self.metrics.message(kind, if stored { Outcome::Accepted } else { Outcome::Duplicate });
+        Ok(())
+    }
+
+    /// A new sighting: placed on a trajectory and stored, then announced (MQTT, live events),
+    /// indexed for search and checked against the watchlist.
+    fn place(&mut self, s: &sightline_contract::Sighting, now: time::OffsetDateTime) -> Result<bool, StoreError> {
+        let a = self.correlator.assign(Observation::from_sighting(s));
+        if !self.store.record_sighting(s, a.trajectory, a.distance, now)? {
+            return Ok(false);
+        }
+        if a.new {
+            self.metrics.trajectories_started.inc();
+            self.metrics.live_trajectories.set(self.correlator.live() as i64);
+        } else {
+            self.metrics.trajectories_joined.inc();
+        }
+        let update = Trajectory {
+            id: new_event_id(),
+            site: s.site.clone(),
+            ts: now,
+            trajectory: a.trajectory,
+            sighting: s.id,
+            camera: s.camera.clone(),
+            first_seen: s.first_seen,
+            last_seen: s.last_seen,
+            ground: s.ground,
+            distance: a.distance,
+            new: a.new,
+        };
+        tracing::debug!(sighting = %s.id, camera = %s.camera, trajectory = %a.trajectory, new = a.new, distance = ?a.distance, "sighting placed");
+        if let Err(e) = self.client.try_publish(topic::trajectory(&s.site), QoS::AtLeastOnce, false, update.to_json()) {
+            tracing::warn!(error = %e, "trajectory update not published");
+        }
+        self.events.sighting(s);
+        self.events.trajectory(&update);
+        {
+            let mut index = self.index.write().unwrap();
+            if index.model() == s.model {
+                // the sighting passed ingest's checks (finite, the model's dimension)
+                if let Err(e) = index.insert(s.id, a.trajectory, &s.camera, s.last_seen, &s.embedding) {
+                    tracing::warn!(sighting = %s.id, error = %e, "sighting not indexed for search");
+                }
+                self.metrics.search_index_embeddings.set(index.len() as i64);
+            }
+        }
+        let matches = self.watchlist.check(s, a.trajectory, now);
+        if !matches.is_empty() {
+            self.metrics.watchlist_matches.inc_by(matches.len() as u64);
+            self.alerts.publish(&matches)?;
+        }
+        Ok(true)
+    }
+}

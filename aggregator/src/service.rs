@@ -114,7 +114,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     opts.set_manual_acks(true);
     opts.set_clean_session(false);
     // TLS and credentials (`[mqtt] username`, `password_file`, `[mqtt.tls]`): the edge agent's
-    // implementation, shared in the contract crate; the files are read once, at start
+    // implementation, shared in the base crate; the files are read once, at start
     let security = crate::config::BrokerSecurity::load(&cfg.mqtt).map_err(crate::config::ConfigError::from)?;
     security.apply(&mut opts);
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
@@ -220,7 +220,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
                     metrics.mqtt_connected.set(0);
                     failures += 1;
                     // a refusal (credentials) or a TLS failure is logged at once, naming the cause
-                    let (why, severe) = sightline_contract::mqtt::explain(&e);
+                    let (why, severe) = sightline_base::mqtt::explain(&e);
                     // (the embedded broker may take a moment to listen at start)
                     if !warned && (ever_connected || severe || failures > 20) {
                         if severe {

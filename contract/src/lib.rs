@@ -11,8 +11,6 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-#[cfg(feature = "mqtt")]
-pub mod mqtt;
 pub mod ts;
 
 /// Root of every topic of this contract version.

@@ -1,5 +1,5 @@
 //! The aggregator's MQTT connection secured like the edge agent's (the same implementation,
-//! `sightline_contract::mqtt`), and the embedded broker's users, end to end:
+//! `sightline_base::mqtt`), and the embedded broker's users, end to end:
 //!
 //! - mosquitto with TLS (client certificates required), a password file and no anonymous access:
 //!   the aggregator connects with `[mqtt] username/password_file` and `[mqtt.tls]` (paths relative
@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
-use sightline_contract::mqtt::{BrokerSecurity, MqttTlsConfig, Secret, SecurityKeys};
+use sightline_base::mqtt::{BrokerSecurity, MqttTlsConfig, Secret, SecurityKeys};
 use sightline_contract::{Payload, Sighting, Trajectory};
 use sightline_tests::*;
 use uuid::Uuid;
@@ -38,9 +38,12 @@ fn topic(s: &Sighting) -> String {
 fn options(port: u16, name: &str, credentials: Option<(&str, &str)>, tls: Option<&MqttTlsConfig>) -> MqttOptions {
     let mut opts = MqttOptions::new(format!("test-{name}-{}", std::process::id()), "127.0.0.1", port);
     opts.set_max_packet_size(1 << 20, 1 << 20);
-    let password = credentials.map(|(_, p)| Secret(p.to_owned()));
-    let keys =
-        SecurityKeys { username: credentials.map(|(u, _)| u), password: password.as_ref(), password_file: None, tls };
+    let keys = SecurityKeys {
+        username: credentials.map(|(u, _)| u.to_owned()),
+        password: credentials.map(|(_, p)| Secret(p.to_owned())),
+        password_file: None,
+        tls: tls.cloned(),
+    };
     BrokerSecurity::load(keys).unwrap().apply(&mut opts);
     opts
 }

@@ -5,26 +5,17 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-pub use sightline_contract::mqtt::{BrokerSecurity, MqttTlsConfig, Secret, SecurityError, SecurityKeys};
+use serde::{Deserialize, Deserializer};
+use sightline_base::config;
+// the loading errors and `[mqtt]`'s security keys are shared with the edge agent
+pub use sightline_base::config::ConfigError;
+use sightline_base::mqtt::SecurityKeys;
+pub use sightline_base::mqtt::{BrokerSecurity, Secret, SecurityError};
 
 use crate::correlate::CorrelationConfig;
 use crate::site::{CameraPlace, Link, SiteConfig, SiteModel};
 use crate::store::RetentionPolicy;
 use crate::watchlist::WatchlistConfig;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config {path}: `{key}`: {message}")]
-    Invalid { path: PathBuf, key: String, message: String },
-    /// A file `[mqtt]` names became unreadable after the config was loaded.
-    #[error(transparent)]
-    Security(#[from] SecurityError),
-}
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,7 +118,8 @@ impl Default for BrokerConfig {
 
 /// `[mqtt]`: how the aggregator's own client connects (to the embedded broker by default).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+// the derived code deserialises the aggregator's own keys; `Deserialize` below adds the security keys
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct MqttConfig {
     /// Defaults to the embedded broker's address.
     pub host: Option<String>,
@@ -137,25 +129,22 @@ pub struct MqttConfig {
     /// subscription (`$share/{group}/…`); unset: this aggregator receives everything.
     pub shared_group: Option<String>,
     pub keep_alive_s: u64,
-    /// User name sent in the MQTT CONNECT (broker authentication; with the embedded broker and
-    /// `[broker] users_file`, one of its users).
-    pub username: Option<String>,
-    /// File holding the password of `username` (its first line). Relative to the config file.
-    pub password_file: Option<PathBuf>,
-    /// The password inline (discouraged: prefer `password_file`). Never logged.
-    pub password: Option<Secret>,
-    /// `[mqtt.tls]`: connect over TLS (absent: plain TCP); the same keys as the edge agent's.
-    pub tls: Option<MqttTlsConfig>,
+    /// `username` (with the embedded broker and `[broker] users_file`, one of its users),
+    /// `password_file` (or `password`) and `[mqtt.tls]`: the broker security keys, the same as the
+    /// edge agent's.
+    #[serde(skip)]
+    pub security: SecurityKeys,
 }
 
-impl<'a> From<&'a MqttConfig> for SecurityKeys<'a> {
-    fn from(m: &'a MqttConfig) -> Self {
-        SecurityKeys {
-            username: m.username.as_deref(),
-            password: m.password.as_ref(),
-            password_file: m.password_file.as_deref(),
-            tls: m.tls.as_ref(),
-        }
+impl<'de> Deserialize<'de> for MqttConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        config::embed(d, |d| MqttConfig::deserialize(d), |m| &mut m.security)
+    }
+}
+
+impl AsRef<SecurityKeys> for MqttConfig {
+    fn as_ref(&self) -> &SecurityKeys {
+        &self.security
     }
 }
 
@@ -167,10 +156,7 @@ impl Default for MqttConfig {
             client_id: "sightline-aggregator".into(),
             shared_group: None,
             keep_alive_s: 15,
-            username: None,
-            password_file: None,
-            password: None,
-            tls: None,
+            security: SecurityKeys::default(),
         }
     }
 }
@@ -265,24 +251,16 @@ impl Default for FacesConfig {
 impl Config {
     /// Reads, parses and validates a config file; relative paths become relative to its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = config::read(path)?;
         let mut cfg = Config::parse(&text, path)?;
-        let dir = path.parent().unwrap_or(Path::new("."));
+        let dir = config::dir_of(path);
         for p in [&mut cfg.store.path, &mut cfg.faces.model_dir] {
-            if p.is_relative() {
-                *p = dir.join(&*p);
-            }
+            config::rebase(dir, p);
         }
-        if let Some(lib) = cfg.runtime.onnxruntime.as_mut().filter(|p| p.is_relative()) {
-            *lib = dir.join(&*lib);
+        for p in [cfg.runtime.onnxruntime.as_mut(), cfg.broker.users_file.as_mut()].into_iter().flatten() {
+            config::rebase(dir, p);
         }
-        let m = &mut cfg.mqtt;
-        let tls = m.tls.as_mut().map(|t| [Some(&mut t.ca_file), t.client_cert.as_mut(), t.client_key.as_mut()]);
-        let files = [cfg.broker.users_file.as_mut(), m.password_file.as_mut()];
-        for p in files.into_iter().chain(tls.into_iter().flatten()).flatten().filter(|p| p.is_relative()) {
-            *p = dir.join(&*p);
-        }
+        cfg.mqtt.security.rebase(dir);
         // the files named in [mqtt] and [broker] exist and parse
         let invalid =
             |e: SecurityError| ConfigError::Invalid { path: path.to_owned(), key: e.key.into(), message: e.message };
@@ -313,7 +291,7 @@ impl Config {
                 Err(SecurityError { key: "mqtt.username", message: format!("{user:?} is not in broker.users_file") })
             }
             Some((_, password)) if Some(password) != security.password() => Err(SecurityError {
-                key: if self.mqtt.password.is_some() { "mqtt.password" } else { "mqtt.password_file" },
+                key: if self.mqtt.security.password.is_some() { "mqtt.password" } else { "mqtt.password_file" },
                 message: format!("not the password broker.users_file gives {user:?}"),
             }),
             Some(_) => Ok(()),
@@ -322,8 +300,7 @@ impl Config {
 
     /// Parses and validates config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let cfg: Config = config::parse(text, path)?;
         let invalid =
             |key: &str, message: String| ConfigError::Invalid { path: path.to_owned(), key: key.into(), message };
         cfg.site_model().map_err(|e| invalid(&e.key, e.reason))?;
@@ -369,7 +346,7 @@ impl Config {
             sightline_contract::validate_id("shared group", g)
                 .map_err(|e| invalid("mqtt.shared_group", e.to_string()))?;
         }
-        SecurityKeys::from(&cfg.mqtt).validate(&cfg.mqtt_address().0).map_err(|e| invalid(e.key, e.message))?;
+        cfg.mqtt.security.validate(&cfg.mqtt_address().0).map_err(|e| invalid(e.key, e.message))?;
         if cfg.broker.users_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             return Err(invalid("broker.users_file", "must be a file path".into()));
         }
@@ -413,5 +390,12 @@ mod tests {
                 .contains("link[0]")
         );
         assert!(bad("[site]\nid = \"s\"\nsurprise = 1\n").contains("surprise"));
+        // [mqtt] embeds the security keys shared with the edge agent: still strict, with the line
+        let e = bad(&format!("{site}[mqtt]\nclient_id = \"a\"\nusername = \"u\"\npasword_file = \"pw\"\n"));
+        assert!(e.contains("unknown field `pasword_file`") && e.contains("line 6"), "{e}");
+        assert!(e.contains("`keep_alive_s`, `username`, `password_file`, `password`, `tls`"), "{e}");
+        let e = bad(&format!("{site}[mqtt]\n[mqtt.tls]\ncafile = \"ca.pem\"\n"));
+        assert!(e.contains("unknown field `cafile`") && e.contains("line 5"), "{e}");
+        assert!(bad(&format!("{site}[mqtt]\nusername = \"\"\n")).contains("`mqtt.username`"));
     }
 }

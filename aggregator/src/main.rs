@@ -9,6 +9,8 @@ use sightline_aggregator::auth::{Role, new_token, token_hash};
 use sightline_aggregator::config::Config;
 use sightline_aggregator::store::{SqliteStore, Store};
 use sightline_aggregator::{SystemClock, service};
+use sightline_base::logging::{self, Stamps};
+use sightline_base::signals;
 use sightline_contract::Clock;
 
 #[derive(Parser)]
@@ -61,28 +63,15 @@ enum TokenCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rumqttd=warn,ort=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match std::env::var_os("JOURNAL_STREAM") {
-        Some(_) => logs.without_time().init(),
-        None => logs.init(),
-    }
+    logging::init("info,rumqttd=warn,ort=warn", Stamps::UnlessJournald);
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             rt.block_on(async move {
-                let (stop, shutdown) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    wait_for_signal().await;
-                    let _ = stop.send(true);
-                });
+                // SIGTERM or Ctrl-C stops the aggregator (it has nothing to reload: SIGHUP ends it)
+                let shutdown = signals::shutdown_watch(None);
                 service::run(cfg, Arc::new(SystemClock), shutdown).await
             })?;
         }
@@ -130,13 +119,4 @@ fn tokens(command: TokenCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

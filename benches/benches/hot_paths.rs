@@ -26,7 +26,7 @@ use image::RgbImage;
 use sightline_aggregator::correlate::{CorrelationConfig, Correlator, Observation};
 use sightline_aggregator::site::{CameraPlace, SiteConfig, SiteModel};
 use sightline_benches::Rng;
-use sightline_contract::{BestShot, Payload, Sighting};
+use sightline_contract::{BestShot, Payload, Sighting, testing};
 use sightline_edge_agent::tracker::{FaceObservation, Tracker, TrackerConfig};
 use sightline_vision::yunet::{self, Face, FaceDetector};
 use sightline_vision::{FacePipeline, Runtime, RuntimeConfig, align, embed, load_rgb};
@@ -299,25 +299,26 @@ fn tracker_update(c: &mut Criterion) {
 fn sighting_json(c: &mut Criterion) {
     let mut faces = Faces::new(0x15);
     let person = faces.person();
-    let s = Sighting {
-        id: Uuid::from_u128(0x0193_5f2a_7c00_7000_8000_0000_0000_0042),
-        site: "riverside".into(),
-        camera: "gate".into(),
-        track: 4242,
-        first_seen: T0,
-        last_seen: T0 + time::Duration::milliseconds(6_400),
-        best: BestShot {
+    // every field set: the encoded size and the numbers' digits are what is measured
+    let s = testing::sighting()
+        .id(Uuid::from_u128(0x0193_5f2a_7c00_7000_8000_0000_0000_0042))
+        .site("riverside")
+        .camera("gate")
+        .track(4242)
+        .first_seen(T0)
+        .last_seen(T0 + time::Duration::milliseconds(6_400))
+        .best(BestShot {
             ts: T0 + time::Duration::milliseconds(2_200),
             bbox: [512.25, 208.5, 96.75, 97.0],
             landmarks: [[541.5, 244.25], [583.0, 243.75], [562.5, 266.0], [545.25, 285.5], [580.75, 285.0]],
             det_score: 0.93,
             quality: 0.81,
-        },
-        frame_size: [1920, 1080],
-        ground: Some([12.25, -3.5]),
-        model: MODEL.into(),
-        embedding: faces.shot(&person),
-    };
+        })
+        .frame_size([1920, 1080])
+        .ground([12.25, -3.5])
+        .model(MODEL)
+        .embedding(faces.shot(&person))
+        .build();
     let json = s.to_json();
     assert_eq!(Sighting::from_json(&json).unwrap(), s, "round trip");
     let mut group = c.benchmark_group("sighting_json");

@@ -16,7 +16,7 @@ mod camera;
 mod corrupt;
 
 use std::collections::HashSet;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::ExitCode;
 
@@ -27,8 +27,8 @@ use gstreamer_rtsp_server as gst_rtsp_server;
 
 use gst::glib;
 use gst_rtsp_server::prelude::*;
+use sightline_base::logging::{self, Stamps};
 use tracing::info;
-use tracing_subscriber::EnvFilter;
 
 use camera::{Camera, Corruption, Error, MountArg, Scale};
 
@@ -67,11 +67,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    // run by hand, by scripts and by tests: its lines keep their time, even under systemd
+    logging::init("info", Stamps::Always);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

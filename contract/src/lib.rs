@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-#[cfg(feature = "mqtt")]
-pub mod mqtt;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod ts;
 
 /// Root of every topic of this contract version.

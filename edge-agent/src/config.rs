@@ -4,21 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use sightline_base::config;
+// the loading errors and `[mqtt]`'s security keys are shared with the aggregator
+pub use sightline_base::config::ConfigError;
+use sightline_base::mqtt::{BrokerSecurity, SecurityKeys};
 use sightline_vision::RuntimeConfig;
 
 use crate::rules::{HealthConfig, RuleConfig, ZoneConfig};
 use crate::tracker::TrackerConfig;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config {path}: `{key}`: {message}")]
-    Invalid { path: PathBuf, key: String, message: String },
-}
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,8 +52,10 @@ fn default_model_dir() -> PathBuf {
     PathBuf::from("models/cache")
 }
 
+/// `[mqtt]`: the broker, the client and its durable outbox.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+// the derived code deserialises the agent's own keys; `Deserialize` below adds the security keys
+#[serde(remote = "Self", deny_unknown_fields, default)]
 pub struct MqttConfig {
     pub host: String,
     pub port: u16,
@@ -76,28 +72,21 @@ pub struct MqttConfig {
     /// Bound of the outbox (topic + payload bytes); past it the lowest-priority, oldest
     /// messages are evicted (crowd, then statuses, then sightings, alerts last).
     pub outbox_max_bytes: u64,
-    /// User name sent in the MQTT CONNECT (broker authentication).
-    pub username: Option<String>,
-    /// File holding the password of `username` (its first line), so the secret stays out of
-    /// the config. Relative to the config file. Read again on every connection attempt.
-    pub password_file: Option<PathBuf>,
-    /// The password inline (discouraged: prefer `password_file`). Never logged.
-    pub password: Option<Secret>,
-    /// `[mqtt.tls]`: connect over TLS (absent: plain TCP).
-    pub tls: Option<MqttTlsConfig>,
+    /// `username`, `password_file` (or `password`) and `[mqtt.tls]`: the broker security keys,
+    /// the same as the aggregator's.
+    #[serde(skip)]
+    pub security: SecurityKeys,
 }
 
-// `[mqtt.tls]` and the secret type are shared with the aggregator
-pub use sightline_contract::mqtt::{MqttTlsConfig, Secret, SecurityKeys};
+impl<'de> Deserialize<'de> for MqttConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        config::embed(d, |d| MqttConfig::deserialize(d), |m| &mut m.security)
+    }
+}
 
-impl<'a> From<&'a MqttConfig> for SecurityKeys<'a> {
-    fn from(m: &'a MqttConfig) -> Self {
-        SecurityKeys {
-            username: m.username.as_deref(),
-            password: m.password.as_ref(),
-            password_file: m.password_file.as_deref(),
-            tls: m.tls.as_ref(),
-        }
+impl AsRef<SecurityKeys> for MqttConfig {
+    fn as_ref(&self) -> &SecurityKeys {
+        &self.security
     }
 }
 
@@ -112,10 +101,7 @@ impl Default for MqttConfig {
             status_interval_s: 30,
             outbox: PathBuf::from("/var/lib/sightline/outbox.sqlite"),
             outbox_max_bytes: 64 << 20,
-            username: None,
-            password_file: None,
-            password: None,
-            tls: None,
+            security: SecurityKeys::default(),
         }
     }
 }
@@ -329,26 +315,13 @@ impl CameraConfig {
 impl Config {
     /// Reads, parses and validates a config file; relative paths become relative to its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = config::read(path)?;
         let mut cfg = Config::parse(&text, path)?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let rebase = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+        let base = config::dir_of(path);
+        let rebase = |p: &mut PathBuf| config::rebase(base, p);
         rebase(&mut cfg.agent.model_dir);
         rebase(&mut cfg.mqtt.outbox);
-        if let Some(p) = cfg.mqtt.password_file.as_mut() {
-            rebase(p);
-        }
-        if let Some(tls) = cfg.mqtt.tls.as_mut() {
-            rebase(&mut tls.ca_file);
-            for p in [tls.client_cert.as_mut(), tls.client_key.as_mut()].into_iter().flatten() {
-                rebase(p);
-            }
-        }
+        cfg.mqtt.security.rebase(base);
         if let Some(p) = cfg.runtime.onnxruntime.as_mut() {
             rebase(p);
         }
@@ -361,7 +334,7 @@ impl Config {
             }
         }
         // the files named in [mqtt] (password, certificates, key) exist and parse
-        sightline_contract::mqtt::BrokerSecurity::load(&cfg.mqtt).map_err(|e| ConfigError::Invalid {
+        BrokerSecurity::load(&cfg.mqtt).map_err(|e| ConfigError::Invalid {
             path: path.to_owned(),
             key: e.key.into(),
             message: e.message,
@@ -371,8 +344,7 @@ impl Config {
 
     /// Parses and validates config text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let cfg: Config =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        let cfg: Config = config::parse(text, path)?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -395,7 +367,7 @@ impl Config {
         if self.mqtt.outbox.as_os_str().is_empty() {
             return Err(invalid("mqtt.outbox".into(), "must be a file path".into()));
         }
-        SecurityKeys::from(&self.mqtt).validate(&self.mqtt.host).map_err(|e| invalid(e.key.into(), e.message))?;
+        self.mqtt.security.validate(&self.mqtt.host).map_err(|e| invalid(e.key.into(), e.message))?;
         if !(0..=19).contains(&self.decode.nice) {
             return Err(invalid("decode.nice".into(), "must be within 0..19".into()));
         }
@@ -483,8 +455,15 @@ rtsp = "rtsp://127.0.0.1:8554/cam"
         let e = parse(&MINIMAL.replace("rtsp =", "rstp =")).unwrap_err().to_string();
         assert!(e.contains("rstp"), "{e}");
         assert!(e.contains("line 8"), "{e}");
-        let e = parse(&format!("{MINIMAL}\n[mqtt]\nhots = \"x\"\n")).unwrap_err().to_string();
+        // [mqtt] embeds the security keys shared with the aggregator: still strict, with the line
+        let e = parse(&format!("{MINIMAL}\n[mqtt]\nport = 1884\nhots = \"x\"\n")).unwrap_err().to_string();
         assert!(e.contains("unknown field `hots`"), "{e}");
+        assert!(e.contains("line 12"), "{e}");
+        assert!(e.contains("`outbox_max_bytes`, `username`, `password_file`, `password`, `tls`"), "{e}");
+        let e = parse(&format!("{MINIMAL}\n[mqtt]\nusername = \"u\"\npasword_file = \"pw\"\n")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `pasword_file`") && e.to_string().contains("line 12"), "{e}");
+        let e = parse(&format!("{MINIMAL}\n[mqtt]\n\nusername = 7\n")).unwrap_err().to_string();
+        assert!(e.contains("line 12") && e.contains("invalid type: integer `7`"), "{e}");
     }
 
     #[test]
@@ -524,7 +503,8 @@ rtsp = "rtsp://127.0.0.1:8554/cam"
     fn broker_security_keys_are_checked() {
         let mqtt = |keys: &str| parse(&format!("{MINIMAL}\n[mqtt]\n{keys}\n"));
         let c = mqtt("username = \"edge\"\npassword_file = \"pw\"\n[mqtt.tls]\nca_file = \"ca.pem\"").unwrap();
-        assert_eq!(c.mqtt.tls.unwrap().ca_file, Path::new("ca.pem"));
+        assert_eq!(c.mqtt.security.username.as_deref(), Some("edge"));
+        assert_eq!(c.mqtt.security.tls.unwrap().ca_file, Path::new("ca.pem"));
         assert_eq!(key_of(mqtt("password_file = \"pw\"").unwrap_err()), "mqtt.password_file");
         assert_eq!(key_of(mqtt("password = \"x\"").unwrap_err()), "mqtt.password");
         assert_eq!(key_of(mqtt("username = \"\"").unwrap_err()), "mqtt.username");
@@ -574,11 +554,11 @@ client_key = "certs/client.key""#;
     fn broker_security_files_are_loaded_relative_to_the_config() {
         let (dir, cfg) = load_with(TLS_OK);
         let mqtt = cfg.unwrap().mqtt;
-        assert_eq!(mqtt.password_file.as_deref(), Some(dir.path().join("certs/password").as_path()));
-        let tls = mqtt.tls.as_ref().unwrap();
+        assert_eq!(mqtt.security.password_file.as_deref(), Some(dir.path().join("certs/password").as_path()));
+        let tls = mqtt.security.tls.as_ref().unwrap();
         assert_eq!(tls.ca_file, dir.path().join("certs/ca.pem"));
         assert_eq!(tls.client_key.as_deref(), Some(dir.path().join("certs/client.key").as_path()));
-        let security = crate::mqtt::BrokerSecurity::load(&mqtt).unwrap();
+        let security = BrokerSecurity::load(&mqtt).unwrap();
         assert!(security.tls());
         assert!(!format!("{security:?}").contains("s3cret"));
     }

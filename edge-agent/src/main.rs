@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sightline_base::logging::{self, Stamps};
+use sightline_base::signals;
 use sightline_edge_agent::config::{Config, RtspTransport};
 use sightline_edge_agent::{SystemClock, agent, baseline, decode, rtsp};
 
@@ -74,30 +76,17 @@ fn limit_malloc_arenas() {}
 
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,ort=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    // under systemd, journald stamps every line itself
-    match std::env::var_os("JOURNAL_STREAM") {
-        Some(_) => logs.without_time().init(),
-        None => logs.init(),
-    }
+    logging::init("info,ort=warn", Stamps::UnlessJournald);
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match cli.command {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             decode::init()?;
-            let (stop, shutdown) = tokio::sync::watch::channel(false);
             let (reload_tx, reload) = tokio::sync::mpsc::channel(1);
             rt.block_on(async move {
-                tokio::spawn(async move {
-                    wait_for_signals(reload_tx).await;
-                    let _ = stop.send(true);
-                });
+                // SIGTERM or Ctrl-C stops the agent; each SIGHUP asks for a reload
+                let shutdown = signals::shutdown_watch(Some(reload_tx));
                 let control = agent::Control { shutdown, reload, config_path: Some(config) };
                 agent::run(cfg, Arc::new(SystemClock), control).await
             })?;
@@ -160,23 +149,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Returns on SIGTERM or Ctrl-C; each SIGHUP asks for a reload (requests arriving while one
-/// is pending are merged).
-async fn wait_for_signals(reload: tokio::sync::mpsc::Sender<()>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
-            _ = hup.recv() => {
-                let _ = reload.try_send(());
-            }
-        }
-    }
 }
 
 fn ids(cfg: &Config) -> String {

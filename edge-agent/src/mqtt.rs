@@ -37,7 +37,7 @@
 //!
 //! # Broker security
 //!
-//! [`BrokerSecurity`] (`sightline_contract::mqtt`, shared with the aggregator) turns `[mqtt]`'s `username`, `password_file` (or `password`) and
+//! [`BrokerSecurity`] (`sightline_base::mqtt`, shared with the aggregator) turns `[mqtt]`'s `username`, `password_file` (or `password`) and
 //! `[mqtt.tls]` into the client's transport (plain TCP, or TLS with rustls and the *ring*
 //! provider, verified against `ca_file` only, with an optional client certificate) and
 //! credentials. It is the one place where the transport is configured. `Config::load` loads it
@@ -60,8 +60,8 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
-// the broker security is shared with the aggregator (the contract crate's `mqtt` feature)
-pub use sightline_contract::mqtt::{BrokerSecurity, SecurityError, explain};
+// the broker security is shared with the aggregator (the base crate's `mqtt` feature)
+pub use sightline_base::mqtt::{BrokerSecurity, SecurityError, explain};
 use sightline_contract::{AgentState, AgentStatus, Clock, Payload, topic};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -197,7 +197,7 @@ async fn drive(mut eventloop: EventLoop, link: mpsc::UnboundedSender<Link>, brok
         connecting = false;
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!(%broker, tls = cfg.tls.is_some(), "MQTT connected");
+                tracing::info!(%broker, tls = cfg.security.tls.is_some(), "MQTT connected");
                 failures = Failures::default();
                 if link.send(Link::ConnAck).is_err() {
                     return;
@@ -458,7 +458,7 @@ pub async fn run_publisher(
     let will = agent_status(&agent, clock.as_ref(), AgentState::Offline, None);
     opts.set_last_will(LastWill::new(status_topic.clone(), will.to_json(), QoS::AtLeastOnce, true));
     // the request channel never fills: at most WINDOW publishes (+ a DISCONNECT) are outstanding
-    if cfg.username.is_some() && cfg.tls.is_none() {
+    if cfg.security.username.is_some() && cfg.security.tls.is_none() {
         tracing::warn!("mqtt.username without [mqtt.tls]: the password crosses the network in clear text");
     }
     let (client, eventloop) = AsyncClient::new(opts, 2 * WINDOW);
@@ -565,7 +565,7 @@ pub async fn run_publisher(
 mod tests {
     use super::*;
 
-    /// (`explain` itself is tested with the shared code in `sightline_contract::mqtt`.)
+    /// (`explain` itself is tested with the shared code in `sightline_base::mqtt`.)
     #[test]
     fn severe_failures_back_off_and_others_retry_every_second() {
         let mut f = Failures::default();

@@ -144,24 +144,5 @@ pub fn publish(port: u16, messages: &[(String, Vec<u8>)]) -> Result<()> {
 /// A sighting of site `testsite` on `camera` whose face passed at `at` (2 s in view), with
 /// `embedding`: what an edge agent would publish, for injecting with [`publish`].
 pub fn synthetic_sighting(camera: &str, at: time::OffsetDateTime, embedding: &[f32]) -> sightline_contract::Sighting {
-    use sightline_contract::{BestShot, Sighting, new_event_id};
-    Sighting {
-        id: new_event_id(),
-        site: "testsite".into(),
-        camera: camera.into(),
-        track: 1,
-        first_seen: at,
-        last_seen: at + time::Duration::seconds(2),
-        best: BestShot {
-            ts: at,
-            bbox: [10.0, 10.0, 40.0, 40.0],
-            landmarks: [[0.0; 2]; 5],
-            det_score: 0.9,
-            quality: 0.8,
-        },
-        frame_size: [640, 360],
-        ground: None,
-        model: "dlib-resnet-v1".into(),
-        embedding: embedding.to_vec(),
-    }
+    sightline_contract::testing::sighting().site("testsite").camera(camera).at(at).embedding(embedding).build()
 }

@@ -59,7 +59,7 @@ pub async fn receive(
                     metrics.mqtt_connected.set(0);
                     failures += 1;
                     // a refusal (credentials) or a TLS failure is logged at once, naming the cause
-                    let (why, severe) = sightline_contract::mqtt::explain(&e);
+                    let (why, severe) = sightline_base::mqtt::explain(&e);
                     // (the embedded broker may take a moment to listen at start)
                     if !warned && (ever_connected || severe || failures > 20) {
                         if severe {

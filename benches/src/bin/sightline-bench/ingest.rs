@@ -9,7 +9,7 @@ use sightline_aggregator::correlate::{CorrelationConfig, Correlator, Observation
 use sightline_aggregator::search::SearchIndex;
 use sightline_aggregator::site::{CameraPlace, SiteConfig, SiteModel};
 use sightline_aggregator::store::{SqliteStore, Store};
-use sightline_contract::{BestShot, Sighting};
+use sightline_contract::{BestShot, Sighting, testing};
 use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
@@ -49,25 +49,24 @@ fn sighting(
     track: u64,
     embedding: Vec<f32>,
 ) -> Sighting {
-    Sighting {
-        id,
-        site: SITE.into(),
-        camera: cam_id(camera),
-        track,
-        first_seen: first,
-        last_seen: last,
-        best: BestShot {
+    testing::sighting()
+        .id(id)
+        .site(SITE)
+        .camera(cam_id(camera))
+        .track(track)
+        .first_seen(first)
+        .last_seen(last)
+        .best(BestShot {
             ts: last,
             bbox: [400.0, 200.0, 96.0, 120.0],
             landmarks: [[430.0, 250.0], [465.0, 250.0], [448.0, 270.0], [435.0, 295.0], [462.0, 295.0]],
             det_score: 0.93,
             quality: 0.6,
-        },
-        frame_size: [1280, 720],
-        ground: None,
-        model: MODEL.into(),
-        embedding,
-    }
+        })
+        .frame_size([1280, 720])
+        .model(MODEL)
+        .embedding(embedding)
+        .build()
 }
 
 /// Per-sighting timings of the ingest path.

@@ -2,6 +2,11 @@
 //! `password_file` (or `password`) and `[mqtt.tls]`, shared by the edge agent and the aggregator
 //! (cargo feature `mqtt`).
 //!
+//! [`SecurityKeys`] are those keys, declared once: each binary embeds them in its own `[mqtt]`
+//! table (a [`KeyGroup`]: an unknown or misspelt key is still rejected with its line), checks them
+//! with [`SecurityKeys::validate`] and makes their paths relative to the config file with
+//! [`SecurityKeys::rebase`].
+//!
 //! [`BrokerSecurity`] turns those keys into the client's transport (plain TCP, or TLS with rustls
 //! and the *ring* provider, verified against `ca_file` only, with an optional client certificate)
 //! and credentials, applied to a `rumqttc::MqttOptions` with [`BrokerSecurity::apply`]. Every
@@ -19,6 +24,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
+use serde::de::MapAccess;
+
+use crate::config::{KeyGroup, rebase};
 
 /// `[mqtt.tls]`: TLS to the broker, verified against a private CA, optionally with a client
 /// certificate. PEM files (relative to the config file: the binaries rebase them).
@@ -47,26 +55,58 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// The `[mqtt]` keys of a client's broker security, borrowed from a binary's own `[mqtt]` table
-/// (each binary implements `From<&its MqttConfig>`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SecurityKeys<'a> {
-    /// `mqtt.username`: user name sent in the MQTT CONNECT.
-    pub username: Option<&'a str>,
-    /// `mqtt.password`: the password inline (discouraged).
-    pub password: Option<&'a Secret>,
-    /// `mqtt.password_file`: file whose first line is the password.
-    pub password_file: Option<&'a Path>,
-    /// `[mqtt.tls]`.
-    pub tls: Option<&'a MqttTlsConfig>,
+/// The `[mqtt]` keys of a client's broker security, embedded in each binary's `[mqtt]` table
+/// (see [`KeyGroup`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecurityKeys {
+    /// `mqtt.username`: user name sent in the MQTT CONNECT (broker authentication).
+    pub username: Option<String>,
+    /// `mqtt.password_file`: file whose first line is the password of `username`, so the secret
+    /// stays out of the config. Relative to the config file. Read again on every connection
+    /// attempt.
+    pub password_file: Option<PathBuf>,
+    /// `mqtt.password`: the password inline (discouraged: prefer `password_file`). Never logged.
+    pub password: Option<Secret>,
+    /// `[mqtt.tls]`: connect over TLS (absent: plain TCP).
+    pub tls: Option<MqttTlsConfig>,
 }
 
-impl SecurityKeys<'_> {
+impl KeyGroup for SecurityKeys {
+    const KEYS: &'static [&'static str] = &["username", "password_file", "password", "tls"];
+
+    fn read_value<'de, A: MapAccess<'de>>(&mut self, key: &'static str, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            "username" => self.username = map.next_value()?,
+            "password_file" => self.password_file = map.next_value()?,
+            "password" => self.password = map.next_value()?,
+            "tls" => self.tls = map.next_value()?,
+            key => return Err(serde::de::Error::unknown_field(key, Self::KEYS)),
+        }
+        Ok(())
+    }
+}
+
+impl AsRef<SecurityKeys> for SecurityKeys {
+    fn as_ref(&self) -> &SecurityKeys {
+        self
+    }
+}
+
+impl SecurityKeys {
+    /// Makes the files the keys name (`password_file`, `ca_file`, `client_cert`, `client_key`)
+    /// relative to `dir`, the config file's directory, when they are relative.
+    pub fn rebase(&mut self, dir: &Path) {
+        let tls = self.tls.as_mut().map(|t| [Some(&mut t.ca_file), t.client_cert.as_mut(), t.client_key.as_mut()]);
+        for p in [self.password_file.as_mut()].into_iter().chain(tls.into_iter().flatten()).flatten() {
+            rebase(dir, p);
+        }
+    }
+
     /// Checks the keys without touching files; `host` is the broker's host name (it must be a DNS
     /// name or an IP address for TLS).
     pub fn validate(&self, host: &str) -> Result<(), SecurityError> {
         let err = |key: &'static str, message: &str| Err(SecurityError { key, message: message.into() });
-        if self.username.is_some_and(str::is_empty) {
+        if self.username.as_deref().is_some_and(str::is_empty) {
             return err("mqtt.username", "must not be empty (remove it for no authentication)");
         }
         if self.password.is_some() && self.password_file.is_some() {
@@ -80,10 +120,10 @@ impl SecurityKeys<'_> {
                 return err("mqtt.password", "needs `mqtt.username`");
             }
         }
-        if self.password_file.is_some_and(|p| p.as_os_str().is_empty()) {
+        if self.password_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             return err("mqtt.password_file", "must be a file path");
         }
-        let Some(tls) = self.tls else { return Ok(()) };
+        let Some(tls) = &self.tls else { return Ok(()) };
         if tls.ca_file.as_os_str().is_empty() {
             return err("mqtt.tls.ca_file", "must be a file path (PEM)");
         }
@@ -136,22 +176,22 @@ impl std::fmt::Debug for BrokerSecurity {
 
 impl BrokerSecurity {
     /// Reads the password file and the PEM files the keys name and builds the TLS client
-    /// configuration.
-    pub fn load<'a>(keys: impl Into<SecurityKeys<'a>>) -> Result<BrokerSecurity, SecurityError> {
-        let keys = keys.into();
-        let credentials = match keys.username {
+    /// configuration; `keys` is a binary's `[mqtt]` table (or the [`SecurityKeys`] themselves).
+    pub fn load(keys: impl AsRef<SecurityKeys>) -> Result<BrokerSecurity, SecurityError> {
+        let keys = keys.as_ref();
+        let credentials = match &keys.username {
             None => None,
             Some(user) => {
-                let password = match (keys.password, keys.password_file) {
+                let password = match (&keys.password, &keys.password_file) {
                     (Some(p), _) => p.clone(),
                     (None, Some(file)) => read_password(file)?,
                     // a user name alone (brokers that identify clients by it, e.g. with certificates)
                     (None, None) => Secret(String::new()),
                 };
-                Some((user.to_owned(), password))
+                Some((user.clone(), password))
             }
         };
-        let tls = keys.tls.map(tls_client_config).transpose()?.map(Arc::new);
+        let tls = keys.tls.as_ref().map(tls_client_config).transpose()?.map(Arc::new);
         Ok(BrokerSecurity { credentials, tls })
     }
 
@@ -405,35 +445,57 @@ mod tests {
             client_key: None,
             server_name: None,
         };
-        let key = |k: SecurityKeys<'_>, host: &str| k.validate(host).err().map(|e| e.key);
-        let user = SecurityKeys { username: Some("u"), ..Default::default() };
-        assert_eq!(key(user, "h"), None);
-        assert_eq!(key(SecurityKeys { password: Some(&secret), ..Default::default() }, "h"), Some("mqtt.password"));
+        let key = |k: &SecurityKeys, host: &str| k.validate(host).err().map(|e| e.key);
+        let user = SecurityKeys { username: Some("u".into()), ..Default::default() };
+        assert_eq!(key(&user, "h"), None);
+        let password = SecurityKeys { password: Some(secret.clone()), ..Default::default() };
+        assert_eq!(key(&password, "h"), Some("mqtt.password"));
         assert_eq!(
-            key(SecurityKeys { password_file: Some(Path::new("pw")), ..Default::default() }, "h"),
+            key(&SecurityKeys { password_file: Some("pw".into()), ..Default::default() }, "h"),
             Some("mqtt.password_file")
         );
-        assert_eq!(key(SecurityKeys { username: Some(""), ..user }, "h"), Some("mqtt.username"));
-        assert_eq!(key(SecurityKeys { tls: Some(&tls), ..user }, "h"), Some("mqtt.tls.client_key"));
+        assert_eq!(key(&SecurityKeys { username: Some("".into()), ..user.clone() }, "h"), Some("mqtt.username"));
+        assert_eq!(key(&SecurityKeys { tls: Some(tls.clone()), ..user.clone() }, "h"), Some("mqtt.tls.client_key"));
         let tls = MqttTlsConfig { client_cert: None, ..tls };
-        assert_eq!(key(SecurityKeys { tls: Some(&tls), ..user }, "not a host"), Some("mqtt.host"));
-        assert!(!format!("{:?}", SecurityKeys { password: Some(&secret), ..user }).contains("hunter2"));
+        assert_eq!(key(&SecurityKeys { tls: Some(tls), ..user.clone() }, "not a host"), Some("mqtt.host"));
+        assert!(!format!("{:?}", SecurityKeys { password: Some(secret), ..user }).contains("hunter2"));
+    }
+
+    #[test]
+    fn relative_files_are_rebased_on_the_config_directory() {
+        let tls = MqttTlsConfig {
+            ca_file: "certs/ca.pem".into(),
+            client_cert: Some("/etc/ssl/client.pem".into()),
+            client_key: Some("client.key".into()),
+            server_name: None,
+        };
+        let mut keys = SecurityKeys {
+            username: Some("u".into()),
+            password_file: Some("pw".into()),
+            password: None,
+            tls: Some(tls),
+        };
+        keys.rebase(Path::new("/etc/sightline"));
+        assert_eq!(keys.password_file.as_deref(), Some(Path::new("/etc/sightline/pw")));
+        let tls = keys.tls.unwrap();
+        assert_eq!(tls.ca_file, Path::new("/etc/sightline/certs/ca.pem"));
+        assert_eq!(tls.client_cert.as_deref(), Some(Path::new("/etc/ssl/client.pem")));
+        assert_eq!(tls.client_key.as_deref(), Some(Path::new("/etc/sightline/client.key")));
     }
 
     #[test]
     fn file_errors_name_the_key_and_the_file() {
-        let dir = std::env::temp_dir().join(format!("sightline-contract-mqtt-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("sightline-base-mqtt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let missing = dir.join("missing.pem");
         let tls = MqttTlsConfig { ca_file: missing.clone(), client_cert: None, client_key: None, server_name: None };
-        let e = BrokerSecurity::load(SecurityKeys { tls: Some(&tls), ..Default::default() }).unwrap_err();
+        let e = BrokerSecurity::load(SecurityKeys { tls: Some(tls), ..Default::default() }).unwrap_err();
         assert_eq!(e.key, "mqtt.tls.ca_file");
         assert!(e.to_string().contains(&missing.display().to_string()), "{e}");
         let pw = dir.join("pw");
         std::fs::write(&pw, "s3cret\nignored\n").unwrap();
-        let s =
-            BrokerSecurity::load(SecurityKeys { username: Some("u"), password_file: Some(&pw), ..Default::default() })
-                .unwrap();
+        let keys = SecurityKeys { username: Some("u".into()), password_file: Some(pw), ..Default::default() };
+        let s = BrokerSecurity::load(&keys).unwrap();
         assert_eq!(s.username(), Some("u"));
         assert!(!s.tls());
         assert!(!format!("{s:?}").contains("s3cret"));

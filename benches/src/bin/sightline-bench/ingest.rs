@@ -1,4 +1,4 @@
-//! `ingest`: what the aggregator's ingest thread does per sighting (`service.rs`,
+//! `ingest`: what the aggregator's ingest thread does per sighting (`ingest/worker.rs`,
 //! `Ingest::handle` + `place`), with many trajectories live, against the store insert alone.
 
 use std::time::{Duration, Instant};
@@ -305,7 +305,7 @@ pub fn run(o: &Opts) -> Result<Section> {
     Ok(Section {
         key: "ingest",
         title: format!("Aggregator ingest with {} live trajectories", thousands(live as f64)),
-        about: "What the aggregator's ingest thread does per sighting (`service.rs`, `Ingest::place`): \
+        about: "What the aggregator's ingest thread does per sighting (`ingest/worker.rs`, `Ingest::place`): \
                 de-duplicate (`Store::seen`), place on a trajectory (`Correlator::assign`), store \
                 (`SqliteStore::record_sighting`), index for search (`SearchIndex::insert`) — against the floor of the \
                 store insert alone."

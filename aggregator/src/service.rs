@@ -152,6 +152,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     let ingest = Ingest {
         site: cfg.site.id.clone(),
         max_bytes: cfg.broker.max_payload_bytes,
+        plausible: crate::plausible::Plausibility::from_config(&cfg),
         store: store.clone(),
         correlator,
         client: client.clone(),
@@ -347,6 +348,8 @@ async fn retention_job(r: Retention) {
 struct Ingest {
     site: String,
     max_bytes: usize,
+    /// `[ingest]`: what a message must be to be believed.
+    plausible: crate::plausible::Plausibility,
     store: Arc<dyn Store>,
     correlator: Correlator,
     client: AsyncClient,
@@ -392,19 +395,26 @@ impl Ingest {
     /// Stores one message (or rejects it); `Err` only when the store failed.
     fn handle(&mut self, p: &Publish) -> Result<(), crate::store::StoreError> {
         let kind = ingest::kind_of(&p.topic);
-        let incoming = match ingest::parse(&p.topic, &p.payload, self.max_bytes) {
+        let now = self.clock.now();
+        let incoming = match ingest::parse(&p.topic, &p.payload, self.max_bytes, &self.plausible, now) {
             Ok((_, i)) => i,
+            // the aggregator's own alerts come back over MQTT: stored before they were published
+            Err(ingest::Rejected::AggregatorOnly { id, .. }) if self.store.seen(id)? => {
+                self.metrics.message(kind, Outcome::Duplicate);
+                return Ok(());
+            }
             Err(e) => {
                 self.metrics.message(kind, Outcome::Rejected);
+                self.metrics.rejected(kind, e.field());
                 tracing::warn!(error = %e, "message rejected");
                 return Ok(());
             }
         };
-        let now = self.clock.now();
         let stored = match incoming {
             Incoming::Sighting(s) => {
                 if s.site != self.site {
                     self.metrics.message(kind, Outcome::Rejected);
+                    self.metrics.rejected(kind, "site");
                     tracing::warn!(topic = %p.topic, site = %s.site, "sighting of another site rejected (this aggregator serves {})", self.site);
                     return Ok(());
                 }

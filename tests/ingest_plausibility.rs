@@ -34,11 +34,11 @@ id = "lobby"
 position = [30.0, 0.0]
 "#;
 
-/// A face-like embedding of norm ~1 (what dlib produces, see `real_faces_fit_the_limits`).
+/// A face-like embedding of norm 1.4 (dlib's are 1.25 to 1.55, see `real_faces_fit_the_limits`).
 fn face(seed: usize) -> Vec<f32> {
     let v: Vec<f32> = (0..128).map(|i| ((i * (31 + seed) % 101) as f32 / 101.0 - 0.5) * 0.3).collect();
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter().map(|x| x / norm).collect()
+    v.iter().map(|x| x / norm * 1.4).collect()
 }
 
 fn sighting_topic(s: &Sighting) -> String {
@@ -291,9 +291,12 @@ fn a_retained_status_from_year_9999_does_not_pin_the_camera() {
 }
 
 /// What real faces look like to ingest: YuNet + dlib on the real media (every face in the
-/// photos, every frame of the clip, and the portraits cropped so the frame border cuts the
-/// face) stay inside the limits, with a wide margin on the embedding norm. Prints the
-/// measurement quoted in `aggregator/src/plausible.rs` and `docs/aggregator.md`.
+/// photos, every frame of the clip, the portraits cropped so the frame border cuts 10 % to 60 %
+/// of the face on each side, and cropped around the face to 1.2 to 0.6 times its box) are all
+/// accepted, with a wide margin on the embedding norm. Prints the measurement quoted in
+/// `aggregator/src/plausible.rs` and `docs/aggregator.md` (2026-12-07: 691 faces, norms 1.254 to
+/// 1.544, median 1.386; boxes overhang the frame by at most 0.274 of their size, and are at most
+/// 1.249 times the frame).
 #[test]
 fn real_faces_fit_the_limits() {
     use sightline_vision::{FacePipeline, Runtime, RuntimeConfig, load_rgb};
@@ -394,10 +397,37 @@ fn real_faces_fit_the_limits() {
                 let ok = accepted(f.face.bbox, [cw, ch], &f.embedding).is_ok();
                 norms.push((norm(&f.embedding), format!("{name} cut {side} {cut}")));
                 overhangs.push((over, format!("{name} cut {:.0} % {side}", cut * 100.0), ok));
-                // a face cut by up to a third is always accepted
-                assert!(ok || cut > 0.34, "{name} cut {cut} {side}: box {:?} in {cw}x{ch} refused", f.face.bbox);
+                assert!(ok, "{name} cut {cut} {side}: box {:?} in {cw}x{ch} refused", f.face.bbox);
             }
         }
+    }
+
+    // zoomed in until the face fills the frame or more: how much larger than the frame the box is
+    let mut oversize: Vec<(f32, String, bool)> = Vec::new();
+    for (name, img, [bx, by, bw, bh]) in &portraits {
+        for zoom in [1.2f32, 1.0, 0.8, 0.6] {
+            let (cx, cy) = (bx + bw / 2.0, by + bh / 2.0);
+            let (cw, ch) = ((bw * zoom) as u32, (bh * zoom) as u32);
+            let (x0, y0) = ((cx - cw as f32 / 2.0).max(0.0) as u32, (cy - ch as f32 / 2.0).max(0.0) as u32);
+            let (cw, ch) = (cw.min(img.width() - x0), ch.min(img.height() - y0));
+            let crop = image::imageops::crop_imm(img, x0, y0, cw, ch).to_image();
+            let faces = p.analyze(&crop).unwrap();
+            let Some(f) = faces
+                .iter()
+                .max_by(|a, b| (a.face.bbox[2] * a.face.bbox[3]).total_cmp(&(b.face.bbox[2] * b.face.bbox[3])))
+            else {
+                continue;
+            };
+            let ratio = (f.face.bbox[2] / cw as f32).max(f.face.bbox[3] / ch as f32);
+            let ok = accepted(f.face.bbox, [cw, ch], &f.embedding).is_ok();
+            assert!(ok, "{name} zoom {zoom}: box {:?} in {cw}x{ch} refused", f.face.bbox);
+            norms.push((norm(&f.embedding), format!("{name} zoom {zoom}")));
+            oversize.push((ratio, format!("{name} cropped to {zoom} x its box ({cw}x{ch})"), ok));
+        }
+    }
+    oversize.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (ratio, what, ok) in &oversize {
+        println!("box / frame {ratio:>6.3}  {what}{}", if *ok { "" } else { "  (refused)" });
     }
 
     norms.sort_by(|a, b| a.0.total_cmp(&b.0));

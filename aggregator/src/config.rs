@@ -48,6 +48,9 @@ pub struct Config {
     pub runtime: sightline_vision::RuntimeConfig,
     #[serde(default)]
     pub watchlist: WatchlistConfig,
+    /// `[ingest]`: what a message must be to be believed (`plausible.rs`).
+    #[serde(default)]
+    pub ingest: crate::plausible::IngestConfig,
 }
 
 /// `[broker]`: the embedded MQTT broker (cargo feature `embedded-broker`, on by default).
@@ -332,6 +335,7 @@ impl Config {
                 format!("must be a positive number of days, got {}", w.max_days),
             ));
         }
+        cfg.ingest.validate().map_err(|(key, message)| invalid(key, message))?;
         let q = &cfg.search;
         if !(q.default_max_distance > 0.0 && q.default_max_distance <= 2.0) {
             return Err(invalid(

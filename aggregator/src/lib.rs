@@ -11,6 +11,7 @@ pub mod events;
 pub mod ingest;
 pub mod latest;
 pub mod metrics;
+pub mod plausible;
 pub mod retention;
 pub mod search;
 pub mod service;

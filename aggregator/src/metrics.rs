@@ -51,6 +51,13 @@ struct MessageLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectedLabels {
+    kind: String,
+    /// The field at fault (`topic`, `size`, `payload` when the message is not even readable).
+    field: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
     status: u16,
@@ -65,6 +72,7 @@ struct WhatLabel {
 pub struct Metrics {
     registry: Registry,
     messages: Family<MessageLabels, Counter>,
+    rejected: Family<RejectedLabels, Counter>,
     ingest_seconds: Family<KindLabel, Histogram, fn() -> Histogram>,
     pub trajectories_started: Counter,
     pub trajectories_joined: Counter,
@@ -99,6 +107,12 @@ impl Metrics {
             "sightline_aggregator_messages",
             "MQTT messages by topic kind and outcome (accepted, duplicate, rejected, failed)",
             messages.clone(),
+        );
+        let rejected = Family::<RejectedLabels, Counter>::default();
+        r.register(
+            "sightline_aggregator_messages_rejected",
+            "MQTT messages rejected at ingest, by topic kind and the field at fault",
+            rejected.clone(),
         );
         // 100 µs .. 26 s in steps of 25 %: quantiles read from it are within a quarter
         let ingest_seconds: Family<KindLabel, Histogram, fn() -> Histogram> =
@@ -184,6 +198,7 @@ impl Metrics {
         Metrics {
             registry: r,
             messages,
+            rejected,
             ingest_seconds,
             trajectories_started,
             trajectories_joined,
@@ -207,6 +222,11 @@ impl Metrics {
     pub fn message(&self, kind: &str, outcome: Outcome) {
         self.messages.get_or_create(&MessageLabels { kind: kind.to_owned(), outcome: outcome.as_str() }).inc();
         self.totals[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one rejected MQTT message by the field at fault (besides its `rejected` outcome).
+    pub fn rejected(&self, kind: &str, field: &'static str) {
+        self.rejected.get_or_create(&RejectedLabels { kind: kind.to_owned(), field }).inc();
     }
 
     /// Records the time from a message's receipt to its handling.
@@ -246,6 +266,7 @@ mod tests {
         m.message("sighting", Outcome::Accepted);
         m.message("sighting", Outcome::Accepted);
         m.message("alert", Outcome::Rejected);
+        m.rejected("alert", "details");
         m.http_response("/api/v1/cameras", 200);
         let text = m.encode();
         assert!(
@@ -253,6 +274,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"sightline_aggregator_messages_total{kind="alert",outcome="rejected"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"sightline_aggregator_messages_rejected_total{kind="alert",field="details"} 1"#),
+            "{text}"
+        );
         assert!(text.contains(r#"sightline_aggregator_http_responses_total{route="/api/v1/cameras",status="200"} 1"#));
         assert_eq!(m.total(Outcome::Accepted), 2);
         assert_eq!(m.total(Outcome::Rejected), 1);

@@ -128,6 +128,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     let ingest = Ingest {
         site: cfg.site.id.clone(),
         max_bytes: cfg.broker.max_payload_bytes,
+        plausible: crate::plausible::Plausibility::from_config(&cfg),
         store: store.clone(),
         correlator,
         client: client.clone(),

@@ -2,9 +2,15 @@
 //! payload against the contract, and what the contract's types cannot express (the ids the topic
 //! routes on, times in order, finite embeddings of the model's length, grid shapes). The error
 //! names the topic, and the field when one is at fault.
+//! Beyond shape, the values must be plausible ([`crate::plausible`]).
+
 use sightline_contract::{
-    AgentStatus, Alert, CameraStatus, ContractError, Crowd, Payload, Sighting, TOPIC_ROOT, validate_id,
+    AgentStatus, Alert, AlertKind, CameraStatus, ContractError, Crowd, Payload, Sighting, TOPIC_ROOT, validate_id,
 };
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::plausible::{self, Plausibility};
 
 /// What a topic carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,10 +68,33 @@ pub enum Rejected {
     },
     #[error("topic {topic}: field `{field}`: {problem}")]
     Field { topic: String, field: &'static str, problem: String },
+    /// An alert of a kind only the aggregator raises ([`plausible::AGGREGATOR_ONLY_KINDS`]):
+    /// forged, unless its `id` is one the aggregator stored (its own alert, received back).
+    #[error("topic {topic}: field `kind`: {kind:?} alerts are raised by the aggregator only, never taken from MQTT")]
+    AggregatorOnly { topic: String, kind: AlertKind, id: Uuid },
 }
 
-/// Parses and checks one message.
-pub fn parse(topic: &str, payload: &[u8], max_bytes: usize) -> Result<(Kind, Incoming), Rejected> {
+impl Rejected {
+    /// What was at fault, for metrics: `topic`, `size`, `payload` (unreadable), or the field.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Rejected::Topic { .. } => "topic",
+            Rejected::Oversized { .. } => "size",
+            Rejected::Payload { .. } => "payload",
+            Rejected::Field { field, .. } => field,
+            Rejected::AggregatorOnly { .. } => "kind",
+        }
+    }
+}
+
+/// Parses and checks one message received at `now` (the aggregator's clock).
+pub fn parse(
+    topic: &str,
+    payload: &[u8],
+    max_bytes: usize,
+    plausible: &Plausibility,
+    now: OffsetDateTime,
+) -> Result<(Kind, Incoming), Rejected> {
     let (kind, site, source) = classify(topic).ok_or_else(|| Rejected::Topic { topic: topic.into() })?;
     if payload.len() > max_bytes {
         return Err(Rejected::Oversized { topic: topic.into(), size: payload.len(), max: max_bytes });
@@ -81,6 +110,7 @@ pub fn parse(topic: &str, payload: &[u8], max_bytes: usize) -> Result<(Kind, Inc
             let s = Sighting::from_json(payload).map_err(contract)?;
             same("camera", &s.camera, source)?;
             check_sighting(&s).map_err(|(f, p)| field(f, p))?;
+            plausible.sighting(&s, now).map_err(|(f, p)| field(f, p))?;
             Incoming::Sighting(s)
         }
         Kind::Crowd => {
@@ -92,21 +122,28 @@ pub fn parse(topic: &str, payload: &[u8], max_bytes: usize) -> Result<(Kind, Inc
             if let Some(grid) = &c.grid {
                 grid.check().map_err(|(f, p)| field(f, p))?;
             }
+            plausible.crowd(&c, now).map_err(|(f, p)| field(f, p))?;
             Incoming::Crowd(c)
         }
         Kind::Alert => {
             let a = Alert::from_json(payload).map_err(contract)?;
             same("camera", &a.camera, source)?;
+            if plausible::raised_by_aggregator_only(a.kind) {
+                return Err(Rejected::AggregatorOnly { topic: topic.into(), kind: a.kind, id: a.id });
+            }
+            plausible.alert(&a, now).map_err(|(f, p)| field(f, p))?;
             Incoming::Alert(a)
         }
         Kind::CameraStatus => {
             let s = CameraStatus::from_json(payload).map_err(contract)?;
             same("camera", &s.camera, source)?;
+            plausible.camera_status(&s, now).map_err(|(f, p)| field(f, p))?;
             Incoming::CameraStatus(s)
         }
         Kind::AgentStatus => {
             let s = AgentStatus::from_json(payload).map_err(contract)?;
             same("agent", &s.agent, source)?;
+            plausible.agent_status(&s, now).map_err(|(f, p)| field(f, p))?;
             Incoming::AgentStatus(s)
         }
     };
@@ -167,6 +204,13 @@ mod tests {
     use time::macros::datetime;
 
     const MAX: usize = 1 << 20;
+    /// The aggregator's clock in these tests: four hours after the messages' times.
+    const NOW: time::OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
+
+    fn parse(topic: &str, payload: &[u8], max_bytes: usize) -> Result<(Kind, Incoming), Rejected> {
+        let checks = Plausibility::new(Default::default(), Default::default(), "riverside", ["gate".to_owned()]);
+        super::parse(topic, payload, max_bytes, &checks, NOW)
+    }
 
     fn sighting() -> Sighting {
         let t = datetime!(2026-11-23 08:00:00 UTC);

@@ -35,6 +35,8 @@ pub struct Ingest {
     pub site: String,
     /// Largest payload accepted (bytes).
     pub max_bytes: usize,
+    /// `[ingest]`: what a message must be to be believed.
+    pub plausible: crate::plausible::Plausibility,
     pub store: Arc<dyn Store>,
     pub correlator: Correlator,
     /// Trajectory updates and acknowledgements go out through it.
@@ -86,19 +88,26 @@ impl Ingest {
     /// Stores one message (or rejects it); `Err` only when the store failed.
     fn handle(&mut self, p: &Publish) -> Result<(), StoreError> {
         let kind = parse::kind_of(&p.topic);
-        let incoming = match parse::parse(&p.topic, &p.payload, self.max_bytes) {
+        let now = self.clock.now();
+        let incoming = match parse::parse(&p.topic, &p.payload, self.max_bytes, &self.plausible, now) {
             Ok((_, i)) => i,
+            // the aggregator's own alerts come back over MQTT: stored before they were published
+            Err(parse::Rejected::AggregatorOnly { id, .. }) if self.store.seen(id)? => {
+                self.metrics.message(kind, Outcome::Duplicate);
+                return Ok(());
+            }
             Err(e) => {
                 self.metrics.message(kind, Outcome::Rejected);
+                self.metrics.rejected(kind, e.field());
                 tracing::warn!(error = %e, "message rejected");
                 return Ok(());
             }
         };
-        let now = self.clock.now();
         let stored = match incoming {
             Incoming::Sighting(s) => {
                 if s.site != self.site {
                     self.metrics.message(kind, Outcome::Rejected);
+                    self.metrics.rejected(kind, "site");
                     tracing::warn!(topic = %p.topic, site = %s.site, "sighting of another site rejected (this aggregator serves {})", self.site);
                     return Ok(());
                 }

@@ -388,3 +388,24 @@ fn mosquitto_with_the_generated_acl_holds_agents_to_their_topics() {
     let e = broker_acl(&config, "mosquitto").unwrap_err();
     assert!(e.contains("camera[south].agent"), "{e}");
 }
+
+#[test]
+fn a_real_edge_agent_logs_in_and_publishes_through_the_gate() {
+    let c = Center::start();
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("mqtt-password");
+    std::fs::write(&password, format!("{}\n", EDGE_A.1)).unwrap();
+    // its camera is nowhere: the agent still publishes its status and the camera's
+    let camera = format!("[[camera]]\nid = \"north\"\nrtsp = \"rtsp://127.0.0.1:{}/none\"\n", free_port());
+    let keys = format!("username = \"{}\"\npassword_file = \"{}\"", EDGE_A.0, password.display());
+    let config = agent_config_with_mqtt(c.port(), &keys, &camera);
+    assert!(config.contains("id = \"edge-test\""));
+    let agent = Agent::start(&config.replacen("id = \"edge-test\"", &format!("id = \"{}\"", EDGE_A.0), 1)).unwrap();
+    for kind in ["agent_status", "camera_status"] {
+        let series = format!("sightline_aggregator_messages_total{{kind=\"{kind}\",outcome=\"accepted\"}}");
+        wait_metric(&c.base, &series, 0.0, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}\nagent log:\n{}\naggregator log:\n{}", agent.log(), c.agg.log()));
+    }
+    let log = c.agg.log();
+    assert!(!log.contains("refused a client"), "{log}");
+}

@@ -101,7 +101,7 @@ impl Gate {
     }
 
     /// Serves one client connection until either side closes it or the gate refuses something.
-    pub async fn client(&self, stream: TcpStream, peer: SocketAddr) {
+    async fn client(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let (rd, mut wr) = stream.into_split();
         let mut rd = BufReader::new(rd);

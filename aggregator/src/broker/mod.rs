@@ -42,7 +42,7 @@ pub enum BrokerError {
 /// Starts the embedded broker on its own threads (and, with `users_file`, its gate on the
 /// current tokio runtime); it runs until the process exits.
 #[cfg(feature = "embedded-broker")]
-pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Result<(), BrokerError> {
+pub async fn start(cfg: &Config, metrics: Arc<Metrics>) -> Result<(), BrokerError> {
     let b = &cfg.broker;
     let listen =
         |addr: SocketAddr| std::net::TcpListener::bind(addr).map_err(|source| BrokerError::Listen { addr, source });
@@ -68,6 +68,26 @@ pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Result<(), BrokerError> {
     let count = users.len();
     let auth = users.into_iter().map(|(user, password)| (user, password.0)).collect();
     start_rumqttd(inside, Some(auth), b.max_payload_bytes)?;
+    // the gate hands passwords to whatever listens there: make sure it is rumqttd
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match listening_here(inside.port()) {
+            Ok(Some(true)) => break,
+            Ok(Some(false)) => {
+                return Err(BrokerError::Start(format!(
+                    "another process took {inside} before rumqttd could listen there; start again"
+                )));
+            }
+            Ok(None) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Ok(None) => return Err(BrokerError::Start(format!("rumqttd did not listen on {inside} within 10 s"))),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check that rumqttd listens on {inside} (no /proc?)");
+                break;
+            }
+        }
+    }
     let gate = gate::Gate { policy, metrics, upstream: inside, max_payload: b.max_payload_bytes };
     gate::spawn(outside, gate).map_err(|e| BrokerError::Start(format!("the gate: {e}")))?;
     tracing::info!(
@@ -76,6 +96,25 @@ pub fn start(cfg: &Config, metrics: Arc<Metrics>) -> Result<(), BrokerError> {
         "embedded MQTT broker started (clients must log in; every CONNECT, PUBLISH and SUBSCRIBE is checked against the login's rights)"
     );
     Ok(())
+}
+
+/// Whether this process holds the listening TCP socket on 127.0.0.1:`port` (`None`: nobody
+/// listens there yet), from Linux's /proc.
+#[cfg(feature = "embedded-broker")]
+fn listening_here(port: u16) -> std::io::Result<Option<bool>> {
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    let local = format!("0100007F:{port:04X}");
+    // columns: sl local_address rem_address st(0A: LISTEN) tx:rx tr:when retrnsmt uid timeout inode
+    let inode = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A")).then(|| f.get(9).map(|s| s.to_string()))?
+    });
+    let Some(inode) = inode else { return Ok(None) };
+    let socket = format!("socket:[{inode}]");
+    let ours = std::fs::read_dir("/proc/self/fd")?
+        .filter_map(Result::ok)
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == socket.as_str()));
+    Ok(Some(ours))
 }
 
 /// rumqttd on `listen`, with the static logins `auth` (user -> password).
@@ -130,6 +169,18 @@ fn start_rumqttd(
 }
 
 #[cfg(not(feature = "embedded-broker"))]
-pub fn start(_cfg: &Config, _metrics: Arc<Metrics>) -> Result<(), BrokerError> {
+pub async fn start(_cfg: &Config, _metrics: Arc<Metrics>) -> Result<(), BrokerError> {
     Err(BrokerError::NotBuilt)
+}
+
+#[cfg(all(test, feature = "embedded-broker"))]
+mod tests {
+    #[test]
+    fn finds_who_listens_on_a_loopback_port() {
+        let mine = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = mine.local_addr().unwrap().port();
+        assert_eq!(super::listening_here(port).unwrap(), Some(true));
+        drop(mine);
+        assert_eq!(super::listening_here(port).unwrap(), None);
+    }
 }

@@ -68,8 +68,11 @@ pub struct BrokerConfig {
     /// File of `user:password` lines (`#` comments and blank lines ignored): when set, the
     /// embedded broker refuses clients without one of these user names and its password.
     /// Relative to the config file. Plain text (rumqttd compares passwords as given): keep it
-    /// readable by the aggregator's user only. Never logged.
+    /// readable by the aggregator's user only. Never logged. With it, each login is held to its
+    /// rights (`crate::broker::acl`): every `[[camera]]` names its `agent`.
     pub users_file: Option<PathBuf>,
+    /// Logins (of `users_file`) that may read crowd counts, alerts and statuses only.
+    pub observers: Vec<String>,
 }
 
 /// The users of `[broker] users_file`: (user name, password), in file order.
@@ -115,6 +118,7 @@ impl Default for BrokerConfig {
             listen: ([127, 0, 0, 1], 1883).into(),
             max_payload_bytes: 1 << 20,
             users_file: None,
+            observers: Vec::new(),
         }
     }
 }
@@ -271,6 +275,11 @@ impl Config {
         if let Some(file) = &cfg.broker.users_file {
             let users = load_users(file).map_err(invalid)?;
             cfg.check_own_login(&security, &users).map_err(invalid)?;
+            crate::broker::acl::check_users(&cfg, &users).map_err(|e| ConfigError::Invalid {
+                path: path.to_owned(),
+                key: e.key,
+                message: e.message,
+            })?;
         }
         Ok(cfg)
     }
@@ -354,6 +363,7 @@ impl Config {
         if cfg.broker.users_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             return Err(invalid("broker.users_file", "must be a file path".into()));
         }
+        crate::broker::acl::check_config(&cfg).map_err(|e| invalid(&e.key, e.message))?;
         Ok(cfg)
     }
 

@@ -1,4 +1,4 @@
-//! `aggregator`: run, check-config, token.
+//! `aggregator`: run, check-config, token, broker-acl.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,6 +29,14 @@ enum Command {
     },
     /// Validate a config file: syntax, keys, values, the site model.
     CheckConfig { config: PathBuf },
+    /// Print the broker access rules of the config's logins, for mosquitto or EMQX.
+    BrokerAcl {
+        #[arg(long)]
+        config: PathBuf,
+        /// mosquitto (`acl_file`) or emqx (`acl.conf`).
+        #[arg(long)]
+        format: sightline_aggregator::broker::acl::AclFormat,
+    },
     /// API tokens (stored hashed; a token is shown once, when it is created).
     Token {
         #[command(subcommand)]
@@ -85,6 +93,13 @@ fn main() -> anyhow::Result<()> {
                 cfg.links.len(),
                 cfg.store.path.display()
             );
+        }
+        Command::BrokerAcl { config, format } => {
+            let cfg = Config::load(&config)?;
+            let rules = sightline_aggregator::broker::acl::Policy::from_config(&cfg)
+                .and_then(|policy| policy.render(format))
+                .with_context(|| format!("config {}", config.display()))?;
+            print!("{rules}");
         }
         Command::Token { command } => tokens(command)?,
     }

@@ -64,6 +64,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WhatLabel {
     what: &'static str,
 }
@@ -89,6 +94,7 @@ pub struct Metrics {
     pub retention_last_run: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub retention_failures: Counter,
     pub mqtt_connected: Gauge,
+    broker_refused: Family<ReasonLabel, Counter>,
     // totals kept for the log line at stop (reading a Family back is awkward)
     totals: [AtomicI64; 4],
 }
@@ -195,6 +201,12 @@ impl Metrics {
             "1 while the aggregator's MQTT client is connected and subscribed",
             mqtt_connected.clone(),
         );
+        let broker_refused = Family::<ReasonLabel, Counter>::default();
+        r.register(
+            "sightline_aggregator_broker_refused",
+            "Connections the embedded broker's gate closed, by reason (a login's rights, a bad packet)",
+            broker_refused.clone(),
+        );
         Metrics {
             registry: r,
             messages,
@@ -214,6 +226,7 @@ impl Metrics {
             retention_last_run,
             retention_failures,
             mqtt_connected,
+            broker_refused,
             totals: Default::default(),
         }
     }
@@ -242,6 +255,11 @@ impl Metrics {
     /// Counts one HTTP response; `route` is the matched route pattern (bounded cardinality).
     pub fn http_response(&self, route: &str, status: u16) {
         self.http.get_or_create(&RouteLabels { route: route.to_owned(), status }).inc();
+    }
+
+    /// Counts a client connection the embedded broker's gate closed.
+    pub fn broker_refused(&self, reason: &'static str) {
+        self.broker_refused.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub fn retention_deleted(&self, what: &'static str, n: u64) {

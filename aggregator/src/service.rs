@@ -81,7 +81,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     let latest_crowd = crate::latest::LatestCrowd::default();
 
     if cfg.broker.embedded {
-        crate::broker::start(&cfg.broker)?;
+        crate::broker::start(&cfg, metrics.clone()).await?;
     }
     let (host, port) = cfg.mqtt_address();
     let mut opts = MqttOptions::new(cfg.mqtt.client_id.clone(), host.clone(), port);

@@ -99,6 +99,9 @@ pub struct CameraPlace {
     /// Row-major 3×3 homography from source-frame pixels to site-frame metres on the ground.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub homography: Option<[[f64; 3]; 3]>,
+    /// The edge agent that publishes this camera (its broker login): see `crate::broker::acl`.
+    #[serde(default, skip_serializing)]
+    pub agent: Option<String>,
 }
 
 /// `[[link]]`: a walkway between two cameras with its transit time, replacing the speed gate for
@@ -399,7 +402,7 @@ mod tests {
     }
 
     fn cam(id: &str, x: f64, y: f64) -> CameraPlace {
-        CameraPlace { id: id.into(), position: [x, y], view_radius_m: 10.0, homography: None }
+        CameraPlace { id: id.into(), position: [x, y], view_radius_m: 10.0, homography: None, agent: None }
     }
 
     fn link(from: &str, to: &str, min_s: f64, max_s: Option<f64>) -> Link {

@@ -67,7 +67,13 @@ fn alert(name: &str, kind: AlertKind, state: AlertState, camera: &str, ts: Offse
 }
 
 fn site(georef: bool) -> SiteModel {
-    let place = |id: &str, position| CameraPlace { id: id.into(), position, view_radius_m: 10.0, homography: None };
+    let place = |id: &str, position| CameraPlace {
+        id: id.into(),
+        position,
+        view_radius_m: 10.0,
+        homography: None,
+        agent: None,
+    };
     SiteModel::new(
         SiteConfig {
             id: "riverside".into(),

@@ -337,7 +337,13 @@ fn site() -> SiteModel {
     let cameras = CAMERAS
         .iter()
         .zip(positions)
-        .map(|(id, position)| CameraPlace { id: (*id).into(), position, view_radius_m: 10.0, homography: None })
+        .map(|(id, position)| CameraPlace {
+            id: (*id).into(),
+            position,
+            view_radius_m: 10.0,
+            homography: None,
+            agent: None,
+        })
         .collect();
     let cfg = SiteConfig { id: "yard".into(), max_walking_speed_mps: 2.5, time_tolerance_s: 1.0, georef: None };
     SiteModel::new(cfg, cameras, vec![]).expect("valid site")

@@ -22,6 +22,7 @@ pub mod center;
 pub mod hostile;
 pub mod miranda;
 pub mod sim;
+pub mod trust;
 pub use center::{Aggregator, aggregator_config, publish, synthetic_sighting};
 pub use hostile::{HostileRtsp, Hostility};
 pub use miranda::{MirandaWalk, file_camera, miranda_site, miranda_walks};

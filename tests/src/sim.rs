@@ -171,6 +171,7 @@ impl SimSite {
                 position: c.position,
                 view_radius_m: VIEW_RADIUS_M,
                 homography: None,
+                agent: None,
             })
             .collect();
         let links = if links {

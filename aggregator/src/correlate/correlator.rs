@@ -602,8 +602,13 @@ mod tests {
 
     /// Cameras on a line: a at 0 m, b at 120 m, c at 15 m (views overlapping a's), far at 2 km.
     fn site(links: Vec<Link>) -> SiteModel {
-        let cam =
-            |id: &str, x: f64| CameraPlace { id: id.into(), position: [x, 0.0], view_radius_m: 10.0, homography: None };
+        let cam = |id: &str, x: f64| CameraPlace {
+            id: id.into(),
+            position: [x, 0.0],
+            view_radius_m: 10.0,
+            homography: None,
+            agent: None,
+        };
         SiteModel::new(
             SiteConfig { id: "riverside".into(), max_walking_speed_mps: 2.5, time_tolerance_s: 1.0, georef: None },
             vec![cam("a", 0.0), cam("b", 120.0), cam("c", 15.0), cam("far", 2000.0)],

@@ -91,7 +91,13 @@ pub fn run(o: &Opts) -> Result<Section> {
     let site = SiteModel::new(
         SiteConfig { id: SITE.into(), max_walking_speed_mps: 2.5, time_tolerance_s: 1.0, georef: None },
         (0..CAMERAS)
-            .map(|c| CameraPlace { id: cam_id(c), position: position(c), view_radius_m: 10.0, homography: None })
+            .map(|c| CameraPlace {
+                id: cam_id(c),
+                position: position(c),
+                view_radius_m: 10.0,
+                homography: None,
+                agent: None,
+            })
             .collect(),
         vec![],
     )?;

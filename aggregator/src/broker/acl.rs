@@ -181,7 +181,7 @@ impl Policy {
             };
             agents.entry(agent.clone()).or_default().insert(c.id.clone());
         }
-        let aggregator = cfg.mqtt.username.clone().map(|login| (login, cfg.mqtt.client_id.clone()));
+        let aggregator = cfg.mqtt.security.username.clone().map(|login| (login, cfg.mqtt.client_id.clone()));
         let mut observers = BTreeSet::new();
         for o in &cfg.broker.observers {
             sightline_contract::validate_id("observer login", o)
@@ -789,7 +789,7 @@ agent = "edge-b"
         assert!(e.contains("subscribe, [\"$share/centre/sightline/v1/#\"]}."), "{e}");
 
         let mut anonymous = Config::parse(CONFIG, Path::new("a.toml")).unwrap();
-        anonymous.mqtt.username = None;
+        anonymous.mqtt.security.username = None;
         let e = Policy::from_config(&anonymous).unwrap().render(AclFormat::Emqx).unwrap_err();
         assert_eq!(e.key, "mqtt.username");
         assert_eq!("emqx".parse::<AclFormat>(), Ok(AclFormat::Emqx));

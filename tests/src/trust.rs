@@ -40,7 +40,7 @@ impl MqttClient {
         client_id: &str,
         login: Option<(&str, &str)>,
         will: Option<(&str, Vec<u8>)>,
-    ) -> Result<MqttClient, ConnectionError> {
+    ) -> Result<MqttClient, Box<ConnectionError>> {
         let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
         opts.set_max_packet_size(1 << 20, 1 << 20);
         opts.set_keep_alive(Duration::from_secs(30));
@@ -54,7 +54,7 @@ impl MqttClient {
         let mut c = MqttClient { client, conn, closed: false };
         match c.wait(|p| matches!(p, Packet::ConnAck(_)).then(Vec::new)) {
             Answer::Acked(_) => Ok(c),
-            Answer::Closed(e) => Err(e),
+            Answer::Closed(e) => Err(Box::new(e)),
         }
     }
 

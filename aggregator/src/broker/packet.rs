@@ -519,10 +519,10 @@ pub(crate) mod tests {
             if let Some((&first, body)) = bytes.split_first() {
                 let _ = parse(first, body);
             }
-            if let Ok(Some(raw)) = rt.block_on(read_packet(&mut &bytes[..], 1024)) {
-                if raw.parse().is_ok() {
-                    parsed += 1;
-                }
+            if let Ok(Some(raw)) = rt.block_on(read_packet(&mut &bytes[..], 1024))
+                && raw.parse().is_ok()
+            {
+                parsed += 1;
             }
         }
         // the intact ones among the corrupted and the cut-off still parse

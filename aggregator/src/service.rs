@@ -162,6 +162,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         index: index.clone(),
         watchlist,
         alerts,
+        liveness: crate::liveness::Liveness::load(store.as_ref())?,
     };
     let ingest = std::thread::Builder::new()
         .name("ingest".into())
@@ -358,6 +359,8 @@ struct Ingest {
     index: Arc<RwLock<SearchIndex>>,
     watchlist: Arc<Watchlist>,
     alerts: Arc<AlertPublisher>,
+    /// Raises and clears `agent_offline` ([`crate::liveness`]).
+    liveness: crate::liveness::Liveness,
 }
 
 impl Ingest {
@@ -435,6 +438,7 @@ impl Ingest {
             Incoming::AgentStatus(s) => {
                 if self.store.record_agent_status(&s, now)? {
                     self.events.agent_status(&s);
+                    self.liveness.after_status(self.store.as_ref(), &self.alerts, &s, now)?;
                 }
                 true
             }

@@ -16,6 +16,7 @@
 //! is a 404. Times are RFC 3339 with milliseconds (`sightline_contract::ts`); time windows are
 //! half-open (`since` inclusive, `until` exclusive).
 
+mod alert_close;
 mod live;
 mod search;
 pub mod ui;
@@ -130,6 +131,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/cameras", get(cameras))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/alerts/{id}/ack", post(acknowledge))
+        .route("/api/v1/alerts/{id}/close", post(alert_close::close).layer(alert_close::body_limit()))
         .route("/api/v1/me", get(me))
         .route("/api/v1/site", get(site))
         .route("/api/v1/crowd", get(crowd))
@@ -473,6 +475,9 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
 struct CameraOut {
     #[serde(flatten)]
     record: CameraRecord,
+    /// `state`, `state_detail`, `agent`: derived from the camera's status and its agent's liveness.
+    #[serde(flatten)]
+    live: crate::liveness::CameraLive,
     /// `[lon, lat]` (GeoJSON order), degrees.
     #[serde(skip_serializing_if = "Option::is_none")]
     wgs84: Option<[f64; 2]>,
@@ -532,7 +537,7 @@ impl From<sightline_contract::Crowd> for LatestCrowdOut {
     tag = "operator",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{items}`: cameras, positions (site metres; `wgs84` [lon, lat]), live status, latest crowd", body = CameraList),
+        (status = 200, description = "`{items}`: cameras, positions (site metres; `wgs84` [lon, lat]), last status, derived `state` (its edge agent offline: `unknown`), latest crowd", body = CameraList),
         BadParameter,
         Refused,
         Unanswered
@@ -545,7 +550,11 @@ async fn cameras(
 ) -> ApiResult {
     authorize(&state, &headers, Role::Operator).await?;
     Params::parse(query, &[])?;
-    let (records, crowds) = blocking(&state, "listing cameras", |s| Ok((s.cameras()?, s.latest_crowd()?))).await?;
+    let (records, fleet, crowds) = blocking(&state, "listing cameras", |s| {
+        let (records, fleet) = crate::liveness::Fleet::load(s)?;
+        Ok((records, fleet, s.latest_crowd()?))
+    })
+    .await?;
     let mut crowds: HashMap<(String, String), sightline_contract::Crowd> =
         crowds.into_iter().map(|c| ((c.site.clone(), c.camera.clone()), c)).collect();
     let site_id = state.site.site().id.as_str();
@@ -559,7 +568,7 @@ async fn cameras(
                 .map(|(lat, lon)| [lon, lat]);
             let stored = crowds.remove(&(record.site.clone(), record.camera.clone()));
             let latest_crowd = state.latest_crowd.newest(stored, &record.site, &record.camera).map(Into::into);
-            CameraOut { record, wgs84, latest_crowd }
+            CameraOut { live: fleet.camera(&record), record, wgs84, latest_crowd }
         })
         .collect();
     Ok(Json(CameraList { items }).into_response())
@@ -754,7 +763,7 @@ async fn site(
         ("limit" = Option<u32>, Query, description = "1 to 1000, default 100")
     ),
     responses(
-        (status = 200, description = "`{items}`: alert events, newest first, with acknowledgement", body = AlertList),
+        (status = 200, description = "`{items}`: alert events, newest first, with acknowledgement; raised ones whose edge agent went away are `stale`", body = AlertList),
         BadParameter,
         Refused,
         Unanswered
@@ -777,7 +786,7 @@ async fn alerts(
         limit: p.limit("limit", DEFAULT_LIMIT, MAX_LIMIT)?,
     };
     check_window(q.since, q.until)?;
-    let items = blocking(&state, "listing alerts", move |s| s.alerts(&q)).await?;
+    let items = blocking(&state, "listing alerts", move |s| crate::liveness::list_alerts(s, &q)).await?;
     Ok(Json(AlertList { items }).into_response())
 }
 
@@ -1160,6 +1169,7 @@ pub mod schema {
         CameraFrozen,
         CameraTampered,
         WatchlistMatch,
+        AgentOffline,
     }
 
     #[derive(ToSchema)]
@@ -1256,7 +1266,7 @@ struct CameraList {
 /// `GET /alerts`: newest first.
 #[derive(Serialize, ToSchema)]
 struct AlertList {
-    items: Vec<crate::store::StoredAlert>,
+    items: Vec<crate::liveness::AlertOut>,
 }
 
 /// `GET /crowd`: the series' parameters and its non-empty buckets.
@@ -1306,7 +1316,7 @@ struct AuditPage {
         description = "JSON, bearer tokens (operator < integrator < admin); trajectory and sighting reads are audited."
     ),
     paths(
-        healthz, metrics, cameras, me, alerts, acknowledge, site, crowd, trajectories, trajectory, trajectory_geojson, sighting, audit,
+        healthz, metrics, cameras, me, alerts, acknowledge, alert_close::close, site, crowd, trajectories, trajectory, trajectory_geojson, sighting, audit,
         search::search, search::watchlist_add, search::watchlist_list, search::watchlist_remove, live::events,
         openapi_json
     ),
@@ -1314,6 +1324,8 @@ struct AuditPage {
         ErrorBody, Health, CameraList, CameraOut, LatestCrowdOut, ZoneCountOut, GridOut, Me, Acknowledgement,
         SiteOut, SiteCamera, SiteLink, crate::site::GeoRef, schema::CrowdMethod, AlertList, CrowdSeries, SightingOut, AuditPage, search::WatchlistList,
         crate::store::CameraRecord, crate::store::StoredAlert, crate::store::CrowdBucket,
+        crate::liveness::CameraLive, crate::liveness::LiveState, crate::liveness::CameraAgent,
+        crate::liveness::AgentLiveness, crate::liveness::AlertOut, alert_close::CloseRequest,
         crate::store::TrajectoryPage, crate::store::TrajectorySummary, crate::store::TrajectoryDetail,
         crate::store::TrajectoryPoint, crate::store::AuditRecord, crate::store::AuditEntry, AuditAction, Role,
         schema::Alert, schema::AlertState, schema::AlertKind, schema::Severity, schema::CameraStatus,

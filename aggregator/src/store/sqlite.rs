@@ -533,8 +533,7 @@ impl Store for SqliteStore {
             .execute(
                 "INSERT INTO agents (site, id, status, status_ts, status_received_at) VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (site, id) DO UPDATE SET status = excluded.status, status_ts = excluded.status_ts, \
-                 status_received_at = excluded.status_received_at \
-                 WHERE excluded.status_ts >= agents.status_ts",
+                 status_received_at = excluded.status_received_at",
                 params![s.site, s.agent, json(s), ms(s.ts), ms(received_at)],
             )
             .op("record_agent_status")?;
@@ -641,6 +640,44 @@ impl Store for SqliteStore {
             .prepare(&format!("SELECT {ALERT_COLUMNS} FROM alerts {} ORDER BY ts DESC, id DESC LIMIT ?", f.sql()))
             .op("alerts")?;
         stmt.query_map(rusqlite::params_from_iter(f.params), alert_row).and_then(|rows| rows.collect()).op("alerts")
+    }
+
+    fn alert_events(&self, alert: &str, limit: u32) -> Result<Vec<StoredAlert>> {
+        check_limit("alert events", limit)?;
+        let db = self.reader();
+        let mut q = db
+            .prepare_cached(&format!(
+                "SELECT {ALERT_COLUMNS} FROM alerts WHERE alert = ?1 ORDER BY ts DESC, id DESC LIMIT ?2"
+            ))
+            .op("alert_events")?;
+        q.query_map(params![alert, limit], alert_row).and_then(|rows| rows.collect()).op("alert_events")
+    }
+
+    fn cleared_alerts(&self, alerts: &[String]) -> Result<HashSet<String>> {
+        if alerts.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let db = self.reader();
+        let mut q = db
+            .prepare_cached(
+                "SELECT DISTINCT alert FROM alerts WHERE state = 'cleared' AND alert IN (SELECT value FROM json_each(?1))",
+            )
+            .op("cleared_alerts")?;
+        q.query_map([json(alerts)], |r| r.get(0)).and_then(|rows| rows.collect()).op("cleared_alerts")
+    }
+
+    fn open_alerts(&self, kind: AlertKind, limit: u32) -> Result<Vec<StoredAlert>> {
+        check_limit("open alerts", limit)?;
+        let db = self.reader();
+        let cols = ALERT_COLUMNS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ");
+        let mut q = db
+            .prepare_cached(&format!(
+                "SELECT {cols} FROM alerts a WHERE a.kind = ?1 AND a.state = 'raised' AND NOT EXISTS \
+                 (SELECT 1 FROM alerts c WHERE c.alert = a.alert AND c.state = 'cleared') \
+                 ORDER BY a.ts DESC, a.id DESC LIMIT ?2"
+            ))
+            .op("open_alerts")?;
+        q.query_map(params![enum_str(&kind), limit], alert_row).and_then(|rows| rows.collect()).op("open_alerts")
     }
 
     fn latest_crowd(&self) -> Result<Vec<Crowd>> {

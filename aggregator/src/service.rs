@@ -94,6 +94,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     let index = Arc::new(RwLock::new(index));
     let watchlist = Arc::new(Watchlist::load(store.as_ref(), cfg.watchlist.clone(), clock.now())?);
     metrics.watchlist_entries.set(watchlist.len() as i64);
+    let liveness = crate::liveness::Liveness::load(store.as_ref())?;
     let faces = load_faces(&cfg);
     if let Err(e) = &faces {
         tracing::warn!(error = %e, "photos cannot be embedded: POST /search and the watchlist take embeddings only");
@@ -162,7 +163,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         index: index.clone(),
         watchlist,
         alerts,
-        liveness: crate::liveness::Liveness::load(store.as_ref())?,
+        liveness,
     };
     let ingest = std::thread::Builder::new()
         .name("ingest".into())

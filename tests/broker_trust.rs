@@ -139,6 +139,7 @@ fn each_agent_speaks_for_its_own_cameras_only_and_reads_nothing() {
         state: AgentState::Offline,
         version: None,
         cameras: None,
+        started: None,
     };
     for t in [topic::agent_status(SITE, EDGE_B.0), topic::trajectory(SITE)] {
         let mut a = agent(port, EDGE_A);
@@ -265,6 +266,7 @@ fn a_will_on_another_agent_s_status_is_refused_and_an_agent_s_own_will_is_delive
             state: AgentState::Offline,
             version: None,
             cameras: None,
+            started: None,
         }
         .to_json()
     };

@@ -2,6 +2,7 @@
 //! cameras into trajectories, stores them, and serves integrators and operators.
 //! See `docs/aggregator.md`.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod broker;
@@ -10,6 +11,7 @@ pub mod correlate;
 pub mod events;
 pub mod ingest;
 pub mod latest;
+pub mod liveness;
 pub mod metrics;
 pub mod plausible;
 pub mod retention;

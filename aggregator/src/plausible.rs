@@ -120,8 +120,8 @@ pub const KNOWN_MODELS: &[KnownModel] =
     &[KnownModel { name: sightline_vision::EMBEDDING_MODEL, dim: sightline_vision::EMBEDDING_DIM, norm: (0.4, 4.0) }];
 
 /// Alert kinds only the aggregator raises (it publishes them on the edges' alert topics, see
-/// [`crate::watchlist::AlertPublisher`]): ingest never takes them from MQTT.
-pub const AGGREGATOR_ONLY_KINDS: &[AlertKind] = &[AlertKind::WatchlistMatch];
+/// [`crate::alerts::AlertPublisher`]): ingest never takes them from MQTT.
+pub const AGGREGATOR_ONLY_KINDS: &[AlertKind] = &[AlertKind::WatchlistMatch, AlertKind::AgentOffline];
 
 /// Whether only the aggregator raises alerts of `kind`.
 pub fn raised_by_aggregator_only(kind: AlertKind) -> bool {

@@ -10,6 +10,7 @@ use rumqttc::{AsyncClient, MqttOptions};
 use sightline_contract::Clock;
 use tokio::sync::{mpsc, watch};
 
+use crate::alerts::AlertPublisher;
 use crate::config::Config;
 use crate::correlate::{Correlator, Observation};
 use crate::events::Events;
@@ -18,7 +19,7 @@ use crate::metrics::{Metrics, Outcome};
 use crate::retention::{self, Retention};
 use crate::search::SearchIndex;
 use crate::store::{SqliteStore, Store};
-use crate::watchlist::{AlertPublisher, Watchlist};
+use crate::watchlist::Watchlist;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -70,6 +71,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     let index = Arc::new(RwLock::new(index));
     let watchlist = Arc::new(Watchlist::load(store.as_ref(), cfg.watchlist.clone(), clock.now())?);
     metrics.watchlist_entries.set(watchlist.len() as i64);
+    let liveness = crate::liveness::Liveness::load(store.as_ref())?;
     let faces = load_faces(&cfg);
     if let Err(e) = &faces {
         tracing::warn!(error = %e, "photos cannot be embedded: POST /search and the watchlist take embeddings only");
@@ -139,6 +141,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         index: index.clone(),
         watchlist,
         alerts,
+        liveness,
     };
     let ingest = ingest.spawn(work_rx);
 

@@ -12,16 +12,14 @@
 //! its alert again (same stable id, a new event).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use rumqttc::{AsyncClient, QoS};
 use serde::Deserialize;
 use serde_json::json;
-use sightline_contract::{Alert, AlertKind, AlertState, Clock, Payload, Severity, Sighting, new_event_id, topic};
+use sightline_contract::{Alert, AlertKind, AlertState, Severity, Sighting, new_event_id};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::events::Events;
 use crate::store::{AlertQuery, Store, StoreError, WatchlistEntry};
 
 /// `[watchlist]` in the aggregator's config.
@@ -189,38 +187,6 @@ impl Watchlist {
             });
         }
         out
-    }
-}
-
-/// Where the aggregator's own alerts go: the store and the live events first, then MQTT (the
-/// aggregator's subscription receives them back and de-duplicates them by id).
-pub struct AlertPublisher {
-    store: Arc<dyn Store>,
-    events: Events,
-    mqtt: Option<AsyncClient>,
-    clock: Arc<dyn Clock>,
-}
-
-impl AlertPublisher {
-    /// `mqtt`: `None` stores and streams the alerts only.
-    pub fn new(store: Arc<dyn Store>, events: Events, mqtt: Option<AsyncClient>, clock: Arc<dyn Clock>) -> Self {
-        AlertPublisher { store, events, mqtt, clock }
-    }
-
-    /// Stores each alert, then publishes it; fails (publishing nothing more) when the store does.
-    pub fn publish(&self, alerts: &[Alert]) -> Result<(), StoreError> {
-        for a in alerts {
-            if self.store.record_alert(a, self.clock.now())? {
-                self.events.alert(a);
-            }
-            tracing::info!(alert = %a.alert, state = ?a.state, camera = %a.camera, message = %a.message, "aggregator alert");
-            let topic = topic::alert(&a.site, &a.camera);
-            if let Some(Err(e)) = self.mqtt.as_ref().map(|c| c.try_publish(topic, QoS::AtLeastOnce, false, a.to_json()))
-            {
-                tracing::warn!(alert = %a.alert, error = %e, "alert stored but not published on MQTT");
-            }
-        }
-        Ok(())
     }
 }
 

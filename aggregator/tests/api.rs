@@ -771,6 +771,18 @@ async fn real_answers_match_their_openapi_schemas() {
         detail: None,
     };
     assert!(f.store.record_camera_status(&status, T0 + secs(6)).unwrap());
+    // edge-1 went away (its Last Will): plaza is `unknown` with its agent, its alerts `stale`
+    let agent = |state, cameras: Option<Vec<String>>| AgentStatus {
+        site: "riverside".into(),
+        agent: "edge-1".into(),
+        ts: T0,
+        state,
+        version: None,
+        cameras,
+        started: Some(T0),
+    };
+    f.store.record_agent_status(&agent(AgentState::Online, Some(vec!["plaza".into()])), T0).unwrap();
+    f.store.record_agent_status(&agent(AgentState::Offline, None), T0 + secs(200)).unwrap();
     let mut zoned = alert("steps-crowd", AlertKind::CrowdThreshold, AlertState::Raised, "plaza", T0 + secs(95));
     zoned.zone = Some("steps".into());
     zoned.details = Some(json!({"count": 12, "threshold": 10}));
@@ -842,6 +854,9 @@ async fn real_answers_match_their_openapi_schemas() {
     }
     // a camera with a grid, one without (null) and one with no crowd at all are all in the schema
     let cams = get(f.addr, "/api/v1/cameras", op).await.json();
+    assert!(cams["items"].as_array().unwrap().iter().any(|c| c["state"] == "unknown" && c["agent"].is_object()));
+    let alerts = get(f.addr, "/api/v1/alerts", op).await.json();
+    assert!(alerts["items"].as_array().unwrap().iter().any(|a| a["stale"] == true && a["stale_since"].is_string()));
     assert!(cams["items"].as_array().unwrap().iter().any(|c| c["latest_crowd"]["grid"].is_object()));
     assert!(cams["items"].as_array().unwrap().iter().any(|c| c["latest_crowd"].is_null()));
     let mut extra = get(f.addr, "/api/v1/cameras", op).await.json();

@@ -389,15 +389,54 @@ fn camera_and_agent_statuses_keep_the_latest() {
         state,
         version: Some("0.1.0".into()),
         cameras: Some(vec!["stage".into(), "gate".into()]),
+        started: Some(T0 - secs(100)),
     };
     assert!(store.record_agent_status(&agent(T0, AgentState::Online), T0).unwrap());
-    assert!(store.record_agent_status(&agent(T0 + secs(5), AgentState::Offline), T0 + secs(6)).unwrap());
-    // the Last Will carries the connect time: older than the clean stop, so ignored
-    assert!(!store.record_agent_status(&agent(T0 - secs(100), AgentState::Offline), T0 + secs(7)).unwrap());
+    assert!(store.record_agent_status(&agent(T0 + secs(5), AgentState::Online), T0 + secs(6)).unwrap());
+    // the Last Will carries the connect time, older than the agent's own statuses: agent
+    // statuses are kept in the order they are received, not by `ts`
+    let will = AgentStatus { cameras: None, ..agent(T0 - secs(100), AgentState::Offline) };
+    assert!(store.record_agent_status(&will, T0 + secs(7)).unwrap());
     let agents = store.agents().unwrap();
     assert_eq!(agents.len(), 1);
-    assert_eq!(agents[0].status, agent(T0 + secs(5), AgentState::Offline));
-    assert_eq!(agents[0].received_at, T0 + secs(6));
+    assert_eq!(agents[0].status, will);
+    assert_eq!(agents[0].received_at, T0 + secs(7));
+    // and back online
+    assert!(store.record_agent_status(&agent(T0 + secs(9), AgentState::Online), T0 + secs(9)).unwrap());
+    assert_eq!(store.agents().unwrap()[0].status.state, AgentState::Online);
+}
+
+#[test]
+fn open_and_cleared_alerts() {
+    let (_dir, path) = tmp();
+    let store = open(&path);
+    let raise = |id: &str, kind, camera, at| alert(id, AlertState::Raised, kind, camera, at);
+    let clear = |id: &str, kind, camera, at| alert(id, AlertState::Cleared, kind, camera, at);
+    let off = AlertKind::AgentOffline;
+    for a in [
+        raise("agent_offline:edge-1:1", off, "edge-1", T0),
+        clear("agent_offline:edge-1:1", off, "edge-1", T0 + secs(10)),
+        raise("agent_offline:edge-2:2", off, "edge-2", T0 + secs(20)),
+        // a clear dated before its raise (another clock) still clears it
+        raise("agent_offline:edge-3:3", off, "edge-3", T0 + secs(30)),
+        clear("agent_offline:edge-3:3", off, "edge-3", T0 + secs(25)),
+        raise("gate:camera_offline", AlertKind::CameraOffline, "gate", T0 + secs(40)),
+    ] {
+        assert!(store.record_alert(&a, T0).unwrap());
+    }
+    let open_ids = |kind| store.open_alerts(kind, 10).unwrap().into_iter().map(|s| s.alert.alert).collect::<Vec<_>>();
+    assert_eq!(open_ids(off), ["agent_offline:edge-2:2"]);
+    assert_eq!(open_ids(AlertKind::CameraOffline), ["gate:camera_offline"]);
+    assert!(store.open_alerts(off, 0).is_err(), "limit 0");
+    let ids: Vec<String> =
+        ["agent_offline:edge-1:1", "agent_offline:edge-2:2", "agent_offline:edge-3:3", "nope"].map(String::from).into();
+    let cleared = store.cleared_alerts(&ids).unwrap();
+    assert_eq!(cleared, ["agent_offline:edge-1:1", "agent_offline:edge-3:3"].map(String::from).into());
+    assert!(store.cleared_alerts(&[]).unwrap().is_empty());
+    let events = store.alert_events("agent_offline:edge-1:1", 10).unwrap();
+    assert_eq!(events.iter().map(|e| e.alert.state).collect::<Vec<_>>(), [AlertState::Cleared, AlertState::Raised]);
+    assert_eq!(store.alert_events("agent_offline:edge-1:1", 1).unwrap().len(), 1);
+    assert!(store.alert_events("nope", 10).unwrap().is_empty());
 }
 
 #[test]

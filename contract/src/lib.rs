@@ -67,6 +67,10 @@ pub mod topic {
     pub fn agent_status(site: &str, agent: &str) -> String {
         format!("{TOPIC_ROOT}/{site}/agent/{agent}/status")
     }
+    /// Alerts about an edge agent itself (`agent_offline`), published by the aggregator.
+    pub fn agent_alert(site: &str, agent: &str) -> String {
+        format!("{TOPIC_ROOT}/{site}/agent/{agent}/alert")
+    }
     pub fn trajectory(site: &str) -> String {
         format!("{TOPIC_ROOT}/{site}/trajectory")
     }
@@ -259,6 +263,9 @@ pub enum AlertKind {
     CameraFrozen,
     CameraTampered,
     WatchlistMatch,
+    /// An edge agent went offline (its Last Will or its clean stop); raised and cleared by the
+    /// aggregator only, with `camera` holding the agent id.
+    AgentOffline,
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -373,6 +380,11 @@ pub struct AgentStatus {
     pub version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cameras: Option<Vec<String>>,
+    /// When the agent's process started (optional): a later value than an alert's `ts` means
+    /// the process that raised the alert is gone, and with it the alert's episode.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "ts::rfc3339_ms_opt")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub started: Option<OffsetDateTime>,
 }
 
 impl Payload for AgentStatus {
@@ -543,5 +555,20 @@ mod tests {
     fn topics() {
         assert_eq!(topic::sighting("riverside", "gate-north"), "sightline/v1/riverside/gate-north/sighting");
         assert_eq!(topic::agent_status("riverside", "edge-1"), "sightline/v1/riverside/agent/edge-1/status");
+        assert_eq!(topic::agent_alert("riverside", "edge-1"), "sightline/v1/riverside/agent/edge-1/alert");
+    }
+
+    #[test]
+    fn agent_status_started_is_optional() {
+        let old = br#"{"schema":"sightline.agent_status/1","site":"s","agent":"edge-1","ts":"2026-11-23T08:00:00.000Z","state":"offline"}"#;
+        let s = AgentStatus::from_json(old).unwrap();
+        assert_eq!(s.started, None);
+        assert!(!String::from_utf8(s.to_json()).unwrap().contains("started"));
+        let with = AgentStatus { started: Some(datetime!(2026-11-23 07:59:58.5 UTC)), ..s };
+        let v: serde_json::Value = serde_json::from_slice(&with.to_json()).unwrap();
+        assert_eq!(v["started"], "2026-11-23T07:59:58.500Z");
+        assert_eq!(AgentStatus::from_json(&with.to_json()).unwrap(), with);
+        let kind: serde_json::Value = serde_json::to_value(AlertKind::AgentOffline).unwrap();
+        assert_eq!(kind, "agent_offline");
     }
 }

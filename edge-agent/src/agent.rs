@@ -388,8 +388,24 @@ impl Supervisor {
         }
         let ids: Vec<String> = self.running.keys().cloned().collect();
         for id in ids {
+            let handle = self.running.get(&id).map(|r| r.handle.clone());
             self.stop(&id, "the agent stopped").await;
+            if let Some(h) = handle {
+                self.publish_stopped(&h).await;
+            }
         }
+    }
+
+    /// A camera stopped with the agent: its retained status says so (not `streaming` from its
+    /// last report); the status reporter, which reads the same state, cannot say otherwise later.
+    async fn publish_stopped(&self, h: &CameraHandle) {
+        let msg = {
+            let mut st = h.status.lock().unwrap();
+            st.state = CameraState::Offline;
+            st.detail = Some("the agent stopped".into());
+            status_message(&self.cfg.agent.site, &self.cfg.agent.id, &h.cfg.id, &st, self.clock.now(), None)
+        };
+        let _ = self.events.send(msg).await;
     }
 
     async fn publish_disabled(&self, camera: &str, detail: Option<&str>) {

@@ -144,11 +144,14 @@ impl Default for MqttStats {
     }
 }
 
+/// The agent's status; `started`: when this process started publishing (the aggregator tells
+/// from it that alerts raised before it belong to a process that is gone).
 pub fn agent_status(
     agent: &AgentSection,
     clock: &dyn Clock,
     state: AgentState,
     cameras: Option<Vec<String>>,
+    started: time::OffsetDateTime,
 ) -> AgentStatus {
     AgentStatus {
         site: agent.site.clone(),
@@ -157,6 +160,7 @@ pub fn agent_status(
         state,
         version: Some(env!("CARGO_PKG_VERSION").to_owned()),
         cameras,
+        started: Some(started),
     }
 }
 
@@ -455,7 +459,8 @@ pub async fn run_publisher(
     opts.set_clean_session(true);
     opts.set_inflight(INFLIGHT);
     let status_topic = topic::agent_status(&agent.site, &agent.id);
-    let will = agent_status(&agent, clock.as_ref(), AgentState::Offline, None);
+    let started = clock.now();
+    let will = agent_status(&agent, clock.as_ref(), AgentState::Offline, None, started);
     opts.set_last_will(LastWill::new(status_topic.clone(), will.to_json(), QoS::AtLeastOnce, true));
     // the request channel never fills: at most WINDOW publishes (+ a DISCONNECT) are outstanding
     if cfg.security.username.is_some() && cfg.security.tls.is_none() {
@@ -504,7 +509,7 @@ pub async fn run_publisher(
                 if connack {
                     // every (re)connection re-announces the agent online: the broker published our
                     // Last Will (retained `offline`) when the previous connection dropped
-                    let online = agent_status(&agent, clock.as_ref(), AgentState::Online, Some(cameras.borrow().clone()));
+                    let online = agent_status(&agent, clock.as_ref(), AgentState::Online, Some(cameras.borrow().clone()), started);
                     p.submit(status_topic.clone(), online.to_json(), true, None);
                 }
                 p.fill();
@@ -512,7 +517,7 @@ pub async fn run_publisher(
             // a reload changed the camera list: announce it
             Ok(()) = cameras.changed() => {
                 if p.connected {
-                    let online = agent_status(&agent, clock.as_ref(), AgentState::Online, Some(cameras.borrow().clone()));
+                    let online = agent_status(&agent, clock.as_ref(), AgentState::Online, Some(cameras.borrow().clone()), started);
                     p.submit(status_topic.clone(), online.to_json(), true, None);
                 }
             }
@@ -524,7 +529,8 @@ pub async fn run_publisher(
     let mut offline_sent = false;
     loop {
         if p.connected && !offline_sent && p.outbox.depth() == 0 {
-            let offline = agent_status(&agent, clock.as_ref(), AgentState::Offline, Some(cameras.borrow().clone()));
+            let offline =
+                agent_status(&agent, clock.as_ref(), AgentState::Offline, Some(cameras.borrow().clone()), started);
             offline_sent = p.submit(status_topic.clone(), offline.to_json(), true, None);
         }
         if offline_sent && p.outstanding() == 0 && p.outbox.depth() == 0 {

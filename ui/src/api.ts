@@ -34,6 +34,9 @@ export interface StoredAlert {
   received_at: string;
   acknowledged_by: string | null;
   acknowledged_at: string | null;
+  /** A raised, not cleared edge alert whose edge agent went away (offline, or restarted since). */
+  stale?: boolean;
+  stale_since?: string | null;
 }
 
 export interface AlertAck {
@@ -44,6 +47,24 @@ export interface AlertAck {
 }
 
 export type CameraState = 'connecting' | 'streaming' | 'offline' | 'disabled';
+/** What the centre shows: the last report, or `unknown` (no status, or its edge agent offline). */
+export type LiveCameraState = CameraState | 'unknown';
+
+/** `sightline.agent_status/1` */
+export interface AgentStatus {
+  site: string;
+  agent: string;
+  ts: string;
+  state: 'online' | 'offline';
+  cameras?: string[] | null;
+}
+
+/** The edge agent serving a camera, by its latest status as received. */
+export interface CameraAgent {
+  id: string;
+  state: 'online' | 'offline';
+  since: string;
+}
 
 /** `sightline.camera_status/1` */
 export interface CameraStatus {
@@ -82,6 +103,10 @@ export interface Camera {
   status_received_at: string | null;
   wgs84?: [number, number] | null;
   latest_crowd?: LatestCrowd | null;
+  /** Derived by the aggregator (absent from an older one: use `status.state`). */
+  state?: LiveCameraState;
+  state_detail?: string | null;
+  agent?: CameraAgent | null;
 }
 
 /** `sightline.crowd/1` (as streamed; `grid` only if the aggregator adds it) */

@@ -29,6 +29,9 @@ export interface AlertRow {
   acknowledgedBy: string | null;
   acknowledgedAt: string | null;
   arrivedLive: boolean;
+  /** Raised by an edge agent that went away: nobody will clear it (an admin may close it). */
+  stale: boolean;
+  staleSince: string | null;
 }
 
 export interface State {
@@ -107,6 +110,8 @@ function mergeAlert(
         acknowledgedBy: null,
         acknowledgedAt: null,
         arrivedLive: live,
+        stale: false,
+        staleSince: null,
       };
   if (!prev || Date.parse(a.ts) >= Date.parse(row.latest.ts)) row.latest = a;
   if (a.state === 'raised') {
@@ -131,7 +136,12 @@ async function loadAlerts(token: string): Promise<void> {
     const rows = new Map(state.alerts);
     // oldest first so each row ends with its latest state
     for (const s of [...page.items].reverse()) {
-      mergeAlert(rows, s.alert, { by: s.acknowledged_by, at: s.acknowledged_at }, false);
+      const row = mergeAlert(rows, s.alert, { by: s.acknowledged_by, at: s.acknowledged_at }, false);
+      if (s.alert.state === 'raised' && s.alert.id === row.raisedEventId) {
+        row.stale = !!s.stale;
+        row.staleSince = s.stale_since ?? null;
+      }
+      if (row.latest.state === 'cleared') row.stale = false;
     }
     set({ alerts: rows, alertsError: null });
   } catch (e) {
@@ -160,6 +170,20 @@ export async function acknowledge(row: AlertRow): Promise<void> {
   if (!auth) return;
   const ack = await api<AlertAck>(auth.token, `/api/v1/alerts/${encodeURIComponent(row.key)}/ack`, { method: 'POST' });
   applyAck({ ...ack, alert: row.key });
+}
+
+/** Closes a stale alert (admin) with a reason; the stored clear also arrives as a live `alert`. */
+export async function closeAlert(row: AlertRow, reason: string): Promise<void> {
+  const auth = state.auth;
+  if (!auth) return;
+  const clear = await api<Alert>(auth.token, `/api/v1/alerts/${encodeURIComponent(row.key)}/close`, {
+    method: 'POST',
+    body: { reason },
+  });
+  const rows = new Map(state.alerts);
+  const r = mergeAlert(rows, clear, { by: null, at: null }, false);
+  r.stale = false;
+  set({ alerts: rows, criticalFlash: state.criticalFlash.filter((k) => k !== row.key) });
 }
 
 export function dismissFlash(): void {
@@ -201,7 +225,10 @@ function applyStatus(s: CameraStatus): void {
   const cams = new Map(state.cameras);
   const c = cams.get(s.camera) ?? emptyCamera(s.site, s.camera);
   if (c.status && Date.parse(c.status.ts) > Date.parse(s.ts)) return;
-  cams.set(s.camera, { ...c, status: s, status_received_at: new Date().toISOString() });
+  // while its edge agent is offline the camera stays `unknown`, whatever it reported last
+  const agentOffline = c.agent?.state === 'offline' && c.agent.id === s.agent;
+  const derived = agentOffline ? { state: c.state, state_detail: c.state_detail } : { state: s.state, state_detail: s.detail ?? null };
+  cams.set(s.camera, { ...c, status: s, status_received_at: new Date().toISOString(), ...derived });
   set({ cameras: cams });
 }
 
@@ -268,13 +295,18 @@ function onLive(e: SseEvent): void {
     case 'camera_status':
       applyStatus(data as CameraStatus);
       break;
+    case 'agent_status':
+      // an agent went or came back: camera states and stale alerts are derived by the aggregator
+      void loadCameras(auth.token);
+      void loadAlerts(auth.token);
+      break;
     case 'crowd':
       applyCrowd(data as CrowdEvent);
       break;
   }
 }
 
-function startLive(token: string, kinds = 'alert,alert_ack,camera_status,crowd'): void {
+function startLive(token: string, kinds = 'alert,alert_ack,camera_status,agent_status,crowd'): void {
   closeStream?.();
   closeStream = openStream({
     url: `/api/v1/events?kinds=${kinds}`,

@@ -20,7 +20,7 @@ use super::request::{
 };
 use super::state::ApiState;
 use crate::auth::Role;
-use crate::store::{Acknowledged, AlertQuery, StoredAlert};
+use crate::store::{Acknowledged, AlertQuery};
 
 #[utoipa::path(
     get,
@@ -37,7 +37,7 @@ use crate::store::{Acknowledged, AlertQuery, StoredAlert};
         ("limit" = Option<u32>, Query, description = "1 to 1000, default 100")
     ),
     responses(
-        (status = 200, description = "`{items}`: alert events, newest first, with acknowledgement", body = AlertList),
+        (status = 200, description = "`{items}`: alert events, newest first, with acknowledgement; raised ones whose edge agent went away are `stale`", body = AlertList),
         BadParameter,
         Refused,
         Unanswered
@@ -60,12 +60,12 @@ pub(super) async fn alerts(
         limit: p.limit("limit", DEFAULT_LIMIT, MAX_LIMIT)?,
     };
     check_window(q.since, q.until)?;
-    let items = blocking(&state, "listing alerts", move |s| s.alerts(&q)).await?;
+    let items = blocking(&state, "listing alerts", move |s| crate::liveness::list_alerts(s, &q)).await?;
     Ok(Json(AlertList { items }).into_response())
 }
 
 /// Longest alert id accepted by `POST /alerts/{id}/ack` (characters).
-const MAX_ALERT_ID_CHARS: usize = 256;
+pub(super) const MAX_ALERT_ID_CHARS: usize = 256;
 
 /// `POST /alerts/{id}/ack`: the alert's acknowledgement (also sent as the live event `alert_ack`).
 #[derive(Serialize, ToSchema)]
@@ -130,5 +130,5 @@ pub(super) async fn acknowledge(
 /// `GET /alerts`: newest first.
 #[derive(Serialize, ToSchema)]
 pub(super) struct AlertList {
-    items: Vec<StoredAlert>,
+    items: Vec<crate::liveness::AlertOut>,
 }

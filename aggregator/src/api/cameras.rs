@@ -25,6 +25,9 @@ use crate::store::CameraRecord;
 pub(super) struct CameraOut {
     #[serde(flatten)]
     record: CameraRecord,
+    /// `state`, `state_detail`, `agent`: derived from the camera's status and its agent's liveness.
+    #[serde(flatten)]
+    live: crate::liveness::CameraLive,
     /// `[lon, lat]` (GeoJSON order), degrees.
     #[serde(skip_serializing_if = "Option::is_none")]
     wgs84: Option<[f64; 2]>,
@@ -83,7 +86,7 @@ impl From<sightline_contract::Crowd> for LatestCrowdOut {
     tag = "operator",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`{items}`: cameras, positions (site metres; `wgs84` [lon, lat]), live status, latest crowd", body = CameraList),
+        (status = 200, description = "`{items}`: cameras, positions (site metres; `wgs84` [lon, lat]), last status, derived `state` (its edge agent offline: `unknown`), latest crowd", body = CameraList),
         BadParameter,
         Refused,
         Unanswered
@@ -96,7 +99,11 @@ pub(super) async fn cameras(
 ) -> ApiResult {
     authorize(&state, &headers, Role::Operator).await?;
     Params::parse(query, &[])?;
-    let (records, crowds) = blocking(&state, "listing cameras", |s| Ok((s.cameras()?, s.latest_crowd()?))).await?;
+    let (records, fleet, crowds) = blocking(&state, "listing cameras", |s| {
+        let (records, fleet) = crate::liveness::Fleet::load(s)?;
+        Ok((records, fleet, s.latest_crowd()?))
+    })
+    .await?;
     let mut crowds: HashMap<(String, String), sightline_contract::Crowd> =
         crowds.into_iter().map(|c| ((c.site.clone(), c.camera.clone()), c)).collect();
     let site_id = state.site.site().id.as_str();
@@ -110,7 +117,7 @@ pub(super) async fn cameras(
                 .map(|(lat, lon)| [lon, lat]);
             let stored = crowds.remove(&(record.site.clone(), record.camera.clone()));
             let latest_crowd = state.latest_crowd.newest(stored, &record.site, &record.camera).map(Into::into);
-            CameraOut { record, wgs84, latest_crowd }
+            CameraOut { live: fleet.camera(&record), record, wgs84, latest_crowd }
         })
         .collect();
     Ok(Json(CameraList { items }).into_response())

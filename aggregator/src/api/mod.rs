@@ -18,6 +18,7 @@
 //! is a 404. Times are RFC 3339 with milliseconds (`sightline_contract::ts`); time windows are
 //! half-open (`since` inclusive, `until` exclusive).
 
+mod alert_close;
 mod alerts;
 mod audit;
 mod cameras;
@@ -67,6 +68,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/cameras", get(cameras::cameras))
         .route("/api/v1/alerts", get(alerts::alerts))
         .route("/api/v1/alerts/{id}/ack", post(alerts::acknowledge))
+        .route("/api/v1/alerts/{id}/close", post(alert_close::close).layer(alert_close::body_limit()))
         .route("/api/v1/me", get(me::me))
         .route("/api/v1/site", get(site::site))
         .route("/api/v1/crowd", get(crowd::crowd))

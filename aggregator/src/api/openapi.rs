@@ -6,6 +6,7 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use utoipa::OpenApi;
 
+use super::alert_close;
 use super::alerts::{Acknowledgement, AlertList};
 use super::audit::AuditPage;
 use super::cameras::{CameraList, CameraOut, GridOut, LatestCrowdOut, ZoneCountOut};
@@ -36,7 +37,7 @@ use sightline_contract::{
         description = "JSON, bearer tokens (operator < integrator < admin); trajectory and sighting reads are audited."
     ),
     paths(
-        health::healthz, health::metrics, cameras::cameras, me::me, alerts::alerts, alerts::acknowledge, site::site,
+        health::healthz, health::metrics, cameras::cameras, me::me, alerts::alerts, alerts::acknowledge, alert_close::close, site::site,
         crowd::crowd, trajectories::trajectories, trajectories::trajectory, trajectories::trajectory_geojson,
         trajectories::sighting, audit::audit,
         search::search, watchlist::watchlist_add, watchlist::watchlist_list, watchlist::watchlist_remove, live::events,
@@ -46,6 +47,8 @@ use sightline_contract::{
         ErrorBody, Health, CameraList, CameraOut, LatestCrowdOut, ZoneCountOut, GridOut, Me, Acknowledgement,
         SiteOut, SiteCamera, SiteLink, GeoRef, CrowdMethod, AlertList, CrowdSeries, SightingOut, AuditPage, WatchlistList,
         CameraRecord, StoredAlert, CrowdBucket,
+        crate::liveness::CameraLive, crate::liveness::LiveState, crate::liveness::CameraAgent,
+        crate::liveness::AgentLiveness, crate::liveness::AlertOut, alert_close::CloseRequest,
         TrajectoryPage, TrajectorySummary, TrajectoryDetail,
         TrajectoryPoint, AuditRecord, AuditEntry, AuditAction, Role,
         Alert, AlertState, AlertKind, Severity, CameraStatus,

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use sightline_contract::Clock;
 
+use crate::alerts::AlertPublisher;
 use crate::config::SearchConfig;
 use crate::events::Events;
 use crate::latest::LatestCrowd;
@@ -11,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::search::SearchIndex;
 use crate::site::SiteModel;
 use crate::store::Store;
-use crate::watchlist::{AlertPublisher, Watchlist, WatchlistConfig};
+use crate::watchlist::{Watchlist, WatchlistConfig};
 
 /// What the API serves from.
 pub struct ApiState {

@@ -9,13 +9,14 @@ use sightline_contract::{Clock, Payload, Trajectory, new_event_id, topic};
 use tokio::sync::mpsc;
 
 use super::parse::{self, Incoming};
+use crate::alerts::AlertPublisher;
 use crate::correlate::{Correlator, Observation};
 use crate::events::Events;
 use crate::latest::LatestCrowd;
 use crate::metrics::{Metrics, Outcome};
 use crate::search::SearchIndex;
 use crate::store::{Store, StoreError};
-use crate::watchlist::{AlertPublisher, Watchlist};
+use crate::watchlist::Watchlist;
 
 /// Messages to the ingest thread.
 pub enum Work {
@@ -49,6 +50,8 @@ pub struct Ingest {
     pub index: Arc<RwLock<SearchIndex>>,
     pub watchlist: Arc<Watchlist>,
     pub alerts: Arc<AlertPublisher>,
+    /// Raises and clears `agent_offline` ([`crate::liveness`]).
+    pub liveness: crate::liveness::Liveness,
 }
 
 impl Ingest {
@@ -138,6 +141,7 @@ impl Ingest {
             Incoming::AgentStatus(s) => {
                 if self.store.record_agent_status(&s, now)? {
                     self.events.agent_status(&s);
+                    self.liveness.after_status(self.store.as_ref(), &self.alerts, &s, now)?;
                 }
                 true
             }

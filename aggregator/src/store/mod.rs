@@ -17,6 +17,7 @@
 //! a face image. [`Store::purge`] deletes sightings and their embeddings past the retention limit
 //! and leaves no trace of them in the database files.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -91,8 +92,10 @@ pub trait Store: Send + Sync {
     /// returns whether it was kept. Creates the camera if it is unknown.
     fn record_camera_status(&self, status: &CameraStatus, received_at: OffsetDateTime) -> Result<bool>;
 
-    /// Keeps the agent's status if it is at least as recent (by `ts`) as the stored one; returns
-    /// whether it was kept.
+    /// Keeps the agent's status: the latest *received* is the agent's state, whatever its `ts`
+    /// (an agent's Last Will carries the time of its first connection, older than its own
+    /// `online` statuses; the broker delivers one topic's messages in order). Returns whether it
+    /// was kept (always, once stored).
     fn record_agent_status(&self, status: &AgentStatus, received_at: OffsetDateTime) -> Result<bool>;
 
     /// Creates a camera or sets its position (metres in the site frame, from the site config);
@@ -113,6 +116,16 @@ pub trait Store: Send + Sync {
 
     /// Alert events matching `q`, newest first.
     fn alerts(&self, q: &AlertQuery) -> Result<Vec<StoredAlert>>;
+
+    /// The events of one alert (its stable `alert` id), newest first; at most `limit`.
+    fn alert_events(&self, alert: &str, limit: u32) -> Result<Vec<StoredAlert>>;
+
+    /// Those of `alerts` (stable ids) that have a `cleared` event stored.
+    fn cleared_alerts(&self, alerts: &[String]) -> Result<HashSet<String>>;
+
+    /// The raised events of `kind` whose alert has no `cleared` event, newest first; at most
+    /// `limit`.
+    fn open_alerts(&self, kind: AlertKind, limit: u32) -> Result<Vec<StoredAlert>>;
 
     /// The latest crowd measurement (by `ts`) of every known camera that has one, by site and
     /// camera. The store keeps no density grid: `grid` is always `None` (the API adds the latest
@@ -462,10 +475,12 @@ pub enum AuditAction {
     AuditRead,
     /// `GET /events` with sightings or trajectory updates.
     EventsStream,
+    /// `POST /alerts/{id}/close`: an admin closed a stale alert (the reason is the purpose).
+    AlertClose,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 11] = [
+    pub const ALL: [AuditAction; 12] = [
         AuditAction::Search,
         AuditAction::TrajectoryList,
         AuditAction::TrajectoryRead,
@@ -477,6 +492,7 @@ impl AuditAction {
         AuditAction::TokenRevoke,
         AuditAction::AuditRead,
         AuditAction::EventsStream,
+        AuditAction::AlertClose,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -492,6 +508,7 @@ impl AuditAction {
             AuditAction::TokenRevoke => "token_revoke",
             AuditAction::AuditRead => "audit_read",
             AuditAction::EventsStream => "events_stream",
+            AuditAction::AlertClose => "alert_close",
         }
     }
 }

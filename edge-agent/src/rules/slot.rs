@@ -111,5 +111,6 @@ fn kind_name(kind: AlertKind) -> &'static str {
         AlertKind::CameraFrozen => "camera_frozen",
         AlertKind::CameraTampered => "camera_tampered",
         AlertKind::WatchlistMatch => "watchlist_match",
+        AlertKind::AgentOffline => "agent_offline",
     }
 }

@@ -50,6 +50,7 @@ export function alertAttrs(r: AlertRow) {
     'data-event-ids': r.eventIds.join(' '),
     'data-state': r.latest.state,
     'data-severity': r.latest.severity,
+    'data-stale': r.stale && r.latest.state === 'raised' ? 'true' : 'false',
   };
 }
 

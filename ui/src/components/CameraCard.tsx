@@ -76,7 +76,11 @@ export function CameraCard({ camera: c, now, compact = false, testid = 'camera-c
           <dd title={c.status?.ts}>{age(c.status?.ts, now)}</dd>
         </dl>
       )}
-      {c.status?.detail && <div class="detail small">{c.status.detail}</div>}
+      {(c.state_detail ?? c.status?.detail) && (
+        <div class="detail small" data-testid="camera-state-detail">
+          {c.state_detail ?? c.status?.detail}
+        </div>
+      )}
       <div class={`crowd-block ${compact && crowd?.grid ? 'with-thumb' : ''}`}>
         {crowd ? (
           <>

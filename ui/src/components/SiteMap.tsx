@@ -20,8 +20,9 @@ export const STATUS_COLOURS: Record<string, string> = {
   unknown: '#5b6b80',
 };
 
+/** The camera's state as the aggregator derives it (`unknown` while its edge agent is offline). */
 export function statusOf(c: Camera | undefined): string {
-  return c?.status?.state ?? 'unknown';
+  return c?.state ?? c?.status?.state ?? 'unknown';
 }
 
 interface Props {

@@ -2,8 +2,17 @@ import { useMemo, useState } from 'preact/hooks';
 import { dismissFlash, useStore, type AlertRow } from '../store';
 import { age, clock, humanKind, useNow } from '../format';
 import { AckCell, AlertCounts, SeverityBadge, activeAlerts, alertAttrs, raisedTs, useSortedAlerts } from '../components/AlertBits';
+import { CloseStale, StaleMark, staleClass } from '../components/StaleAlert';
 
-const KINDS = ['crowd_threshold', 'zone_intrusion', 'camera_offline', 'camera_frozen', 'camera_tampered', 'watchlist_match'];
+const KINDS = [
+  'crowd_threshold',
+  'zone_intrusion',
+  'camera_offline',
+  'camera_frozen',
+  'camera_tampered',
+  'watchlist_match',
+  'agent_offline',
+];
 
 export function AlertsPage() {
   const s = useStore();
@@ -79,7 +88,7 @@ export function AlertsPage() {
             {shown.map((r) => (
               <tr
                 key={r.key}
-                class={`sev-${r.latest.severity} state-${r.latest.state} ${r.acknowledgedBy ? 'is-acked' : ''}`}
+                class={`sev-${r.latest.severity} state-${r.latest.state} ${r.acknowledgedBy ? 'is-acked' : ''} ${staleClass(r)}`}
                 data-testid="alert-row"
                 {...alertAttrs(r)}
               >
@@ -94,6 +103,7 @@ export function AlertsPage() {
                     {r.latest.state}
                   </span>
                   {r.latest.state === 'cleared' && r.clearedAt && <span class="muted small"> {age(r.clearedAt, now)}</span>}
+                  <StaleMark row={r} />
                 </td>
                 <td>
                   <span data-testid="alert-age" title={raisedTs(r)}>
@@ -104,6 +114,7 @@ export function AlertsPage() {
                 <td class="msg">{r.latest.message}</td>
                 <td>
                   <AckCell row={r} />
+                  <CloseStale row={r} />
                 </td>
               </tr>
             ))}

@@ -5,6 +5,7 @@ import { useStore } from '../store';
 import { age, clock, humanKind, useNow } from '../format';
 import { AckCell, AlertCounts, SeverityBadge, activeAlerts, alertAttrs, raisedTs, useSortedAlerts } from '../components/AlertBits';
 import { CameraCard, StatusCounts, useSortedCameras } from '../components/CameraCard';
+import { CloseStale, StaleMark, staleClass } from '../components/StaleAlert';
 import { Legend, SiteMap } from '../components/SiteMap';
 
 function ActiveAlerts() {
@@ -30,7 +31,7 @@ function ActiveAlerts() {
           {active.map((r) => (
             <li
               key={r.key}
-              class={`ov-alert sev-${r.latest.severity} ${r.acknowledgedBy ? 'is-acked' : ''}`}
+              class={`ov-alert sev-${r.latest.severity} ${r.acknowledgedBy ? 'is-acked' : ''} ${staleClass(r)}`}
               data-testid="overview-alert"
               {...alertAttrs(r)}
             >
@@ -42,6 +43,7 @@ function ActiveAlerts() {
                 <span class="ov-alert-age" data-testid="alert-age" title={`raised at ${clock(raisedTs(r))}`}>
                   {age(raisedTs(r), now)}
                 </span>
+                <StaleMark row={r} />
               </div>
               <div class="ov-alert-where">
                 <b data-testid="alert-camera">{r.latest.camera}</b>
@@ -56,6 +58,7 @@ function ActiveAlerts() {
               {r.latest.message && <div class="ov-alert-msg">{r.latest.message}</div>}
               <div class="ov-alert-ack">
                 <AckCell row={r} />
+                <CloseStale row={r} />
               </div>
             </li>
           ))}

@@ -2,9 +2,11 @@
 //! series, trajectories, sightings), and the embeddings and sightings the search index and the
 //! correlator are rebuilt from at start.
 
+use std::collections::HashSet;
+
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, params};
-use sightline_contract::Crowd;
+use sightline_contract::{AlertKind, Crowd};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -70,6 +72,44 @@ pub(super) fn alerts(store: &SqliteStore, q: &AlertQuery) -> Result<Vec<StoredAl
         .prepare(&format!("SELECT {ALERT_COLUMNS} FROM alerts {} ORDER BY ts DESC, id DESC LIMIT ?", f.sql()))
         .op("alerts")?;
     stmt.query_map(rusqlite::params_from_iter(f.params), alert_row).and_then(|rows| rows.collect()).op("alerts")
+}
+
+pub(super) fn alert_events(store: &SqliteStore, alert: &str, limit: u32) -> Result<Vec<StoredAlert>> {
+    check_limit("alert events", limit)?;
+    let db = store.reader();
+    let mut q = db
+        .prepare_cached(&format!(
+            "SELECT {ALERT_COLUMNS} FROM alerts WHERE alert = ?1 ORDER BY ts DESC, id DESC LIMIT ?2"
+        ))
+        .op("alert_events")?;
+    q.query_map(params![alert, limit], alert_row).and_then(|rows| rows.collect()).op("alert_events")
+}
+
+pub(super) fn cleared_alerts(store: &SqliteStore, alerts: &[String]) -> Result<HashSet<String>> {
+    if alerts.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let db = store.reader();
+    let mut q = db
+        .prepare_cached(
+            "SELECT DISTINCT alert FROM alerts WHERE state = 'cleared' AND alert IN (SELECT value FROM json_each(?1))",
+        )
+        .op("cleared_alerts")?;
+    q.query_map([json(alerts)], |r| r.get(0)).and_then(|rows| rows.collect()).op("cleared_alerts")
+}
+
+pub(super) fn open_alerts(store: &SqliteStore, kind: AlertKind, limit: u32) -> Result<Vec<StoredAlert>> {
+    check_limit("open alerts", limit)?;
+    let db = store.reader();
+    let cols = ALERT_COLUMNS.split(", ").map(|c| format!("a.{c}")).collect::<Vec<_>>().join(", ");
+    let mut q = db
+        .prepare_cached(&format!(
+            "SELECT {cols} FROM alerts a WHERE a.kind = ?1 AND a.state = 'raised' AND NOT EXISTS \
+             (SELECT 1 FROM alerts c WHERE c.alert = a.alert AND c.state = 'cleared') \
+             ORDER BY a.ts DESC, a.id DESC LIMIT ?2"
+        ))
+        .op("open_alerts")?;
+    q.query_map(params![enum_str(&kind), limit], alert_row).and_then(|rows| rows.collect()).op("open_alerts")
 }
 
 pub(super) fn latest_crowd(store: &SqliteStore) -> Result<Vec<Crowd>> {

@@ -170,8 +170,7 @@ pub(super) fn record_agent_status(store: &SqliteStore, s: &AgentStatus, received
         .execute(
             "INSERT INTO agents (site, id, status, status_ts, status_received_at) VALUES (?1, ?2, ?3, ?4, ?5) \
              ON CONFLICT (site, id) DO UPDATE SET status = excluded.status, status_ts = excluded.status_ts, \
-             status_received_at = excluded.status_received_at \
-             WHERE excluded.status_ts >= agents.status_ts",
+             status_received_at = excluded.status_received_at",
             params![s.site, s.agent, json(s), ms(s.ts), ms(received_at)],
         )
         .op("record_agent_status")?;

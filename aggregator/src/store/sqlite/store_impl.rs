@@ -51,6 +51,18 @@ impl Store for SqliteStore {
         records::acknowledge_alert(self, alert, by, at)
     }
 
+    fn alert_events(&self, alert: &str, limit: u32) -> Result<Vec<StoredAlert>> {
+        queries::alert_events(self, alert, limit)
+    }
+
+    fn cleared_alerts(&self, alerts: &[String]) -> Result<std::collections::HashSet<String>> {
+        queries::cleared_alerts(self, alerts)
+    }
+
+    fn open_alerts(&self, kind: sightline_contract::AlertKind, limit: u32) -> Result<Vec<StoredAlert>> {
+        queries::open_alerts(self, kind, limit)
+    }
+
     fn cameras(&self) -> Result<Vec<CameraRecord>> {
         queries::cameras(self)
     }

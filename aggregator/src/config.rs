@@ -69,7 +69,7 @@ pub struct BrokerConfig {
     /// embedded broker refuses clients without one of these user names and its password.
     /// Relative to the config file. Plain text (rumqttd compares passwords as given): keep it
     /// readable by the aggregator's user only. Never logged. With it, each login is held to its
-    /// rights (`crate::broker::acl`): every `[[camera]]` names its `agent`.
+    /// rights (`broker/acl.rs`): every `[[camera]]` names its `agent`.
     pub users_file: Option<PathBuf>,
     /// Logins (of `users_file`) that may read crowd counts, alerts and statuses only.
     pub observers: Vec<String>,

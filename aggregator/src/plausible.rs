@@ -1,6 +1,6 @@
 //! Plausibility at ingest: what a well-formed message must also be to be believed.
 //!
-//! The contract's reader checks shape (`schema`, required fields, types) and [`crate::ingest`]
+//! The contract's reader checks shape (`schema`, required fields, types) and ingest (`ingest/parse.rs`)
 //! the topic and the ids; this module checks that the *values* can be true of a real camera at
 //! this site now: times near the aggregator's clock, a best shot inside its pass and its frame,
 //! an embedding of a known model with the length and norm that model produces, crowd counts
@@ -189,11 +189,6 @@ impl Plausibility {
         cameras: impl IntoIterator<Item = String>,
     ) -> Self {
         Plausibility { limits, retention, site: site.to_owned(), cameras: cameras.into_iter().collect() }
-    }
-
-    /// The checks of an aggregator config.
-    pub fn from_config(cfg: &crate::config::Config) -> Self {
-        Plausibility::new(cfg.ingest.clone(), cfg.retention, &cfg.site.id, cfg.cameras.iter().map(|c| c.id.clone()))
     }
 
     pub fn limits(&self) -> &IngestConfig {

@@ -130,7 +130,12 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     let ingest = Ingest {
         site: cfg.site.id.clone(),
         max_bytes: cfg.broker.max_payload_bytes,
-        plausible: crate::plausible::Plausibility::from_config(&cfg),
+        plausible: crate::plausible::Plausibility::new(
+            cfg.ingest.clone(),
+            cfg.retention,
+            &cfg.site.id,
+            cfg.cameras.iter().map(|c| c.id.clone()),
+        ),
         store: store.clone(),
         correlator,
         client: client.clone(),

@@ -99,7 +99,7 @@ pub struct CameraPlace {
     /// Row-major 3×3 homography from source-frame pixels to site-frame metres on the ground.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub homography: Option<[[f64; 3]; 3]>,
-    /// The edge agent that publishes this camera (its broker login): see `crate::broker::acl`.
+    /// The edge agent that publishes this camera (its broker login): see `broker/acl.rs`.
     #[serde(default, skip_serializing)]
     pub agent: Option<String>,
 }

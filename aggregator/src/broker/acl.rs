@@ -7,7 +7,7 @@
 //!
 //! [`Policy::decide`] judges one client action: a CONNECT (its client id and Will topic), a
 //! PUBLISH (its topic) or a SUBSCRIBE (one filter). A filter with wildcards is allowed only when
-//! every topic it can match is allowed. The embedded broker's gate ([`super::gate`]) asks it for
+//! every topic it can match is allowed. The embedded broker's gate (`gate.rs`) asks it for
 //! every packet; [`Policy::render`] writes the same rules for mosquitto and EMQX.
 //!
 //! | login | publish | subscribe | client ids |

@@ -1,4 +1,4 @@
-//! The part of MQTT 3.1.1 (OASIS standard, protocol level 4) the [gate](super::gate) reads from
+//! The part of MQTT 3.1.1 (OASIS standard, protocol level 4) the gate (`gate.rs`) reads from
 //! a client: the fixed header and its remaining length, CONNECT (client id, Will topic, user
 //! name; the password is skipped, never kept), PUBLISH (topic) and SUBSCRIBE (filters). Every
 //! other packet a client may send is recognised by its type and passed on unread; the broker

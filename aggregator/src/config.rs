@@ -12,6 +12,7 @@ pub use sightline_base::config::ConfigError;
 use sightline_base::mqtt::SecurityKeys;
 pub use sightline_base::mqtt::{BrokerSecurity, Secret, SecurityError};
 
+use crate::broker::acl::{self, Identities, IdentityError, Policy};
 use crate::correlate::CorrelationConfig;
 use crate::site::{CameraPlace, Link, SiteConfig, SiteModel};
 use crate::store::RetentionPolicy;
@@ -275,7 +276,7 @@ impl Config {
         if let Some(file) = &cfg.broker.users_file {
             let users = load_users(file).map_err(invalid)?;
             cfg.check_own_login(&security, &users).map_err(invalid)?;
-            crate::broker::acl::check_users(&cfg, &users).map_err(|e| ConfigError::Invalid {
+            cfg.check_user_identities(&users).map_err(|e| ConfigError::Invalid {
                 path: path.to_owned(),
                 key: e.key,
                 message: e.message,
@@ -363,8 +364,72 @@ impl Config {
         if cfg.broker.users_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             return Err(invalid("broker.users_file", "must be a file path".into()));
         }
-        crate::broker::acl::check_config(&cfg).map_err(|e| invalid(&e.key, e.message))?;
+        cfg.check_identities().map_err(|e| invalid(&e.key, e.message))?;
         Ok(cfg)
+    }
+
+    /// The file-free identity checks of a config (`Config::parse`).
+    fn check_identities(&self) -> Result<(), IdentityError> {
+        let cfg = self;
+        for c in &cfg.cameras {
+            if let Some(agent) = &c.agent {
+                sightline_contract::validate_id("agent id", agent)
+                    .map_err(|e| IdentityError { key: format!("camera[{}].agent", c.id), message: e.to_string() })?;
+            }
+        }
+        let b = &cfg.broker;
+        if !b.embedded {
+            return Ok(());
+        }
+        if b.users_file.is_none() {
+            if !b.listen.ip().is_loopback() {
+                return acl::fail(
+                    "broker.listen",
+                    format!(
+                        "{}: a broker reachable from the network needs users_file (logins for the aggregator and each agent)",
+                        b.listen
+                    ),
+                );
+            }
+            if !b.observers.is_empty() {
+                return acl::fail("broker.observers", "observers are logins: set broker.users_file");
+            }
+            return Ok(());
+        }
+        Policy::new(&cfg.identities()).map(drop)
+    }
+
+    /// The identity checks against `[broker] users_file` (`Config::load`): every agent and observer
+    /// named has a login there.
+    pub(crate) fn check_user_identities(&self, users: &[(String, Secret)]) -> Result<(), IdentityError> {
+        let cfg = self;
+        if !cfg.broker.embedded {
+            return Ok(());
+        }
+        let known = |login: &str| users.iter().any(|(u, _)| u == login);
+        for c in &cfg.cameras {
+            if let Some(agent) = c.agent.as_deref().filter(|a| !known(a)) {
+                return acl::fail(
+                    format!("camera[{}].agent", c.id),
+                    format!("agent {agent:?} has no login in broker.users_file (its user name is its agent id)"),
+                );
+            }
+        }
+        if let Some(o) = cfg.broker.observers.iter().find(|o| !known(o)) {
+            return acl::fail("broker.observers", format!("{o:?} has no login in broker.users_file"));
+        }
+        Ok(())
+    }
+
+    /// Who may use the broker, for its access rules ([`Policy::new`]).
+    pub fn identities(&self) -> Identities<'_> {
+        Identities {
+            site: &self.site.id,
+            cameras: self.cameras.iter().map(|c| (c.id.as_str(), c.agent.as_deref())).collect(),
+            aggregator: self.mqtt.security.username.as_deref().map(|login| (login, self.mqtt.client_id.as_str())),
+            shared_group: self.mqtt.shared_group.as_deref(),
+            observers: &self.broker.observers,
+        }
     }
 
     /// The site model (cameras placed in the site frame).

@@ -96,7 +96,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::BrokerAcl { config, format } => {
             let cfg = Config::load(&config)?;
-            let rules = sightline_aggregator::broker::acl::Policy::from_config(&cfg)
+            let rules = sightline_aggregator::broker::acl::Policy::new(&cfg.identities())
                 .and_then(|policy| policy.render(format))
                 .with_context(|| format!("config {}", config.display()))?;
             print!("{rules}");

@@ -24,8 +24,6 @@ use std::fmt::Write as _;
 
 use sightline_contract::TOPIC_ROOT;
 
-use crate::config::{Config, Secret};
-
 /// The topic kinds an agent publishes for each of its cameras (`heatmap`: the protocol's
 /// extension, a picture of the scene: the aggregator's to read, not observers').
 const CAMERA_KINDS: [&str; 5] = ["sighting", "crowd", "alert", "status", "heatmap"];
@@ -40,7 +38,7 @@ pub struct IdentityError {
     pub message: String,
 }
 
-fn fail<T>(key: impl Into<String>, message: impl Into<String>) -> Result<T, IdentityError> {
+pub(crate) fn fail<T>(key: impl Into<String>, message: impl Into<String>) -> Result<T, IdentityError> {
     Err(IdentityError { key: key.into(), message: message.into() })
 }
 
@@ -116,74 +114,36 @@ pub struct Policy {
     observers: BTreeSet<String>,
 }
 
-/// The file-free identity checks of a config (`Config::parse`).
-pub fn check_config(cfg: &Config) -> Result<(), IdentityError> {
-    for c in &cfg.cameras {
-        if let Some(agent) = &c.agent {
-            sightline_contract::validate_id("agent id", agent)
-                .map_err(|e| IdentityError { key: format!("camera[{}].agent", c.id), message: e.to_string() })?;
-        }
-    }
-    let b = &cfg.broker;
-    if !b.embedded {
-        return Ok(());
-    }
-    if b.users_file.is_none() {
-        if !b.listen.ip().is_loopback() {
-            return fail(
-                "broker.listen",
-                format!(
-                    "{}: a broker reachable from the network needs users_file (logins for the aggregator and each agent)",
-                    b.listen
-                ),
-            );
-        }
-        if !b.observers.is_empty() {
-            return fail("broker.observers", "observers are logins: set broker.users_file");
-        }
-        return Ok(());
-    }
-    Policy::from_config(cfg).map(drop)
-}
-
-/// The identity checks against `[broker] users_file` (`Config::load`): every agent and observer
-/// named has a login there.
-pub fn check_users(cfg: &Config, users: &[(String, Secret)]) -> Result<(), IdentityError> {
-    if !cfg.broker.embedded {
-        return Ok(());
-    }
-    let known = |login: &str| users.iter().any(|(u, _)| u == login);
-    for c in &cfg.cameras {
-        if let Some(agent) = c.agent.as_deref().filter(|a| !known(a)) {
-            return fail(
-                format!("camera[{}].agent", c.id),
-                format!("agent {agent:?} has no login in broker.users_file (its user name is its agent id)"),
-            );
-        }
-    }
-    if let Some(o) = cfg.broker.observers.iter().find(|o| !known(o)) {
-        return fail("broker.observers", format!("{o:?} has no login in broker.users_file"));
-    }
-    Ok(())
+/// What the rules are made of: the site, each camera's agent, the aggregator's login and
+/// client id, the observers (from the aggregator's config: `Config::identities`).
+#[derive(Clone, Debug)]
+pub struct Identities<'a> {
+    pub site: &'a str,
+    /// (camera id, the agent that publishes it).
+    pub cameras: Vec<(&'a str, Option<&'a str>)>,
+    /// The aggregator's login (`[mqtt] username`) and client id.
+    pub aggregator: Option<(&'a str, &'a str)>,
+    pub shared_group: Option<&'a str>,
+    pub observers: &'a [String],
 }
 
 impl Policy {
-    /// The rules of `cfg`: every camera must name its agent.
-    pub fn from_config(cfg: &Config) -> Result<Policy, IdentityError> {
+    /// The rules of `ids`: every camera must name its agent.
+    pub fn new(ids: &Identities<'_>) -> Result<Policy, IdentityError> {
         let mut agents: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for c in &cfg.cameras {
-            let Some(agent) = &c.agent else {
+        for &(camera, agent) in &ids.cameras {
+            let Some(agent) = agent else {
                 return fail(
-                    format!("camera[{}].agent", c.id),
+                    format!("camera[{camera}].agent"),
                     "name the edge agent that publishes this camera (its broker login): \
                      needed for per-agent topic rights",
                 );
             };
-            agents.entry(agent.clone()).or_default().insert(c.id.clone());
+            agents.entry(agent.to_owned()).or_default().insert(camera.to_owned());
         }
-        let aggregator = cfg.mqtt.security.username.clone().map(|login| (login, cfg.mqtt.client_id.clone()));
+        let aggregator = ids.aggregator.map(|(login, client_id)| (login.to_owned(), client_id.to_owned()));
         let mut observers = BTreeSet::new();
-        for o in &cfg.broker.observers {
+        for o in ids.observers {
             sightline_contract::validate_id("observer login", o)
                 .map_err(|e| IdentityError { key: "broker.observers".into(), message: e.to_string() })?;
             if !observers.insert(o.clone()) {
@@ -191,20 +151,20 @@ impl Policy {
             }
         }
         let policy = Policy {
-            site: cfg.site.id.clone(),
+            site: ids.site.to_owned(),
             aggregator,
-            shared_group: cfg.mqtt.shared_group.clone(),
+            shared_group: ids.shared_group.map(str::to_owned),
             agents,
             observers,
         };
-        policy.check_roles(cfg)?;
+        policy.check_roles(ids)?;
         Ok(policy)
     }
 
     /// One part per login, and each login's own client ids its own.
-    fn check_roles(&self, cfg: &Config) -> Result<(), IdentityError> {
+    fn check_roles(&self, ids: &Identities<'_>) -> Result<(), IdentityError> {
         let camera_of = |agent: &str| {
-            let c = cfg.cameras.iter().find(|c| c.agent.as_deref() == Some(agent)).map(|c| c.id.as_str());
+            let c = ids.cameras.iter().find(|(_, a)| *a == Some(agent)).map(|(c, _)| *c);
             format!("camera[{}].agent", c.unwrap_or_default())
         };
         if let Some((login, _)) = &self.aggregator {
@@ -536,6 +496,8 @@ pub(crate) mod tests {
     use super::*;
     use std::path::Path;
 
+    use crate::config::{Config, Secret};
+
     pub(crate) const CONFIG: &str = r#"
 [broker]
 users_file = "users"
@@ -566,7 +528,7 @@ agent = "edge-b"
 
     pub(crate) fn policy() -> Policy {
         let cfg = Config::parse(CONFIG, Path::new("a.toml")).unwrap();
-        Policy::from_config(&cfg).unwrap()
+        Policy::new(&cfg.identities()).unwrap()
     }
 
     fn connect(p: &Policy, login: &str, client_id: &str, will: Option<&str>) -> Result<(), Refusal> {
@@ -751,10 +713,10 @@ agent = "edge-b"
     fn agents_and_observers_need_logins() {
         let cfg = Config::parse(CONFIG, Path::new("a.toml")).unwrap();
         let users = |names: &[&str]| names.iter().map(|n| (n.to_string(), Secret("p".into()))).collect::<Vec<_>>();
-        check_users(&cfg, &users(&["aggregator", "edge-a", "edge-b", "dashboard"])).unwrap();
-        let e = check_users(&cfg, &users(&["aggregator", "edge-a", "dashboard"])).unwrap_err();
+        cfg.check_user_identities(&users(&["aggregator", "edge-a", "edge-b", "dashboard"])).unwrap();
+        let e = cfg.check_user_identities(&users(&["aggregator", "edge-a", "dashboard"])).unwrap_err();
         assert_eq!(e.key, "camera[yard].agent");
-        let e = check_users(&cfg, &users(&["aggregator", "edge-a", "edge-b"])).unwrap_err();
+        let e = cfg.check_user_identities(&users(&["aggregator", "edge-a", "edge-b"])).unwrap_err();
         assert_eq!(e.key, "broker.observers");
     }
 
@@ -785,12 +747,12 @@ agent = "edge-b"
             Path::new("a"),
         )
         .unwrap();
-        let e = Policy::from_config(&shared).unwrap().render(AclFormat::Emqx).unwrap();
+        let e = Policy::new(&shared.identities()).unwrap().render(AclFormat::Emqx).unwrap();
         assert!(e.contains("subscribe, [\"$share/centre/sightline/v1/#\"]}."), "{e}");
 
         let mut anonymous = Config::parse(CONFIG, Path::new("a.toml")).unwrap();
         anonymous.mqtt.security.username = None;
-        let e = Policy::from_config(&anonymous).unwrap().render(AclFormat::Emqx).unwrap_err();
+        let e = Policy::new(&anonymous.identities()).unwrap().render(AclFormat::Emqx).unwrap_err();
         assert_eq!(e.key, "mqtt.username");
         assert_eq!("emqx".parse::<AclFormat>(), Ok(AclFormat::Emqx));
         assert!("acl".parse::<AclFormat>().is_err());

@@ -57,7 +57,7 @@ pub async fn start(cfg: &Config, metrics: Arc<Metrics>) -> Result<(), BrokerErro
         return Ok(());
     };
     let users = crate::config::load_users(file)?;
-    let policy = acl::Policy::from_config(cfg).map_err(|e| BrokerError::Start(e.to_string()))?;
+    let policy = acl::Policy::new(&cfg.identities()).map_err(|e| BrokerError::Start(e.to_string()))?;
     let outside = listen(b.listen)?;
     // rumqttd on a loopback port of its own, still requiring the passwords: a local process
     // cannot go around the gate without one

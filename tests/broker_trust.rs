@@ -38,8 +38,12 @@ const CAMERAS: &str = "[site]\nid = \"testsite\"\n\n\
     [[camera]]\nid = \"south\"\nposition = [40.0, 0.0]\nagent = \"edge-b\"\n";
 
 fn sighting(camera: &str) -> Sighting {
-    let seed = Uuid::new_v4().as_u128() as u32 as f32;
-    let face: Vec<f32> = (0..128).map(|i| ((i as f32) * 0.37 + seed).sin() * 0.1).collect();
+    // a distinct face per call, with the norm of a real dlib embedding (about 1.4: ingest
+    // refuses norms outside the model's range)
+    let seed = (Uuid::new_v4().as_u128() % 10_000) as f32 * 0.01;
+    let face: Vec<f32> = (0..128).map(|i| ((i as f32) * 0.37 + seed).sin()).collect();
+    let norm = face.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let face: Vec<f32> = face.iter().map(|v| v * 1.4 / norm).collect();
     synthetic_sighting(camera, time::OffsetDateTime::now_utc(), &face)
 }
 

@@ -125,6 +125,9 @@ pub struct CameraRules {
     sharpness: SharpnessReference,
     fences: Vec<Fence>,
     rules: Vec<CrowdRule>,
+    /// Set by [`CameraRules::clear_all`]: the camera stopped; nothing raises any more (the
+    /// analysis may still call in before it notices).
+    closed: bool,
 }
 
 impl CameraRules {
@@ -195,6 +198,7 @@ impl CameraRules {
             },
             fences,
             rules,
+            closed: false,
         })
     }
 
@@ -212,6 +216,9 @@ impl CameraRules {
     /// crowd rule whose schedule (if any) is open; a rule whose zone is missing from `zones`
     /// is not updated (no measurement). Density rules divide the count by the zone's `area_m2`.
     pub fn on_crowd(&mut self, now: OffsetDateTime, total: f32, zones: &[(String, f32)]) -> Vec<Alert> {
+        if self.closed {
+            return Vec::new();
+        }
         self.see(now);
         let mut out = Vec::new();
         self.close_schedules(now, &mut out);
@@ -286,6 +293,9 @@ impl CameraRules {
     /// People inside each zone in one analysed frame (zones not listed: nobody inside; the
     /// first entry of a zone counts). Drives the fence zones that are armed now.
     pub fn on_persons(&mut self, now: OffsetDateTime, persons_in_zone: &[(String, usize)]) -> Vec<Alert> {
+        if self.closed {
+            return Vec::new();
+        }
         self.see(now);
         let mut out = Vec::new();
         self.close_schedules(now, &mut out);
@@ -335,6 +345,9 @@ impl CameraRules {
     /// One analysed frame's image statistics. Any frame ends a `camera_offline` episode; drives
     /// `camera_frozen` and `camera_tampered` (and the running sharpness median).
     pub fn on_frame_health(&mut self, now: OffsetDateTime, health: FrameHealth) -> Vec<Alert> {
+        if self.closed {
+            return Vec::new();
+        }
         self.see(now);
         let mut out = Vec::new();
         self.last_frame = Some(self.last_frame.map_or(now, |l| l.max(now)));
@@ -417,6 +430,9 @@ impl CameraRules {
     /// frame newer than the episode's start is reported, and ends fence / crowd episodes
     /// whose schedule window has closed.
     pub fn on_silence(&mut self, now: OffsetDateTime, last_frame: Option<OffsetDateTime>) -> Vec<Alert> {
+        if self.closed {
+            return Vec::new();
+        }
         self.see(now);
         let mut out = Vec::new();
         let last = match (last_frame, self.last_frame) {
@@ -459,8 +475,10 @@ impl CameraRules {
 
     /// Clears every raised alert (`reason` goes into the message and `details.reason`), e.g.
     /// when the camera is disabled or the agent shuts down, so no episode stays open for
-    /// consumers. Pending dwells restart.
+    /// consumers. The engine is closed then: later observations raise nothing (the camera's
+    /// analysis may still call in before it stops, and a raise then would never be cleared).
     pub fn clear_all(&mut self, now: OffsetDateTime, reason: &str) -> Vec<Alert> {
+        self.closed = true;
         let mut out = Vec::new();
         let ids = &self.ids;
         let text = |what: String| (format!("{what} cleared: {reason}"), json!({ "reason": reason }));
@@ -966,6 +984,12 @@ mod tests {
         );
         assert!(e.active().is_empty());
         assert!(e.clear_all(t(14.0), "again").is_empty());
+        // closed: the silence, the intruder and the crowd go on, nothing raises again
+        assert!(e.on_silence(t(30.0), None).is_empty());
+        assert!(e.on_persons(t(30.0), &persons("site", 1)).is_empty());
+        assert!(e.on_persons(t(33.0), &persons("site", 1)).is_empty());
+        assert!(e.on_crowd(t(33.0), 20.0, &[]).is_empty());
+        assert!(e.active().is_empty());
     }
 
     #[test]

@@ -103,6 +103,7 @@ fn audit_entry(ts: OffsetDateTime, token: &str, action: AuditAction, results: u6
         purpose: Some("missing person report 2026-117".into()),
         query: json!({"since": "2026-11-23T08:00:00.000Z", "limit": 10}),
         results,
+        outcome: AuditOutcome::Answered,
     }
 }
 
@@ -1036,4 +1037,40 @@ fn trace_of_days(bytes: &[u8], day: impl Fn(i64) -> bool) -> Option<usize> {
         let (a, b) = (word(i), word(i + 4));
         day(i64::from((a >> 16) & 0xFF)) && b == a + 1
     })
+}
+
+#[test]
+fn migrates_a_version_2_audit_log_marking_refused_photos() {
+    let (_dir, path) = tmp();
+    {
+        let v2 = SqliteStore::open_with(&path, &migrations::MIGRATIONS[..2]).unwrap();
+        assert_eq!(v2.schema_version().unwrap(), 2);
+    }
+    {
+        // rows as version 2 wrote them: an answered search, and a photo without a usable face
+        // (recorded with `outcome` in the query)
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        for query in [r#"{"limit":20}"#, r#"{"limit":20,"outcome":"no face found in the photo"}"#] {
+            raw.execute(
+                "INSERT INTO audit (ts, token, role, action, purpose, query, results) \
+                 VALUES (1795420800000, 'acme', 'integrator', 'search', 'case 7', ?1, 0)",
+                [query],
+            )
+            .unwrap();
+        }
+    }
+    let store = open(&path);
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    let log = store.audit_log(&AuditQuery { limit: 10, ..Default::default() }).unwrap();
+    let outcomes: Vec<AuditOutcome> = log.iter().map(|r| r.entry.outcome).collect();
+    assert_eq!(outcomes, [AuditOutcome::Answered, AuditOutcome::Refused]);
+    // a refused access is written and read back as such
+    let refused = AuditEntry {
+        purpose: None,
+        outcome: AuditOutcome::Refused,
+        ..audit_entry(T0, "acme", AuditAction::TrajectoryList, 0)
+    };
+    let seq = store.audit(&refused).unwrap();
+    let back = store.audit_log(&AuditQuery { after_seq: Some(seq - 1), limit: 1, ..Default::default() }).unwrap();
+    assert_eq!(back[0].entry, refused);
 }

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::state::ApiState;
 use crate::auth::{Role, token_hash};
-use crate::store::{AuditAction, AuditEntry, Store, StoreError, Token};
+use crate::store::{AuditAction, AuditEntry, AuditOutcome, Store, StoreError, Token};
 
 /// Default and largest page sizes.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -191,6 +191,7 @@ pub(super) async fn audit_access(
         purpose,
         query,
         results,
+        outcome: AuditOutcome::Answered,
     };
     match tokio::task::spawn_blocking({
         let store = state.store.clone();

@@ -30,7 +30,7 @@ pub struct Migration {
 pub const APPLICATION_ID: i32 = 0x534C_4147;
 
 /// The schema version this code writes and understands.
-pub const LATEST: u32 = 2;
+pub const LATEST: u32 = 3;
 
 /// Every step, in order (`MIGRATIONS[i].version == i + 1`).
 pub const MIGRATIONS: &[Migration] = &[
@@ -162,6 +162,16 @@ CREATE TABLE watchlist (
     expires_at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX watchlist_expires ON watchlist (expires_at);
+"#,
+    },
+    Migration {
+        version: 3,
+        name: "audit outcome: answered or refused",
+        sql: r#"
+ALTER TABLE audit ADD COLUMN outcome TEXT NOT NULL DEFAULT 'answered'
+    CHECK (outcome IN ('answered', 'refused'));
+-- before this column, a search photo without a usable face was recorded with `outcome` in its query
+UPDATE audit SET outcome = 'refused' WHERE json_extract(query, '$.outcome') IS NOT NULL;
 "#,
     },
 ];

@@ -526,6 +526,37 @@ impl fmt::Display for AuditAction {
     }
 }
 
+/// Whether an audited access was answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    /// The access was made (a 404 too: the id was looked up).
+    #[default]
+    Answered,
+    /// The access was refused before anything personal was read: no or a bad `purpose`, or a
+    /// search photo that was rejected (`query.refused` says why).
+    Refused,
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditOutcome::Answered => "answered",
+            AuditOutcome::Refused => "refused",
+        }
+    }
+}
+
+impl FromStr for AuditOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [AuditOutcome::Answered, AuditOutcome::Refused]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| format!("unknown audit outcome {s:?}"))
+    }
+}
+
 /// One accountable access. `query` is what was asked (filters, ids); it must not hold images or
 /// embeddings (record a digest of a probe instead), since the audit log outlives sightings.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -543,6 +574,7 @@ pub struct AuditEntry {
     pub query: serde_json::Value,
     /// How many results the answer holds.
     pub results: u64,
+    pub outcome: AuditOutcome,
 }
 
 /// A written audit entry.

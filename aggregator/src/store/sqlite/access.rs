@@ -79,8 +79,18 @@ pub(super) fn list_tokens(store: &SqliteStore) -> Result<Vec<Token>> {
 pub(super) fn audit(store: &SqliteStore, e: &AuditEntry) -> Result<i64> {
     let db = store.writer();
     db.execute(
-        "INSERT INTO audit (ts, token, role, action, purpose, query, results) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![ms(e.ts), e.token, e.role.as_str(), e.action.as_str(), e.purpose, json(&e.query), e.results],
+        "INSERT INTO audit (ts, token, role, action, purpose, query, results, outcome) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            ms(e.ts),
+            e.token,
+            e.role.as_str(),
+            e.action.as_str(),
+            e.purpose,
+            json(&e.query),
+            e.results,
+            e.outcome.as_str()
+        ],
     )
     .op("audit")?;
     Ok(db.last_insert_rowid())
@@ -105,7 +115,8 @@ pub(super) fn audit_log(store: &SqliteStore, q: &AuditQuery) -> Result<Vec<Audit
     let db = store.reader();
     let mut stmt = db
         .prepare(&format!(
-            "SELECT seq, ts, token, role, action, purpose, query, results FROM audit {} ORDER BY seq LIMIT ?",
+            "SELECT seq, ts, token, role, action, purpose, query, results, outcome FROM audit {} ORDER BY seq \
+             LIMIT ?",
             f.sql()
         ))
         .op("audit_log")?;
@@ -121,6 +132,7 @@ pub(super) fn audit_log(store: &SqliteStore, q: &AuditQuery) -> Result<Vec<Audit
                 purpose: r.get(5)?,
                 query: get_json(r, 6)?,
                 results: r.get(7)?,
+                outcome: get_enum(r, 8)?,
             },
         })
     })

@@ -90,12 +90,29 @@ fn one_person_seen_by_two_cameras_30_m_apart_makes_one_trajectory() {
     let (code, body) = search(&serde_json::json!({ "image": image }));
     assert_eq!(code, 400, "{body}");
     assert!(body.contains(r#""parameter":"purpose""#), "{body}");
+    // a photo without a face: 422, audited as a refused attempt with the photo's digest
+    let mut blank = Vec::new();
+    image::RgbImage::from_pixel(320, 240, image::Rgb([128, 128, 128]))
+        .write_to(&mut std::io::Cursor::new(&mut blank), image::ImageFormat::Png)
+        .unwrap();
+    let blank_b64 = base64::engine::Engine::encode(&base64::engine::general_purpose::STANDARD, &blank);
+    let (code, body) = search(&serde_json::json!({ "image": blank_b64, "purpose": "case 2026-114: missing person" }));
+    assert_eq!(code, 422, "{body}");
     let admin = agg.token("dpo", "admin").unwrap();
-    let (code, audit) = http_get_as(&format!("{api}/audit"), Some(&admin)).unwrap();
+    let (code, audit) = http_get_as(&format!("{api}/audit?purpose=checking%20case%202026-114"), Some(&admin)).unwrap();
     assert_eq!(code, 200, "{audit}");
     let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
-    let searches: Vec<&serde_json::Value> =
-        audit["items"].as_array().unwrap().iter().filter(|r| r["action"] == "search").collect();
+    let all_searches = audit["items"].as_array().unwrap().iter().filter(|r| r["action"] == "search");
+    let (searches, refused): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) =
+        all_searches.partition(|r| r["outcome"] == "answered");
+    assert_eq!(refused.len(), 2, "{audit:#}");
+    assert!(refused[0]["purpose"].is_null() && refused[0]["query"]["refused"]["parameter"] == "purpose", "{audit:#}");
+    let no_face = refused[1];
+    assert_eq!(no_face["purpose"], "case 2026-114: missing person");
+    assert_eq!(no_face["query"]["refused"]["status"], 422, "{no_face:#}");
+    use sha2::Digest;
+    let blank_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&blank)));
+    assert_eq!(no_face["query"]["probe"]["digest"], blank_digest.as_str(), "{no_face:#}");
     assert_eq!(searches.len(), 1, "{audit:#}");
     assert_eq!(searches[0]["token"], "investigations");
     assert_eq!(searches[0]["purpose"], "case 2026-114: missing person");
@@ -185,7 +202,7 @@ fn bad_messages_are_rejected_duplicates_absorbed_and_state_survives_a_restart() 
         assert!(body.contains(&id.to_string()), "sighting {id} missing from {body}");
     }
     let admin = agg.token("auditor", "admin").unwrap();
-    let (code, audit) = http_get_as(&format!("{api}/audit"), Some(&admin)).unwrap();
+    let (code, audit) = http_get_as(&format!("{api}/audit?purpose=review"), Some(&admin)).unwrap();
     assert_eq!(code, 200, "{audit}");
     assert!(audit.contains("integration") && audit.contains("\"test\""), "the read is audited: {audit}");
     let dir_log = agg.dir.clone();
@@ -234,6 +251,9 @@ fn live_events_watchlist_and_metrics() {
     let ready = ops.next(Duration::from_secs(5)).unwrap();
     assert_eq!(ready.event, "ready");
     assert!(!ready.data.contains("sighting"), "{ready:?}");
+    // integrators ask for them, with a purpose (their default stream has none: tests/api.rs)
+    let refused = EventStream::open(&format!("{api}/events?kinds=sighting"), Some(&integrator)).err().unwrap();
+    assert!(refused.to_string().contains("HTTP 400") && refused.to_string().contains("purpose"), "{refused}");
     let url = format!("{api}/events?kinds=sighting,trajectory&purpose=dashboard");
     let mut app = EventStream::open(&url, Some(&integrator)).unwrap();
     assert_eq!(app.next(Duration::from_secs(5)).unwrap().event, "ready");
@@ -312,7 +332,7 @@ fn live_events_watchlist_and_metrics() {
     assert_eq!(all.last().unwrap().alert, raised[0].alert);
 
     // the audit log has every watchlist change and the integrator's stream
-    let (_, audit) = http_get_as(&format!("{api}/audit"), Some(&admin)).unwrap();
+    let (_, audit) = http_get_as(&format!("{api}/audit?purpose=review"), Some(&admin)).unwrap();
     for action in [r#""watchlist_add""#, r#""watchlist_remove""#, r#""events_stream""#] {
         assert!(audit.contains(action), "{action} not audited: {audit}");
     }
@@ -332,5 +352,57 @@ fn live_events_watchlist_and_metrics() {
     assert_eq!(value("sightline_aggregator_mqtt_connected"), 1.0);
     assert_eq!(value(r#"sightline_aggregator_http_responses_total{route="/api/v1/watchlist",status="201"}"#), 1.0);
     drop((ops, app));
+    agg.stop().unwrap();
+}
+
+/// Peak resident memory (`VmHWM`) of process `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: f64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024.0
+}
+
+/// A 39.7 Mpx photo (the size that took the aggregator from 147 to 574 MB) is over
+/// `[search] max_photo_pixels` (25 Mpx by default): it is refused from its header (400 naming
+/// `image`), audited as a refused search with its digest, and the aggregator's peak memory does
+/// not grow by its pixels (decoded, its RGB alone is 119 MB).
+#[test]
+fn a_40_mpx_photo_is_refused_before_it_is_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let agg =
+        Aggregator::start_in(dir.path(), &aggregator_config(port, &dir.path().join("agg.sqlite"), SITE), port).unwrap();
+    let api = agg.api_url().unwrap();
+    assert!(!agg.log().contains("photos cannot be embedded"), "the face pipeline is loaded:\n{}", agg.log());
+    let integrator = agg.token("investigations", "integrator").unwrap();
+    let (w, h) = (7280, 5456);
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128]));
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80).encode_image(&img).unwrap();
+    drop(img);
+    let b64 = base64::engine::Engine::encode(&base64::engine::general_purpose::STANDARD, &jpeg);
+    let body = serde_json::json!({ "image": b64, "purpose": "case 2026-118" }).to_string();
+
+    let pid = agg.proc.0.id();
+    let before = peak_rss_mib(pid);
+    let (code, answer) = http_request("POST", &format!("{api}/search"), Some(&integrator), Some(&body)).unwrap();
+    let after = peak_rss_mib(pid);
+    eprintln!("{w}x{h} JPEG of {} KiB: peak RSS {before:.0} MiB before, {after:.0} MiB after", jpeg.len() >> 10);
+    assert_eq!(code, 400, "{answer}");
+    assert!(
+        answer.contains(r#""parameter":"image""#) && answer.contains("over the limit of 25000000 pixels"),
+        "{answer}"
+    );
+    assert!(after - before < 64.0, "peak RSS grew from {before:.0} to {after:.0} MiB: the photo was decoded");
+
+    let admin = agg.token("dpo", "admin").unwrap();
+    let (_, audit) = http_get_as(&format!("{api}/audit?purpose=review"), Some(&admin)).unwrap();
+    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let search = audit["items"].as_array().unwrap().iter().find(|r| r["action"] == "search").unwrap();
+    use sha2::Digest;
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&jpeg)));
+    assert_eq!((search["outcome"].as_str(), search["purpose"].as_str()), (Some("refused"), Some("case 2026-118")));
+    assert_eq!(search["query"]["probe"]["digest"], digest.as_str(), "{search:#}");
     agg.stop().unwrap();
 }

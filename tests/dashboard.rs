@@ -34,6 +34,8 @@ const CROWD_MEASUREMENTS: usize = 8;
 const GRID_COLS: u16 = 16;
 const GRID_ROWS: u16 = 9;
 const PURPOSE: &str = "case 2026-7: dashboard end-to-end test";
+/// The purpose the admin types to read the audit log.
+const AUDIT_PURPOSE: &str = "audit review 2026-Q4";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("the workspace directory")
@@ -262,6 +264,7 @@ fn the_dashboard_in_chromium_shows_live_alerts_cameras_and_investigations_by_rol
         .env("SIGHTLINE_PHOTO", &photo)
         .env("SIGHTLINE_MIRANDA_TRAJECTORY", trajectory.to_string())
         .env("SIGHTLINE_SEARCH_PURPOSE", PURPOSE)
+        .env("SIGHTLINE_AUDIT_PURPOSE", AUDIT_PURPOSE)
         .env("SIGHTLINE_ALERT_ID", ALERT_ID)
         .env("SIGHTLINE_CROWD_CAMERA", CROWD_CAMERA)
         .env("SIGHTLINE_CROWD_ZONE", CROWD_ZONES[0])
@@ -286,9 +289,13 @@ fn the_dashboard_in_chromium_shows_live_alerts_cameras_and_investigations_by_rol
     }
 
     // what the browser did is in the store: the search audited with its purpose, by the integrator
-    let (code, audit) = http_get_as(&format!("{api}/audit?token=e2e-integrator&limit=1000"), Some(&admin)).unwrap();
-    assert_eq!(code, 200, "{audit}");
-    let audit: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let audit_of = |token: &str| {
+        let url = format!("{api}/audit?token={token}&limit=1000&purpose=dashboard%20test%20check");
+        let (code, body) = http_get_as(&url, Some(&admin)).unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let audit = audit_of("e2e-integrator");
     let searches: Vec<&serde_json::Value> = audit["items"]
         .as_array()
         .unwrap()
@@ -301,9 +308,18 @@ fn the_dashboard_in_chromium_shows_live_alerts_cameras_and_investigations_by_rol
         searches.iter().any(|r| r["results"].as_u64().is_some_and(|n| n > 0)),
         "the search found nothing: {audit:#}"
     );
+    // the trajectory it opened was read with the same purpose, and no read went without one
+    let items = audit["items"].as_array().unwrap();
+    assert!(items.iter().any(|r| r["action"] == "trajectory_read" && r["purpose"] == PURPOSE), "{audit:#}");
+    assert!(items.iter().all(|r| r["outcome"] == "answered" && r["purpose"] == PURPOSE), "{audit:#}");
+    // the admin read the audit log with the purpose it typed
+    let adm = audit_of("e2e-admin");
+    let reads: Vec<&serde_json::Value> =
+        adm["items"].as_array().unwrap().iter().filter(|r| r["action"] == "audit_read").collect();
+    assert!(reads.iter().any(|r| r["purpose"] == AUDIT_PURPOSE), "{adm:#}");
+    assert!(reads.iter().all(|r| r["outcome"] == "answered"), "{adm:#}");
     // the operator's token never searched nor read trajectories
-    let (_, ops) = http_get_as(&format!("{api}/audit?token=e2e-operator&limit=1000"), Some(&admin)).unwrap();
-    let ops: serde_json::Value = serde_json::from_str(&ops).unwrap();
+    let ops = audit_of("e2e-operator");
     assert_eq!(ops["items"], serde_json::json!([]), "{ops:#}");
 
     // and the alert the script published was acknowledged by the operator
@@ -318,6 +334,11 @@ fn the_dashboard_in_chromium_shows_live_alerts_cameras_and_investigations_by_rol
         .filter(|a| a["alert"]["alert"] == ALERT_ID || a["alert"]["id"] == ALERT_ID)
         .collect();
     assert!(!ours.is_empty(), "the alert {ALERT_ID} is not stored: {alerts:#}");
+    // its edge agent went away, and the admin closed it (stale) with a reason
+    assert!(
+        ours.iter().any(|a| a["alert"]["state"] == "cleared" && a["alert"]["details"]["closed_by"] == "e2e-admin"),
+        "{alerts:#}"
+    );
     for a in ours {
         assert_eq!(a["acknowledged_by"], "e2e-operator", "{a:#}");
         assert!(a["acknowledged_at"].is_string(), "{a:#}");

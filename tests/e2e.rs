@@ -152,7 +152,24 @@ fn bad_input_gives_clear_errors() {
     };
     let good = agent_config(1883, &rtsp_camera("gate", "rtsp://127.0.0.1:8554/gate"));
     let (ok, out) = run_agent(&["check-config", &write("good.toml", &good)]);
-    assert!(ok, "{out}");
+    assert!(ok && out.contains("models verified"), "{out}");
+
+    // a model file outside the model directory: refused, naming the key
+    let detector = |file: &str| good.replacen("\n[mqtt]\n", &format!("\n[faces]\ndetector = {file:?}\n\n[mqtt]\n"), 1);
+    let outside = model_dir().join("../yunet_n_dynamic.onnx");
+    let (ok, out) = run_agent(&["check-config", &write("outside.toml", &detector(&outside.display().to_string()))]);
+    assert!(!ok && out.contains("faces.detector") && out.contains("model_dir"), "{out}");
+    // a model of its own in the model directory loads, and is reported unverified
+    let own = tempfile::tempdir().unwrap();
+    let embedder = "dlib_face_recognition_resnet_model_v1.onnx";
+    for (from, to) in [("yunet_n_dynamic.onnx", "own-detector.onnx"), (embedder, embedder)] {
+        std::os::unix::fs::symlink(model_dir().join(from), own.path().join(to)).unwrap();
+    }
+    let custom =
+        detector("own-detector.onnx").replace(&model_dir().display().to_string(), &own.path().display().to_string());
+    let (ok, out) = run_agent(&["check-config", &write("own.toml", &custom)]);
+    assert!(ok && out.contains("UNVERIFIED") && out.contains(r#"faces.detector = "own-detector.onnx""#), "{out}");
+    assert!(!out.contains("models verified"), "{out}");
 
     // a typo'd key: named, with its line
     let (ok, out) =

@@ -158,7 +158,7 @@ fn a_dead_or_stopped_agent_is_seen_offline_and_its_alerts_stale() {
     assert_eq!(clear["state"], "cleared");
     assert_eq!(clear["details"]["closed_by"], "dpo");
     assert!(!centre.open("camera_offline", "door").contains(&door_alert));
-    let audit = centre.get("/audit", &centre.admin);
+    let audit = centre.get("/audit?purpose=liveness%20test", &centre.admin);
     let closes: Vec<&Value> =
         audit["items"].as_array().unwrap().iter().filter(|r| r["action"] == "alert_close").collect();
     assert_eq!(closes.len(), 1, "{audit:#}");

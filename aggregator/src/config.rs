@@ -220,6 +220,11 @@ pub struct SearchConfig {
     pub threads: usize,
     /// Largest uploaded photo (decoded bytes).
     pub max_photo_bytes: usize,
+    /// Largest uploaded photo in pixels (width x height from its header, checked before decoding).
+    pub max_photo_pixels: u64,
+    /// Photos (search, watchlist) in progress at once: decoding, embedding or waiting for the face
+    /// pipeline. Another waits up to 2 s for a slot, then gets 503.
+    pub max_concurrent_photos: usize,
 }
 
 impl Default for SearchConfig {
@@ -230,6 +235,8 @@ impl Default for SearchConfig {
             max_limit: 1000,
             threads: 0,
             max_photo_bytes: 10 << 20,
+            max_photo_pixels: 25_000_000,
+            max_concurrent_photos: 2,
         }
     }
 }
@@ -356,6 +363,14 @@ impl Config {
         if q.max_limit == 0 || q.default_limit == 0 || q.default_limit > q.max_limit {
             return Err(invalid("search.default_limit", "needs 1 <= default_limit <= max_limit".into()));
         }
+        if q.max_photo_pixels < 1_000_000 || q.max_concurrent_photos == 0 {
+            let key =
+                if q.max_concurrent_photos == 0 { "search.max_concurrent_photos" } else { "search.max_photo_pixels" };
+            return Err(invalid(
+                key,
+                "must be at least 1 (max_concurrent_photos) and 1000000 (max_photo_pixels)".into(),
+            ));
+        }
         if let Some(g) = &cfg.mqtt.shared_group {
             sightline_contract::validate_id("shared group", g)
                 .map_err(|e| invalid("mqtt.shared_group", e.to_string()))?;
@@ -476,5 +491,9 @@ mod tests {
         let e = bad(&format!("{site}[mqtt]\n[mqtt.tls]\ncafile = \"ca.pem\"\n"));
         assert!(e.contains("unknown field `cafile`") && e.contains("line 5"), "{e}");
         assert!(bad(&format!("{site}[mqtt]\nusername = \"\"\n")).contains("`mqtt.username`"));
+        assert!(bad(&format!("{site}[search]\nmax_photo_pixels = 1000\n")).contains("`search.max_photo_pixels`"));
+        assert!(
+            bad(&format!("{site}[search]\nmax_concurrent_photos = 0\n")).contains("`search.max_concurrent_photos`")
+        );
     }
 }

@@ -58,6 +58,12 @@ impl EventKind {
         EventKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// Whether it is about a person (sightings, trajectories): never in a stream's default kinds,
+    /// and streamed only with a `purpose`.
+    pub fn personal(self) -> bool {
+        matches!(self, EventKind::Sighting | EventKind::Trajectory)
+    }
+
     /// The role needed to receive it: where people go (sightings, trajectories) is for
     /// integrators, as in the rest of the API; operators see alerts, crowds and health.
     pub fn role(self) -> Role {

@@ -69,6 +69,14 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    /// The audit action (`trajectory_list`, `search`, …).
+    action: &'static str,
+    /// `purpose`, `photo` or `busy`.
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WhatLabel {
     what: &'static str,
 }
@@ -95,6 +103,7 @@ pub struct Metrics {
     pub retention_failures: Counter,
     pub mqtt_connected: Gauge,
     broker_refused: Family<ReasonLabel, Counter>,
+    refused: Family<RefusalLabels, Counter>,
     // totals kept for the log line at stop (reading a Family back is awkward)
     totals: [AtomicI64; 4],
 }
@@ -207,7 +216,14 @@ impl Metrics {
             "Connections the embedded broker's gate closed, by reason (a login's rights, a bad packet)",
             broker_refused.clone(),
         );
+        let refused = Family::<RefusalLabels, Counter>::default();
+        r.register(
+            "sightline_aggregator_refused_accesses",
+            "Accesses to personal data refused and audited as such, by audit action and reason (purpose, photo, busy)",
+            refused.clone(),
+        );
         Metrics {
+            refused,
             registry: r,
             messages,
             rejected,
@@ -229,6 +245,11 @@ impl Metrics {
             broker_refused,
             totals: Default::default(),
         }
+    }
+
+    /// Counts one refused access to personal data (audited with outcome `refused`).
+    pub fn refused_access(&self, action: &'static str, reason: &'static str) {
+        self.refused.get_or_create(&RefusalLabels { action, reason }).inc();
     }
 
     /// Counts one MQTT message of topic kind `kind`.

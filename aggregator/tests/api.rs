@@ -101,6 +101,8 @@ struct Fixture {
     sightings_a: Vec<Uuid>,
     /// The API's live events.
     events: sightline_aggregator::events::Events,
+    /// The API's state (its photo slots, its config).
+    api: Arc<ApiState>,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -185,7 +187,7 @@ async fn fixture(georef: bool) -> Fixture {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(api::serve(listener, state, rx));
+    tokio::spawn(api::serve(listener, state.clone(), rx));
     Fixture {
         _dir: dir,
         store,
@@ -196,6 +198,7 @@ async fn fixture(georef: bool) -> Fixture {
         revoked,
         sightings_a: vec![a1.id, a2.id],
         events,
+        api: state,
         trajectories,
         _stop: stop,
     }
@@ -224,11 +227,27 @@ async fn get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Rep
 
 /// [`get`] with another method (no body).
 async fn request(addr: std::net::SocketAddr, method: &str, path: &str, token: Option<&str>) -> Reply {
+    request_with(addr, method, path, token, None).await
+}
+
+/// [`request`] with a JSON body.
+async fn request_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> Reply {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let length = if method == "POST" { "Content-Length: 0\r\n" } else { "" };
+    let length = match json {
+        Some(b) => format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len()),
+        None if method == "POST" => "Content-Length: 0\r\n".to_string(),
+        None => String::new(),
+    };
     let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{length}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
+    s.write_all(json.unwrap_or_default().as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut raw)).await.unwrap().unwrap();
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
@@ -300,7 +319,7 @@ async fn too_low_a_role_is_403() {
     assert!(r.json()["message"].as_str().unwrap().contains("admin"));
     // higher roles include lower ones
     assert_eq!(get(f.addr, "/api/v1/cameras", Some(&f.admin)).await.status, 200);
-    assert_eq!(get(f.addr, "/api/v1/trajectories", Some(&f.admin)).await.status, 200);
+    assert_eq!(get(f.addr, "/api/v1/trajectories?purpose=case%2042", Some(&f.admin)).await.status, 200);
     assert!(audit_all(&f.store).iter().all(|r| r.entry.token == "dpo"));
 }
 
@@ -369,7 +388,7 @@ async fn trajectories_page_newest_first_with_a_cursor_and_are_audited() {
     assert_eq!(page["items"][0]["first_seen"], "2026-11-23T08:03:20.000Z");
     let next = page["next"].as_str().unwrap().to_string();
 
-    let r = get(f.addr, &format!("/api/v1/trajectories?limit=2&cursor={next}"), it).await;
+    let r = get(f.addr, &format!("/api/v1/trajectories?limit=2&cursor={next}&purpose=case%20117%20page%202"), it).await;
     let page2 = r.json();
     assert_eq!(page2["items"].as_array().unwrap().len(), 1);
     assert_eq!(page2["items"][0]["id"], f.trajectories[0].to_string());
@@ -377,7 +396,7 @@ async fn trajectories_page_newest_first_with_a_cursor_and_are_audited() {
     assert_eq!(page2["items"][0]["cameras"], json!(["gate-north", "plaza"]));
     assert!(page2["next"].is_null());
 
-    let r = get(f.addr, "/api/v1/trajectories?camera=gate-north", it).await;
+    let r = get(f.addr, "/api/v1/trajectories?camera=gate-north&purpose=case%20117", it).await;
     assert_eq!(r.json()["items"].as_array().unwrap().len(), 1);
 
     let log = audit_all(&f.store);
@@ -393,7 +412,8 @@ async fn trajectories_page_newest_first_with_a_cursor_and_are_audited() {
     assert_eq!(log[1].entry.query["cursor"], next.as_str());
     assert_eq!(log[1].entry.results, 1);
     assert_eq!(log[2].entry.query["camera"], "gate-north");
-    assert!(log[1].entry.purpose.is_none());
+    assert_eq!(log[1].entry.purpose.as_deref(), Some("case 117 page 2"));
+    assert!(log.iter().all(|r| r.entry.outcome == AuditOutcome::Answered));
 }
 
 #[tokio::test]
@@ -414,7 +434,7 @@ async fn trajectory_detail_and_sighting_are_audited_and_hide_the_embedding() {
     assert_eq!(t["sightings"][1]["distance"].as_f64().unwrap() as f32, 0.41);
     assert_eq!(t["sightings"][0]["first_seen"], "2026-11-23T08:00:00.000Z");
 
-    let r = get(f.addr, &format!("/api/v1/sightings/{}", f.sightings_a[1]), it).await;
+    let r = get(f.addr, &format!("/api/v1/sightings/{}?purpose=case%2042", f.sightings_a[1]), it).await;
     assert_eq!(r.status, 200);
     let s = r.json();
     assert_eq!(s["trajectory"], id.to_string());
@@ -431,6 +451,7 @@ async fn trajectory_detail_and_sighting_are_audited_and_hide_the_embedding() {
     assert_eq!(log[0].entry.query["id"], id.to_string());
     assert_eq!(log[0].entry.results, 2);
     assert_eq!(log[1].entry.action, AuditAction::SightingRead);
+    assert_eq!(log[1].entry.purpose.as_deref(), Some("case 42"));
     assert_eq!(log[1].entry.results, 1);
 }
 
@@ -438,7 +459,7 @@ async fn trajectory_detail_and_sighting_are_audited_and_hide_the_embedding() {
 async fn geojson_is_wgs84_with_a_georef_and_site_metres_without() {
     let f = fixture(true).await;
     let id = f.trajectories[0];
-    let r = get(f.addr, &format!("/api/v1/trajectories/{id}/geojson"), Some(&f.integrator)).await;
+    let r = get(f.addr, &format!("/api/v1/trajectories/{id}/geojson?purpose=case%2042"), Some(&f.integrator)).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/geo+json"));
     let g = r.json();
@@ -461,13 +482,15 @@ async fn geojson_is_wgs84_with_a_georef_and_site_metres_without() {
 
     let f = fixture(false).await;
     let id = f.trajectories[0];
-    let g = get(f.addr, &format!("/api/v1/trajectories/{id}/geojson"), Some(&f.integrator)).await.json();
+    let g =
+        get(f.addr, &format!("/api/v1/trajectories/{id}/geojson?purpose=case%2042"), Some(&f.integrator)).await.json();
     assert_eq!(g["geometry"]["coordinates"], json!([[0.0, 120.0], [31.0, 118.5]]));
     assert_eq!(g["properties"]["crs"], "site");
     assert!(g["properties"]["note"].as_str().unwrap().contains("site frame"));
     // one sighting: a Point
     let one = f.trajectories[1];
-    let g = get(f.addr, &format!("/api/v1/trajectories/{one}/geojson"), Some(&f.integrator)).await.json();
+    let g =
+        get(f.addr, &format!("/api/v1/trajectories/{one}/geojson?purpose=case%2042"), Some(&f.integrator)).await.json();
     assert_eq!(g["geometry"], json!({"type": "Point", "coordinates": [60.0, 0.0]}));
 }
 
@@ -477,9 +500,9 @@ async fn unknown_ids_are_404_and_still_audited() {
     let it = Some(f.integrator.as_str());
     let unknown = Uuid::now_v7();
     for path in [
-        format!("/api/v1/trajectories/{unknown}"),
-        format!("/api/v1/trajectories/{unknown}/geojson"),
-        format!("/api/v1/sightings/{unknown}"),
+        format!("/api/v1/trajectories/{unknown}?purpose=case%2042"),
+        format!("/api/v1/trajectories/{unknown}/geojson?purpose=case%2042"),
+        format!("/api/v1/sightings/{unknown}?purpose=case%2042"),
     ] {
         let r = get(f.addr, &path, it).await;
         assert_eq!(r.status, 404, "{path}");
@@ -506,11 +529,11 @@ async fn bad_parameters_are_400_naming_them() {
         ("/api/v1/alerts?since=2026-11-23T09:00:00Z&until=2026-11-23T08:00:00Z", op, "until"),
         ("/api/v1/crowd?since=2026-11-23T08:00:00Z", op, "camera"),
         ("/api/v1/crowd?camera=plaza&step=0", op, "step"),
-        ("/api/v1/trajectories?cursor=zzz", it, "cursor"),
-        ("/api/v1/trajectories?limit=2&limit=3", it, "limit"),
-        ("/api/v1/trajectories/not-a-uuid", it, "id"),
-        ("/api/v1/sightings/12", it, "id"),
-        ("/api/v1/audit?until=2026-13-01T00:00:00Z", ad, "until"),
+        ("/api/v1/trajectories?cursor=zzz&purpose=p", it, "cursor"),
+        ("/api/v1/trajectories?limit=2&limit=3&purpose=p", it, "limit"),
+        ("/api/v1/trajectories/not-a-uuid?purpose=p", it, "id"),
+        ("/api/v1/sightings/12?purpose=p", it, "id"),
+        ("/api/v1/audit?until=2026-13-01T00:00:00Z&purpose=p", ad, "until"),
     ];
     for (path, token, param) in cases {
         let r = get(f.addr, path, token).await;
@@ -531,7 +554,7 @@ async fn admins_read_the_audit_log_paged() {
     for _ in 0..3 {
         assert_eq!(get(f.addr, "/api/v1/trajectories?purpose=patrol", it).await.status, 200);
     }
-    let r = get(f.addr, "/api/v1/audit?limit=2", Some(&f.admin)).await;
+    let r = get(f.addr, "/api/v1/audit?limit=2&purpose=quarterly%20review", Some(&f.admin)).await;
     assert_eq!(r.status, 200);
     let v = r.json();
     let items = v["items"].as_array().unwrap();
@@ -541,14 +564,17 @@ async fn admins_read_the_audit_log_paged() {
     assert_eq!(items[0]["purpose"], "patrol");
     assert_eq!(items[0]["results"], 3);
     assert_eq!(items[0]["ts"], "2026-11-23T09:00:00.000Z");
+    assert_eq!(items[0]["outcome"], "answered");
     let after = v["next_after"].as_i64().unwrap();
-    let v = get(f.addr, &format!("/api/v1/audit?after={after}&token=city-app"), Some(&f.admin)).await.json();
+    let url = format!("/api/v1/audit?after={after}&token=city-app&purpose=quarterly%20review");
+    let v = get(f.addr, &url, Some(&f.admin)).await.json();
     assert_eq!(v["items"].as_array().unwrap().len(), 1);
     assert!(v["next_after"].is_null());
     // reading the audit log is itself audited
     let log = audit_all(&f.store);
     assert_eq!(log.iter().filter(|r| r.entry.action == AuditAction::AuditRead).count(), 2);
-    assert!(log.iter().filter(|r| r.entry.action == AuditAction::AuditRead).all(|r| r.entry.token == "dpo"));
+    let reads: Vec<&AuditEntry> = log.iter().map(|r| &r.entry).filter(|e| e.action == AuditAction::AuditRead).collect();
+    assert!(reads.iter().all(|e| e.token == "dpo" && e.purpose.as_deref() == Some("quarterly review")));
 }
 
 #[tokio::test]
@@ -563,10 +589,12 @@ async fn a_failed_audit_write_fails_the_read() {
     let it = Some(f.integrator.as_str());
     let id = f.trajectories[0];
     for path in [
+        "/api/v1/trajectories?purpose=p".to_string(),
+        format!("/api/v1/trajectories/{id}?purpose=p"),
+        format!("/api/v1/trajectories/{id}/geojson?purpose=p"),
+        format!("/api/v1/sightings/{}?purpose=p", f.sightings_a[0]),
+        // a refusal is audited too: without its record, a 500
         "/api/v1/trajectories".to_string(),
-        format!("/api/v1/trajectories/{id}"),
-        format!("/api/v1/trajectories/{id}/geojson"),
-        format!("/api/v1/sightings/{}", f.sightings_a[0]),
     ] {
         let r = get(f.addr, &path, it).await;
         assert_eq!(r.status, 500, "{path}");
@@ -792,7 +820,7 @@ async fn real_answers_match_their_openapi_schemas() {
     let (op, it, ad) = (Some(f.operator.as_str()), Some(f.integrator.as_str()), Some(f.admin.as_str()));
 
     // the acceptance minimum: a trajectory page's keys and its items' keys are the schema's
-    let page = get(f.addr, "/api/v1/trajectories?limit=2", it).await.json();
+    let page = get(f.addr, "/api/v1/trajectories?limit=2&purpose=p", it).await.json();
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<std::collections::BTreeSet<_>>();
     let page_schema = ok_schema(&doc, "/api/v1/trajectories");
     assert_eq!(keys(&page), keys(&page_schema["properties"]));
@@ -800,6 +828,8 @@ async fn real_answers_match_their_openapi_schemas() {
     let item_schema = resolve(&doc, &page_schema["properties"]["items"]["items"]);
     assert_eq!(keys(&page["items"][0]), keys(&item_schema["properties"]));
 
+    // a refused access (no purpose), so the audit log answered below holds both outcomes
+    assert_eq!(get(f.addr, "/api/v1/trajectories", it).await.status, 400);
     let trajectory = f.trajectories[0];
     let sighting = f.sightings_a[1]; // with a ground point and a distance
     let cases = [
@@ -812,14 +842,14 @@ async fn real_answers_match_their_openapi_schemas() {
             op,
         ),
         ("/api/v1/crowd", "/api/v1/crowd?camera=plaza&zone=steps".to_string(), op),
-        ("/api/v1/trajectories", "/api/v1/trajectories?limit=2".to_string(), it),
-        ("/api/v1/trajectories", "/api/v1/trajectories".to_string(), it),
-        ("/api/v1/trajectories/{id}", format!("/api/v1/trajectories/{trajectory}"), it),
-        ("/api/v1/sightings/{id}", format!("/api/v1/sightings/{sighting}"), it),
-        ("/api/v1/sightings/{id}", format!("/api/v1/sightings/{}", f.sightings_a[0]), it),
-        ("/api/v1/audit", "/api/v1/audit".to_string(), ad),
-        ("/api/v1/audit", "/api/v1/audit?limit=1".to_string(), ad),
-        ("/api/v1/watchlist", "/api/v1/watchlist".to_string(), ad),
+        ("/api/v1/trajectories", "/api/v1/trajectories?limit=2&purpose=p".to_string(), it),
+        ("/api/v1/trajectories", "/api/v1/trajectories?purpose=p".to_string(), it),
+        ("/api/v1/trajectories/{id}", format!("/api/v1/trajectories/{trajectory}?purpose=p"), it),
+        ("/api/v1/sightings/{id}", format!("/api/v1/sightings/{sighting}?purpose=p"), it),
+        ("/api/v1/sightings/{id}", format!("/api/v1/sightings/{}?purpose=p", f.sightings_a[0]), it),
+        ("/api/v1/audit", "/api/v1/audit?purpose=p".to_string(), ad),
+        ("/api/v1/audit", "/api/v1/audit?limit=1&purpose=p".to_string(), ad),
+        ("/api/v1/watchlist", "/api/v1/watchlist?purpose=p".to_string(), ad),
         ("/api/v1/openapi.json", "/api/v1/openapi.json".to_string(), None),
         ("/api/v1/me", "/api/v1/me".to_string(), op),
         ("/api/v1/me", "/api/v1/me".to_string(), ad),
@@ -834,7 +864,7 @@ async fn real_answers_match_their_openapi_schemas() {
         }
     }
     // and a wrong answer does not
-    let mut wrong = get(f.addr, "/api/v1/trajectories", it).await.json();
+    let mut wrong = get(f.addr, "/api/v1/trajectories?purpose=p", it).await.json();
     wrong["items"][0]["first_seen"] = json!(12);
     assert!(check(&doc, ok_schema(&doc, "/api/v1/trajectories"), &wrong, "$").is_err());
     wrong["items"][0].as_object_mut().unwrap().remove("first_seen");
@@ -1012,6 +1042,10 @@ async fn the_dashboard_is_served_without_a_token_with_strict_headers() {
     let f = fixture(true).await;
     let security = |r: &Reply| {
         assert_eq!(r.header("content-security-policy"), Some(ui::CONTENT_SECURITY_POLICY));
+        // no other site may frame the dashboard (clickjacking)
+        let csp: Vec<&str> = r.header("content-security-policy").unwrap().split(';').map(str::trim).collect();
+        assert!(csp.contains(&"frame-ancestors 'none'"), "{csp:?}");
+        assert_eq!(r.header("x-frame-options"), Some("DENY"));
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
         assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
     };
@@ -1060,4 +1094,322 @@ fn the_content_types_of_the_embedded_files_are_known() {
             assert_ne!(a.content_type, "application/octet-stream", "{}", a.path);
         }
     }
+}
+
+// ---- purpose: every identity read is justified -------------------------------------------------
+
+/// `s` percent-encoded for a query string.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `method path` with `purpose` (absent when `None`): in the query string, or in the JSON `body`.
+async fn with_purpose(
+    f: &Fixture,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<&Value>,
+    purpose: Option<&str>,
+) -> Reply {
+    match body {
+        Some(b) => {
+            let mut b = b.clone();
+            if let Some(p) = purpose {
+                b["purpose"] = json!(p);
+            }
+            request_with(f.addr, method, path, Some(token), Some(&b.to_string())).await
+        }
+        None => {
+            let path = match purpose {
+                Some(p) => format!("{path}?purpose={}", encode(p)),
+                None => path.to_string(),
+            };
+            request(f.addr, method, &path, Some(token)).await
+        }
+    }
+}
+
+fn last_audit(store: &SqliteStore) -> AuditEntry {
+    audit_all(store).pop().expect("an audit record").entry
+}
+
+#[tokio::test]
+async fn every_identity_endpoint_without_a_purpose_is_400_and_audited_as_refused() {
+    let f = fixture(true).await;
+    let (it, ad) = (f.integrator.as_str(), f.admin.as_str());
+    let id = f.trajectories[0];
+    let entry = Uuid::now_v7();
+    let stored = WatchlistEntry {
+        id: entry,
+        name: "case 7".into(),
+        purpose: "missing child".into(),
+        model: "dlib-resnet-v1".into(),
+        embedding: vec![0.125; 128],
+        created_by: "dpo".into(),
+        created_at: T0,
+        expires_at: NOW + Duration::days(7),
+    };
+    assert!(f.store.watchlist_add(&stored).unwrap());
+    let face = vec![0.125f32; 128];
+    let search = json!({ "embedding": face });
+    let add = json!({ "name": "case 8", "expires_at": "2026-11-30T09:00:00.000Z", "embedding": face });
+    let cases: [(&str, String, &str, Option<&Value>, AuditAction, u16); 9] = [
+        ("GET", "/api/v1/trajectories".into(), it, None, AuditAction::TrajectoryList, 200),
+        ("GET", format!("/api/v1/trajectories/{id}"), it, None, AuditAction::TrajectoryRead, 200),
+        ("GET", format!("/api/v1/trajectories/{id}/geojson"), it, None, AuditAction::TrajectoryRead, 200),
+        ("GET", format!("/api/v1/sightings/{}", f.sightings_a[0]), it, None, AuditAction::SightingRead, 200),
+        ("POST", "/api/v1/search".into(), it, Some(&search), AuditAction::Search, 200),
+        ("GET", "/api/v1/watchlist".into(), ad, None, AuditAction::WatchlistList, 200),
+        ("POST", "/api/v1/watchlist".into(), ad, Some(&add), AuditAction::WatchlistAdd, 201),
+        ("DELETE", format!("/api/v1/watchlist/{entry}"), ad, None, AuditAction::WatchlistRemove, 204),
+        ("GET", "/api/v1/audit".into(), ad, None, AuditAction::AuditRead, 200),
+    ];
+    let too_long = "x".repeat(api::MAX_PURPOSE_CHARS + 1);
+    let name = |token: &str| if token == it { "city-app" } else { "dpo" };
+    for (method, path, token, body, action, ok) in cases {
+        let what = format!("{method} {path}");
+        // no purpose, an empty one, blanks, a control character, too long: refused, and audited
+        for bad in [None, Some(""), Some("   "), Some("case\u{7}7"), Some(too_long.as_str())] {
+            let before = audit_all(&f.store).len();
+            let r = with_purpose(&f, method, &path, token, body, bad).await;
+            assert_eq!(r.status, 400, "{what} with purpose {bad:?}");
+            let v = r.json();
+            assert_eq!(
+                (v["error"].as_str(), v["parameter"].as_str()),
+                (Some("bad_request"), Some("purpose")),
+                "{what}"
+            );
+            let log = audit_all(&f.store);
+            assert_eq!(log.len(), before + 1, "{what} with purpose {bad:?}: one audit record");
+            let e = &log.last().unwrap().entry;
+            assert_eq!(
+                (e.outcome, e.action, e.purpose.as_deref(), e.results),
+                (AuditOutcome::Refused, action, None, 0)
+            );
+            assert_eq!((e.token.as_str(), e.ts), (name(token), NOW), "{what}");
+            assert_eq!(e.query["refused"]["parameter"], "purpose", "{what}: {}", e.query);
+            assert_eq!(e.query["refused"]["status"], 400, "{what}");
+            let endpoint = e.query["endpoint"].as_str().unwrap();
+            assert!(endpoint.starts_with(method), "{what}: {endpoint}");
+        }
+        // with one: answered, audited with it
+        let r = with_purpose(&f, method, &path, token, body, Some(" case 2026-117 ")).await;
+        assert_eq!(r.status, ok, "{what}: {}", String::from_utf8_lossy(&r.body));
+        let e = last_audit(&f.store);
+        assert_eq!(
+            (e.outcome, e.action, e.purpose.as_deref()),
+            (AuditOutcome::Answered, action, Some("case 2026-117"))
+        );
+    }
+    // nothing was removed by the refused deletions: the first one with a purpose removed it
+    assert!(f.store.watchlist_active(NOW).unwrap().iter().all(|e| e.id != entry));
+    // the refusals are counted
+    let metrics = String::from_utf8(get(f.addr, "/metrics", None).await.body).unwrap();
+    for action in ["trajectory_list", "trajectory_read", "sighting_read", "search", "watchlist_add", "audit_read"] {
+        let line = format!(r#"sightline_aggregator_refused_accesses_total{{action="{action}",reason="purpose"}} "#);
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+    assert!(metrics.contains(r#"{action="trajectory_read",reason="purpose"} 10"#), "{metrics}");
+}
+
+/// Opens `GET path` as an event stream and reads it up to its `ready` event.
+async fn open_stream(f: &Fixture, path: &str, token: &str) -> (tokio::net::TcpStream, Vec<u8>, String) {
+    let mut sse = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\r\n", f.addr);
+    sse.write_all(req.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let head = read_until(&mut sse, &mut seen, "event: ready").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (sse, seen, head)
+}
+
+#[tokio::test]
+async fn event_streams_carry_sightings_only_when_asked_with_a_purpose() {
+    let f = fixture(true).await;
+    // an integrator's default stream: no sightings, no trajectory updates, nothing audited
+    let (mut sse, mut seen, head) = open_stream(&f, "/api/v1/events", &f.integrator).await;
+    assert!(head.contains(r#"{"kinds":["alert","alert_ack","crowd","camera_status","agent_status"]}"#), "{head}");
+    f.events.sighting(&sighting("plaza", NOW, None));
+    f.events.alert(&alert("after-the-sighting", AlertKind::CameraOffline, AlertState::Raised, "lens", NOW));
+    // events arrive in order: had the sighting been streamed, it would be here by now
+    let text = read_until(&mut sse, &mut seen, "after-the-sighting").await;
+    assert!(!text.contains("event: sighting"), "{text}");
+    assert!(audit_all(&f.store).is_empty(), "a stream without personal data is not audited");
+
+    // asked for without a purpose: refused, and audited
+    for path in ["/api/v1/events?kinds=sighting", "/api/v1/events?kinds=alert,trajectory&purpose="] {
+        let r = get(f.addr, path, Some(&f.integrator)).await;
+        assert_eq!((r.status, r.json()["parameter"].as_str()), (400, Some("purpose")), "{path}");
+        let e = last_audit(&f.store);
+        assert_eq!(
+            (e.outcome, e.action, e.purpose),
+            (AuditOutcome::Refused, AuditAction::EventsStream, None),
+            "{path}"
+        );
+    }
+    // an operator cannot have them at all
+    let r = get(f.addr, "/api/v1/events?kinds=sighting&purpose=case%207", Some(&f.operator)).await;
+    assert_eq!(r.status, 403);
+
+    // with one: streamed, and audited with it before the stream starts
+    let (mut sse, mut seen, _) =
+        open_stream(&f, "/api/v1/events?kinds=sighting,trajectory&purpose=case%207", &f.integrator).await;
+    let e = last_audit(&f.store);
+    assert_eq!(
+        (e.outcome, e.action, e.purpose.as_deref()),
+        (AuditOutcome::Answered, AuditAction::EventsStream, Some("case 7"))
+    );
+    assert_eq!(e.query["kinds"], json!(["sighting", "trajectory"]));
+    let s = sighting("plaza", NOW, None);
+    f.events.sighting(&s);
+    let text = read_until(&mut sse, &mut seen, &s.id.to_string()).await;
+    assert!(text.contains("event: sighting"), "{text}");
+}
+
+/// The bytes of a PNG whose header says `width` x `height` RGB pixels (its IDAT is empty): enough
+/// for a decoder to read the dimensions, never decoded.
+fn png_header(width: u32, height: u32) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let body = [kind.as_slice(), data].concat();
+        png.extend_from_slice(&body);
+        png.extend_from_slice(&crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = [width.to_be_bytes(), height.to_be_bytes()].concat();
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB, no interlace
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(b"IEND", &[]);
+    png
+}
+
+fn photo_search(photo: &[u8], purpose: &str) -> String {
+    use base64::Engine;
+    json!({ "image": base64::engine::general_purpose::STANDARD.encode(photo), "purpose": purpose }).to_string()
+}
+
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+#[tokio::test]
+async fn refused_photos_are_audited_with_their_digest_and_large_ones_are_not_decoded() {
+    let f = fixture(true).await;
+    let it = Some(f.integrator.as_str());
+    // 40 Mpx: over the default 25 Mpx, refused from the header alone (this API has no face
+    // pipeline: a photo that got further would be a 503)
+    let big = png_header(8000, 5000);
+    let r = request_with(f.addr, "POST", "/api/v1/search", it, Some(&photo_search(&big, "case 9"))).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["parameter"], "image");
+    assert!(v["message"].as_str().unwrap().contains("8000x5000 pixels, over the limit of 25000000"), "{v}");
+    let e = last_audit(&f.store);
+    assert_eq!(
+        (e.outcome, e.action, e.purpose.as_deref()),
+        (AuditOutcome::Refused, AuditAction::Search, Some("case 9"))
+    );
+    assert_eq!(e.query["probe"]["digest"], digest(&big));
+    assert_eq!(e.query["refused"]["status"], 400);
+    assert_eq!(e.query["refused"]["parameter"], "image");
+
+    // not an image: refused, audited with the digest of what was sent
+    let junk = b"these bytes are not a photo".to_vec();
+    let r = request_with(f.addr, "POST", "/api/v1/search", it, Some(&photo_search(&junk, "case 9"))).await;
+    assert_eq!((r.status, r.json()["parameter"].as_str()), (400, Some("image")));
+    let e = last_audit(&f.store);
+    assert_eq!((e.outcome, e.query["probe"]["digest"].as_str()), (AuditOutcome::Refused, Some(digest(&junk).as_str())));
+
+    // not base64: refused, audited without a digest (there are no bytes)
+    let body = json!({ "image": "***", "purpose": "case 9" }).to_string();
+    let r = request_with(f.addr, "POST", "/api/v1/search", it, Some(&body)).await;
+    assert_eq!((r.status, r.json()["parameter"].as_str()), (400, Some("image")));
+    let e = last_audit(&f.store);
+    assert_eq!((e.outcome, &e.query["probe"]["digest"]), (AuditOutcome::Refused, &Value::Null));
+
+    let metrics = String::from_utf8(get(f.addr, "/metrics", None).await.body).unwrap();
+    assert!(metrics.contains(r#"sightline_aggregator_refused_accesses_total{action="search",reason="probe"} 3"#));
+}
+
+#[tokio::test]
+async fn photos_wait_briefly_for_a_free_slot_then_get_503() {
+    use sightline_aggregator::api::photos::PHOTO_WAIT;
+    let f = fixture(true).await;
+    let it = Some(f.integrator.as_str());
+    let small = photo_search(&png_header(640, 480), "case 10");
+    // every slot taken (as by photos being embedded)
+    let slots = f.api.photos.slots(&f.api.search);
+    let held = slots.clone().acquire_many_owned(f.api.search.max_concurrent_photos as u32).await.unwrap();
+    let started = std::time::Instant::now();
+    let r = request_with(f.addr, "POST", "/api/v1/search", it, Some(&small)).await;
+    assert_eq!((r.status, r.json()["error"].as_str()), (503, Some("busy")));
+    assert!(started.elapsed() >= PHOTO_WAIT, "it waited for a slot: {:?}", started.elapsed());
+    let e = last_audit(&f.store);
+    assert_eq!((e.outcome, e.purpose.as_deref()), (AuditOutcome::Refused, Some("case 10")));
+    assert_eq!(e.query["refused"]["error"], "busy");
+    assert!(e.query["probe"]["digest"].is_null(), "refused before it was decoded");
+    // an embedding needs no slot
+    let body = json!({ "embedding": vec![0.125f32; 128], "purpose": "case 10" }).to_string();
+    assert_eq!(request_with(f.addr, "POST", "/api/v1/search", it, Some(&body)).await.status, 200);
+    // a slot freed while a photo waits: it goes on, to the face pipeline this API lacks (503
+    // `unavailable`, not `busy`); the answer is the same had it arrived after the slot was freed
+    let (addr, token) = (f.addr, f.integrator.clone());
+    let waiting =
+        tokio::spawn(async move { request_with(addr, "POST", "/api/v1/search", Some(&token), Some(&small)).await });
+    tokio::time::sleep(PHOTO_WAIT / 4).await;
+    drop(held);
+    let r = waiting.await.unwrap();
+    assert_eq!((r.status, r.json()["error"].as_str()), (503, Some("unavailable")));
+    assert_eq!(slots.available_permits(), f.api.search.max_concurrent_photos, "every slot is given back");
+    let metrics = String::from_utf8(get(f.addr, "/metrics", None).await.body).unwrap();
+    assert!(metrics.contains(r#"sightline_aggregator_refused_accesses_total{action="search",reason="busy"} 1"#));
+}
+
+#[tokio::test]
+async fn the_openapi_document_requires_purpose_on_every_identity_operation() {
+    let f = fixture(true).await;
+    let doc = get(f.addr, "/api/v1/openapi.json", None).await.json();
+    let max = api::MAX_PURPOSE_CHARS;
+    for (path, method) in [
+        ("/api/v1/trajectories", "get"),
+        ("/api/v1/trajectories/{id}", "get"),
+        ("/api/v1/trajectories/{id}/geojson", "get"),
+        ("/api/v1/sightings/{id}", "get"),
+        ("/api/v1/audit", "get"),
+        ("/api/v1/watchlist", "get"),
+        ("/api/v1/watchlist/{id}", "delete"),
+        ("/api/v1/events", "get"),
+    ] {
+        let params = doc["paths"][path][method]["parameters"].as_array().unwrap();
+        let p = params.iter().find(|p| p["name"] == "purpose").unwrap_or_else(|| panic!("{method} {path}"));
+        // the event stream needs it only with sightings or trajectories
+        assert_eq!(p["required"], path != "/api/v1/events", "{method} {path}: {p}");
+        assert_eq!((p["schema"]["minLength"].as_u64(), p["schema"]["maxLength"].as_u64()), (Some(1), Some(max as u64)));
+    }
+    let schemas = &doc["components"]["schemas"];
+    for name in ["SearchRequest", "WatchlistRequest"] {
+        let s = &schemas[name];
+        assert!(s["required"].as_array().unwrap().contains(&json!("purpose")), "{name}: {s}");
+        let p = &s["properties"]["purpose"];
+        assert_eq!((p["minLength"].as_u64(), p["maxLength"].as_u64()), (Some(1), Some(max as u64)), "{name}: {p}");
+    }
+    assert_eq!(schemas["AuditOutcome"]["enum"], json!(["answered", "refused"]));
 }

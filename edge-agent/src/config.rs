@@ -375,6 +375,9 @@ impl Config {
             return Err(invalid("faces.score_threshold".into(), "must be within 0..1".into()));
         }
         self.tracker.validate().map_err(|e| invalid(format!("tracker.{}", e.field), e.requirement.to_string()))?;
+        for (key, file) in crate::model_files::named(self) {
+            crate::model_files::check_name(file).map_err(|m| invalid(key.into(), m))?;
+        }
         if self.cameras.is_empty() {
             return Err(invalid("camera".into(), "no [[camera]] configured".into()));
         }
@@ -481,6 +484,23 @@ rtsp = "rtsp://127.0.0.1:8554/cam"
             assert_eq!(key_of(e), "decode.nice", "nice = {nice}");
         }
         assert_eq!(parse(&format!("{MINIMAL}\n[decode]\nnice = 0\n")).unwrap().decode.nice, 0);
+    }
+
+    #[test]
+    fn model_files_outside_the_model_directory_are_refused() {
+        for (table, key, file) in [
+            ("faces", "detector", "/opt/other/yunet_n_dynamic.onnx"),
+            ("faces", "detector", "../../elsewhere/yunet_n_dynamic.onnx"),
+            ("crowd", "person_model", "sub/yolox_nano.onnx"),
+            ("crowd", "density_model", ""),
+        ] {
+            let e = parse(&format!("{MINIMAL}\n[{table}]\n{key} = {file:?}\n")).unwrap_err();
+            assert_eq!(key_of(e), format!("{table}.{key}"), "{file:?}");
+        }
+        // a file of its own in model_dir is a model (loaded unverified when the manifest lacks it)
+        let c = parse(&format!("{MINIMAL}\n[faces]\ndetector = \"custom.onnx\"\n")).unwrap();
+        assert_eq!(crate::model_files::unverified(&c), [("faces.detector", "custom.onnx")]);
+        assert!(crate::model_files::unverified(&parse(MINIMAL).unwrap()).is_empty());
     }
 
     #[test]

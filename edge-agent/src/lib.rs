@@ -13,6 +13,7 @@ pub mod health;
 pub mod heartbeat;
 pub mod message;
 pub mod metrics;
+pub mod model_files;
 pub mod mqtt;
 pub mod outbox;
 pub mod persons;

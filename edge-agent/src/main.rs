@@ -101,8 +101,17 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             agent::load_models(&cfg).context("loading the models")?;
+            // a model the manifest does not list is loaded without a checksum: say which
+            let unverified = sightline_edge_agent::model_files::unverified(&cfg);
+            let models = match unverified.is_empty() {
+                true => "models verified".to_string(),
+                false => {
+                    let list: Vec<String> = unverified.iter().map(|(k, f)| format!("{k} = {f:?}")).collect();
+                    format!("models loaded, UNVERIFIED (not in the model manifest): {}", list.join(", "))
+                }
+            };
             println!(
-                "{}: OK (agent {}, site {}, {} camera(s), models verified)",
+                "{}: OK (agent {}, site {}, {} camera(s), {models})",
                 config.display(),
                 cfg.agent.id,
                 cfg.agent.site,

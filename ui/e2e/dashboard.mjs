@@ -12,6 +12,7 @@
 //   SIGHTLINE_PHOTO               lin-manuel-miranda.png
 //   SIGHTLINE_MIRANDA_TRAJECTORY  the trajectory id the photo search must show
 //   SIGHTLINE_SEARCH_PURPOSE      purpose typed for the search
+//   SIGHTLINE_AUDIT_PURPOSE       purpose typed by the admin to read the audit log (default "quarterly audit review")
 //   SIGHTLINE_ALERT_ID            event id (UUID) of the alert published
 //   SIGHTLINE_CROWD_CAMERA        a streaming camera (not the first) with stored crowd measurements
 //   SIGHTLINE_CROWD_ZONE          one of its zones
@@ -66,6 +67,7 @@ const cfg = {
   photo: env('SIGHTLINE_PHOTO'),
   miranda: env('SIGHTLINE_MIRANDA_TRAJECTORY'),
   purpose: env('SIGHTLINE_SEARCH_PURPOSE'),
+  auditPurpose: env('SIGHTLINE_AUDIT_PURPOSE', 'quarterly audit review'),
   alertId: env('SIGHTLINE_ALERT_ID'),
   crowd: {
     camera: env('SIGHTLINE_CROWD_CAMERA'),
@@ -505,12 +507,56 @@ async function run() {
   const adminName = await signIn(adm.page, cfg.tokens.admin, 'admin');
   await adm.page.getByTestId('nav-investigations').waitFor({ timeout: 3_000 });
   await adm.page.getByTestId('nav-audit').click();
+  // reading the audit log needs a purpose too: asked for, nothing requested before it is given
+  await adm.page.getByTestId('audit-purpose-form').waitFor({ timeout: 5_000 });
+  check((await adm.page.getByTestId('audit-row').count()) === 0, 'the audit log was read without a purpose');
+  await adm.page.getByTestId('audit-load').click();
+  await adm.page.getByTestId('purpose-error').waitFor({ timeout: 3_000 });
+  await adm.page.getByTestId('purpose-input').fill(cfg.auditPurpose);
+  await adm.page.getByTestId('audit-load').click();
   const auditRow = adm.page
     .locator(`[data-testid="audit-row"][data-action="search"][data-token="${integratorName}"]`)
     .filter({ has: adm.page.getByTestId('audit-purpose').filter({ hasText: cfg.purpose }) });
   await auditRow.first().waitFor({ timeout: 10_000 });
-  log(`g. admin "${adminName}" sees ${await auditRow.count()} search row(s) of "${integratorName}" with the purpose`);
+  log(`g. admin "${adminName}" gave the purpose "${cfg.auditPurpose}" and sees ${await auditRow.count()} search row(s) of "${integratorName}" with the purpose`);
+  const refused = await adm.page.locator(`[data-testid="audit-row"][data-token="${integratorName}"][data-outcome="refused"]`).count();
+  check(refused === 0, `${refused} of the integrator's reads were refused: the dashboard sent one without its purpose`);
   await shot(adm.page, 'audit.png');
+
+  // ---- h. the edge agent goes away: its camera unknown, its alert stale; the admin closes it ----
+  // (its Last Will: dated at its connection, long ago; the centre orders agent statuses by receipt)
+  await publish(`sightline/v1/${cfg.site}/agent/${cfg.agent}/status`, {
+    schema: 'sightline.agent_status/1',
+    site: cfg.site,
+    agent: cfg.agent,
+    ts: '2020-01-01T00:00:00.000Z',
+    state: 'offline',
+  });
+  await adm.page.getByTestId('nav-cameras').click();
+  const gone = adm.page.locator(`[data-testid="camera-card-${camera}"][data-status="unknown"]`);
+  await gone.waitFor({ timeout: OFFLINE_LIMIT_MS });
+  const goneDetail = ((await gone.getByTestId('camera-state-detail').textContent()) ?? '').trim();
+  check(goneDetail.startsWith(`edge agent ${cfg.agent} offline since`), `the card's detail reads "${goneDetail}"`);
+  log(`h. ${camera}'s card shows unknown: "${goneDetail}"`);
+  await adm.page.getByTestId('nav-alerts').click();
+  const staleRow = adm.page.locator(`${rowSel}[data-stale="true"]`);
+  await staleRow.waitFor({ timeout: 5_000 });
+  const mark = ((await staleRow.getByTestId('alert-stale').textContent()) ?? '').trim();
+  check(mark.startsWith('stale: agent offline'), `the stale row's mark reads "${mark}"`);
+  await shot(adm.page, 'alert-stale.png');
+  const reason = 'e2e: edge agent gone, zone checked on site';
+  await staleRow.getByTestId('alert-close').click();
+  await staleRow.getByTestId('alert-close-reason').fill(reason);
+  await staleRow.getByTestId('alert-close-confirm').click();
+  await adm.page.locator(`${rowSel}[data-state="cleared"][data-stale="false"]`).waitFor({ timeout: 5_000 });
+  log('h. the stale alert was shown greyed with its mark; the admin closed it with a reason');
+  await adm.page.getByTestId('nav-audit').click();
+  await adm.page
+    .locator(`[data-testid="audit-row"][data-action="alert_close"][data-token="${adminName}"]`)
+    .filter({ has: adm.page.getByTestId('audit-purpose').filter({ hasText: reason }) })
+    .first()
+    .waitFor({ timeout: 10_000 });
+  log('h. the close is in the audit log with its reason');
   await adm.context.close();
 }
 

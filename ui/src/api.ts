@@ -208,6 +208,8 @@ export interface AuditRecord {
   purpose: string | null;
   query: unknown;
   results: number;
+  /** `refused`: the access was refused (e.g. no purpose) and nothing was read. */
+  outcome: 'answered' | 'refused';
 }
 
 /** An error answer of the API (`{error, message, parameter}`), or a network failure (status 0). */

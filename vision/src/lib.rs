@@ -19,7 +19,7 @@ use image::RgbImage;
 pub use crowd::{DensityEstimator, DensityMap, FloorCorrection, point_in_polygon};
 pub use embed::{EMBEDDING_DIM, EMBEDDING_MODEL, FaceEmbedder};
 pub use persons::{Person, PersonDetector};
-pub use photo::{PhotoError, PhotoFace, PhotoLimits};
+pub use photo::{PhotoError, PhotoFace, PhotoLimits, check_photo};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use yunet::{Face, FaceDetector};
 

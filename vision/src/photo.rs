@@ -121,8 +121,13 @@ fn decode_error(e: ImageError) -> PhotoError {
     PhotoError::Decode { detail }
 }
 
-/// Decodes an uploaded photo (PNG or JPEG) to RGB8 with its EXIF orientation applied, within `limits`.
-pub fn decode_photo(bytes: &[u8], limits: &PhotoLimits) -> Result<RgbImage, PhotoError> {
+/// The decoder of an uploaded photo after its header was read and checked against `limits`
+/// (size, format, pixel count); no pixel buffer exists yet.
+fn open_photo<'a>(
+    bytes: &'a [u8],
+    limits: &PhotoLimits,
+    alloc: &image::Limits,
+) -> Result<impl ImageDecoder + 'a, PhotoError> {
     if bytes.len() > limits.max_bytes {
         return Err(PhotoError::TooLarge { bytes: bytes.len(), max_bytes: limits.max_bytes });
     }
@@ -131,12 +136,10 @@ pub fn decode_photo(bytes: &[u8], limits: &PhotoLimits) -> Result<RgbImage, Phot
         Ok(other) => return Err(PhotoError::UnsupportedFormat { format: format_name(other) }),
         Err(format) => return Err(PhotoError::UnsupportedFormat { format }),
     };
-    let mut alloc = image::Limits::default();
-    alloc.max_alloc = Some(limits.max_alloc());
     let mut reader = image::ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(alloc.clone());
     // Reads the header only (PNG: up to the first IDAT; JPEG: the markers): no pixel buffers yet.
-    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+    let decoder = reader.into_decoder().map_err(decode_error)?;
     let (width, height) = decoder.dimensions();
     if u64::from(width) * u64::from(height) > limits.max_pixels {
         return Err(PhotoError::TooManyPixels { width, height, max_pixels: limits.max_pixels });
@@ -144,6 +147,24 @@ pub fn decode_photo(bytes: &[u8], limits: &PhotoLimits) -> Result<RgbImage, Phot
     if width == 0 || height == 0 {
         return Err(PhotoError::Decode { detail: format!("the header says {width}x{height} pixels") });
     }
+    Ok(decoder)
+}
+
+/// Checks an uploaded photo against `limits` from its header alone (size, PNG or JPEG, pixel
+/// count), without decoding it: cheap, so a caller can refuse a photo before it waits for the
+/// face pipeline. Returns `[width, height]` as the header gives them (before EXIF orientation).
+pub fn check_photo(bytes: &[u8], limits: &PhotoLimits) -> Result<[u32; 2], PhotoError> {
+    let mut alloc = image::Limits::default();
+    alloc.max_alloc = Some(limits.max_alloc());
+    let (width, height) = open_photo(bytes, limits, &alloc)?.dimensions();
+    Ok([width, height])
+}
+
+/// Decodes an uploaded photo (PNG or JPEG) to RGB8 with its EXIF orientation applied, within `limits`.
+pub fn decode_photo(bytes: &[u8], limits: &PhotoLimits) -> Result<RgbImage, PhotoError> {
+    let mut alloc = image::Limits::default();
+    alloc.max_alloc = Some(limits.max_alloc());
+    let mut decoder = open_photo(bytes, limits, &alloc)?;
     // As `ImageReader::decode`: the output buffer counts towards the allocation cap.
     alloc.reserve(decoder.total_bytes()).map_err(decode_error)?;
     decoder.set_limits(alloc).map_err(decode_error)?;

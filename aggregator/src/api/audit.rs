@@ -12,9 +12,10 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::purpose::require_purpose;
 use super::request::{
-    ApiError, ApiResult, BadParameter, DEFAULT_LIMIT, MAX_LIMIT, Params, Refused, Unanswered, audit_access, authorize,
-    blocking, check_window, opt_ts,
+    ApiError, ApiResult, BadParameter, DEFAULT_LIMIT, MAX_LIMIT, PURPOSE_DOC, Params, Refused, Unanswered,
+    audit_access, authorize, blocking, check_window, opt_ts,
 };
 use super::state::ApiState;
 use crate::auth::Role;
@@ -31,7 +32,7 @@ use crate::store::{AuditAction, AuditQuery, AuditRecord};
         ("token" = Option<String>, Query, description = "a token name"),
         ("after" = Option<i64>, Query, description = "`next_after` of the previous page"),
         ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
-        ("purpose" = Option<String>, Query, description = "why (kept in the audit log)")
+        ("purpose" = String, Query, description = PURPOSE_DOC, min_length = 1, max_length = 500)
     ),
     responses(
         (status = 200, description = "`{items, next_after}`: audit records in write order; audited", body = AuditPage),
@@ -47,6 +48,7 @@ pub(super) async fn audit(
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Admin).await?;
     let p = Params::parse(query, &["since", "until", "token", "after", "limit", "purpose"])?;
+    let purpose = require_purpose(&state, &token, &p, AuditAction::AuditRead, "GET /api/v1/audit").await?;
     let after_seq = p
         .str("after")?
         .map(|v| v.parse::<i64>().map_err(|_| ApiError::param("after", format!("{v:?} is not an integer"))))
@@ -59,7 +61,6 @@ pub(super) async fn audit(
         limit: p.limit("limit", DEFAULT_LIMIT, MAX_LIMIT)?,
     };
     check_window(q.since, q.until)?;
-    let purpose = p.purpose()?;
     let audited = json!({
         "endpoint": "GET /api/v1/audit",
         "since": opt_ts(q.since),
@@ -70,7 +71,7 @@ pub(super) async fn audit(
     });
     let limit = q.limit as usize;
     let items = blocking(&state, "reading the audit log", move |s| s.audit_log(&q)).await?;
-    audit_access(&state, &token, AuditAction::AuditRead, purpose, audited, items.len() as u64).await?;
+    audit_access(&state, &token, AuditAction::AuditRead, Some(purpose), audited, items.len() as u64).await?;
     // A full page may have a next one: continue with `after`.
     let next = if items.len() == limit { items.last().map(|r| r.seq) } else { None };
     Ok(Json(AuditPage { items, next_after: next }).into_response())

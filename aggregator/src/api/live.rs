@@ -1,12 +1,14 @@
 //! `GET /api/v1/events`: Server-Sent Events of what the aggregator stores, as it stores it.
 //!
-//! `?kinds=alert,crowd` chooses the events (default: every kind the token's role may see:
-//! alerts, alert acknowledgements, crowd measurements and camera/agent statuses for operators, plus sightings and
-//! trajectory updates for integrators). Each SSE event has `event:` = its kind, `id:` = the
-//! payload's event id, `data:` = the payload (sightings without their embedding). The stream
-//! starts with an `event: ready` once it is subscribed (a client can act on it knowing nothing
-//! from then on is missed), says `event: lagged` with `{"dropped": n}` when it fell too far
-//! behind and lost events, and has a comment line every 15 s to keep proxies from closing it.
+//! `?kinds=alert,crowd` chooses the events (default, for every role: alerts, alert
+//! acknowledgements, crowd measurements and camera/agent statuses). Sightings and trajectory
+//! updates are never streamed by default: an integrator asks for them with `kinds=sighting` or
+//! `kinds=trajectory`, and then needs a `purpose` (`super::purpose`). Each SSE event has
+//! `event:` = its kind, `id:` = the payload's event id, `data:` = the payload (sightings without
+//! their embedding). The stream starts with an `event: ready` once it is subscribed (a client can
+//! act on it knowing nothing from then on is missed), says `event: lagged` with `{"dropped": n}`
+//! when it fell too far behind and lost events, and has a comment line every 15 s to keep proxies
+//! from closing it.
 //! A stream of sightings or trajectories is an access to where people go: it is audited when it
 //! opens.
 
@@ -22,6 +24,7 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
+use super::purpose::require_purpose;
 use super::request::{ApiError, ApiResult, ErrorBody, Params, audit_access, authorize};
 use super::state::ApiState;
 use crate::auth::Role;
@@ -34,12 +37,12 @@ use crate::store::AuditAction;
     tag = "operator",
     security(("bearer" = [])),
     params(
-        ("kinds" = Option<String>, Query, description = "comma-separated: alert, alert_ack, crowd, camera_status, agent_status, sighting, trajectory (the last two need integrator); default all the role may see"),
-        ("purpose" = Option<String>, Query, description = "why (kept in the audit log when sightings or trajectories are streamed)")
+        ("kinds" = Option<String>, Query, description = "comma-separated: alert, alert_ack, crowd, camera_status, agent_status, sighting, trajectory (the last two need integrator and `purpose`, and are never in the default); default alert, alert_ack, crowd, camera_status, agent_status"),
+        ("purpose" = Option<String>, Query, description = "REQUIRED with `sighting` or `trajectory` kinds: why (e.g. a case or incident number), kept in the audit log; without it the request is refused (400) and the refusal audited", min_length = 1, max_length = 500)
     ),
     responses(
         (status = 200, description = "text/event-stream: `ready`, then events named by kind, `lagged` when events were lost"),
-        (status = 400, description = "an unknown kind, named in `parameter`", body = ErrorBody),
+        (status = 400, description = "an unknown kind, or no `purpose` for sightings or trajectories, named in `parameter`", body = ErrorBody),
         (status = 401, description = "no, unknown or revoked token", body = ErrorBody),
         (status = 403, description = "a kind above the token's role", body = ErrorBody)
     )
@@ -52,7 +55,7 @@ pub(super) async fn events(
     let token = authorize(&state, &headers, Role::Operator).await?;
     let p = Params::parse(query, &["kinds", "purpose"])?;
     let kinds: Vec<EventKind> = match p.str("kinds")? {
-        None => EventKind::ALL.into_iter().filter(|k| k.role() <= token.role).collect(),
+        None => EventKind::ALL.into_iter().filter(|k| !k.personal()).collect(),
         Some(list) => {
             let mut kinds = Vec::new();
             for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -80,9 +83,9 @@ pub(super) async fn events(
             kinds
         }
     };
-    let purpose = p.purpose()?;
     let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-    if kinds.iter().any(|k| k.role() > Role::Operator) {
+    if kinds.iter().any(|k| k.personal()) {
+        let purpose = Some(require_purpose(&state, &token, &p, AuditAction::EventsStream, "GET /api/v1/events").await?);
         let audited = json!({ "endpoint": "GET /api/v1/events", "kinds": names });
         audit_access(&state, &token, AuditAction::EventsStream, purpose, audited, 0).await?;
     }

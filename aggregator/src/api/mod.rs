@@ -9,9 +9,10 @@
 //! `WWW-Authenticate: Bearer`; too low a role: 403. Roles are ordered operator < integrator < admin.
 //!
 //! Accountability: every trajectory read (list, detail, GeoJSON), sighting read, search, watchlist
-//! change, live stream of sightings and audit-log read is written to the audit log *before* it is answered, with the token's name and
-//! role, the optional `purpose` query parameter, the query and the result count. When that write
-//! fails the request fails (500): nothing personal is answered without its audit record.
+//! read or change, live stream of sightings and audit-log read is written to the audit log
+//! *before* it is answered, with the token's name and role, its required `purpose` (`purpose`:
+//! without one it is refused and the refusal audited), the query and the result count. When that
+//! write fails the request fails (500): nothing personal is answered without its audit record.
 //!
 //! Errors are JSON: `{"error": "bad_request", "message": "…", "parameter": "since"}`. A bad
 //! query parameter (unparsable, out of range, unknown, repeated) is a 400 naming it; an unknown id
@@ -27,7 +28,9 @@ mod health;
 mod live;
 mod me;
 mod openapi;
+pub mod photos;
 mod probe;
+mod purpose;
 mod request;
 mod search;
 mod site;

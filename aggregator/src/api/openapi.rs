@@ -22,8 +22,8 @@ use super::{alerts, audit, cameras, crowd, health, live, me, search, site, traje
 use crate::auth::Role;
 use crate::site::GeoRef;
 use crate::store::{
-    AuditAction, AuditEntry, AuditRecord, CameraRecord, CrowdBucket, StoredAlert, TrajectoryDetail, TrajectoryPage,
-    TrajectoryPoint, TrajectorySummary,
+    AuditAction, AuditEntry, AuditOutcome, AuditRecord, CameraRecord, CrowdBucket, StoredAlert, TrajectoryDetail,
+    TrajectoryPage, TrajectoryPoint, TrajectorySummary,
 };
 use sightline_contract::{
     Alert, AlertKind, AlertState, BestShot, CameraState, CameraStatus, CrowdMethod, Severity, Sighting,
@@ -50,7 +50,7 @@ use sightline_contract::{
         crate::liveness::CameraLive, crate::liveness::LiveState, crate::liveness::CameraAgent,
         crate::liveness::AgentLiveness, crate::liveness::AlertOut, alert_close::CloseRequest,
         TrajectoryPage, TrajectorySummary, TrajectoryDetail,
-        TrajectoryPoint, AuditRecord, AuditEntry, AuditAction, Role,
+        TrajectoryPoint, AuditRecord, AuditEntry, AuditAction, AuditOutcome, Role,
         Alert, AlertState, AlertKind, Severity, CameraStatus,
         CameraState, Sighting, BestShot,
         SearchRequest, SearchResponse, WatchlistRequest, WatchlistOut, WatchlistAdded

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sightline_vision::{EMBEDDING_DIM, EMBEDDING_MODEL, PhotoError, PhotoLimits};
+use sightline_vision::{EMBEDDING_DIM, EMBEDDING_MODEL, PhotoError, PhotoLimits, check_photo};
 use utoipa::ToSchema;
 
 use super::request::{ApiError, ApiResult};
@@ -33,12 +33,14 @@ pub struct Probe {
     pub quality: Option<f32>,
 }
 
-/// The probe's embedding and its description.
+/// The probe's embedding and its description; `digest_out` is set as soon as the probe's digest
+/// is known, so a refused photo is audited with it.
 pub(super) async fn resolve_probe(
     state: &Arc<ApiState>,
     image: Option<String>,
     embedding: Option<Vec<f32>>,
     model: &str,
+    digest_out: &mut Option<String>,
 ) -> ApiResult<(Vec<f32>, Probe)> {
     match (image, embedding) {
         (Some(_), Some(_)) => Err(ApiError::param("image", "give either `image` or `embedding`, not both")),
@@ -56,22 +58,17 @@ pub(super) async fn resolve_probe(
             let mut h = Sha256::new();
             e.iter().for_each(|v| h.update(v.to_le_bytes()));
             let digest = format!("sha256:{}", hex::encode(h.finalize()));
+            *digest_out = Some(digest.clone());
             Ok((e, Probe { source: "embedding", digest, faces_found: None, bbox: None, quality: None }))
         }
         (Some(b64), None) => {
             if model != EMBEDDING_MODEL {
                 return Err(ApiError::param("model", format!("photos are embedded with {EMBEDDING_MODEL} only")));
             }
-            let faces = state.faces.clone().map_err(|why| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    format!("photos cannot be embedded here ({why}); send an `embedding` instead"),
-                )
-            })?;
             // `data:image/png;base64,` prefixes are accepted; whitespace (line breaks) too
             let raw = b64.split_once(";base64,").map_or(b64.as_str(), |(_, d)| d);
             let raw: String = raw.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            drop(b64);
             let max = state.search.max_photo_bytes;
             if raw.len() / 4 * 3 > max + 3 {
                 return Err(ApiError::new(
@@ -80,14 +77,31 @@ pub(super) async fn resolve_probe(
                     format!("`image` is larger than the {max} byte limit"),
                 ));
             }
+            // a slot before the photo is decoded, held until it is embedded (bounded memory)
+            let slot = state.photos.enter(&state.search).await?;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(raw.as_bytes())
                 .map_err(|e| ApiError::param("image", format!("is not valid base64: {e}")))?;
+            drop(raw);
             let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-            let limits = PhotoLimits { max_bytes: max, ..PhotoLimits::default() };
-            let face = tokio::task::spawn_blocking(move || faces.lock().unwrap().embed_photo(&bytes, &limits))
-                .await
-                .map_err(|e| ApiError::internal("embedding the photo", e))?;
+            *digest_out = Some(digest.clone());
+            let limits = PhotoLimits { max_bytes: max, max_pixels: state.search.max_photo_pixels };
+            // the header's pixel count, before any pixel buffer exists or the pipeline is waited for
+            check_photo(&bytes, &limits).map_err(photo_error)?;
+            let faces = state.faces.clone().map_err(|why| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("photos cannot be embedded here ({why}); send an `embedding` instead"),
+                )
+            })?;
+            let face = tokio::task::spawn_blocking(move || {
+                let face = faces.lock().unwrap().embed_photo(&bytes, &limits);
+                drop(slot);
+                face
+            })
+            .await
+            .map_err(|e| ApiError::internal("embedding the photo", e))?;
             let face = face.map_err(photo_error)?;
             let probe = Probe {
                 source: "image",

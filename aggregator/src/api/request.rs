@@ -28,6 +28,10 @@ pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
 /// Longest `purpose` accepted (characters).
 pub const MAX_PURPOSE_CHARS: usize = 500;
+/// The OpenAPI description of the required `purpose` parameter (its `maxLength` is
+/// [`MAX_PURPOSE_CHARS`]).
+pub(super) const PURPOSE_DOC: &str = "REQUIRED: why (e.g. a case or incident number), kept in the audit log; \
+                                      without it the request is refused (400) and the refusal audited";
 
 // ---- errors ------------------------------------------------------------------------------------
 
@@ -273,10 +277,6 @@ impl Params {
             })
             .transpose()
     }
-
-    pub(super) fn purpose(&self) -> ApiResult<Option<String>> {
-        self.str("purpose")?.map(check_purpose).transpose()
-    }
 }
 
 /// A `purpose`: 1 to [`MAX_PURPOSE_CHARS`] printable characters, trimmed.
@@ -307,14 +307,6 @@ pub(super) fn opt_ts(t: Option<OffsetDateTime>) -> Value {
 /// A JSON body, or a 400 saying what is wrong with it.
 pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     b.map(|Json(t)| t).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))
-}
-
-/// A required `purpose` (of a JSON body).
-pub(super) fn purpose_of(p: Option<String>) -> ApiResult<String> {
-    let p = p.ok_or_else(|| {
-        ApiError::param("purpose", "is required: why this is done (e.g. a case number); it is kept in the audit log")
-    })?;
-    check_purpose(p)
 }
 
 /// An RFC 3339 time field of a JSON body.

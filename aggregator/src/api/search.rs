@@ -1,7 +1,7 @@
 //! Face search (`POST /search`, integrator): the sightings whose embedding is within
 //! `max_distance` of a probe (`super::probe`), nearest first, and the trajectories they belong to.
-//! The search is audited with the probe's digest, its filters and the number of matches; a photo
-//! that was looked at but held no usable face is audited too.
+//! The search is audited with the probe's digest, its filters and the number of matches; a search
+//! whose probe was refused (no usable face, too large, no free photo slot) is audited as refused.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -20,9 +20,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::probe::{Probe, resolve_probe};
+use super::purpose::{refuse, require_body_purpose};
 use super::request::{
-    ApiError, ApiResult, ErrorBody, Refused, audit_access, authorize, body, check_window, opt_ts, purpose_of,
-    time_field,
+    ApiError, ApiResult, ErrorBody, Refused, audit_access, authorize, body, check_window, opt_ts, time_field,
 };
 use super::state::ApiState;
 use crate::auth::Role;
@@ -39,7 +39,9 @@ pub struct SearchRequest {
     pub embedding: Option<Vec<f32>>,
     /// The embedding model; default the model the edge agents run.
     pub model: Option<String>,
-    /// REQUIRED: why this search is made (kept in the audit log).
+    /// REQUIRED: why this search is made (kept in the audit log); without it the search is
+    /// refused (400) and the refusal audited.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 500)]
     pub purpose: Option<String>,
     /// RFC 3339: sightings last seen at or after.
     pub since: Option<String>,
@@ -98,9 +100,9 @@ pub struct SearchResponse {
         (status = 200, description = "matching sightings and trajectories, nearest first; audited", body = SearchResponse),
         (status = 400, description = "a bad field, named in `parameter` (`purpose` is required)", body = ErrorBody),
         Refused,
-        (status = 413, description = "the photo is too large", body = ErrorBody),
+        (status = 413, description = "the photo is too large (the attempt is audited)", body = ErrorBody),
         (status = 422, description = "no usable face in the photo (the attempt is audited)", body = ErrorBody),
-        (status = 503, description = "photos cannot be embedded (no face models): send an embedding", body = ErrorBody)
+        (status = 503, description = "photos cannot be embedded (no face models: send an embedding), or `busy`: too many photos in progress, try again (the attempt is audited)", body = ErrorBody)
     )
 )]
 pub(super) async fn search(
@@ -111,7 +113,7 @@ pub(super) async fn search(
     let started = Instant::now();
     let token = authorize(&state, &headers, Role::Integrator).await?;
     let req = body(req)?;
-    let purpose = purpose_of(req.purpose)?;
+    let purpose = require_body_purpose(&state, &token, req.purpose, AuditAction::Search, "POST /api/v1/search").await?;
     let since = time_field("since", req.since)?;
     let until = time_field("until", req.until)?;
     check_window(since, until)?;
@@ -124,7 +126,8 @@ pub(super) async fn search(
         return Err(ApiError::param("limit", format!("must be 1 to {}", state.search.max_limit)));
     }
     let model = req.model.unwrap_or_else(|| EMBEDDING_MODEL.to_owned());
-    let probe = resolve_probe(&state, req.image, req.embedding, &model).await;
+    let mut digest = None;
+    let probe = resolve_probe(&state, req.image, req.embedding, &model, &mut digest).await;
     let mut audited = json!({
         "endpoint": "POST /api/v1/search",
         "since": opt_ts(since),
@@ -137,12 +140,11 @@ pub(super) async fn search(
     let (embedding, probe) = match probe {
         Ok(p) => p,
         Err(e) => {
-            // a photo that was looked at but held no usable face is a search attempt: audited
-            if e.status == StatusCode::UNPROCESSABLE_ENTITY {
-                audited["outcome"] = json!(e.message);
-                audit_access(&state, &token, AuditAction::Search, Some(purpose), audited, 0).await?;
-            }
-            return Err(e);
+            // a search attempt whose probe was refused (a photo too large, undecodable, without a
+            // usable face; no free photo slot) is audited, with the probe's digest when known
+            audited["probe"] = json!({ "digest": digest });
+            let reason = if e.code == "busy" { "busy" } else { "probe" };
+            return Err(refuse(&state, &token, AuditAction::Search, audited, Some(purpose), reason, e).await);
         }
     };
     audited["probe"] = json!({ "source": probe.source, "digest": probe.digest });

@@ -35,6 +35,8 @@ pub struct ApiState {
     /// Where clears of removed watchlist entries go.
     pub alerts: Arc<AlertPublisher>,
     pub search: SearchConfig,
+    /// Photos in progress (`super::photos`).
+    pub photos: super::photos::PhotoGate,
     /// Ends the live event streams at shutdown (`None`: they end when the client leaves).
     pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
@@ -52,6 +54,7 @@ impl ApiState {
             faces: Err("no face models loaded".into()),
             metrics: Arc::new(Metrics::new()),
             search: SearchConfig::default(),
+            photos: super::photos::PhotoGate::default(),
             shutdown: None,
             latest_crowd: LatestCrowd::default(),
             events,

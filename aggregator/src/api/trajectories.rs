@@ -17,9 +17,10 @@ use sightline_contract::ts;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::purpose::require_purpose;
 use super::request::{
-    ApiError, ApiResult, BadParameter, DEFAULT_LIMIT, ErrorBody, MAX_LIMIT, Params, Refused, Unanswered, audit_access,
-    authorize, blocking, check_window, opt_ts, parse_id,
+    ApiError, ApiResult, BadParameter, DEFAULT_LIMIT, ErrorBody, MAX_LIMIT, PURPOSE_DOC, Params, Refused, Unanswered,
+    audit_access, authorize, blocking, check_window, opt_ts, parse_id,
 };
 use super::state::ApiState;
 use crate::auth::Role;
@@ -37,7 +38,7 @@ use crate::store::{AuditAction, Cursor, TrajectoryDetail, TrajectoryPage, Trajec
         ("camera" = Option<String>, Query),
         ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
         ("cursor" = Option<String>, Query, description = "`next` of the previous page"),
-        ("purpose" = Option<String>, Query, description = "why (kept in the audit log)")
+        ("purpose" = String, Query, description = PURPOSE_DOC, min_length = 1, max_length = 500)
     ),
     responses(
         (status = 200, description = "`{items, next}`: trajectory summaries, newest first; audited", body = TrajectoryPage),
@@ -53,6 +54,7 @@ pub(super) async fn trajectories(
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Integrator).await?;
     let p = Params::parse(query, &["site", "since", "until", "camera", "limit", "cursor", "purpose"])?;
+    let purpose = require_purpose(&state, &token, &p, AuditAction::TrajectoryList, "GET /api/v1/trajectories").await?;
     let cursor = p
         .str("cursor")?
         .map(|c| Cursor::from_str(&c).map_err(|_| ApiError::param("cursor", "not a cursor of this API")))
@@ -66,7 +68,6 @@ pub(super) async fn trajectories(
         cursor,
     };
     check_window(q.since, q.until)?;
-    let purpose = p.purpose()?;
     let audited = json!({
         "endpoint": "GET /api/v1/trajectories",
         "site": q.site,
@@ -77,7 +78,7 @@ pub(super) async fn trajectories(
         "cursor": q.cursor.map(|c| c.to_string()),
     });
     let page = blocking(&state, "listing trajectories", move |s| s.trajectories(&q)).await?;
-    audit_access(&state, &token, AuditAction::TrajectoryList, purpose, audited, page.items.len() as u64).await?;
+    audit_access(&state, &token, AuditAction::TrajectoryList, Some(purpose), audited, page.items.len() as u64).await?;
     Ok(Json(page).into_response())
 }
 
@@ -88,7 +89,7 @@ pub(super) async fn trajectories(
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "UUID"),
-        ("purpose" = Option<String>, Query, description = "why (kept in the audit log)")
+        ("purpose" = String, Query, description = PURPOSE_DOC, min_length = 1, max_length = 500)
     ),
     responses(
         (status = 200, description = "a trajectory and its sightings in order; audited", body = TrajectoryDetail),
@@ -118,12 +119,12 @@ async fn read_trajectory(
 ) -> Result<TrajectoryDetail, ApiError> {
     let token = authorize(state, headers, Role::Integrator).await?;
     let p = Params::parse(query, &["purpose"])?;
+    let purpose = require_purpose(state, &token, &p, AuditAction::TrajectoryRead, endpoint).await?;
     let id = parse_id(raw)?;
-    let purpose = p.purpose()?;
     let detail = blocking(state, "reading a trajectory", move |s| s.trajectory(id)).await?;
     let audited = json!({ "endpoint": endpoint, "id": id });
     let results = detail.as_ref().map_or(0, |d| d.sightings.len() as u64);
-    audit_access(state, &token, AuditAction::TrajectoryRead, purpose, audited, results).await?;
+    audit_access(state, &token, AuditAction::TrajectoryRead, Some(purpose), audited, results).await?;
     detail.ok_or_else(|| ApiError::not_found("trajectory", id))
 }
 
@@ -134,7 +135,7 @@ async fn read_trajectory(
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "UUID"),
-        ("purpose" = Option<String>, Query, description = "why (kept in the audit log)")
+        ("purpose" = String, Query, description = PURPOSE_DOC, min_length = 1, max_length = 500)
     ),
     responses(
         (
@@ -223,7 +224,7 @@ pub(super) async fn trajectory_geojson(
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "UUID"),
-        ("purpose" = Option<String>, Query, description = "why (kept in the audit log)")
+        ("purpose" = String, Query, description = PURPOSE_DOC, min_length = 1, max_length = 500)
     ),
     responses(
         (status = 200, description = "`{sighting (no embedding), trajectory, distance, received_at}`; audited", body = SightingOut),
@@ -241,11 +242,12 @@ pub(super) async fn sighting(
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Integrator).await?;
     let p = Params::parse(query, &["purpose"])?;
+    let purpose = require_purpose(&state, &token, &p, AuditAction::SightingRead, "GET /api/v1/sightings/{id}").await?;
     let id = parse_id(&raw)?;
-    let purpose = p.purpose()?;
     let stored = blocking(&state, "reading a sighting", move |s| s.sighting(id)).await?;
     let audited = json!({ "endpoint": "GET /api/v1/sightings/{id}", "id": id });
-    audit_access(&state, &token, AuditAction::SightingRead, purpose, audited, u64::from(stored.is_some())).await?;
+    audit_access(&state, &token, AuditAction::SightingRead, Some(purpose), audited, u64::from(stored.is_some()))
+        .await?;
     let stored = stored.ok_or_else(|| ApiError::not_found("sighting", id))?;
     // The embedding is biometric data: it is never served.
     let mut sighting = serde_json::to_value(&stored.sighting).map_err(|e| ApiError::internal("a sighting", e))?;

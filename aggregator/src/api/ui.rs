@@ -8,8 +8,9 @@
 //!   content-hashed files under `assets/` are `Cache-Control: public, max-age=31536000, immutable`,
 //!   the others `no-cache`;
 //! - every answer has a strict `Content-Security-Policy` (only this origin's scripts, styles —
-//!   inline ones too —, images and connections), `X-Content-Type-Options: nosniff` and
-//!   `Referrer-Policy: no-referrer`.
+//!   inline ones too —, images and connections; no page may frame it: `frame-ancestors 'none'`,
+//!   and `X-Frame-Options: DENY` for browsers without CSP 2), `X-Content-Type-Options: nosniff`
+//!   and `Referrer-Policy: no-referrer`.
 //!
 //! Unknown paths under `/api/`, with a dot in their last segment, or with another method than GET
 //! or HEAD are the API's JSON 404.
@@ -29,8 +30,8 @@ pub struct Asset {
 
 include!(concat!(env!("OUT_DIR"), "/ui_assets.rs"));
 
-pub const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; connect-src 'self'";
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; connect-src 'self'; \
+     frame-ancestors 'none'";
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 /// The embedded file at `path` (relative, without a leading `/`).
@@ -47,6 +48,7 @@ fn serve(asset: &'static Asset) -> Response {
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     resp
 }
 

@@ -18,8 +18,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::probe::{Probe, resolve_probe};
+use super::purpose::{require_body_purpose, require_purpose};
 use super::request::{
-    ApiError, ApiResult, ErrorBody, Params, Refused, audit_access, authorize, blocking, body, parse_id, purpose_of,
+    ApiError, ApiResult, ErrorBody, PURPOSE_DOC, Params, Refused, audit_access, authorize, blocking, body, parse_id,
     time_field,
 };
 use super::state::ApiState;
@@ -32,7 +33,9 @@ use crate::store::{AuditAction, WatchlistEntry};
 pub struct WatchlistRequest {
     /// Shown in the alerts (e.g. a case reference; avoid a person's full name).
     pub name: String,
-    /// REQUIRED: why (kept with the entry and in the audit log).
+    /// REQUIRED: why (kept with the entry and in the audit log); without it the request is
+    /// refused (400) and the refusal audited.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 500)]
     pub purpose: Option<String>,
     /// RFC 3339; at most `[watchlist] max_days` (30) ahead.
     pub expires_at: String,
@@ -101,7 +104,8 @@ pub(super) async fn watchlist_add(
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Admin).await?;
     let req = body(req)?;
-    let purpose = purpose_of(req.purpose)?;
+    let purpose =
+        require_body_purpose(&state, &token, req.purpose, AuditAction::WatchlistAdd, "POST /api/v1/watchlist").await?;
     let name = req.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::param("name", "must be 1 to 200 characters"));
@@ -112,7 +116,7 @@ pub(super) async fn watchlist_add(
     if expires_at <= now || expires_at > now + time::Duration::seconds_f64(max_days * 86_400.0) {
         return Err(ApiError::param("expires_at", format!("must be in the future and at most {max_days} days ahead")));
     }
-    let (embedding, probe) = resolve_probe(&state, req.image, req.embedding, EMBEDDING_MODEL).await?;
+    let (embedding, probe) = resolve_probe(&state, req.image, req.embedding, EMBEDDING_MODEL, &mut None).await?;
     let entry = WatchlistEntry {
         id: sightline_contract::new_event_id(),
         name,
@@ -145,7 +149,7 @@ pub(super) async fn watchlist_add(
     path = "/api/v1/watchlist",
     tag = "admin",
     security(("bearer" = [])),
-    params(("purpose" = Option<String>, Query, description = "why (kept in the audit log)")),
+    params(("purpose" = String, Query, description = PURPOSE_DOC, min_length = 1, max_length = 500)),
     responses(
         (status = 200, description = "active entries, without embeddings; audited", body = WatchlistList),
         Refused
@@ -157,11 +161,12 @@ pub(super) async fn watchlist_list(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Admin).await?;
-    let purpose = Params::parse(query, &["purpose"])?.purpose()?;
+    let p = Params::parse(query, &["purpose"])?;
+    let purpose = require_purpose(&state, &token, &p, AuditAction::WatchlistList, "GET /api/v1/watchlist").await?;
     let now = state.clock.now();
     let entries = blocking(&state, "listing the watchlist", move |s| s.watchlist_active(now)).await?;
     let audited = json!({ "endpoint": "GET /api/v1/watchlist" });
-    audit_access(&state, &token, AuditAction::WatchlistList, purpose, audited, entries.len() as u64).await?;
+    audit_access(&state, &token, AuditAction::WatchlistList, Some(purpose), audited, entries.len() as u64).await?;
     Ok(Json(WatchlistList { items: entries.iter().map(WatchlistOut::from).collect() }).into_response())
 }
 
@@ -172,7 +177,7 @@ pub(super) async fn watchlist_list(
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "UUID"),
-        ("purpose" = Option<String>, Query, description = "why (kept in the audit log)")
+        ("purpose" = String, Query, description = PURPOSE_DOC, min_length = 1, max_length = 500)
     ),
     responses(
         (status = 204, description = "removed, its embedding erased, its raised alerts cleared; audited"),
@@ -187,10 +192,12 @@ pub(super) async fn watchlist_remove(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Admin).await?;
-    let purpose = Params::parse(query, &["purpose"])?.purpose()?;
+    let p = Params::parse(query, &["purpose"])?;
+    let purpose =
+        require_purpose(&state, &token, &p, AuditAction::WatchlistRemove, "DELETE /api/v1/watchlist/{id}").await?;
     let id = parse_id(&raw)?;
     let audited = json!({ "endpoint": "DELETE /api/v1/watchlist/{id}", "id": id });
-    audit_access(&state, &token, AuditAction::WatchlistRemove, purpose, audited, 1).await?;
+    audit_access(&state, &token, AuditAction::WatchlistRemove, Some(purpose), audited, 1).await?;
     if !blocking(&state, "removing from the watchlist", move |s| s.watchlist_remove(id)).await? {
         return Err(ApiError::not_found("watchlist entry", id));
     }

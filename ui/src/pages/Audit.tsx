@@ -1,6 +1,7 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, qs, type AuditRecord } from '../api';
 import { useStore } from '../store';
+import { PurposeField, usePurpose } from '../components/PurposeField';
 import { dateTime } from '../format';
 
 const PAGE = 1000;
@@ -12,10 +13,20 @@ export function AuditPage() {
   const [error, setError] = useState<string | null>(null);
   const [filter, setFilter] = useState('');
   const [reload, setReload] = useState(0);
+  // reading the audit log needs a purpose too: the session's, or one asked for here
+  const purpose = usePurpose();
+  const [used, setUsed] = useState<string | null>(purpose.value.trim() || null);
+  const load = (e?: Event) => {
+    e?.preventDefault();
+    const p = purpose.need();
+    if (!p) return;
+    setUsed(p);
+    setReload((n) => n + 1);
+  };
 
   useEffect(() => {
     const auth = s.auth;
-    if (!auth) return;
+    if (!auth || !used) return;
     const ctl = new AbortController();
     (async () => {
       const all: AuditRecord[] = [];
@@ -23,7 +34,7 @@ export function AuditPage() {
       for (let i = 0; i < MAX_PAGES; i++) {
         const page: { items: AuditRecord[]; next_after: number | null } = await api(
           auth.token,
-          '/api/v1/audit' + qs({ limit: PAGE, after }),
+          '/api/v1/audit' + qs({ limit: PAGE, after, purpose: used }),
           { signal: ctl.signal },
         );
         all.push(...page.items);
@@ -36,11 +47,13 @@ export function AuditPage() {
       if ((e as Error).name !== 'AbortError') setError((e as Error).message);
     });
     return () => ctl.abort();
-  }, [s.auth, reload]);
+  }, [s.auth, reload, used]);
 
   const f = filter.trim().toLowerCase();
   const shown = (rows ?? []).filter(
-    (r) => !f || [r.token, r.role, r.action, r.purpose ?? '', JSON.stringify(r.query)].some((v) => v.toLowerCase().includes(f)),
+    (r) =>
+      !f ||
+      [r.token, r.role, r.action, r.outcome, r.purpose ?? '', JSON.stringify(r.query)].some((v) => v.toLowerCase().includes(f)),
   );
 
   return (
@@ -58,14 +71,20 @@ export function AuditPage() {
               data-testid="audit-filter"
             />
           </label>
-          <button type="button" class="btn small" onClick={() => setReload((n) => n + 1)} data-testid="audit-reload">
+          <button type="button" class="btn small" onClick={() => load()} data-testid="audit-reload">
             Reload
           </button>
         </div>
       </div>
-      <p class="muted small">Newest first. Reading the audit log is itself recorded.</p>
+      <form class="audit-purpose" onSubmit={load} data-testid="audit-purpose-form">
+        <p class="muted small">Newest first. Reading the audit log is itself recorded, with its purpose.</p>
+        <PurposeField purpose={purpose} what="reading the audit log" />
+        <button type="submit" class="btn small" data-testid="audit-load">
+          Load
+        </button>
+      </form>
       {error && <p class="error">Cannot load the audit log: {error}</p>}
-      {rows === null && !error && <p class="muted">Loading…</p>}
+      {rows === null && !error && used && <p class="muted">Loading…</p>}
       {rows && (
         <div class="table-wrap">
           <table class="audit" data-testid="audit-table">
@@ -76,6 +95,7 @@ export function AuditPage() {
                 <th>Token</th>
                 <th>Role</th>
                 <th>Action</th>
+                <th>Outcome</th>
                 <th>Purpose</th>
                 <th>Results</th>
                 <th>Query</th>
@@ -83,12 +103,22 @@ export function AuditPage() {
             </thead>
             <tbody>
               {shown.map((r) => (
-                <tr key={r.seq} data-testid="audit-row" data-action={r.action} data-token={r.token}>
+                <tr
+                  key={r.seq}
+                  class={r.outcome === 'refused' ? 'refused' : ''}
+                  data-testid="audit-row"
+                  data-action={r.action}
+                  data-token={r.token}
+                  data-outcome={r.outcome}
+                >
                   <td>{r.seq}</td>
                   <td class="nowrap">{dateTime(r.ts)}</td>
                   <td class="nowrap">{r.token}</td>
                   <td>{r.role}</td>
                   <td class="nowrap">{r.action.replace(/_/g, ' ')}</td>
+                  <td class="nowrap" data-testid="audit-outcome">
+                    {r.outcome === 'refused' ? <strong class="error">refused</strong> : 'answered'}
+                  </td>
                   <td data-testid="audit-purpose">{r.purpose ?? <span class="muted">—</span>}</td>
                   <td>{r.results}</td>
                   <td class="query">

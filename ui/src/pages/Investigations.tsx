@@ -12,9 +12,9 @@ import {
 } from '../api';
 import { useStore } from '../store';
 import { SiteMap, type TrackPoint } from '../components/SiteMap';
+import { PurposeField, usePurpose } from '../components/PurposeField';
 import { clock, dateTime, localInputToRfc3339, shortId } from '../format';
 
-const PURPOSE_KEY = 'sightline.purpose';
 const MAX_PHOTO_BYTES = 20 * 1024 * 1024;
 
 function duration(a: string, b: string): string {
@@ -25,12 +25,8 @@ function duration(a: string, b: string): string {
 export function InvestigationsPage() {
   const s = useStore();
   const auth = s.auth!;
-  const [purpose, setPurposeState] = useState(sessionStorage.getItem(PURPOSE_KEY) ?? '');
-  const setPurpose = (p: string) => {
-    setPurposeState(p);
-    sessionStorage.setItem(PURPOSE_KEY, p);
-  };
-  const [purposeError, setPurposeError] = useState(false);
+  // asked once, sent with every read below (the aggregator refuses and audits a read without it)
+  const purpose = usePurpose();
 
   // trajectory list
   const [since, setSince] = useState('');
@@ -54,16 +50,7 @@ export function InvestigationsPage() {
 
   const cams = useMemo(() => [...s.cameras.keys()].sort(), [s.cameras]);
 
-  const needPurpose = (): string | null => {
-    const p = purpose.trim();
-    if (!p) {
-      setPurposeError(true);
-      document.getElementById('purpose')?.focus();
-      return null;
-    }
-    setPurposeError(false);
-    return p;
-  };
+  const needPurpose = purpose.need;
 
   const listTrajectories = async (cursor: string | null) => {
     const p = needPurpose();
@@ -145,28 +132,7 @@ export function InvestigationsPage() {
           <strong>Searches and trajectory views are recorded in the audit log</strong> — with your token ({auth.name}), the
           purpose you give and what you asked.
         </p>
-        <label for="purpose" class="purpose-label">
-          Purpose (required: case or incident reference)
-        </label>
-        <input
-          id="purpose"
-          type="text"
-          maxLength={500}
-          value={purpose}
-          placeholder="e.g. incident 2026-1123-04, missing child report"
-          onInput={(e) => {
-            setPurpose((e.target as HTMLInputElement).value);
-            setPurposeError(false);
-          }}
-          class={purposeError ? 'invalid' : ''}
-          data-testid="purpose-input"
-          aria-invalid={purposeError}
-        />
-        {purposeError && (
-          <p class="error small" role="alert" data-testid="purpose-error">
-            A purpose is required before any search or trajectory view.
-          </p>
-        )}
+        <PurposeField purpose={purpose} what="any search or trajectory view" />
       </section>
 
       <div class="inv-grid">

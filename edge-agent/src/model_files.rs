@@ -1,0 +1,71 @@
+//! The model files the config names (`[faces] detector`, `[crowd] person_model`,
+//! `[crowd] density_model`): each is a plain file name inside `[agent] model_dir`.
+//!
+//! A name that is a path (absolute, with a separator, `..`) is refused by `Config::load`, naming
+//! the key: a config must not load a model from elsewhere than the directory the verified models
+//! are put in (`scripts/setup.sh`, `models fetch`). A file the model manifest does not list (a
+//! custom model put into `model_dir` on purpose) is allowed but cannot be sha256-verified: the
+//! agent logs it as unverified when it loads it, and `edge-agent check-config` says so instead of
+//! "models verified".
+
+use std::path::{Component, Path};
+
+use crate::config::Config;
+
+/// `(key, file name)` of each model file the config names and the agent loads: the face
+/// detector always, the person detector and the density model when an enabled camera needs them.
+pub fn loaded(cfg: &Config) -> Vec<(&'static str, &str)> {
+    let enabled = || cfg.cameras.iter().filter(|c| c.enabled);
+    let mut files = vec![("faces.detector", cfg.faces.detector.as_str())];
+    if enabled().any(|c| c.needs_persons()) {
+        files.push(("crowd.person_model", cfg.crowd.person_model.as_str()));
+    }
+    if enabled().any(|c| c.crowd.enabled) {
+        files.push(("crowd.density_model", cfg.crowd.density_model.as_str()));
+    }
+    files
+}
+
+/// `(key, file name)` of every model file the config names, loaded or not.
+pub fn named(cfg: &Config) -> [(&'static str, &str); 3] {
+    [
+        ("faces.detector", cfg.faces.detector.as_str()),
+        ("crowd.person_model", cfg.crowd.person_model.as_str()),
+        ("crowd.density_model", cfg.crowd.density_model.as_str()),
+    ]
+}
+
+/// Why `file` is not a plain file name inside the model directory, if it is not.
+pub fn check_name(file: &str) -> Result<(), String> {
+    let mut parts = Path::new(file).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(_)), None) if !file.contains(['/', '\\']) => Ok(()),
+        _ if file.is_empty() => Err("must name a model file in [agent] model_dir".into()),
+        _ => Err(format!(
+            "{file:?} is not a file name: models are loaded from [agent] model_dir only (no absolute \
+             paths, directories or `..`); put the file there and name it alone"
+        )),
+    }
+}
+
+/// The loaded model files the model manifest does not list: loaded without sha256 verification.
+pub fn unverified(cfg: &Config) -> Vec<(&'static str, &str)> {
+    let manifest = sightline_models::Manifest::embedded();
+    loaded(cfg).into_iter().filter(|(_, file)| manifest.by_file(file).is_none()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_file_names_are_accepted() {
+        for ok in ["yunet_n_dynamic.onnx", "custom-detector.onnx", "a..b.onnx"] {
+            assert_eq!(check_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "/etc/models/yunet.onnx", "../yunet.onnx", "sub/yunet.onnx", "..", ".", "a\\b.onnx", "./x.onnx"]
+        {
+            assert!(check_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -303,7 +303,8 @@ fn real_faces_fit_the_limits() {
     let rt = Runtime::new(&RuntimeConfig { threads: 2, ..Default::default() }).unwrap();
     let mut p = FacePipeline::load(&rt, &model_dir(), "yunet_n_dynamic.onnx").unwrap();
     let now = OffsetDateTime::now_utc();
-    let checks = Plausibility::new(IngestConfig::default(), RetentionPolicy::default(), "testsite", ["stage".into()]);
+    let checks =
+        Plausibility::new(IngestConfig::default(), RetentionPolicy::default(), [("testsite".into(), "stage".into())]);
     let accepted = |bbox: [f32; 4], frame: [u32; 2], embedding: &[f32]| {
         let mut s = synthetic_sighting("stage", now - time::Duration::seconds(5), embedding);
         s.best.bbox = bbox;

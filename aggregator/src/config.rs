@@ -14,7 +14,8 @@ pub use sightline_base::mqtt::{BrokerSecurity, Secret, SecurityError};
 
 use crate::broker::acl::{self, Identities, IdentityError, Policy};
 use crate::correlate::CorrelationConfig;
-use crate::site::{CameraPlace, Link, SiteConfig, SiteModel};
+use crate::site::{CameraPlace, Link, SiteConfig, SiteError, SiteModel};
+use crate::sites::Sites;
 use crate::store::RetentionPolicy;
 use crate::watchlist::WatchlistConfig;
 
@@ -32,9 +33,13 @@ pub struct Config {
     /// `[retention]`: how long data is kept (days). Sightings carry face embeddings: biometric data.
     #[serde(default)]
     pub retention: RetentionPolicy,
-    pub site: SiteConfig,
+    /// `[site]` (one site), or `[[site]]` (several, in a tree: `crate::sites`).
+    #[serde(deserialize_with = "one_or_many")]
+    pub site: Vec<SiteConfig>,
+    /// `[[camera]]`: the cameras of the only `[site]`.
     #[serde(default, rename = "camera")]
     pub cameras: Vec<CameraPlace>,
+    /// `[[link]]`: the links of the only `[site]`.
     #[serde(default, rename = "link")]
     pub links: Vec<Link>,
     #[serde(default)]
@@ -52,6 +57,24 @@ pub struct Config {
     /// `[ingest]`: what a message must be to be believed (`plausible.rs`).
     #[serde(default)]
     pub ingest: crate::plausible::IngestConfig,
+}
+
+/// `[site]` as one table or `[[site]]` as several.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SiteConfig>, D::Error> {
+    struct OneOrMany;
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Vec<SiteConfig>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a [site] table or [[site]] tables")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            SiteConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|s| vec![s])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            Vec::<SiteConfig>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+        }
+    }
+    d.deserialize_any(OneOrMany)
 }
 
 /// `[broker]`: the embedded MQTT broker (cargo feature `embedded-broker`, on by default).
@@ -323,7 +346,7 @@ impl Config {
         let cfg: Config = config::parse(text, path)?;
         let invalid =
             |key: &str, message: String| ConfigError::Invalid { path: path.to_owned(), key: key.into(), message };
-        cfg.site_model().map_err(|e| invalid(&e.key, e.reason))?;
+        cfg.sites().map_err(|e| invalid(&e.key, e.reason))?;
         cfg.correlation.validate().map_err(|e| invalid(&e.key, e.reason))?;
         let r = &cfg.retention;
         for (key, days) in [
@@ -386,7 +409,7 @@ impl Config {
     /// The file-free identity checks of a config (`Config::parse`).
     fn check_identities(&self) -> Result<(), IdentityError> {
         let cfg = self;
-        for c in &cfg.cameras {
+        for (_, c) in cfg.all_cameras() {
             if let Some(agent) = &c.agent {
                 sightline_contract::validate_id("agent id", agent)
                     .map_err(|e| IdentityError { key: format!("camera[{}].agent", c.id), message: e.to_string() })?;
@@ -422,7 +445,7 @@ impl Config {
             return Ok(());
         }
         let known = |login: &str| users.iter().any(|(u, _)| u == login);
-        for c in &cfg.cameras {
+        for (_, c) in cfg.all_cameras() {
             if let Some(agent) = c.agent.as_deref().filter(|a| !known(a)) {
                 return acl::fail(
                     format!("camera[{}].agent", c.id),
@@ -439,17 +462,52 @@ impl Config {
     /// Who may use the broker, for its access rules ([`Policy::new`]).
     pub fn identities(&self) -> Identities<'_> {
         Identities {
-            site: &self.site.id,
-            cameras: self.cameras.iter().map(|c| (c.id.as_str(), c.agent.as_deref())).collect(),
+            sites: self.site.iter().map(|s| s.id.as_str()).collect(),
+            cameras: self.all_cameras().map(|(site, c)| (site, c.id.as_str(), c.agent.as_deref())).collect(),
             aggregator: self.mqtt.security.username.as_deref().map(|login| (login, self.mqtt.client_id.as_str())),
             shared_group: self.mqtt.shared_group.as_deref(),
             observers: &self.broker.observers,
         }
     }
 
-    /// The site model (cameras placed in the site frame).
-    pub fn site_model(&self) -> Result<SiteModel, crate::site::SiteError> {
-        SiteModel::new(self.site.clone(), self.cameras.clone(), self.links.clone())
+    /// The sites and their tree, each with its cameras placed in its frame. With several
+    /// `[[site]]`s, errors name the site: `site[2].camera[0].position`.
+    pub fn sites(&self) -> Result<Sites, SiteError> {
+        let several = self.site.len() > 1;
+        if several && (!self.cameras.is_empty() || !self.links.is_empty()) {
+            let key = if self.cameras.is_empty() { "link" } else { "camera" };
+            return Err(SiteError::new(
+                key,
+                format!("with several [[site]]s, each site's cameras and links are [[site.camera]] and [[site.link]]"),
+            ));
+        }
+        let mut models = Vec::with_capacity(self.site.len());
+        for (i, site) in self.site.iter().enumerate() {
+            let mut site = site.clone();
+            let (mut cameras, mut links) = (std::mem::take(&mut site.cameras), std::mem::take(&mut site.links));
+            if !several {
+                if !(cameras.is_empty() || self.cameras.is_empty()) || !(links.is_empty() || self.links.is_empty()) {
+                    return Err(SiteError::new(
+                        "camera",
+                        "cameras and links are given both in [site] and at the top level: use one place",
+                    ));
+                }
+                cameras.extend(self.cameras.iter().cloned());
+                links.extend(self.links.iter().cloned());
+            }
+            let (name, parent) = (site.name.clone(), site.parent.clone());
+            let model = SiteModel::new(site, cameras, links)
+                .map_err(|e| SiteError { key: if several { site_key(i, &e.key) } else { e.key }, reason: e.reason })?;
+            models.push((model, name, parent));
+        }
+        Sites::new(models, |i| if several { format!("site[{i}].") } else { "site.".into() })
+    }
+
+    /// Every camera of every site, with its site id.
+    pub fn all_cameras(&self) -> impl Iterator<Item = (&str, &CameraPlace)> {
+        let single = (self.site.len() == 1).then(|| self.site[0].id.as_str());
+        let top = self.cameras.iter().filter_map(move |c| single.map(|s| (s, c)));
+        self.site.iter().flat_map(|s| s.cameras.iter().map(move |c| (s.id.as_str(), c))).chain(top)
     }
 
     /// Where the aggregator's MQTT client connects.
@@ -457,6 +515,11 @@ impl Config {
         let host = self.mqtt.host.clone().unwrap_or_else(|| self.broker.listen.ip().to_string());
         (host, self.mqtt.port.unwrap_or(self.broker.listen.port()))
     }
+}
+
+/// A key of site `i`'s model (`site.georef.origin_lat`, `camera[0].id`) as a key of `[[site]]` `i`.
+fn site_key(i: usize, key: &str) -> String {
+    format!("site[{i}].{}", key.strip_prefix("site.").unwrap_or(key))
 }
 
 #[cfg(test)]

@@ -78,6 +78,8 @@ impl EventKind {
 #[derive(Debug)]
 pub struct LiveEvent {
     pub kind: EventKind,
+    /// The site it is about: streams send it only to tokens that may see that site.
+    pub site: String,
     pub id: String,
     pub json: String,
 }
@@ -99,10 +101,10 @@ impl Events {
         self.tx.subscribe()
     }
 
-    fn send(&self, kind: EventKind, id: String, json: impl Into<Vec<u8>>) {
+    fn send(&self, kind: EventKind, site: &str, id: String, json: impl Into<Vec<u8>>) {
         let json = String::from_utf8(json.into()).expect("serde_json writes UTF-8");
         // no stream open: nothing to do (and not an error)
-        let _ = self.tx.send(Arc::new(LiveEvent { kind, id, json }));
+        let _ = self.tx.send(Arc::new(LiveEvent { kind, site: site.to_owned(), id, json }));
     }
 
     /// A sighting, without its embedding.
@@ -114,35 +116,41 @@ impl Events {
         if let Some(o) = v.as_object_mut() {
             o.remove("embedding");
         }
-        self.send(EventKind::Sighting, s.id.to_string(), v.to_string());
+        self.send(EventKind::Sighting, &s.site, s.id.to_string(), v.to_string());
     }
 
     pub fn trajectory(&self, t: &Trajectory) {
-        self.send(EventKind::Trajectory, t.id.to_string(), t.to_json());
+        self.send(EventKind::Trajectory, &t.site, t.id.to_string(), t.to_json());
     }
 
     pub fn alert(&self, a: &Alert) {
-        self.send(EventKind::Alert, a.id.to_string(), a.to_json());
+        self.send(EventKind::Alert, &a.site, a.id.to_string(), a.to_json());
     }
 
     /// An acknowledgement: `json` is the answer of `POST /alerts/{id}/ack`, `id` the alert's id.
-    pub fn alert_ack(&self, id: &str, json: String) {
-        self.send(EventKind::AlertAck, id.to_owned(), json);
+    pub fn alert_ack(&self, site: &str, id: &str, json: String) {
+        self.send(EventKind::AlertAck, site, id.to_owned(), json);
     }
 
     pub fn crowd(&self, c: &Crowd) {
-        self.send(EventKind::Crowd, c.id.to_string(), c.to_json());
+        self.send(EventKind::Crowd, &c.site, c.id.to_string(), c.to_json());
     }
 
     pub fn camera_status(&self, s: &CameraStatus) {
         self.send(
             EventKind::CameraStatus,
+            &s.site,
             format!("{}/{}", s.camera, sightline_contract::ts::format(s.ts)),
             s.to_json(),
         );
     }
 
     pub fn agent_status(&self, s: &AgentStatus) {
-        self.send(EventKind::AgentStatus, format!("{}/{}", s.agent, sightline_contract::ts::format(s.ts)), s.to_json());
+        self.send(
+            EventKind::AgentStatus,
+            &s.site,
+            format!("{}/{}", s.agent, sightline_contract::ts::format(s.ts)),
+            s.to_json(),
+        );
     }
 }

@@ -18,6 +18,7 @@ pub mod retention;
 pub mod search;
 pub mod service;
 pub mod site;
+pub mod sites;
 pub mod store;
 pub mod vectors;
 pub mod watchlist;

@@ -55,6 +55,10 @@ enum TokenCommand {
         /// operator < integrator < admin.
         #[arg(long)]
         role: Role,
+        /// Comma-separated site ids: the token sees these sites and every site below them.
+        /// Default: every site.
+        #[arg(long, value_delimiter = ',')]
+        sites: Option<Vec<String>>,
     },
     /// Revoke a token by name.
     Revoke {
@@ -85,12 +89,15 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => {
             let cfg = Config::load(&config)?;
+            let sites = cfg.sites()?;
+            let ids: Vec<&str> = sites.iter().map(|s| s.id()).collect();
             println!(
-                "{}: OK (site {}, {} camera(s), {} link(s), store {})",
+                "{}: OK ({} site(s): {}; {} camera(s), {} link(s), store {})",
                 config.display(),
-                cfg.site.id,
-                cfg.cameras.len(),
-                cfg.links.len(),
+                sites.len(),
+                ids.join(", "),
+                sites.iter().map(|s| s.model.cameras().len()).sum::<usize>(),
+                sites.iter().map(|s| s.model.links().len()).sum::<usize>(),
                 cfg.store.path.display()
             );
         }
@@ -107,29 +114,39 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn tokens(command: TokenCommand) -> anyhow::Result<()> {
-    let open = |config: &PathBuf| -> anyhow::Result<SqliteStore> {
-        let cfg = Config::load(config)?;
+    let open = |cfg: &Config, config: &PathBuf| -> anyhow::Result<SqliteStore> {
         SqliteStore::open(&cfg.store.path).with_context(|| format!("opening the store of {}", config.display()))
     };
     match command {
-        TokenCommand::Create { config, name, role } => {
-            let store = open(&config)?;
+        TokenCommand::Create { config, name, role, sites } => {
+            let cfg = Config::load(&config)?;
+            if let Some(sites) = &sites {
+                let tree = cfg.sites()?;
+                anyhow::ensure!(!sites.is_empty(), "--sites: name at least one site (or leave it out: every site)");
+                if let Some(unknown) = sites.iter().find(|s| tree.get(s).is_none()) {
+                    let known: Vec<&str> = tree.iter().map(|s| s.id()).collect();
+                    anyhow::bail!("--sites: {unknown:?} is not a site of {} ({})", config.display(), known.join(", "));
+                }
+            }
+            let store = open(&cfg, &config)?;
             let token = new_token();
-            store.create_token(&name, role, &token_hash(&token), SystemClock.now())?;
-            eprintln!("token {name:?} ({}) created; it is shown only this once:", role.as_str());
+            store.create_token(&name, role, sites.as_deref(), &token_hash(&token), SystemClock.now())?;
+            let scope = sites.map_or("every site".to_owned(), |s| format!("sites {}", s.join(", ")));
+            eprintln!("token {name:?} ({}, {scope}) created; it is shown only this once:", role.as_str());
             println!("{token}");
         }
         TokenCommand::Revoke { config, name } => {
-            let store = open(&config)?;
+            let store = open(&Config::load(&config)?, &config)?;
             anyhow::ensure!(store.revoke_token(&name, SystemClock.now())?, "no active token named {name:?}");
             println!("token {name:?} revoked");
         }
         TokenCommand::List { config } => {
             let when =
                 |t: time::OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
-            for t in open(&config)?.list_tokens()? {
+            for t in open(&Config::load(&config)?, &config)?.list_tokens()? {
                 let state = t.revoked_at.map(|r| format!("revoked {}", when(r))).unwrap_or("active".into());
-                println!("{}\t{}\tcreated {}\t{state}", t.name, t.role.as_str(), when(t.created_at));
+                let sites = t.sites.map_or("every site".to_owned(), |s| s.join(","));
+                println!("{}\t{}\t{sites}\tcreated {}\t{state}", t.name, t.role.as_str(), when(t.created_at));
             }
         }
     }

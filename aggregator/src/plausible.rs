@@ -136,8 +136,10 @@ pub const MAX_FRAME_SIDE: u32 = 16_384;
 pub struct Plausibility {
     limits: IngestConfig,
     retention: RetentionPolicy,
-    site: String,
-    cameras: HashSet<String>,
+    /// The sites with cameras.
+    sites: HashSet<String>,
+    /// (site, camera).
+    cameras: HashSet<(String, String)>,
 }
 
 /// The times accepted for one timestamp at `now`.
@@ -181,14 +183,15 @@ impl Window {
 }
 
 impl Plausibility {
-    /// `cameras`: the ids of the `[[camera]]` tables of site `site`.
+    /// `cameras`: (site id, camera id) of every camera of the config.
     pub fn new(
         limits: IngestConfig,
         retention: RetentionPolicy,
-        site: &str,
-        cameras: impl IntoIterator<Item = String>,
+        cameras: impl IntoIterator<Item = (String, String)>,
     ) -> Self {
-        Plausibility { limits, retention, site: site.to_owned(), cameras: cameras.into_iter().collect() }
+        let cameras: HashSet<(String, String)> = cameras.into_iter().collect();
+        let sites = cameras.iter().map(|(site, _)| site.clone()).collect();
+        Plausibility { limits, retention, sites, cameras }
     }
 
     pub fn limits(&self) -> &IngestConfig {
@@ -213,18 +216,18 @@ impl Plausibility {
         Window { now, oldest, newest, oldest_key, skew_s: self.limits.max_future_skew_s }
     }
 
-    /// The camera must be a `[[camera]]` of this site (unless `accept_unknown_cameras`).
+    /// The camera must be a camera of its site in the config (unless `accept_unknown_cameras`).
     fn camera(&self, site: &str, camera: &str) -> Result<(), Problem> {
         if self.limits.accept_unknown_cameras {
             return Ok(());
         }
-        if site != self.site {
+        if !self.sites.contains(site) {
             return Err((
                 "site",
-                format!("is {site:?}: this aggregator serves site {:?} ([ingest] accept_unknown_cameras)", self.site),
+                format!("is {site:?}: no site of the config has it ([ingest] accept_unknown_cameras)"),
             ));
         }
-        if !self.cameras.contains(camera) {
+        if !self.cameras.contains(&(site.to_owned(), camera.to_owned())) {
             return Err((
                 "camera",
                 format!("{camera:?} is not a [[camera]] of the site config ([ingest] accept_unknown_cameras)"),
@@ -405,7 +408,11 @@ mod tests {
 
     fn checks(limits: IngestConfig) -> Plausibility {
         let retention = RetentionPolicy::default();
-        Plausibility::new(limits, retention, "riverside", ["gate".to_owned(), "door".to_owned()])
+        Plausibility::new(
+            limits,
+            retention,
+            [("riverside", "gate"), ("riverside", "door")].map(|(s, c)| (s.into(), c.into())),
+        )
     }
 
     fn sighting() -> Sighting {
@@ -718,8 +725,7 @@ mod tests {
         let long = Plausibility::new(
             IngestConfig { max_age_s: 30 * 86_400, max_future_skew_s: 5, ..IngestConfig::default() },
             RetentionPolicy { sightings_days: 2.0, ..RetentionPolicy::default() },
-            "riverside",
-            ["gate".to_owned()],
+            [("riverside".to_owned(), "gate".to_owned())],
         );
         long.crowd(&at(NOW - Duration::days(20)), NOW).unwrap();
         assert!(long.crowd(&at(NOW + Duration::seconds(6)), NOW).is_err());

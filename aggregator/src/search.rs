@@ -77,6 +77,8 @@ pub struct SearchQuery {
     pub until: Option<OffsetDateTime>,
     /// Only this camera's sightings (an unknown camera has none).
     pub camera: Option<String>,
+    /// Only these sites' sightings; `None`: every site.
+    pub sites: Option<Vec<String>>,
     /// Euclidean distance, inclusive; `f32::INFINITY` for no limit.
     pub max_distance: f32,
     /// At most this many hits.
@@ -89,7 +91,7 @@ pub struct SearchQuery {
 impl Default for SearchQuery {
     /// Everything in the index, same-person threshold (0.6), 10 hits, every core.
     fn default() -> Self {
-        SearchQuery { since: None, until: None, camera: None, max_distance: 0.6, limit: 10, threads: 0 }
+        SearchQuery { since: None, until: None, camera: None, sites: None, max_distance: 0.6, limit: 10, threads: 0 }
     }
 }
 
@@ -98,6 +100,7 @@ impl Default for SearchQuery {
 pub struct Hit {
     pub sighting: Uuid,
     pub trajectory: Uuid,
+    pub site: Arc<str>,
     pub camera: Arc<str>,
     /// At millisecond precision (floored), like the store.
     pub last_seen: OffsetDateTime,
@@ -112,12 +115,14 @@ pub struct SearchIndex {
     vectors: Matrix,
     sightings: Vec<Uuid>,
     trajectories: Vec<Uuid>,
-    /// Numbers in `camera_names`.
+    /// Numbers in `camera_names` and `places`.
     cameras: Vec<u32>,
     /// Unix milliseconds.
     last_seen: Vec<i64>,
-    /// Interned camera names; never shrinks (a site has a bounded set of cameras).
+    /// Interned `site/camera` keys; never shrinks (a deployment has a bounded set of cameras).
     camera_names: Interner,
+    /// (site, camera) of each interned key.
+    places: Vec<(Arc<str>, Arc<str>)>,
 }
 
 impl fmt::Debug for SearchIndex {
@@ -146,6 +151,7 @@ impl SearchIndex {
             cameras: Vec::new(),
             last_seen: Vec::new(),
             camera_names: Interner::new(),
+            places: Vec::new(),
         }
     }
 
@@ -174,12 +180,17 @@ impl SearchIndex {
         &mut self,
         sighting: Uuid,
         trajectory: Uuid,
+        site: &str,
         camera: &str,
         last_seen: OffsetDateTime,
         embedding: &[f32],
     ) -> Result<(), SearchError> {
         check_vector("embedding", &self.model, self.dim(), embedding)?;
-        let camera = self.camera_names.intern(camera);
+        // ids hold no `/`: the key is unambiguous
+        let camera = self.camera_names.intern(&format!("{site}/{camera}"));
+        if camera as usize == self.places.len() {
+            self.places.push((site.into(), camera_of(&self.camera_names, camera)));
+        }
         self.vectors.push(embedding);
         self.sightings.push(sighting);
         self.trajectories.push(trajectory);
@@ -234,13 +245,19 @@ impl SearchIndex {
         if q.max_distance.is_nan() || q.max_distance < 0.0 {
             return Err(SearchError::MaxDistance(q.max_distance));
         }
-        let camera = match &q.camera {
-            None => None,
-            Some(name) => match self.camera_names.get(name) {
-                Some(i) => Some(i),
-                None => return Ok(Vec::new()),
-            },
-        };
+        // the interned cameras the query may see (`None`: every one)
+        let allowed: Option<Vec<bool>> = (q.camera.is_some() || q.sites.is_some()).then(|| {
+            self.places
+                .iter()
+                .map(|(site, camera)| {
+                    q.camera.as_deref().is_none_or(|c| c == &**camera)
+                        && q.sites.as_ref().is_none_or(|sites| sites.iter().any(|s| s == &**site))
+                })
+                .collect()
+        });
+        if allowed.as_ref().is_some_and(|a| !a.contains(&true)) {
+            return Ok(Vec::new());
+        }
         // last_seen (whole ms) >= since  <=>  last_seen >= ceil_ms(since); likewise for until.
         let from = q.since.map_or(i64::MIN, ceil_ms);
         let to = q.until.map_or(i64::MAX, ceil_ms);
@@ -255,7 +272,7 @@ impl SearchIndex {
             cameras: &self.cameras,
             last_seen: &self.last_seen,
             query,
-            camera,
+            allowed: allowed.as_deref(),
             from,
             to,
             max_sq: q.max_distance * q.max_distance,
@@ -294,7 +311,8 @@ impl SearchIndex {
             .map(|c| Hit {
                 sighting: self.sightings[c.row],
                 trajectory: self.trajectories[c.row],
-                camera: self.camera_names.name(self.cameras[c.row]).clone(),
+                site: self.places[self.cameras[c.row] as usize].0.clone(),
+                camera: self.places[self.cameras[c.row] as usize].1.clone(),
                 last_seen: from_ms(self.last_seen[c.row]),
                 distance: c.d2.sqrt(),
             })
@@ -323,7 +341,7 @@ impl SearchIndex {
         let mut index = SearchIndex::new(model, dim);
         let (mut skipped, mut first) = (0usize, None);
         store.for_each_embedding(model, Some(since), None, &mut |row| {
-            if let Err(e) = index.insert(row.sighting, row.trajectory, &row.camera, row.last_seen, &row.embedding) {
+            if let Err(e) = index.insert(row.sighting, row.trajectory, &row.site, &row.camera, row.last_seen, &row.embedding) {
                 skipped += 1;
                 if skipped <= LOGGED {
                     tracing::error!(sighting = %row.sighting, error = %e, "stored embedding skipped: it does not fit the search index");
@@ -427,6 +445,12 @@ impl TopK {
     }
 }
 
+/// The camera part of interned key `i` (`site/camera`).
+fn camera_of(names: &Interner, i: u32) -> Arc<str> {
+    let key = names.name(i);
+    key.split_once('/').map_or_else(|| key.clone(), |(_, camera)| camera.into())
+}
+
 /// One query's view of the index.
 struct Scan<'a> {
     dim: usize,
@@ -435,7 +459,8 @@ struct Scan<'a> {
     cameras: &'a [u32],
     last_seen: &'a [i64],
     query: &'a [f32],
-    camera: Option<u32>,
+    /// By interned camera: whether the query sees it (`None`: every camera).
+    allowed: Option<&'a [bool]>,
     /// Window in unix ms, `[from, to)`.
     from: i64,
     to: i64,
@@ -477,8 +502,8 @@ fn scan_rows(s: &Scan<'_>, rows: Range<usize>, top: &mut TopK, l2sq: impl Fn(&[f
         if t < s.from || t >= s.to {
             continue;
         }
-        if let Some(c) = s.camera
-            && cameras[i] != c
+        if let Some(allowed) = s.allowed
+            && !allowed[cameras[i] as usize]
         {
             continue;
         }
@@ -598,7 +623,7 @@ mod tests {
     fn index_of(rows: &[Row]) -> SearchIndex {
         let mut index = SearchIndex::new(MODEL, DIM);
         for r in rows {
-            index.insert(r.sighting, r.trajectory, r.camera, r.last_seen, &r.embedding).unwrap();
+            index.insert(r.sighting, r.trajectory, "riverside", r.camera, r.last_seen, &r.embedding).unwrap();
         }
         index
     }
@@ -781,9 +806,9 @@ mod tests {
         let mut index = SearchIndex::new(MODEL, 4);
         let ids: Vec<Uuid> = [9u128, 3, 7, 1, 5].into_iter().map(Uuid::from_u128).collect();
         for id in &ids {
-            index.insert(*id, Uuid::nil(), "gate", T0, &[0.5, 0.0, 0.0, 0.0]).unwrap();
+            index.insert(*id, Uuid::nil(), "riverside", "gate", T0, &[0.5, 0.0, 0.0, 0.0]).unwrap();
         }
-        index.insert(Uuid::from_u128(2), Uuid::nil(), "gate", T0, &[0.1, 0.0, 0.0, 0.0]).unwrap();
+        index.insert(Uuid::from_u128(2), Uuid::nil(), "riverside", "gate", T0, &[0.1, 0.0, 0.0, 0.0]).unwrap();
         let q = SearchQuery { limit: 4, ..SearchQuery::default() };
         let hits = index.search(&[0.0; 4], &q).unwrap();
         let got: Vec<(u128, f32)> = hits.iter().map(|h| (h.sighting.as_u128(), h.distance)).collect();
@@ -805,7 +830,7 @@ mod tests {
         for (i, r) in kept.iter().enumerate() {
             assert_eq!(index.sightings[i], r.sighting);
             assert_eq!(index.trajectories[i], r.trajectory);
-            assert_eq!(&**index.camera_names.name(index.cameras[i]), r.camera);
+            assert_eq!(&*index.places[index.cameras[i] as usize].1, r.camera);
             assert_eq!(index.last_seen[i], floor_ms(r.last_seen));
             assert_eq!(index.vectors.row(i), &r.embedding[..]);
         }
@@ -828,7 +853,7 @@ mod tests {
         assert!(index.is_empty() && index.vectors.values().is_empty());
         assert_eq!(index.search(&query, &SearchQuery::default()).unwrap(), []);
         // and it takes new entries again
-        index.insert(Uuid::from_u128(1), Uuid::from_u128(2), "gate", T0, &query).unwrap();
+        index.insert(Uuid::from_u128(1), Uuid::from_u128(2), "riverside", "gate", T0, &query).unwrap();
         assert_eq!(index.search(&query, &SearchQuery::default()).unwrap().len(), 1);
     }
 
@@ -837,11 +862,20 @@ mod tests {
         let mut index = SearchIndex::new(MODEL, 2);
         let at = |ms: i64| T0 + Duration::milliseconds(ms);
         for ms in 0..5 {
-            index.insert(Uuid::from_u128(ms as u128 + 1), Uuid::nil(), "gate", at(ms), &[0.0, 0.0]).unwrap();
+            index
+                .insert(Uuid::from_u128(ms as u128 + 1), Uuid::nil(), "riverside", "gate", at(ms), &[0.0, 0.0])
+                .unwrap();
         }
         // a sub-millisecond last_seen is floored, like the store does
         index
-            .insert(Uuid::from_u128(100), Uuid::nil(), "gate", at(7) + Duration::microseconds(900), &[0.0, 0.0])
+            .insert(
+                Uuid::from_u128(100),
+                Uuid::nil(),
+                "riverside",
+                "gate",
+                at(7) + Duration::microseconds(900),
+                &[0.0, 0.0],
+            )
             .unwrap();
         let ids = |since: Option<OffsetDateTime>, until: Option<OffsetDateTime>| -> Vec<u128> {
             let q = SearchQuery { since, until, limit: 100, ..SearchQuery::default() };
@@ -863,8 +897,10 @@ mod tests {
     #[test]
     fn bad_inserts_are_rejected_and_change_nothing() {
         let mut index = SearchIndex::new(MODEL, 4);
-        index.insert(Uuid::from_u128(1), Uuid::nil(), "gate", T0, &[0.0; 4]).unwrap();
-        let insert = |index: &mut SearchIndex, v: &[f32]| index.insert(Uuid::from_u128(2), Uuid::nil(), "hall", T0, v);
+        index.insert(Uuid::from_u128(1), Uuid::nil(), "riverside", "gate", T0, &[0.0; 4]).unwrap();
+        let insert = |index: &mut SearchIndex, v: &[f32]| {
+            index.insert(Uuid::from_u128(2), Uuid::nil(), "riverside", "hall", T0, v)
+        };
         assert_eq!(
             insert(&mut index, &[0.0; 3]),
             Err(SearchError::Dimension { what: "embedding", model: MODEL.into(), expected: 4, got: 3 })
@@ -891,7 +927,7 @@ mod tests {
     #[test]
     fn bad_queries_are_errors() {
         let mut index = SearchIndex::new(MODEL, DIM);
-        index.insert(Uuid::from_u128(1), Uuid::nil(), "gate", T0, &[0.1; DIM]).unwrap();
+        index.insert(Uuid::from_u128(1), Uuid::nil(), "riverside", "gate", T0, &[0.1; DIM]).unwrap();
         let q = SearchQuery::default();
         assert_eq!(
             index.search(&[0.1; 127], &q),
@@ -916,7 +952,7 @@ mod tests {
         let mut index = SearchIndex::new(MODEL, 2);
         assert!(index.is_empty());
         assert_eq!(index.search(&[0.0, 0.0], &SearchQuery::default()).unwrap(), []);
-        index.insert(Uuid::from_u128(1), Uuid::nil(), "gate", T0, &[0.0, 1.0]).unwrap();
+        index.insert(Uuid::from_u128(1), Uuid::nil(), "riverside", "gate", T0, &[0.0, 1.0]).unwrap();
         assert_eq!(index.search(&[0.0, 0.0], &SearchQuery { limit: 0, ..SearchQuery::default() }).unwrap(), []);
         // distance 1 > 0.6
         assert_eq!(index.search(&[0.0, 0.0], &SearchQuery::default()).unwrap(), []);

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::alerts::AlertPublisher;
 use crate::config::Config;
-use crate::correlate::{Correlator, Observation};
+use crate::correlate::{Observation, SiteCorrelators};
 use crate::events::Events;
 use crate::ingest::{self, Ingest};
 use crate::metrics::{Metrics, Outcome};
@@ -42,26 +42,33 @@ pub enum ServiceError {
 /// Runs until `shutdown` turns true.
 pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiver<bool>) -> Result<(), ServiceError> {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store.path)?);
-    let site = cfg.site_model().map_err(ServiceError::Site)?;
-    for c in &cfg.cameras {
-        store.put_camera(&cfg.site.id, &c.id, Some(c.position))?;
+    let sites = Arc::new(cfg.sites().map_err(ServiceError::Site)?);
+    for (site, c) in cfg.all_cameras() {
+        store.put_camera(site, &c.id, Some(c.position))?;
     }
-    let mut correlator = Correlator::new(cfg.correlation.clone(), site).map_err(ServiceError::Site)?;
+    let mut correlators = SiteCorrelators::new(&cfg.correlation, &sites).map_err(ServiceError::Site)?;
     let horizon = time::Duration::seconds_f64(cfg.correlation.horizon_s);
     // as much as the retention job keeps in memory (see `crate::retention`)
     let replay = store.sightings_for_replay(clock.now() - horizon * 2)?;
+    let mut elsewhere = 0usize;
     for s in &replay {
-        correlator.restore(Observation::from_sighting(&s.sighting), s.trajectory);
+        if !correlators.restore(&s.sighting.site, Observation::from_sighting(&s.sighting), s.trajectory) {
+            elsewhere += 1;
+        }
     }
     tracing::info!(
         store = %cfg.store.path.display(),
+        sites = sites.len(),
         sightings = replay.len(),
-        trajectories = correlator.live(),
-        "correlator restored from the store"
+        trajectories = correlators.live(),
+        "correlators restored from the store"
     );
+    if elsewhere > 0 {
+        tracing::warn!(sightings = elsewhere, "stored sightings of sites no longer in the config were not restored");
+    }
     drop(replay);
     let metrics = Arc::new(Metrics::new());
-    metrics.live_trajectories.set(correlator.live() as i64);
+    metrics.live_trajectories.set(correlators.live() as i64);
 
     let since = crate::store::RetentionPolicy::cutoff(clock.now(), cfg.retention.sightings_days);
     let index =
@@ -113,7 +120,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         search: cfg.search.clone(),
         shutdown: Some(shutdown.clone()),
         latest_crowd: latest_crowd.clone(),
-        ..crate::api::ApiState::new(store.clone(), clock.clone(), cfg.site_model().map_err(ServiceError::Site)?)
+        ..crate::api::ApiState::new(store.clone(), clock.clone(), sites.clone())
     };
     let url = listener.local_addr().map(|a| format!("http://{a}/api/v1")).unwrap_or_default();
     let http = tokio::spawn(crate::api::serve(listener, Arc::new(api), shutdown.clone()));
@@ -128,16 +135,14 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
 
     let (work, work_rx) = mpsc::channel(ingest::QUEUE);
     let ingest = Ingest {
-        site: cfg.site.id.clone(),
         max_bytes: cfg.broker.max_payload_bytes,
         plausible: crate::plausible::Plausibility::new(
             cfg.ingest.clone(),
             cfg.retention,
-            &cfg.site.id,
-            cfg.cameras.iter().map(|c| c.id.clone()),
+            cfg.all_cameras().map(|(site, c)| (site.to_owned(), c.id.clone())),
         ),
         store: store.clone(),
-        correlator,
+        correlators,
         client: client.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),

@@ -69,6 +69,34 @@ pub struct SiteConfig {
     /// Where the site frame is on Earth; without it, positions are not published in WGS84.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub georef: Option<GeoRef>,
+    /// What people call it (display only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The site above this one: the center of `parent` sees this site too (`crate::sites`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// `[[site.camera]]`: the site's cameras (with a single `[site]`, `[[camera]]` works too).
+    #[serde(default, rename = "camera", skip_serializing)]
+    pub cameras: Vec<CameraPlace>,
+    /// `[[site.link]]`: the site's links (with a single `[site]`, `[[link]]` works too).
+    #[serde(default, rename = "link", skip_serializing)]
+    pub links: Vec<Link>,
+}
+
+impl SiteConfig {
+    /// A site with the default speed and tolerance, no georeference, no parent, no cameras.
+    pub fn new(id: &str) -> Self {
+        SiteConfig {
+            id: id.to_owned(),
+            max_walking_speed_mps: DEFAULT_MAX_WALKING_SPEED_MPS,
+            time_tolerance_s: DEFAULT_TIME_TOLERANCE_S,
+            georef: None,
+            name: None,
+            parent: None,
+            cameras: Vec::new(),
+            links: Vec::new(),
+        }
+    }
 }
 
 /// The site frame's origin in WGS84 and its rotation.
@@ -398,7 +426,7 @@ mod tests {
     }
 
     fn site() -> SiteConfig {
-        SiteConfig { id: "riverside".into(), max_walking_speed_mps: 2.5, time_tolerance_s: 1.0, georef: None }
+        SiteConfig::new("riverside")
     }
 
     fn cam(id: &str, x: f64, y: f64) -> CameraPlace {

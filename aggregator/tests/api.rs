@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use sightline_aggregator::api::{self, ApiState};
 use sightline_aggregator::auth::{new_token, token_hash};
 use sightline_aggregator::site::{CameraPlace, GeoRef, SiteConfig, SiteModel};
+use sightline_aggregator::sites::Sites;
 use sightline_aggregator::store::*;
 use sightline_contract::*;
 use time::macros::datetime;
@@ -76,10 +77,8 @@ fn site(georef: bool) -> SiteModel {
     };
     SiteModel::new(
         SiteConfig {
-            id: "riverside".into(),
-            max_walking_speed_mps: 2.5,
-            time_tolerance_s: 1.0,
             georef: georef.then_some(GeoRef { origin_lat: 48.8566, origin_lon: 2.3522, rotation_deg: 0.0 }),
+            ..SiteConfig::new("riverside")
         },
         vec![place("gate-north", [0.0, 120.0]), place("plaza", [30.0, 120.0]), place("lens", [60.0, 0.0])],
         vec![],
@@ -111,7 +110,7 @@ async fn fixture(georef: bool) -> Fixture {
     let store = Arc::new(SqliteStore::open(&dir.path().join("aggregator.sqlite")).unwrap());
     let token = |name: &str, role| {
         let secret = new_token();
-        store.create_token(name, role, &token_hash(&secret), T0).unwrap();
+        store.create_token(name, role, None, &token_hash(&secret), T0).unwrap();
         secret
     };
     let operator = token("ops-desk", Role::Operator);
@@ -154,7 +153,7 @@ async fn fixture(georef: bool) -> Fixture {
         store.record_crowd(&c, T0).unwrap();
     }
 
-    let state = ApiState::new(store.clone(), Arc::new(FixedClock), site(georef));
+    let state = ApiState::new(store.clone(), Arc::new(FixedClock), Arc::new(Sites::single(site(georef))));
     // the latest plaza measurement came through ingest (stored, and held with its grid); the
     // gate's is only in the store (as after a restart); the lens has none
     let plaza = Crowd {
@@ -923,7 +922,7 @@ async fn me_names_the_token_and_its_role() {
     {
         let r = get(f.addr, "/api/v1/me", Some(token)).await;
         assert_eq!(r.status, 200);
-        assert_eq!(r.json(), json!({ "name": name, "role": role }));
+        assert_eq!(r.json(), json!({ "name": name, "role": role, "sites": null }));
     }
     assert_eq!(get(f.addr, "/api/v1/me", None).await.status, 401);
     assert_eq!(get(f.addr, "/api/v1/me", Some(&f.revoked)).await.status, 401);

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use sightline_aggregator::api::{self, ApiState};
 use sightline_aggregator::auth::{new_token, token_hash};
 use sightline_aggregator::site::{CameraPlace, SiteConfig, SiteModel};
+use sightline_aggregator::sites::Sites;
 use sightline_aggregator::store::*;
 use sightline_contract::*;
 use time::macros::datetime;
@@ -91,7 +92,7 @@ async fn fixture() -> Fixture {
     let store = Arc::new(SqliteStore::open(&dir.path().join("aggregator.sqlite")).unwrap());
     let token = |name: &str, role| {
         let secret = new_token();
-        store.create_token(name, role, &token_hash(&secret), T0).unwrap();
+        store.create_token(name, role, None, &token_hash(&secret), T0).unwrap();
         secret
     };
     let operator = token("ops-desk", Role::Operator);
@@ -111,13 +112,8 @@ async fn fixture() -> Fixture {
         homography: None,
         agent: None,
     };
-    let site = SiteModel::new(
-        SiteConfig { id: "riverside".into(), max_walking_speed_mps: 2.5, time_tolerance_s: 1.0, georef: None },
-        vec![place("gate"), place("lens")],
-        vec![],
-    )
-    .unwrap();
-    let state = ApiState::new(store.clone(), Arc::new(FixedClock), site);
+    let site = SiteModel::new(SiteConfig::new("riverside"), vec![place("gate"), place("lens")], vec![]).unwrap();
+    let state = ApiState::new(store.clone(), Arc::new(FixedClock), Arc::new(Sites::single(site)));
     let events = state.events.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -104,6 +104,7 @@ fn audit_entry(ts: OffsetDateTime, token: &str, action: AuditAction, results: u6
         query: json!({"since": "2026-11-23T08:00:00.000Z", "limit": 10}),
         results,
         outcome: AuditOutcome::Answered,
+        sites: None,
     }
 }
 
@@ -227,7 +228,7 @@ fn alerts_round_trip_filter_and_acknowledge() {
     assert_eq!(q(&|q| q.kind = Some(AlertKind::CrowdThreshold)), [clear.id, raise.id]);
     assert_eq!(q(&|q| q.state = Some(AlertState::Raised)), [offline.id, raise.id]);
     assert_eq!(q(&|q| q.camera = Some("lens".into())), [offline.id]);
-    assert_eq!(q(&|q| q.site = Some("docks".into())), Vec::<Uuid>::new());
+    assert_eq!(q(&|q| q.sites = Some(vec!["docks".into()])), Vec::<Uuid>::new());
     assert_eq!(q(&|q| (q.since, q.until) = (Some(T0 + secs(30)), Some(T0 + secs(60)))), [offline.id], "half-open");
     assert_eq!(q(&|q| q.limit = 1), [clear.id]);
     let all = store.alerts(&AlertQuery { limit: 10, ..Default::default() }).unwrap();
@@ -270,7 +271,7 @@ fn crowd_round_trip_and_bucketing() {
     let series = |zone: Option<&str>, since, until, step_s| {
         store
             .crowd_series(&CrowdQuery {
-                site: None,
+                sites: None,
                 camera: "stage".into(),
                 zone: zone.map(Into::into),
                 since,
@@ -299,14 +300,14 @@ fn crowd_round_trip_and_bucketing() {
     assert_eq!(series(Some("nowhere"), T0, end, 60), []);
     assert_eq!(series(None, T0, end, 3600), [(T0, 4.0, 0.0, 8.0, 9)]);
     for (q, want) in [
-        (CrowdQuery { site: None, camera: "stage".into(), zone: None, since: T0, until: end, step_s: 0 }, "step"),
-        (CrowdQuery { site: None, camera: "stage".into(), zone: None, since: end, until: T0, step_s: 60 }, "until"),
+        (CrowdQuery { sites: None, camera: "stage".into(), zone: None, since: T0, until: end, step_s: 0 }, "step"),
+        (CrowdQuery { sites: None, camera: "stage".into(), zone: None, since: end, until: T0, step_s: 60 }, "until"),
     ] {
         let e = store.crowd_series(&q).unwrap_err().to_string();
         assert!(e.contains("invalid crowd query") && e.contains(want), "{e}");
     }
     let only_docks = CrowdQuery {
-        site: Some("docks".into()),
+        sites: Some(vec!["docks".into()]),
         camera: "stage".into(),
         zone: None,
         since: T0,
@@ -482,7 +483,7 @@ fn trajectory_paging_is_keyset_and_stable_under_inserts() {
     let all = |q: TrajectoryQuery| store.trajectories(&q).unwrap().items.len();
     assert_eq!(all(TrajectoryQuery { limit: 100, ..Default::default() }), 30);
     assert_eq!(all(TrajectoryQuery { limit: 100, camera: Some("gate".into()), ..Default::default() }), 9 + 5);
-    assert_eq!(all(TrajectoryQuery { limit: 100, site: Some("docks".into()), ..Default::default() }), 0);
+    assert_eq!(all(TrajectoryQuery { limit: 100, sites: Some(vec!["docks".into()]), ..Default::default() }), 0);
     let window =
         TrajectoryQuery { limit: 100, since: Some(T0 + secs(60)), until: Some(T0 + secs(115)), ..Default::default() };
     assert_eq!(all(window), 2, "overlapping [since, until)");
@@ -551,22 +552,22 @@ fn embeddings_and_replay() {
 fn token_lifecycle() {
     let (_dir, path) = tmp();
     let store = open(&path);
-    let t = store.create_token("dashboard", Role::Operator, &hash(1), T0).unwrap();
+    let t = store.create_token("dashboard", Role::Operator, None, &hash(1), T0).unwrap();
     assert_eq!((t.name.as_str(), t.role, t.created_at, t.revoked_at), ("dashboard", Role::Operator, T0, None));
-    let admin = store.create_token("ops-anna", Role::Admin, &hash(2), T0 + secs(1)).unwrap();
+    let admin = store.create_token("ops-anna", Role::Admin, None, &hash(2), T0 + secs(1)).unwrap();
     assert_eq!(store.token_by_hash(&hash(1)).unwrap(), Some(t.clone()));
     assert_eq!(store.token_by_hash(&hash(3)).unwrap(), None);
 
-    let e = store.create_token("dashboard", Role::Admin, &hash(3), T0).unwrap_err();
+    let e = store.create_token("dashboard", Role::Admin, None, &hash(3), T0).unwrap_err();
     assert!(matches!(e, StoreError::TokenNameTaken(ref n) if n == "dashboard"), "{e}");
     assert!(e.to_string().contains("\"dashboard\" is already taken"), "{e}");
-    let e = store.create_token("other", Role::Admin, &hash(1), T0).unwrap_err().to_string();
+    let e = store.create_token("other", Role::Admin, None, &hash(1), T0).unwrap_err().to_string();
     assert!(e.contains("same hash"), "{e}");
     for bad in ["", "abc", &hash(1).to_uppercase()] {
-        let e = store.create_token("x", Role::Admin, bad, T0).unwrap_err().to_string();
+        let e = store.create_token("x", Role::Admin, None, bad, T0).unwrap_err().to_string();
         assert!(e.contains("SHA-256 in lowercase hex"), "{e}");
     }
-    let e = store.create_token(" ", Role::Admin, &hash(4), T0).unwrap_err().to_string();
+    let e = store.create_token(" ", Role::Admin, None, &hash(4), T0).unwrap_err().to_string();
     assert!(e.contains("name is empty"), "{e}");
 
     assert!(store.revoke_token("dashboard", T0 + secs(10)).unwrap());
@@ -576,7 +577,7 @@ fn token_lifecycle() {
     assert!(e.contains("token \"nobody\" not found"), "{e}");
     // names are never reused, so the audit log stays unambiguous
     assert!(matches!(
-        store.create_token("dashboard", Role::Operator, &hash(5), T0),
+        store.create_token("dashboard", Role::Operator, None, &hash(5), T0),
         Err(StoreError::TokenNameTaken(_))
     ));
 
@@ -804,7 +805,7 @@ fn restart_keeps_trajectories_and_dedup_state() {
         store.record_sighting(&s, traj, None, T0).unwrap();
         store.record_alert(&a, T0).unwrap();
         store.record_crowd(&c, T0).unwrap();
-        store.create_token("acme", Role::Integrator, &hash(7), T0).unwrap();
+        store.create_token("acme", Role::Integrator, None, &hash(7), T0).unwrap();
     }
     let store = open(&path);
     assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
@@ -857,7 +858,7 @@ fn migrates_a_version_1_file() {
         (alert_id, AlertKind::CameraOffline, None)
     );
     assert_eq!(store.acknowledge_alert("a1", "ops-anna", T0).unwrap(), Acknowledged::Now);
-    store.create_token("acme", Role::Integrator, &hash(9), T0).unwrap();
+    store.create_token("acme", Role::Integrator, None, &hash(9), T0).unwrap();
     assert_eq!(store.audit(&audit_entry(T0, "acme", AuditAction::Search, 0)).unwrap(), 1);
 }
 

@@ -345,7 +345,7 @@ fn site() -> SiteModel {
             agent: None,
         })
         .collect();
-    let cfg = SiteConfig { id: "yard".into(), max_walking_speed_mps: 2.5, time_tolerance_s: 1.0, georef: None };
+    let cfg = SiteConfig::new("yard");
     SiteModel::new(cfg, cameras, vec![]).expect("valid site")
 }
 

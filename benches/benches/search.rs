@@ -31,7 +31,14 @@ fn fill(index: &mut SearchIndex, vectors: &[f32], first: usize) {
         let i = first + i;
         let last_seen = T0 + time::Duration::milliseconds(i as i64);
         index
-            .insert(Uuid::from_u128(i as u128 + 1), Uuid::from_u128(i as u128 / 8 + 1), CAMERAS[i % 4], last_seen, v)
+            .insert(
+                Uuid::from_u128(i as u128 + 1),
+                Uuid::from_u128(i as u128 / 8 + 1),
+                "bench",
+                CAMERAS[i % 4],
+                last_seen,
+                v,
+            )
             .unwrap();
     }
 }

@@ -188,7 +188,7 @@ impl SimSite {
         } else {
             Vec::new()
         };
-        let site = SiteConfig { id: "campus".into(), max_walking_speed_mps: 2.5, time_tolerance_s: 1.0, georef: None };
+        let site = SiteConfig::new("campus");
         SiteModel::new(site, cameras, links).expect("simulated site is valid")
     }
 

@@ -24,9 +24,11 @@ use super::alerts::MAX_ALERT_ID_CHARS;
 use super::request::{
     ApiError, ApiResult, BadParameter, ErrorBody, Params, Refused, Unanswered, audit_access, authorize, blocking,
 };
+use super::scope::scope;
 use super::state::ApiState;
 use crate::auth::Role;
 use crate::liveness::{Fleet, Stale};
+use crate::sites::Scope;
 use crate::store::{AuditAction, Store, StoreError};
 
 /// Longest `reason` accepted (characters).
@@ -59,9 +61,10 @@ enum Decision {
     },
 }
 
-fn decide(store: &dyn Store, alert: &str) -> Result<Decision, StoreError> {
+fn decide(store: &dyn Store, alert: &str, scope: &Scope) -> Result<Decision, StoreError> {
     let events = store.alert_events(alert, MAX_EVENTS)?;
-    if events.is_empty() {
+    // an alert of a site outside the token's scope is unknown to it
+    if events.first().is_none_or(|e| !scope.allows(&e.alert.site)) {
         return Ok(Decision::NotFound);
     }
     if let Some(c) = events.iter().find(|e| e.alert.state == AlertState::Cleared) {
@@ -127,9 +130,10 @@ pub async fn close(
         return Err(ApiError::param("reason", format!("is required: 1 to {MAX_REASON_CHARS} printable characters")));
     }
 
+    let scope = scope(&state, &token, None, "POST /api/v1/alerts/{id}/close").await?;
     let _one_at_a_time = closing().lock().await;
     let alert = id.clone();
-    let (raised, stale) = match blocking(&state, "closing an alert", move |s| decide(s, &alert)).await? {
+    let (raised, stale) = match blocking(&state, "closing an alert", move |s| decide(s, &alert, &scope)).await? {
         Decision::Close { raised, stale } => (raised, stale),
         Decision::NotFound => return Err(ApiError::not_found("alert", format!("{id:?}"))),
         Decision::NotRaised(at) => {

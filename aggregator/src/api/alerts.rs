@@ -15,9 +15,10 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::request::{
-    ApiError, ApiResult, BadParameter, DEFAULT_LIMIT, ErrorBody, MAX_LIMIT, Params, Refused, Unanswered, authorize,
-    blocking, check_window,
+    ApiError, ApiResult, BadParameter, DEFAULT_LIMIT, ErrorBody, MAX_LIMIT, Params, Refused, SITE_DOC, Unanswered,
+    authorize, blocking, check_window,
 };
+use super::scope::scope;
 use super::state::ApiState;
 use crate::auth::Role;
 use crate::store::{Acknowledged, AlertQuery};
@@ -32,7 +33,7 @@ use crate::store::{Acknowledged, AlertQuery};
         ("until" = Option<String>, Query, description = "RFC 3339, exclusive"),
         ("kind" = Option<String>, Query, description = "an alert kind, e.g. camera_offline"),
         ("state" = Option<String>, Query, description = "raised or cleared"),
-        ("site" = Option<String>, Query),
+        ("site" = Option<String>, Query, description = SITE_DOC),
         ("camera" = Option<String>, Query),
         ("limit" = Option<u32>, Query, description = "1 to 1000, default 100")
     ),
@@ -48,14 +49,15 @@ pub(super) async fn alerts(
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    authorize(&state, &headers, Role::Operator).await?;
+    let token = authorize(&state, &headers, Role::Operator).await?;
     let p = Params::parse(query, &["since", "until", "kind", "state", "site", "camera", "limit"])?;
+    let scope = scope(&state, &token, p.str("site")?.as_deref(), "GET /api/v1/alerts").await?;
     let q = AlertQuery {
         since: p.time("since")?,
         until: p.time("until")?,
         kind: p.enumerated::<AlertKind>("kind")?,
         state: p.enumerated::<AlertState>("state")?,
-        site: p.str("site")?,
+        sites: scope.filter(),
         camera: p.str("camera")?,
         limit: p.limit("limit", DEFAULT_LIMIT, MAX_LIMIT)?,
     };
@@ -107,8 +109,17 @@ pub(super) async fn acknowledge(
         return Err(ApiError::param("id", format!("must be 1 to {MAX_ALERT_ID_CHARS} printable characters")));
     }
     let now = state.clock.now();
+    let scope = scope(&state, &token, None, "POST /api/v1/alerts/{id}/ack").await?;
     let (alert, by) = (id.clone(), token.name.clone());
-    let outcome = blocking(&state, "acknowledging an alert", move |s| s.acknowledge_alert(&alert, &by, now)).await?;
+    let (outcome, site) = blocking(&state, "acknowledging an alert", move |s| {
+        // an alert of a site outside the token's scope is unknown to it
+        let site = s.alert_events(&alert, 1)?.pop().map(|e| e.alert.site).filter(|site| scope.allows(site));
+        let Some(site) = site else {
+            return Ok((Acknowledged::NotFound, String::new()));
+        };
+        Ok((s.acknowledge_alert(&alert, &by, now)?, site))
+    })
+    .await?;
     let ack = match outcome {
         Acknowledged::Now => {
             Acknowledgement { alert: id, acknowledged_by: token.name, acknowledged_at: now, already: false }
@@ -120,7 +131,7 @@ pub(super) async fn acknowledge(
     };
     if !ack.already {
         match serde_json::to_string(&ack) {
-            Ok(json) => state.events.alert_ack(&ack.alert, json),
+            Ok(json) => state.events.alert_ack(&site, &ack.alert, json),
             Err(e) => tracing::error!(error = %e, "alert acknowledgement not streamed"),
         }
     }

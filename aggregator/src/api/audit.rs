@@ -1,5 +1,7 @@
 //! `GET /audit` (admin): the audit log, in write order, paged with `after`. Reading it is itself
-//! an accountable access, audited like the others.
+//! an accountable access, audited like the others. An admin scoped to some sites reads the
+//! records of accesses made by tokens scoped within its sites (a token of every site made the
+//! others); `site` narrows the same way.
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use super::request::{
     ApiError, ApiResult, BadParameter, DEFAULT_LIMIT, MAX_LIMIT, PURPOSE_DOC, Params, Refused, Unanswered,
     audit_access, authorize, blocking, check_window, opt_ts,
 };
+use super::scope::scope;
 use super::state::ApiState;
 use crate::auth::Role;
 use crate::store::{AuditAction, AuditQuery, AuditRecord};
@@ -32,6 +35,7 @@ use crate::store::{AuditAction, AuditQuery, AuditRecord};
         ("token" = Option<String>, Query, description = "a token name"),
         ("after" = Option<i64>, Query, description = "`next_after` of the previous page"),
         ("limit" = Option<u32>, Query, description = "1 to 1000, default 100"),
+        ("site" = Option<String>, Query, description = "records of tokens scoped within this site and the sites below it"),
         ("purpose" = String, Query, description = PURPOSE_DOC, min_length = 1, max_length = 500)
     ),
     responses(
@@ -47,8 +51,10 @@ pub(super) async fn audit(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Admin).await?;
-    let p = Params::parse(query, &["since", "until", "token", "after", "limit", "purpose"])?;
+    let p = Params::parse(query, &["since", "until", "token", "after", "limit", "purpose", "site"])?;
     let purpose = require_purpose(&state, &token, &p, AuditAction::AuditRead, "GET /api/v1/audit").await?;
+    let site = p.str("site")?;
+    let scope = scope(&state, &token, site.as_deref(), "GET /api/v1/audit").await?;
     let after_seq = p
         .str("after")?
         .map(|v| v.parse::<i64>().map_err(|_| ApiError::param("after", format!("{v:?} is not an integer"))))
@@ -59,6 +65,7 @@ pub(super) async fn audit(
         token: p.str("token")?,
         after_seq,
         limit: p.limit("limit", DEFAULT_LIMIT, MAX_LIMIT)?,
+        sites: scope.filter(),
     };
     check_window(q.since, q.until)?;
     let audited = json!({
@@ -67,6 +74,7 @@ pub(super) async fn audit(
         "until": opt_ts(q.until),
         "token": q.token,
         "after": q.after_seq,
+        "site": site,
         "limit": q.limit,
     });
     let limit = q.limit as usize;

@@ -14,7 +14,8 @@ use sightline_contract::ts;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::request::{ApiResult, BadParameter, Params, Refused, Unanswered, authorize, blocking};
+use super::request::{ApiResult, BadParameter, Params, Refused, SITE_DOC, Unanswered, authorize, blocking};
+use super::scope::scope;
 use super::state::ApiState;
 use crate::auth::Role;
 use crate::store::CameraRecord;
@@ -85,6 +86,7 @@ impl From<sightline_contract::Crowd> for LatestCrowdOut {
     path = "/api/v1/cameras",
     tag = "operator",
     security(("bearer" = [])),
+    params(("site" = Option<String>, Query, description = SITE_DOC)),
     responses(
         (status = 200, description = "`{items}`: cameras, positions (site metres; `wgs84` [lon, lat]), last status, derived `state` (its edge agent offline: `unknown`), latest crowd", body = CameraList),
         BadParameter,
@@ -97,8 +99,9 @@ pub(super) async fn cameras(
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    authorize(&state, &headers, Role::Operator).await?;
-    Params::parse(query, &[])?;
+    let token = authorize(&state, &headers, Role::Operator).await?;
+    let p = Params::parse(query, &["site"])?;
+    let scope = scope(&state, &token, p.str("site")?.as_deref(), "GET /api/v1/cameras").await?;
     let (records, fleet, crowds) = blocking(&state, "listing cameras", |s| {
         let (records, fleet) = crate::liveness::Fleet::load(s)?;
         Ok((records, fleet, s.latest_crowd()?))
@@ -106,15 +109,12 @@ pub(super) async fn cameras(
     .await?;
     let mut crowds: HashMap<(String, String), sightline_contract::Crowd> =
         crowds.into_iter().map(|c| ((c.site.clone(), c.camera.clone()), c)).collect();
-    let site_id = state.site.site().id.as_str();
     let items: Vec<CameraOut> = records
         .into_iter()
+        .filter(|record| scope.allows(&record.site))
         .map(|record| {
-            let wgs84 = record
-                .position
-                .filter(|_| record.site == site_id)
-                .and_then(|p| state.site.to_wgs84(p))
-                .map(|(lat, lon)| [lon, lat]);
+            let model = state.sites.get(&record.site).map(|s| &s.model);
+            let wgs84 = record.position.zip(model).and_then(|(p, m)| m.to_wgs84(p)).map(|(lat, lon)| [lon, lat]);
             let stored = crowds.remove(&(record.site.clone(), record.camera.clone()));
             let latest_crowd = state.latest_crowd.newest(stored, &record.site, &record.camera).map(Into::into);
             CameraOut { live: fleet.camera(&record), record, wgs84, latest_crowd }

@@ -13,8 +13,9 @@ use sightline_contract::ts;
 use utoipa::ToSchema;
 
 use super::request::{
-    ApiError, ApiResult, BadParameter, Params, Refused, Unanswered, authorize, blocking, check_window,
+    ApiError, ApiResult, BadParameter, Params, Refused, SITE_DOC, Unanswered, authorize, blocking, check_window,
 };
+use super::scope::scope;
 use super::state::ApiState;
 use crate::auth::Role;
 use crate::store::{CrowdBucket, CrowdQuery};
@@ -33,7 +34,7 @@ pub const MAX_CROWD_BUCKETS: i64 = 10_000;
     params(
         ("camera" = String, Query, description = "required"),
         ("zone" = Option<String>, Query, description = "a zone; default the camera total"),
-        ("site" = Option<String>, Query),
+        ("site" = Option<String>, Query, description = SITE_DOC),
         ("since" = Option<String>, Query, description = "RFC 3339, inclusive; default `until` - 1 h"),
         ("until" = Option<String>, Query, description = "RFC 3339, exclusive; default now"),
         ("step" = Option<u32>, Query, description = "bucket width in seconds, 1 to 86400, default 60")
@@ -50,8 +51,9 @@ pub(super) async fn crowd(
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    authorize(&state, &headers, Role::Operator).await?;
+    let token = authorize(&state, &headers, Role::Operator).await?;
     let p = Params::parse(query, &["site", "camera", "zone", "since", "until", "step"])?;
+    let scope = scope(&state, &token, p.str("site")?.as_deref(), "GET /api/v1/crowd").await?;
     let camera = p.str("camera")?.ok_or_else(|| ApiError::param("camera", "is required"))?;
     let step_s = p.limit("step", DEFAULT_CROWD_STEP_S, 86_400)?;
     let until = p.time("until")?.unwrap_or_else(|| state.clock.now());
@@ -60,7 +62,7 @@ pub(super) async fn crowd(
     if (until - since).whole_seconds() / i64::from(step_s) > MAX_CROWD_BUCKETS {
         return Err(ApiError::param("step", format!("too small for this window: at most {MAX_CROWD_BUCKETS} buckets")));
     }
-    let q = CrowdQuery { site: p.str("site")?, camera, zone: p.str("zone")?, since, until, step_s };
+    let q = CrowdQuery { sites: scope.filter(), camera, zone: p.str("zone")?, since, until, step_s };
     let (camera, zone) = (q.camera.clone(), q.zone.clone());
     let items = blocking(&state, "reading the crowd series", move |s| s.crowd_series(&q)).await?;
     Ok(Json(CrowdSeries { camera, zone, since: ts::format(since), until: ts::format(until), step_s, items })

@@ -25,10 +25,12 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::purpose::require_purpose;
-use super::request::{ApiError, ApiResult, ErrorBody, Params, audit_access, authorize};
+use super::request::{ApiError, ApiResult, ErrorBody, Params, SITE_DOC, audit_access, authorize};
+use super::scope::scope;
 use super::state::ApiState;
 use crate::auth::Role;
 use crate::events::{EventKind, LiveEvent};
+use crate::sites::Scope;
 use crate::store::AuditAction;
 
 #[utoipa::path(
@@ -37,6 +39,7 @@ use crate::store::AuditAction;
     tag = "operator",
     security(("bearer" = [])),
     params(
+        ("site" = Option<String>, Query, description = SITE_DOC),
         ("kinds" = Option<String>, Query, description = "comma-separated: alert, alert_ack, crowd, camera_status, agent_status, sighting, trajectory (the last two need integrator and `purpose`, and are never in the default); default alert, alert_ack, crowd, camera_status, agent_status"),
         ("purpose" = Option<String>, Query, description = "REQUIRED with `sighting` or `trajectory` kinds: why (e.g. a case or incident number), kept in the audit log; without it the request is refused (400) and the refusal audited", min_length = 1, max_length = 500)
     ),
@@ -53,7 +56,8 @@ pub(super) async fn events(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Operator).await?;
-    let p = Params::parse(query, &["kinds", "purpose"])?;
+    let p = Params::parse(query, &["kinds", "purpose", "site"])?;
+    let scope = scope(&state, &token, p.str("site")?.as_deref(), "GET /api/v1/events").await?;
     let kinds: Vec<EventKind> = match p.str("kinds")? {
         None => EventKind::ALL.into_iter().filter(|k| !k.personal()).collect(),
         Some(list) => {
@@ -93,7 +97,7 @@ pub(super) async fn events(
     // subscribed before the response starts: `ready` means nothing from here on is missed
     let rx = state.events.subscribe();
     let ready = Event::default().event("ready").data(json!({ "kinds": names }).to_string());
-    let stream = Stream { rx, kinds, state: state.clone(), shutdown: state.shutdown.clone() };
+    let stream = Stream { rx, kinds, scope, state: state.clone(), shutdown: state.shutdown.clone() };
     state.metrics.event_subscribers.inc();
     let events = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(ready) }).chain(
         futures::stream::unfold(stream, |mut s| async move {
@@ -108,6 +112,8 @@ pub(super) async fn events(
 struct Stream {
     rx: tokio::sync::broadcast::Receiver<Arc<LiveEvent>>,
     kinds: Vec<EventKind>,
+    /// The sites this client may see.
+    scope: Scope,
     state: Arc<ApiState>,
     shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
@@ -124,7 +130,7 @@ impl Stream {
                 None => self.rx.recv().await,
             };
             match received {
-                Ok(e) if self.kinds.contains(&e.kind) => {
+                Ok(e) if self.kinds.contains(&e.kind) && self.scope.allows(&e.site) => {
                     return Some(Event::default().event(e.kind.as_str()).id(e.id.clone()).data(e.json.clone()));
                 }
                 Ok(_) => {}

@@ -1,5 +1,5 @@
-//! `GET /me`: who the token is (its name and role), for a client to adapt to its role. Any valid
-//! token; not audited.
+//! `GET /me`: who the token is (its name, role and sites), for a client to adapt to them. Any
+//! valid token; not audited.
 
 use std::sync::Arc;
 
@@ -21,6 +21,9 @@ pub(super) struct Me {
     /// The token's name.
     name: String,
     role: Role,
+    /// The sites it is scoped to (each with the sites below it); `null`: every site.
+    #[schema(required = true)]
+    sites: Option<Vec<String>>,
 }
 
 #[utoipa::path(
@@ -29,7 +32,7 @@ pub(super) struct Me {
     tag = "operator",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "the token's name and role (any valid token; not audited)", body = Me),
+        (status = 200, description = "the token's name, role and sites (any valid token; not audited)", body = Me),
         BadParameter,
         Refused,
         Unanswered
@@ -42,5 +45,5 @@ pub(super) async fn me(
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Operator).await?;
     Params::parse(query, &[])?;
-    Ok(Json(Me { name: token.name, role: token.role }).into_response())
+    Ok(Json(Me { name: token.name, role: token.role, sites: token.sites }).into_response())
 }

@@ -32,8 +32,10 @@ pub mod photos;
 mod probe;
 mod purpose;
 mod request;
+mod scope;
 mod search;
 mod site;
+mod sites;
 mod state;
 mod trajectories;
 pub mod ui;
@@ -74,6 +76,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/alerts/{id}/close", post(alert_close::close).layer(alert_close::body_limit()))
         .route("/api/v1/me", get(me::me))
         .route("/api/v1/site", get(site::site))
+        .route("/api/v1/sites", get(sites::sites))
         .route("/api/v1/crowd", get(crowd::crowd))
         .route("/api/v1/trajectories", get(trajectories::trajectories))
         .route("/api/v1/trajectories/{id}", get(trajectories::trajectory))

@@ -16,9 +16,10 @@ use super::me::Me;
 use super::request::ErrorBody;
 use super::search::{SearchRequest, SearchResponse};
 use super::site::{SiteCamera, SiteLink, SiteOut};
+use super::sites::{SiteList, SiteNode};
 use super::trajectories::SightingOut;
 use super::watchlist::{WatchlistAdded, WatchlistList, WatchlistOut, WatchlistRequest};
-use super::{alerts, audit, cameras, crowd, health, live, me, search, site, trajectories, watchlist};
+use super::{alerts, audit, cameras, crowd, health, live, me, search, site, sites, trajectories, watchlist};
 use crate::auth::Role;
 use crate::site::GeoRef;
 use crate::store::{
@@ -38,6 +39,7 @@ use sightline_contract::{
     ),
     paths(
         health::healthz, health::metrics, cameras::cameras, me::me, alerts::alerts, alerts::acknowledge, alert_close::close, site::site,
+        sites::sites,
         crowd::crowd, trajectories::trajectories, trajectories::trajectory, trajectories::trajectory_geojson,
         trajectories::sighting, audit::audit,
         search::search, watchlist::watchlist_add, watchlist::watchlist_list, watchlist::watchlist_remove, live::events,
@@ -45,7 +47,7 @@ use sightline_contract::{
     ),
     components(schemas(
         ErrorBody, Health, CameraList, CameraOut, LatestCrowdOut, ZoneCountOut, GridOut, Me, Acknowledgement,
-        SiteOut, SiteCamera, SiteLink, GeoRef, CrowdMethod, AlertList, CrowdSeries, SightingOut, AuditPage, WatchlistList,
+        SiteOut, SiteCamera, SiteLink, SiteList, SiteNode, GeoRef, CrowdMethod, AlertList, CrowdSeries, SightingOut, AuditPage, WatchlistList,
         CameraRecord, StoredAlert, CrowdBucket,
         crate::liveness::CameraLive, crate::liveness::LiveState, crate::liveness::CameraAgent,
         crate::liveness::AgentLiveness, crate::liveness::AlertOut, alert_close::CloseRequest,

@@ -104,6 +104,7 @@ pub(super) async fn refuse(
         query,
         results: 0,
         outcome: AuditOutcome::Refused,
+        sites: token.sites.clone(),
     };
     let store = state.store.clone();
     match tokio::task::spawn_blocking(move || store.audit(&entry)).await {

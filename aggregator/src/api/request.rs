@@ -28,6 +28,9 @@ pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
 /// Longest `purpose` accepted (characters).
 pub const MAX_PURPOSE_CHARS: usize = 500;
+/// The OpenAPI description of the `site` filter.
+pub(super) const SITE_DOC: &str =
+    "a site id: that site and the sites below it; default every site the token may see (`GET /api/v1/sites`)";
 /// The OpenAPI description of the required `purpose` parameter (its `maxLength` is
 /// [`MAX_PURPOSE_CHARS`]).
 pub(super) const PURPOSE_DOC: &str = "REQUIRED: why (e.g. a case or incident number), kept in the audit log; \
@@ -196,6 +199,7 @@ pub(super) async fn audit_access(
         query,
         results,
         outcome: AuditOutcome::Answered,
+        sites: token.sites.clone(),
     };
     match tokio::task::spawn_blocking({
         let store = state.store.clone();

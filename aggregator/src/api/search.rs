@@ -24,6 +24,7 @@ use super::purpose::{refuse, require_body_purpose};
 use super::request::{
     ApiError, ApiResult, ErrorBody, Refused, audit_access, authorize, body, check_window, opt_ts, time_field,
 };
+use super::scope::scope;
 use super::state::ApiState;
 use crate::auth::Role;
 use crate::search::{Hit, SearchQuery};
@@ -47,6 +48,9 @@ pub struct SearchRequest {
     pub since: Option<String>,
     /// RFC 3339: sightings last seen before.
     pub until: Option<String>,
+    /// Only this site's sightings and those of the sites below it; default every site the
+    /// token may see.
+    pub site: Option<String>,
     /// Only this camera's sightings.
     pub camera: Option<String>,
     /// Largest distance of a match (default `[search] default_max_distance`, 0.6).
@@ -60,6 +64,7 @@ pub struct SearchRequest {
 pub struct SightingMatch {
     pub sighting: Uuid,
     pub trajectory: Uuid,
+    pub site: String,
     pub camera: String,
     pub last_seen: String,
     pub distance: f32,
@@ -132,6 +137,7 @@ pub(super) async fn search(
         "endpoint": "POST /api/v1/search",
         "since": opt_ts(since),
         "until": opt_ts(until),
+        "site": req.site,
         "camera": req.camera,
         "max_distance": max_distance,
         "limit": limit,
@@ -149,9 +155,11 @@ pub(super) async fn search(
     };
     audited["probe"] = json!({ "source": probe.source, "digest": probe.digest });
 
+    let scope = scope(&state, &token, req.site.as_deref(), "POST /api/v1/search").await?;
     let query = SearchQuery {
         since,
         until,
+        sites: scope.filter(),
         camera: req.camera,
         max_distance,
         limit: limit as usize,
@@ -176,6 +184,7 @@ pub(super) async fn search(
         .map(|h| SightingMatch {
             sighting: h.sighting,
             trajectory: h.trajectory,
+            site: h.site.to_string(),
             camera: h.camera.to_string(),
             last_seen: ts::format(h.last_seen),
             distance: h.distance,

@@ -1,4 +1,4 @@
-//! `GET /site`: the site model for the map: the georeference, the cameras' positions (site
+//! `GET /site`: one site's model for the map: the georeference, the cameras' positions (site
 //! metres and WGS84) and the links between them.
 
 use std::sync::Arc;
@@ -11,7 +11,8 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::request::{ApiResult, BadParameter, Params, Refused, Unanswered, authorize};
+use super::request::{ApiError, ApiResult, BadParameter, Params, Refused, Unanswered, authorize};
+use super::scope::scope;
 use super::state::ApiState;
 use crate::auth::Role;
 use crate::site::GeoRef;
@@ -58,6 +59,7 @@ pub(super) struct SiteLink {
     path = "/api/v1/site",
     tag = "operator",
     security(("bearer" = [])),
+    params(("site" = Option<String>, Query, description = "a site id; default the first site (tree order) with cameras the token may see")),
     responses(
         (status = 200, description = "the site: georeference, camera positions (site metres and WGS84), links", body = SiteOut),
         BadParameter,
@@ -70,9 +72,18 @@ pub(super) async fn site(
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    authorize(&state, &headers, Role::Operator).await?;
-    Params::parse(query, &[])?;
-    let model = &state.site;
+    let token = authorize(&state, &headers, Role::Operator).await?;
+    let p = Params::parse(query, &["site"])?;
+    let asked = p.str("site")?;
+    let scope = scope(&state, &token, asked.as_deref(), "GET /api/v1/site").await?;
+    let site = match &asked {
+        Some(id) => state.sites.get(id),
+        None => state.sites.iter().find(|s| scope.allows(s.id()) && !s.model.cameras().is_empty()),
+    };
+    let Some(site) = site else {
+        return Err(ApiError::not_found("site", "with cameras this token may see"));
+    };
+    let model = &site.model;
     let cameras = model
         .cameras()
         .iter()

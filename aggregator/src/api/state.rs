@@ -10,7 +10,7 @@ use crate::events::Events;
 use crate::latest::LatestCrowd;
 use crate::metrics::Metrics;
 use crate::search::SearchIndex;
-use crate::site::SiteModel;
+use crate::sites::Sites;
 use crate::store::Store;
 use crate::watchlist::{Watchlist, WatchlistConfig};
 
@@ -19,8 +19,9 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     /// The time of audit records and of default time windows.
     pub clock: Arc<dyn Clock>,
-    /// Camera positions and the georeference, for GeoJSON and WGS84 positions.
-    pub site: SiteModel,
+    /// The sites and their tree: what a token may see, camera positions and the georeferences
+    /// (GeoJSON, WGS84 positions).
+    pub sites: Arc<Sites>,
     pub metrics: Arc<Metrics>,
     /// What the ingest thread stores, live (`GET /events`).
     pub events: Events,
@@ -44,7 +45,7 @@ pub struct ApiState {
 impl ApiState {
     /// A state on `store` with an empty search index and watchlist, no face pipeline and live
     /// events nobody publishes; `aggregator run` fills these in.
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, site: SiteModel) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, sites: Arc<Sites>) -> Self {
         let events = Events::default();
         let model = sightline_vision::EMBEDDING_MODEL;
         Self {
@@ -60,7 +61,7 @@ impl ApiState {
             events,
             store,
             clock,
-            site,
+            sites,
         }
     }
 }

@@ -19,9 +19,10 @@ use uuid::Uuid;
 
 use super::purpose::require_purpose;
 use super::request::{
-    ApiError, ApiResult, BadParameter, DEFAULT_LIMIT, ErrorBody, MAX_LIMIT, PURPOSE_DOC, Params, Refused, Unanswered,
-    audit_access, authorize, blocking, check_window, opt_ts, parse_id,
+    ApiError, ApiResult, BadParameter, DEFAULT_LIMIT, ErrorBody, MAX_LIMIT, PURPOSE_DOC, Params, Refused, SITE_DOC,
+    Unanswered, audit_access, authorize, blocking, check_window, opt_ts, parse_id,
 };
+use super::scope::scope;
 use super::state::ApiState;
 use crate::auth::Role;
 use crate::store::{AuditAction, Cursor, TrajectoryDetail, TrajectoryPage, TrajectoryQuery};
@@ -32,7 +33,7 @@ use crate::store::{AuditAction, Cursor, TrajectoryDetail, TrajectoryPage, Trajec
     tag = "integrator",
     security(("bearer" = [])),
     params(
-        ("site" = Option<String>, Query),
+        ("site" = Option<String>, Query, description = SITE_DOC),
         ("since" = Option<String>, Query, description = "RFC 3339, inclusive"),
         ("until" = Option<String>, Query, description = "RFC 3339, exclusive"),
         ("camera" = Option<String>, Query),
@@ -55,12 +56,14 @@ pub(super) async fn trajectories(
     let token = authorize(&state, &headers, Role::Integrator).await?;
     let p = Params::parse(query, &["site", "since", "until", "camera", "limit", "cursor", "purpose"])?;
     let purpose = require_purpose(&state, &token, &p, AuditAction::TrajectoryList, "GET /api/v1/trajectories").await?;
+    let site = p.str("site")?;
+    let scope = scope(&state, &token, site.as_deref(), "GET /api/v1/trajectories").await?;
     let cursor = p
         .str("cursor")?
         .map(|c| Cursor::from_str(&c).map_err(|_| ApiError::param("cursor", "not a cursor of this API")))
         .transpose()?;
     let q = TrajectoryQuery {
-        site: p.str("site")?,
+        sites: scope.filter(),
         since: p.time("since")?,
         until: p.time("until")?,
         camera: p.str("camera")?,
@@ -70,7 +73,7 @@ pub(super) async fn trajectories(
     check_window(q.since, q.until)?;
     let audited = json!({
         "endpoint": "GET /api/v1/trajectories",
-        "site": q.site,
+        "site": site,
         "since": opt_ts(q.since),
         "until": opt_ts(q.until),
         "camera": q.camera,
@@ -121,7 +124,10 @@ async fn read_trajectory(
     let p = Params::parse(query, &["purpose"])?;
     let purpose = require_purpose(state, &token, &p, AuditAction::TrajectoryRead, endpoint).await?;
     let id = parse_id(raw)?;
-    let detail = blocking(state, "reading a trajectory", move |s| s.trajectory(id)).await?;
+    let scope = scope(state, &token, None, endpoint).await?;
+    let detail = blocking(state, "reading a trajectory", move |s| s.trajectory(id))
+        .await?
+        .filter(|d| scope.allows(&d.summary.site));
     let audited = json!({ "endpoint": endpoint, "id": id });
     let results = detail.as_ref().map_or(0, |d| d.sightings.len() as u64);
     audit_access(state, &token, AuditAction::TrajectoryRead, Some(purpose), audited, results).await?;
@@ -159,20 +165,22 @@ pub(super) async fn trajectory_geojson(
     let detail = read_trajectory(&state, &headers, &raw, query, "GET /api/v1/trajectories/{id}/geojson").await?;
 
     // Positions: the sighting's ground point when the camera is calibrated, else the camera's
-    // position; site-frame metres, turned into WGS84 when the trajectory's site is the configured
-    // one and it has a georeference.
-    let same_site = detail.summary.site == state.site.site().id;
-    let georef = same_site && state.site.site().georef.is_some();
+    // position; site-frame metres, turned into WGS84 when the trajectory's site is in the
+    // config and has a georeference.
+    let model = state.sites.get(&detail.summary.site).map(|s| &s.model);
+    let georef = model.is_some_and(|m| m.site().georef.is_some());
     let mut coordinates = Vec::new();
     let mut points = Vec::new();
     let mut unplaced = 0u32;
     for s in &detail.sightings {
         let (source, site_xy) = match s.ground {
             Some(g) => ("ground", Some(g)),
-            None => ("camera", state.site.camera(&s.camera).filter(|_| same_site).map(|c| c.position)),
+            None => ("camera", model.and_then(|m| m.camera(&s.camera)).map(|c| c.position)),
         };
-        let coord =
-            site_xy.and_then(|xy| if georef { state.site.to_wgs84(xy).map(|(lat, lon)| [lon, lat]) } else { Some(xy) });
+        let coord = site_xy.and_then(|xy| match model {
+            Some(m) if georef => m.to_wgs84(xy).map(|(lat, lon)| [lon, lat]),
+            _ => Some(xy),
+        });
         match coord {
             Some(c) => coordinates.push(c),
             None => unplaced += 1,
@@ -244,7 +252,10 @@ pub(super) async fn sighting(
     let p = Params::parse(query, &["purpose"])?;
     let purpose = require_purpose(&state, &token, &p, AuditAction::SightingRead, "GET /api/v1/sightings/{id}").await?;
     let id = parse_id(&raw)?;
-    let stored = blocking(&state, "reading a sighting", move |s| s.sighting(id)).await?;
+    let scope = scope(&state, &token, None, "GET /api/v1/sightings/{id}").await?;
+    let stored = blocking(&state, "reading a sighting", move |s| s.sighting(id))
+        .await?
+        .filter(|s| scope.allows(&s.sighting.site));
     let audited = json!({ "endpoint": "GET /api/v1/sightings/{id}", "id": id });
     audit_access(&state, &token, AuditAction::SightingRead, Some(purpose), audited, u64::from(stored.is_some()))
         .await?;

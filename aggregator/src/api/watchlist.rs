@@ -23,6 +23,7 @@ use super::request::{
     ApiError, ApiResult, ErrorBody, PURPOSE_DOC, Params, Refused, audit_access, authorize, blocking, body, parse_id,
     time_field,
 };
+use super::scope::every_site;
 use super::state::ApiState;
 use crate::auth::Role;
 use crate::store::{AuditAction, WatchlistEntry};
@@ -103,6 +104,7 @@ pub(super) async fn watchlist_add(
     req: Result<Json<WatchlistRequest>, JsonRejection>,
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Admin).await?;
+    every_site(&token, "the watchlist")?;
     let req = body(req)?;
     let purpose =
         require_body_purpose(&state, &token, req.purpose, AuditAction::WatchlistAdd, "POST /api/v1/watchlist").await?;
@@ -161,6 +163,7 @@ pub(super) async fn watchlist_list(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Admin).await?;
+    every_site(&token, "the watchlist")?;
     let p = Params::parse(query, &["purpose"])?;
     let purpose = require_purpose(&state, &token, &p, AuditAction::WatchlistList, "GET /api/v1/watchlist").await?;
     let now = state.clock.now();
@@ -192,6 +195,7 @@ pub(super) async fn watchlist_remove(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Admin).await?;
+    every_site(&token, "the watchlist")?;
     let p = Params::parse(query, &["purpose"])?;
     let purpose =
         require_purpose(&state, &token, &p, AuditAction::WatchlistRemove, "DELETE /api/v1/watchlist/{id}").await?;

@@ -97,30 +97,37 @@ pub enum Action<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role<'a> {
     Aggregator,
-    Agent(&'a BTreeSet<String>),
+    Agent(&'a Agent),
     Observer,
 }
 
-/// The broker's access rules for one site.
+/// What an agent may publish: its cameras, all of one site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Agent {
+    site: String,
+    cameras: BTreeSet<String>,
+}
+
+/// The broker's access rules for the deployment's sites.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
-    site: String,
+    sites: BTreeSet<String>,
     /// The aggregator's login and client id.
     aggregator: Option<(String, String)>,
     /// `$share` group of the aggregator's subscriptions (for the rendered ACLs).
     shared_group: Option<String>,
-    /// Agent id -> its cameras.
-    agents: BTreeMap<String, BTreeSet<String>>,
+    /// Agent id -> its site and cameras.
+    agents: BTreeMap<String, Agent>,
     observers: BTreeSet<String>,
 }
 
-/// What the rules are made of: the site, each camera's agent, the aggregator's login and
+/// What the rules are made of: the sites, each camera's agent, the aggregator's login and
 /// client id, the observers (from the aggregator's config: `Config::identities`).
 #[derive(Clone, Debug)]
 pub struct Identities<'a> {
-    pub site: &'a str,
-    /// (camera id, the agent that publishes it).
-    pub cameras: Vec<(&'a str, Option<&'a str>)>,
+    pub sites: Vec<&'a str>,
+    /// (site id, camera id, the agent that publishes it).
+    pub cameras: Vec<(&'a str, &'a str, Option<&'a str>)>,
     /// The aggregator's login (`[mqtt] username`) and client id.
     pub aggregator: Option<(&'a str, &'a str)>,
     pub shared_group: Option<&'a str>,
@@ -130,8 +137,8 @@ pub struct Identities<'a> {
 impl Policy {
     /// The rules of `ids`: every camera must name its agent.
     pub fn new(ids: &Identities<'_>) -> Result<Policy, IdentityError> {
-        let mut agents: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for &(camera, agent) in &ids.cameras {
+        let mut agents: BTreeMap<String, Agent> = BTreeMap::new();
+        for &(site, camera, agent) in &ids.cameras {
             let Some(agent) = agent else {
                 return fail(
                     format!("camera[{camera}].agent"),
@@ -139,7 +146,19 @@ impl Policy {
                      needed for per-agent topic rights",
                 );
             };
-            agents.entry(agent.to_owned()).or_default().insert(camera.to_owned());
+            let rights = agents
+                .entry(agent.to_owned())
+                .or_insert_with(|| Agent { site: site.to_owned(), cameras: BTreeSet::new() });
+            if rights.site != site {
+                return fail(
+                    format!("camera[{camera}].agent"),
+                    format!(
+                        "agent {agent:?} already publishes cameras of site {:?}: an edge agent serves one site",
+                        rights.site
+                    ),
+                );
+            }
+            rights.cameras.insert(camera.to_owned());
         }
         let aggregator = ids.aggregator.map(|(login, client_id)| (login.to_owned(), client_id.to_owned()));
         let mut observers = BTreeSet::new();
@@ -151,7 +170,7 @@ impl Policy {
             }
         }
         let policy = Policy {
-            site: ids.site.to_owned(),
+            sites: ids.sites.iter().map(|s| (*s).to_owned()).collect(),
             aggregator,
             shared_group: ids.shared_group.map(str::to_owned),
             agents,
@@ -164,7 +183,7 @@ impl Policy {
     /// One part per login, and each login's own client ids its own.
     fn check_roles(&self, ids: &Identities<'_>) -> Result<(), IdentityError> {
         let camera_of = |agent: &str| {
-            let c = ids.cameras.iter().find(|(_, a)| *a == Some(agent)).map(|(c, _)| *c);
+            let c = ids.cameras.iter().find(|(_, _, a)| *a == Some(agent)).map(|(_, c, _)| *c);
             format!("camera[{}].agent", c.unwrap_or_default())
         };
         if let Some((login, _)) = &self.aggregator {
@@ -210,7 +229,7 @@ impl Policy {
                 }
                 let will_ok = match (role, will_topic) {
                     (_, None) => true,
-                    (Role::Agent(_), Some(topic)) => topic == self.agent_status(login),
+                    (Role::Agent(rights), Some(topic)) => topic == agent_status(&rights.site, login),
                     (role, Some(topic)) => self.may_publish(role, login, topic),
                 };
                 if will_ok { Ok(()) } else { Err(Refusal::WillTopic) }
@@ -236,8 +255,8 @@ impl Policy {
         if self.aggregator.as_ref().is_some_and(|(l, _)| l == login) {
             return Some(Role::Aggregator);
         }
-        if let Some(cameras) = self.agents.get(login) {
-            return Some(Role::Agent(cameras));
+        if let Some(rights) = self.agents.get(login) {
+            return Some(Role::Agent(rights));
         }
         self.observers.contains(login).then_some(Role::Observer)
     }
@@ -269,26 +288,22 @@ impl Policy {
         }
     }
 
-    fn agent_status(&self, agent: &str) -> String {
-        sightline_contract::topic::agent_status(&self.site, agent)
-    }
-
     fn may_publish(&self, role: Role<'_>, login: &str, topic: &str) -> bool {
         if topic.is_empty() || topic.contains(['+', '#', '\0']) {
             return false;
         }
         match role {
             Role::Aggregator => topic.strip_prefix(TOPIC_ROOT).is_some_and(|rest| rest.starts_with('/')),
-            Role::Agent(cameras) => {
-                if topic == self.agent_status(login) {
+            Role::Agent(rights) => {
+                if topic == agent_status(&rights.site, login) {
                     return true;
                 }
                 let levels: Vec<&str> = topic.split('/').collect();
                 let root: Vec<&str> = TOPIC_ROOT.split('/').collect();
                 levels.len() == root.len() + 3
                     && levels[..root.len()] == root[..]
-                    && levels[root.len()] == self.site
-                    && cameras.contains(levels[root.len() + 1])
+                    && levels[root.len()] == rights.site
+                    && rights.cameras.contains(levels[root.len() + 1])
                     && CAMERA_KINDS.contains(&levels[root.len() + 2])
             }
             Role::Observer => false,
@@ -314,19 +329,23 @@ impl Policy {
 
     /// What observers may subscribe to (and read).
     fn observer_filters(&self) -> Vec<String> {
-        let site = &self.site;
-        let mut filters: Vec<String> = OBSERVED_KINDS.iter().map(|k| format!("{TOPIC_ROOT}/{site}/+/{k}")).collect();
-        filters.push(sightline_contract::topic::agent_status(site, "+"));
+        let mut filters = Vec::new();
+        for site in &self.sites {
+            filters.extend(OBSERVED_KINDS.iter().map(|k| format!("{TOPIC_ROOT}/{site}/+/{k}")));
+            filters.push(agent_status(site, "+"));
+        }
         filters
     }
 
     /// The topics agent `agent` may publish on.
-    fn agent_topics(&self, agent: &str, cameras: &BTreeSet<String>) -> Vec<String> {
-        let mut topics: Vec<String> = cameras
+    fn agent_topics(agent: &str, rights: &Agent) -> Vec<String> {
+        let site = &rights.site;
+        let mut topics: Vec<String> = rights
+            .cameras
             .iter()
-            .flat_map(|c| CAMERA_KINDS.iter().map(move |k| format!("{TOPIC_ROOT}/{}/{c}/{k}", self.site)))
+            .flat_map(|c| CAMERA_KINDS.iter().map(move |k| format!("{TOPIC_ROOT}/{site}/{c}/{k}")))
             .collect();
-        topics.push(self.agent_status(agent));
+        topics.push(agent_status(site, agent));
         topics
     }
 
@@ -339,14 +358,14 @@ impl Policy {
             return fail("mqtt.username", "a login with spaces or control characters cannot go into an ACL file");
         }
         let mut out = String::new();
-        let site = &self.site;
+        let site = join(&self.sites);
         let all = format!("{TOPIC_ROOT}/#");
         let shared = self.shared_group.as_ref().map(|g| format!("$share/{g}/{TOPIC_ROOT}/#"));
         match format {
             AclFormat::Mosquitto => {
                 let _ = write!(
                     out,
-                    "# sightline broker access rules for site {site:?} (`aggregator broker-acl --format mosquitto`).\n\
+                    "# sightline broker access rules for sites {site} (`aggregator broker-acl --format mosquitto`).\n\
                      # Install as mosquitto's acl_file, with these lines in mosquitto.conf (mosquitto 2):\n\
                      #   allow_anonymous false\n\
                      #   password_file /etc/mosquitto/passwd   # mosquitto_passwd: a login for each user below\n\
@@ -360,13 +379,13 @@ impl Policy {
                 );
                 // (mosquitto checks what a subscriber reads on each message's topic: a shared
                 // subscription needs no rule of its own)
-                for (agent, cameras) in &self.agents {
+                for (agent, rights) in &self.agents {
                     let _ = write!(
                         out,
                         "\n# agent {agent}: publishes its cameras ({}) and its status; reads nothing\nuser {agent}\n",
-                        join(cameras)
+                        join(&rights.cameras)
                     );
-                    for t in self.agent_topics(agent, cameras) {
+                    for t in Self::agent_topics(agent, rights) {
                         let _ = writeln!(out, "topic write {t}");
                     }
                 }
@@ -383,7 +402,7 @@ impl Policy {
             AclFormat::Emqx => {
                 let _ = write!(
                     out,
-                    "%% sightline broker access rules for site {site:?} (`aggregator broker-acl --format emqx`).\n\
+                    "%% sightline broker access rules for sites {site} (`aggregator broker-acl --format emqx`).\n\
                      %% EMQX 5: replace the file authorizer's acl.conf with this file (authorization.sources,\n\
                      %% type = file) and set authorization.no_match = deny; logins come from EMQX's\n\
                      %% authentication (a user for each login below). EMQX does not tie client ids to logins:\n\
@@ -397,13 +416,13 @@ impl Policy {
                     let _ =
                         writeln!(out, "{{allow, {{username, {}}}, subscribe, [{}]}}.", erl(aggregator), erl(shared));
                 }
-                for (agent, cameras) in &self.agents {
-                    let topics: Vec<String> = self.agent_topics(agent, cameras).iter().map(|t| erl(t)).collect();
+                for (agent, rights) in &self.agents {
+                    let topics: Vec<String> = Self::agent_topics(agent, rights).iter().map(|t| erl(t)).collect();
                     let _ = write!(
                         out,
                         "\n%% agent {agent}: publishes its cameras ({}) and its status; reads nothing\n\
                          {{allow, {{username, {}}}, publish, [{}]}}.\n",
-                        join(cameras),
+                        join(&rights.cameras),
                         erl(agent),
                         topics.join(", ")
                     );
@@ -444,6 +463,10 @@ impl std::str::FromStr for AclFormat {
             _ => Err(format!("{s:?}: expected mosquitto or emqx")),
         }
     }
+}
+
+fn agent_status(site: &str, agent: &str) -> String {
+    sightline_contract::topic::agent_status(site, agent)
 }
 
 fn join(items: &BTreeSet<String>) -> String {

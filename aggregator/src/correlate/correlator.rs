@@ -610,7 +610,7 @@ mod tests {
             agent: None,
         };
         SiteModel::new(
-            SiteConfig { id: "riverside".into(), max_walking_speed_mps: 2.5, time_tolerance_s: 1.0, georef: None },
+            SiteConfig::new("riverside"),
             vec![cam("a", 0.0), cam("b", 120.0), cam("c", 15.0), cam("far", 2000.0)],
             links,
         )

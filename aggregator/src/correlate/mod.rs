@@ -15,9 +15,11 @@
 
 mod config;
 mod correlator;
+mod per_site;
 
 pub use config::{
     Appearance, CorrelationConfig, DEFAULT_APPEARANCE_MEMBERS, DEFAULT_HORIZON_S, DEFAULT_MARGIN, DEFAULT_MAX_DISTANCE,
 };
 pub use correlator::{Assignment, Correlator, CorrelatorStats, Observation};
+pub use per_site::SiteCorrelators;
 pub use uuid::Uuid;

@@ -208,7 +208,8 @@ mod tests {
     const NOW: time::OffsetDateTime = datetime!(2026-11-23 12:00 UTC);
 
     fn parse(topic: &str, payload: &[u8], max_bytes: usize) -> Result<(Kind, Incoming), Rejected> {
-        let checks = Plausibility::new(Default::default(), Default::default(), "riverside", ["gate".to_owned()]);
+        let checks =
+            Plausibility::new(Default::default(), Default::default(), [("riverside".to_owned(), "gate".to_owned())]);
         super::parse(topic, payload, max_bytes, &checks, NOW)
     }
 

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::parse::{self, Incoming};
 use crate::alerts::AlertPublisher;
-use crate::correlate::{Correlator, Observation};
+use crate::correlate::{Observation, SiteCorrelators};
 use crate::events::Events;
 use crate::latest::LatestCrowd;
 use crate::metrics::{Metrics, Outcome};
@@ -32,14 +32,13 @@ pub const QUEUE: usize = 1024;
 
 /// The ingest thread's state.
 pub struct Ingest {
-    /// The site this aggregator serves: sightings of another are rejected.
-    pub site: String,
     /// Largest payload accepted (bytes).
     pub max_bytes: usize,
     /// `[ingest]`: what a message must be to be believed.
     pub plausible: crate::plausible::Plausibility,
     pub store: Arc<dyn Store>,
-    pub correlator: Correlator,
+    /// One per site with cameras; sightings of other sites are rejected.
+    pub correlators: SiteCorrelators,
     /// Trajectory updates and acknowledgements go out through it.
     pub client: AsyncClient,
     pub clock: Arc<dyn Clock>,
@@ -76,8 +75,8 @@ impl Ingest {
                     }
                 },
                 Work::Tick { forget } => {
-                    self.correlator.forget_before(forget);
-                    self.metrics.live_trajectories.set(self.correlator.live() as i64);
+                    self.correlators.forget_before(forget);
+                    self.metrics.live_trajectories.set(self.correlators.live() as i64);
                     let cleared = self.watchlist.expire(self.clock.now());
                     self.metrics.watchlist_entries.set(self.watchlist.len() as i64);
                     if let Err(e) = self.alerts.publish(&cleared) {
@@ -108,10 +107,11 @@ impl Ingest {
         };
         let stored = match incoming {
             Incoming::Sighting(s) => {
-                if s.site != self.site {
+                if !self.correlators.serves(&s.site) {
+                    // (ingest's checks refuse unknown sites unless `accept_unknown_cameras`)
                     self.metrics.message(kind, Outcome::Rejected);
                     self.metrics.rejected(kind, "site");
-                    tracing::warn!(topic = %p.topic, site = %s.site, "sighting of another site rejected (this aggregator serves {})", self.site);
+                    tracing::warn!(topic = %p.topic, site = %s.site, "sighting of a site without cameras in the config rejected");
                     return Ok(());
                 }
                 !self.store.seen(s.id)? && self.place(&s, now)?
@@ -152,14 +152,15 @@ impl Ingest {
 
     /// A new sighting: placed on a trajectory and stored, then announced (MQTT, live events),
     /// indexed for search and checked against the watchlist.
+    /// A sighting of a site the correlators serve (`SiteCorrelators::serves`).
     fn place(&mut self, s: &sightline_contract::Sighting, now: time::OffsetDateTime) -> Result<bool, StoreError> {
-        let a = self.correlator.assign(Observation::from_sighting(s));
+        let a = self.correlators.assign(&s.site, Observation::from_sighting(s));
         if !self.store.record_sighting(s, a.trajectory, a.distance, now)? {
             return Ok(false);
         }
         if a.new {
             self.metrics.trajectories_started.inc();
-            self.metrics.live_trajectories.set(self.correlator.live() as i64);
+            self.metrics.live_trajectories.set(self.correlators.live() as i64);
         } else {
             self.metrics.trajectories_joined.inc();
         }
@@ -186,7 +187,7 @@ impl Ingest {
             let mut index = self.index.write().unwrap();
             if index.model() == s.model {
                 // the sighting passed ingest's checks (finite, the model's dimension)
-                if let Err(e) = index.insert(s.id, a.trajectory, &s.camera, s.last_seen, &s.embedding) {
+                if let Err(e) = index.insert(s.id, a.trajectory, &s.site, &s.camera, s.last_seen, &s.embedding) {
                     tracing::warn!(sighting = %s.id, error = %e, "sighting not indexed for search");
                 }
                 self.metrics.search_index_embeddings.set(index.len() as i64);

@@ -30,7 +30,7 @@ pub struct Migration {
 pub const APPLICATION_ID: i32 = 0x534C_4147;
 
 /// The schema version this code writes and understands.
-pub const LATEST: u32 = 3;
+pub const LATEST: u32 = 4;
 
 /// Every step, in order (`MIGRATIONS[i].version == i + 1`).
 pub const MIGRATIONS: &[Migration] = &[
@@ -172,6 +172,16 @@ ALTER TABLE audit ADD COLUMN outcome TEXT NOT NULL DEFAULT 'answered'
     CHECK (outcome IN ('answered', 'refused'));
 -- before this column, a search photo without a usable face was recorded with `outcome` in its query
 UPDATE audit SET outcome = 'refused' WHERE json_extract(query, '$.outcome') IS NOT NULL;
+"#,
+    },
+    Migration {
+        version: 4,
+        name: "sites: tokens scoped to sites, audit rows with their scope",
+        sql: r#"
+-- a JSON array of site ids (each with the sites below it); NULL: every site
+ALTER TABLE tokens ADD COLUMN sites TEXT CHECK (sites IS NULL OR json_type(sites) = 'array');
+ALTER TABLE audit ADD COLUMN sites TEXT CHECK (sites IS NULL OR json_type(sites) = 'array');
+CREATE INDEX alerts_site_ts ON alerts (site, ts);
 "#,
     },
 ];

@@ -177,7 +177,14 @@ pub trait Store: Send + Sync {
 
     /// Stores a new token by the hex SHA-256 of its secret (`auth::token_hash`).
     /// [`StoreError::TokenNameTaken`] when the name was ever used.
-    fn create_token(&self, name: &str, role: Role, hash: &str, at: OffsetDateTime) -> Result<Token>;
+    fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        sites: Option<&[String]>,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> Result<Token>;
 
     /// The **unrevoked** token with this hash.
     fn token_by_hash(&self, hash: &str) -> Result<Option<Token>>;
@@ -265,7 +272,8 @@ pub struct AlertQuery {
     pub until: Option<OffsetDateTime>,
     pub kind: Option<AlertKind>,
     pub state: Option<AlertState>,
-    pub site: Option<String>,
+    /// Only these sites' alerts; `None`: every site ([`crate::sites::Scope::filter`]).
+    pub sites: Option<Vec<String>>,
     pub camera: Option<String>,
     /// At least 1.
     pub limit: u32,
@@ -288,7 +296,8 @@ pub struct StoredAlert {
 /// Parameters of [`Store::crowd_series`].
 #[derive(Clone, Debug)]
 pub struct CrowdQuery {
-    pub site: Option<String>,
+    /// Only these sites' measurements; `None`: every site.
+    pub sites: Option<Vec<String>>,
     pub camera: String,
     /// A zone's counts; `None`: the camera's `total`.
     pub zone: Option<String>,
@@ -316,7 +325,8 @@ pub struct CrowdBucket {
 /// Filters and page of [`Store::trajectories`].
 #[derive(Clone, Debug, Default)]
 pub struct TrajectoryQuery {
-    pub site: Option<String>,
+    /// Only these sites' trajectories; `None`: every site.
+    pub sites: Option<Vec<String>>,
     /// Trajectories overlapping `[since, until)`: `last_seen >= since` and `first_seen < until`.
     pub since: Option<OffsetDateTime>,
     pub until: Option<OffsetDateTime>,
@@ -452,6 +462,8 @@ pub struct Token {
     pub created_at: OffsetDateTime,
     #[serde(with = "opt_ts")]
     pub revoked_at: Option<OffsetDateTime>,
+    /// The sites it is scoped to (each with the sites below it); `None`: every site.
+    pub sites: Option<Vec<String>>,
 }
 
 /// What an audit record is about.
@@ -477,10 +489,12 @@ pub enum AuditAction {
     EventsStream,
     /// `POST /alerts/{id}/close`: an admin closed a stale alert (the reason is the purpose).
     AlertClose,
+    /// A request for a site outside the token's scope (always refused).
+    OutOfScope,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 13] = [
         AuditAction::Search,
         AuditAction::TrajectoryList,
         AuditAction::TrajectoryRead,
@@ -493,6 +507,7 @@ impl AuditAction {
         AuditAction::AuditRead,
         AuditAction::EventsStream,
         AuditAction::AlertClose,
+        AuditAction::OutOfScope,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -509,6 +524,7 @@ impl AuditAction {
             AuditAction::AuditRead => "audit_read",
             AuditAction::EventsStream => "events_stream",
             AuditAction::AlertClose => "alert_close",
+            AuditAction::OutOfScope => "out_of_scope",
         }
     }
 }
@@ -575,6 +591,9 @@ pub struct AuditEntry {
     /// How many results the answer holds.
     pub results: u64,
     pub outcome: AuditOutcome,
+    /// The scope of the token that made the access (its sites); `None`: every site.
+    #[schema(required = true)]
+    pub sites: Option<Vec<String>>,
 }
 
 /// A written audit entry.
@@ -597,6 +616,9 @@ pub struct AuditQuery {
     pub token: Option<String>,
     /// Only records after this `seq` (paging: pass the last `seq` seen).
     pub after_seq: Option<i64>,
+    /// Only records of accesses scoped within these sites (a token of every site made the
+    /// others); `None`: every record.
+    pub sites: Option<Vec<String>>,
     /// At least 1.
     pub limit: u32,
 }

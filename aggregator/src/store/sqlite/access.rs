@@ -12,6 +12,7 @@ pub(super) fn create_token(
     store: &SqliteStore,
     name: &str,
     role: Role,
+    sites: Option<&[String]>,
     hash: &str,
     at: OffsetDateTime,
 ) -> Result<Token> {
@@ -35,8 +36,8 @@ pub(super) fn create_token(
         return Err(invalid("token", "another token has the same hash (the same secret)"));
     }
     tx.execute(
-        "INSERT INTO tokens (name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![name, role.as_str(), hash, ms(at)],
+        "INSERT INTO tokens (name, role, hash, created_at, sites) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![name, role.as_str(), hash, ms(at), sites.map(site_list)],
     )
     .op(OP)?;
     let id = tx.last_insert_rowid();
@@ -79,8 +80,8 @@ pub(super) fn list_tokens(store: &SqliteStore) -> Result<Vec<Token>> {
 pub(super) fn audit(store: &SqliteStore, e: &AuditEntry) -> Result<i64> {
     let db = store.writer();
     db.execute(
-        "INSERT INTO audit (ts, token, role, action, purpose, query, results, outcome) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit (ts, token, role, action, purpose, query, results, outcome, sites) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             ms(e.ts),
             e.token,
@@ -89,7 +90,8 @@ pub(super) fn audit(store: &SqliteStore, e: &AuditEntry) -> Result<i64> {
             e.purpose,
             json(&e.query),
             e.results,
-            e.outcome.as_str()
+            e.outcome.as_str(),
+            e.sites.as_deref().map(site_list)
         ],
     )
     .op("audit")?;
@@ -111,12 +113,20 @@ pub(super) fn audit_log(store: &SqliteStore, q: &AuditQuery) -> Result<Vec<Audit
     if let Some(s) = q.after_seq {
         f.add("seq > ?", [Value::Integer(s)]);
     }
+    if let Some(sites) = &q.sites {
+        // the row's scope lies within `sites`
+        f.add(
+            "sites IS NOT NULL AND NOT EXISTS (SELECT 1 FROM json_each(audit.sites) s \
+             WHERE s.value NOT IN (SELECT value FROM json_each(?)))",
+            [Value::Text(site_list(sites))],
+        );
+    }
     f.params.push(Value::Integer(q.limit.into()));
     let db = store.reader();
     let mut stmt = db
         .prepare(&format!(
-            "SELECT seq, ts, token, role, action, purpose, query, results, outcome FROM audit {} ORDER BY seq \
-             LIMIT ?",
+            "SELECT seq, ts, token, role, action, purpose, query, results, outcome, sites FROM audit {} \
+             ORDER BY seq LIMIT ?",
             f.sql()
         ))
         .op("audit_log")?;
@@ -133,6 +143,7 @@ pub(super) fn audit_log(store: &SqliteStore, q: &AuditQuery) -> Result<Vec<Audit
                 query: get_json(r, 6)?,
                 results: r.get(7)?,
                 outcome: get_enum(r, 8)?,
+                sites: get_sites(r, 9)?,
             },
         })
     })

@@ -60,8 +60,9 @@ pub(super) fn alerts(store: &SqliteStore, q: &AlertQuery) -> Result<Vec<StoredAl
     if let Some(s) = q.state {
         f.add("state = ?", [Value::Text(enum_str(&s))]);
     }
-    if let Some(s) = &q.site {
-        f.add("site = ?", [text(s)]);
+    if let Some(sites) = &q.sites {
+        let (sql, p) = in_sites("site", sites);
+        f.add(&sql, [p]);
     }
     if let Some(c) = &q.camera {
         f.add("camera = ?", [text(c)]);
@@ -159,12 +160,12 @@ pub(super) fn crowd_series(store: &SqliteStore, q: &CrowdQuery) -> Result<Vec<Cr
     };
     let sql = format!(
         "SELECT {bucket} AS b, AVG({value}), MIN({value}), MAX({value}), COUNT(*) FROM {from} \
-         WHERE c.camera = ?2 AND c.ts >= ?3 AND c.ts < ?4 {zone_clause} AND (?6 IS NULL OR c.site = ?6) \
+         WHERE c.camera = ?2 AND c.ts >= ?3 AND c.ts < ?4 {zone_clause} AND (?6 IS NULL OR c.site IN (SELECT value FROM json_each(?6))) \
          GROUP BY b ORDER BY b"
     );
     let db = store.reader();
     let mut stmt = db.prepare(&sql).op("crowd_series")?;
-    stmt.query_map(params![step, q.camera, ms(q.since), ms(q.until), q.zone, q.site], |r| {
+    stmt.query_map(params![step, q.camera, ms(q.since), ms(q.until), q.zone, q.sites.as_deref().map(site_list)], |r| {
         Ok(CrowdBucket { start: get_ts(r, 0)?, mean: r.get(1)?, min: r.get(2)?, max: r.get(3)?, samples: r.get(4)? })
     })
     .and_then(|rows| rows.collect())
@@ -174,8 +175,9 @@ pub(super) fn crowd_series(store: &SqliteStore, q: &CrowdQuery) -> Result<Vec<Cr
 pub(super) fn trajectories(store: &SqliteStore, q: &TrajectoryQuery) -> Result<TrajectoryPage> {
     check_limit("trajectory query", q.limit)?;
     let mut f = Filter::default();
-    if let Some(s) = &q.site {
-        f.add("t.site = ?", [text(s)]);
+    if let Some(sites) = &q.sites {
+        let (sql, p) = in_sites("t.site", sites);
+        f.add(&sql, [p]);
     }
     if let Some(t) = q.since {
         f.add("t.last_seen >= ?", [Value::Integer(ms(t))]);

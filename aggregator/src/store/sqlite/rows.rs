@@ -52,6 +52,22 @@ pub(super) fn get_enum<T: DeserializeOwned>(r: &Row<'_>, col: usize) -> rusqlite
     serde_json::from_value(serde_json::Value::String(s)).map_err(|e| conversion(col, Type::Text, e))
 }
 
+/// A list of site ids as stored: a JSON array.
+pub(super) fn site_list(sites: &[String]) -> String {
+    serde_json::to_string(sites).expect("strings serialize")
+}
+
+/// A stored list of site ids (`NULL`: every site).
+pub(super) fn get_sites(r: &Row<'_>, col: usize) -> rusqlite::Result<Option<Vec<String>>> {
+    let s: Option<String> = r.get(col)?;
+    s.map(|s| serde_json::from_str(&s).map_err(|e| conversion(col, Type::Text, e))).transpose()
+}
+
+/// The filter "`column` is one of `sites`" (one parameter: a JSON array).
+pub(super) fn in_sites(column: &str, sites: &[String]) -> (String, Value) {
+    (format!("{column} IN (SELECT value FROM json_each(?))"), Value::Text(site_list(sites)))
+}
+
 pub(super) fn get_f32s(r: &Row<'_>, col: usize) -> rusqlite::Result<Vec<f32>> {
     let b: Vec<u8> = r.get(col)?;
     if !b.len().is_multiple_of(4) {
@@ -188,7 +204,7 @@ pub(super) fn alert_row(r: &Row<'_>) -> rusqlite::Result<StoredAlert> {
     })
 }
 
-pub(super) const TOKEN_COLUMNS: &str = "id, name, role, created_at, revoked_at";
+pub(super) const TOKEN_COLUMNS: &str = "id, name, role, created_at, revoked_at, sites";
 
 pub(super) fn token_row(r: &Row<'_>) -> rusqlite::Result<Token> {
     Ok(Token {
@@ -197,6 +213,7 @@ pub(super) fn token_row(r: &Row<'_>) -> rusqlite::Result<Token> {
         role: get_enum(r, 2)?,
         created_at: get_ts(r, 3)?,
         revoked_at: get_opt_ts(r, 4)?,
+        sites: get_sites(r, 5)?,
     })
 }
 

@@ -109,8 +109,15 @@ impl Store for SqliteStore {
         queries::sightings_for_replay(self, since)
     }
 
-    fn create_token(&self, name: &str, role: Role, hash: &str, at: OffsetDateTime) -> Result<Token> {
-        access::create_token(self, name, role, hash, at)
+    fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        sites: Option<&[String]>,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> Result<Token> {
+        access::create_token(self, name, role, sites, hash, at)
     }
 
     fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {

@@ -89,7 +89,7 @@ pub fn run(o: &Opts) -> Result<Section> {
     let count = o.sightings.unwrap_or(if o.quick { 2_000 } else { 5_000 });
     let mut rng = Rng(o.seed ^ 0x1a6e57);
     let site = SiteModel::new(
-        SiteConfig { id: SITE.into(), max_walking_speed_mps: 2.5, time_tolerance_s: 1.0, georef: None },
+        SiteConfig::new(SITE),
         (0..CAMERAS)
             .map(|c| CameraPlace {
                 id: cam_id(c),
@@ -134,7 +134,7 @@ pub fn run(o: &Opts) -> Result<Section> {
     preload.sort_by_key(|(s, _)| s.first_seen);
     for (s, traj) in &preload {
         correlator.restore(Observation::from_sighting(s), *traj);
-        index.insert(s.id, *traj, &s.camera, s.last_seen, &s.embedding)?;
+        index.insert(s.id, *traj, &s.site, &s.camera, s.last_seen, &s.embedding)?;
     }
     drop(preload);
     let preload_s = t.elapsed().as_secs_f64();
@@ -199,7 +199,7 @@ pub fn run(o: &Opts) -> Result<Section> {
         let stored = store.record_sighting(s, a.trajectory, a.distance, now)?;
         let t3 = Instant::now();
         anyhow::ensure!(stored, "sighting {} not stored", s.id);
-        index.insert(s.id, a.trajectory, &s.camera, s.last_seen, &s.embedding)?;
+        index.insert(s.id, a.trajectory, &s.site, &s.camera, s.last_seen, &s.embedding)?;
         let t4 = Instant::now();
         split.seen.push(t1 - t0);
         split.correlate.push(t2 - t1);

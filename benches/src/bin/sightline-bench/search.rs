@@ -142,6 +142,7 @@ pub fn run(o: &Opts) -> Result<Section> {
         index.insert(
             Uuid::from_u128(i as u128 + 1),
             Uuid::from_u128(person[i] as u128 + 1),
+            "bench",
             &cameras[i % 16],
             seen,
             v,

@@ -88,13 +88,20 @@ impl Aggregator {
             .ok_or_else(|| anyhow::anyhow!("no url= in {line:?}"))
     }
 
-    /// Creates an API token with the CLI (`aggregator token create`); returns it.
+    /// Creates an API token of every site with the CLI (`aggregator token create`); returns it.
     pub fn token(&self, name: &str, role: &str) -> Result<String> {
-        let out = Command::new(binary("aggregator"))
-            .args(["token", "create", "--config"])
-            .arg(self.dir.join("aggregator.toml"))
-            .args(["--name", name, "--role", role])
-            .output()?;
+        self.token_of(name, role, None)
+    }
+
+    /// Creates an API token with the CLI, scoped to `sites` (comma-separated) when given.
+    pub fn token_of(&self, name: &str, role: &str, sites: Option<&str>) -> Result<String> {
+        let mut cmd = Command::new(binary("aggregator"));
+        cmd.args(["token", "create", "--config"]).arg(self.dir.join("aggregator.toml"));
+        cmd.args(["--name", name, "--role", role]);
+        if let Some(sites) = sites {
+            cmd.args(["--sites", sites]);
+        }
+        let out = cmd.output()?;
         if !out.status.success() {
             bail!("aggregator token create: {}", String::from_utf8_lossy(&out.stderr));
         }

@@ -109,7 +109,11 @@ function App() {
         <div class="brand">
           <img src="/favicon.svg" alt="" width={28} height={28} />
           <span>sightline</span>
-          {isMultiSite(s) ? <SitePicker /> : s.site && <span class="site-id">{s.site.id}</span>}
+          {isMultiSite(s) ? <SitePicker /> : s.site && (
+            <span class="site-id" data-testid="header-site">
+              {s.site.id}
+            </span>
+          )}
         </div>
         <nav class="nav" data-testid="nav">
           {ROUTES.filter((r) => atLeast(role, r.role)).map((r) => (

@@ -113,9 +113,9 @@ export function isMultiSite(s: State): boolean {
   return s.sites.length > 1;
 }
 
-/** Lists mix items of several sites: each shows its site id. */
+/** Lists mix items of several sites ("All sites", or a site with sites below it): each shows its site id. */
 export function showSiteIds(s: State): boolean {
-  return isMultiSite(s) && s.siteFilter === null;
+  return isMultiSite(s) && (s.siteFilter === null || s.sites.some((x) => x.parent === s.siteFilter));
 }
 
 /** The `site` query parameter of every scoped request (null: none, everything the token may see). */
@@ -152,6 +152,8 @@ async function loadSites(token: string): Promise<string | null> {
     const wanted = storedSite();
     const visible = page.items.length > 1 && wanted !== null && page.items.some((x) => x.id === wanted);
     set({ sites: page.items });
+    // a choice this token cannot see (another token's, or a site removed) is forgotten
+    if (wanted !== null && !visible) storeSite(null);
     return visible ? wanted : null;
   } catch {
     // an aggregator without sites (one site): no picker, no filter
@@ -477,6 +479,7 @@ function begin(token: string, me: Me): void {
     void loadSites(token);
   } else {
     // a site chosen before: scope the first requests to it if the token still sees it
+    set({ live: 'connecting' });
     const g = generation;
     void loadSites(token).then((filter) => {
       if (g !== generation) return;

@@ -8,8 +8,8 @@ import { chooseSite, isMultiSite, showSiteIds, useStore, type State } from '../s
 /** A native `<option>` keeps no padding: the tree's indentation is non-breaking spaces. */
 function optionLabel(x: SiteEntry): string {
   const pad = '\u00a0\u00a0\u00a0'.repeat(x.depth);
-  const cams = `${x.cameras} camera${x.cameras === 1 ? '' : 's'}`;
-  return `${pad}${x.depth > 0 ? '└ ' : ''}${x.name || x.id} · ${cams}`;
+  const cams = x.cameras > 0 ? ` · ${x.cameras} camera${x.cameras === 1 ? '' : 's'}` : '';
+  return `${pad}${x.depth > 0 ? '└ ' : ''}${x.name || x.id}${cams}`;
 }
 
 /** The site every page and the live stream are scoped to (a site and every site below it). */
@@ -66,13 +66,12 @@ export function MapScopeNote() {
       </p>
     );
   }
-  const below = s.sites.some((x) => x.parent === s.siteFilter);
-  if (s.site.cameras.length === 0 && below) {
-    return (
-      <p class="muted small map-note" data-testid="map-site-note">
-        {siteName(s, s.site.id)} has no camera of its own: choose a site below it to see its cameras on a map.
-      </p>
-    );
-  }
-  return null;
+  if (!s.sites.some((x) => x.parent === s.siteFilter)) return null;
+  return (
+    <p class="muted small map-note" data-testid="map-site-note">
+      {s.site.cameras.length === 0
+        ? `${siteName(s, s.site.id)} has no camera of its own: choose a site below it to see its cameras on a map.`
+        : `The map shows the cameras of ${siteName(s, s.site.id)} itself: each site below it has its own map.`}
+    </p>
+  );
 }

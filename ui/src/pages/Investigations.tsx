@@ -323,6 +323,7 @@ export function InvestigationsPage() {
         <section class="panel inv-map" data-testid="trajectory-panel">
           <h2>
             Trajectory{detail ? ` ${shortId(detail.id)}` : ''}
+            {detail && " "}
             {detail && <SiteTag site={detail.site} testid="trajectory-detail-site" />}
             {detailBusy && <span class="muted small"> loading…</span>}
           </h2>

@@ -40,7 +40,9 @@ function useSiteModel(s: State, id: string | null): { site: Site | null; error: 
       });
     return () => ctl.abort();
   }, [own, token, id]);
-  return own ? { site: s.site, error: null } : other;
+  if (own) return { site: s.site, error: null };
+  // (until the effect runs: not the previous trajectory's site)
+  return other.site && other.site.id !== id ? { site: null, error: null } : other;
 }
 
 /** The search request: with a site chosen, only its sightings (and those of the sites below it). */

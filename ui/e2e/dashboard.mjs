@@ -258,6 +258,10 @@ async function run() {
   check(/unknown or revoked/i.test(errText), `bad-token error is unclear: ${errText}`);
   log(`b. a bad token is refused: "${errText.trim()}"`);
 
+  // the sites the token sees (one here): asked once signed in
+  const sitesAnswered = op.page
+    .waitForResponse((r) => new URL(r.url()).pathname === '/api/v1/sites', { timeout: 15_000 })
+    .catch((e) => e);
   const operatorName = await signIn(op.page, cfg.tokens.operator, 'operator');
   expected = []; // the 401's console line has arrived by now
   await waitLive(op.page);
@@ -305,6 +309,7 @@ async function run() {
   const row = op.page.locator(rowSel);
   check((await row.getAttribute('data-severity')) === 'critical', 'the alert row is not critical');
   check((await row.getAttribute('data-state')) === 'raised', 'the alert row is not raised');
+  check((await row.getAttribute('data-site')) === cfg.site, `the alert row's data-site is not ${cfg.site}`);
   const rowText = (await row.textContent()) ?? '';
   for (const want of [camera, 'platform-edge', 'zone intrusion', 'critical', 'raised']) {
     check(rowText.includes(want), `the alert row lacks "${want}": ${rowText}`);
@@ -353,6 +358,17 @@ async function run() {
   for (const c of cfg.cameras) await op.page.getByTestId(`camera-card-${c}`).waitFor({ timeout: 5_000 });
   const before = await card.getAttribute('data-status');
   log(`d. camera grid shows ${cfg.cameras.length} cameras; ${camera} is ${before}`);
+  // one site: no site picker (long after /sites answered), the site's id in the header, no site tags
+  const sites = await sitesAnswered;
+  check(!(sites instanceof Error), `GET /api/v1/sites was not asked or not answered: ${sites.message}`);
+  check(sites.ok(), `GET /api/v1/sites answered ${sites.status()}`);
+  const siteCount = ((await sites.json()).items ?? []).length;
+  check(siteCount === 1, `GET /api/v1/sites lists ${siteCount} sites, not 1`);
+  check((await op.page.getByTestId('site-picker').count()) === 0, 'the site picker is shown with one site');
+  check((await op.page.getByTestId('header-site').textContent())?.trim() === cfg.site, `the header does not show the site ${cfg.site}`);
+  check((await op.page.locator('.site-tag').count()) === 0, 'cameras show a site tag with one site');
+  check((await card.getAttribute('data-site')) === cfg.site, `the camera card's data-site is not ${cfg.site}`);
+  log(`d. one site: no site picker, the header shows ${cfg.site}, cards carry data-site`);
   if (before === 'offline') {
     // (a rerun against the same aggregator): bring it back first, or the change proves nothing
     await publish(`sightline/v1/${cfg.site}/${camera}/status`, {

@@ -9,6 +9,18 @@ export function atLeast(role: Role | undefined, needed: Role): boolean {
 export interface Me {
   name: string;
   role: Role;
+  /** The site ids the token is scoped to (each with the sites below it); `null` or absent: every site. */
+  sites?: string[] | null;
+}
+
+/** One site the token may see (`GET /api/v1/sites`), in tree order: a parent before its children. */
+export interface SiteEntry {
+  id: string;
+  name: string;
+  parent: string | null;
+  /** 0 at the top of what the token sees. */
+  depth: number;
+  cameras: number;
 }
 
 export type Severity = 'info' | 'warning' | 'critical';
@@ -184,6 +196,7 @@ export interface TrajectoryDetail extends TrajectorySummary {
 
 export interface TrajectoryMatch {
   trajectory: string;
+  site?: string;
   distance: number;
   matches: number;
   cameras: string[];
@@ -195,7 +208,7 @@ export interface SearchResponse {
   probe: { source: string; digest: string; faces_found?: number; quality?: number };
   model: string;
   searched: number;
-  sightings: { sighting: string; trajectory: string; camera: string; last_seen: string; distance: number }[];
+  sightings: { sighting: string; site?: string; trajectory: string; camera: string; last_seen: string; distance: number }[];
   trajectories: TrajectoryMatch[];
 }
 

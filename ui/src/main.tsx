@@ -2,7 +2,8 @@ import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import './styles.css';
 import { atLeast, type Role } from './api';
-import { resume, signOut, useStore } from './store';
+import { isMultiSite, resume, signOut, useStore } from './store';
+import { SitePicker } from './components/Sites';
 import { SignIn } from './pages/SignIn';
 import { AlertsPage, CriticalBanner } from './pages/Alerts';
 import { OverviewPage } from './pages/Overview';
@@ -108,7 +109,11 @@ function App() {
         <div class="brand">
           <img src="/favicon.svg" alt="" width={28} height={28} />
           <span>sightline</span>
-          {s.site && <span class="site-id">{s.site.id}</span>}
+          {isMultiSite(s) ? <SitePicker /> : s.site && (
+            <span class="site-id" data-testid="header-site">
+              {s.site.id}
+            </span>
+          )}
         </div>
         <nav class="nav" data-testid="nav">
           {ROUTES.filter((r) => atLeast(role, r.role)).map((r) => (

@@ -1,5 +1,7 @@
 // The dashboard's shared state: who is signed in, alerts (one row per stable alert id),
 // cameras with their live status and latest crowd, the site, and the live stream's state.
+// With several sites, the site chosen in the header (`siteFilter`, kept in localStorage) scopes
+// every request and the live stream: `site=ID` means ID and every site below it.
 
 import { useEffect, useState } from 'preact/hooks';
 import {
@@ -12,7 +14,9 @@ import {
   type CameraStatus,
   type CrowdEvent,
   type Me,
+  qs,
   type Site,
+  type SiteEntry,
   type StoredAlert,
 } from './api';
 import { openStream, type LiveState, type SseEvent } from './sse';
@@ -39,10 +43,16 @@ export interface State {
   signInError: string | null;
   alerts: Map<string, AlertRow>;
   alertsError: string | null;
+  /** Keyed by `cameraKey(site, camera)`: camera ids are unique within a site only. */
   cameras: Map<string, Camera>;
   camerasError: string | null;
+  /** The map model: the chosen site's, or (all sites) the first site with cameras. */
   site: Site | null;
   siteError: string | null;
+  /** The sites the token may see, in tree order; empty until known (or from an aggregator without `/sites`). */
+  sites: SiteEntry[];
+  /** The chosen site (it and every site below it), or null: every site the token may see. */
+  siteFilter: string | null;
   live: LiveState;
   liveDetail: string | null;
   /** Stable ids of critical alerts that arrived live and are not acknowledged yet. */
@@ -50,6 +60,7 @@ export interface State {
 }
 
 const TOKEN_KEY = 'sightline.token';
+const SITE_KEY = 'sightline.site';
 
 let state: State = {
   auth: null,
@@ -60,6 +71,8 @@ let state: State = {
   camerasError: null,
   site: null,
   siteError: null,
+  sites: [],
+  siteFilter: null,
   live: 'stopped',
   liveDetail: null,
   criticalFlash: [],
@@ -86,6 +99,87 @@ export function useStore(): State {
     };
   }, []);
   return state;
+}
+
+// ---- sites ----------------------------------------------------------------------------------------
+
+/** The key of a camera in `State.cameras`. */
+export function cameraKey(site: string, camera: string): string {
+  return `${site}/${camera}`;
+}
+
+/** Several sites are visible to the token (the site picker is shown). */
+export function isMultiSite(s: State): boolean {
+  return s.sites.length > 1;
+}
+
+/** Lists mix items of several sites ("All sites", or a site with sites below it): each shows its site id. */
+export function showSiteIds(s: State): boolean {
+  return isMultiSite(s) && (s.siteFilter === null || s.sites.some((x) => x.parent === s.siteFilter));
+}
+
+/** The `site` query parameter of every scoped request (null: none, everything the token may see). */
+export function siteParam(): string | null {
+  return state.siteFilter;
+}
+
+/** Bumped when the scope changes (sign-in, another site): answers of an older scope are dropped. */
+let generation = 0;
+
+function storedSite(): string | null {
+  try {
+    return localStorage.getItem(SITE_KEY);
+  } catch {
+    return null;
+  }
+}
+
+function storeSite(id: string | null): void {
+  try {
+    if (id) localStorage.setItem(SITE_KEY, id);
+    else localStorage.removeItem(SITE_KEY);
+  } catch {
+    /* storage disabled: the choice lasts for this page only */
+  }
+}
+
+/** Loads the visible sites; returns the site filter to use (the stored choice if still visible). */
+async function loadSites(token: string): Promise<string | null> {
+  const g = generation;
+  try {
+    const page = await api<{ items: SiteEntry[] }>(token, '/api/v1/sites');
+    if (g !== generation) return state.siteFilter;
+    const wanted = storedSite();
+    const visible = page.items.length > 1 && wanted !== null && page.items.some((x) => x.id === wanted);
+    set({ sites: page.items });
+    // a choice this token cannot see (another token's, or a site removed) is forgotten
+    if (wanted !== null && !visible) storeSite(null);
+    return visible ? wanted : null;
+  } catch {
+    // an aggregator without sites (one site): no picker, no filter
+    if (g === generation) set({ sites: [] });
+    return null;
+  }
+}
+
+/** Chooses the site every page and the live stream are scoped to (null: all sites). */
+export function chooseSite(id: string | null): void {
+  const auth = state.auth;
+  if (!auth) return;
+  const next = id !== null && state.sites.some((x) => x.id === id) ? id : null;
+  storeSite(next);
+  if (next === state.siteFilter) return;
+  generation += 1;
+  set({ siteFilter: next, alerts: new Map(), alertsError: null, cameras: new Map(), camerasError: null, site: null, siteError: null });
+  loadScoped(auth.token);
+}
+
+/** Everything that depends on the chosen site: alerts, cameras, the map and the live stream. */
+function loadScoped(token: string): void {
+  void loadAlerts(token);
+  void loadCameras(token);
+  void loadSite(token);
+  startLive(token);
 }
 
 // ---- alerts ---------------------------------------------------------------------------------
@@ -131,8 +225,10 @@ function mergeAlert(
 }
 
 async function loadAlerts(token: string): Promise<void> {
+  const g = generation;
   try {
-    const page = await api<{ items: StoredAlert[] }>(token, '/api/v1/alerts?limit=500');
+    const page = await api<{ items: StoredAlert[] }>(token, '/api/v1/alerts' + qs({ limit: 500, site: siteParam() }));
+    if (g !== generation) return;
     const rows = new Map(state.alerts);
     // oldest first so each row ends with its latest state
     for (const s of [...page.items].reverse()) {
@@ -145,7 +241,7 @@ async function loadAlerts(token: string): Promise<void> {
     }
     set({ alerts: rows, alertsError: null });
   } catch (e) {
-    set({ alertsError: (e as Error).message });
+    if (g === generation) set({ alertsError: (e as Error).message });
   }
 }
 
@@ -193,27 +289,36 @@ export function dismissFlash(): void {
 // ---- cameras and site ---------------------------------------------------------------------------
 
 async function loadCameras(token: string): Promise<void> {
+  const g = generation;
   try {
-    const page = await api<{ items: Camera[] }>(token, '/api/v1/cameras');
+    const page = await api<{ items: Camera[] }>(token, '/api/v1/cameras' + qs({ site: siteParam() }));
+    if (g !== generation) return;
     const cams = new Map<string, Camera>();
     for (const c of page.items) {
-      const prev = state.cameras.get(c.camera);
+      const key = cameraKey(c.site, c.camera);
+      const prev = state.cameras.get(key);
       // keep a newer live status than the listing's
       if (prev?.status && c.status && Date.parse(prev.status.ts) > Date.parse(c.status.ts)) c.status = prev.status;
-      cams.set(c.camera, c);
+      cams.set(key, c);
     }
     set({ cameras: cams, camerasError: null });
   } catch (e) {
-    set({ camerasError: (e as Error).message });
+    if (g === generation) set({ camerasError: (e as Error).message });
   }
 }
 
+/** The map model of a site (`null`: the first site, in tree order, that has cameras). */
+export function fetchSite(token: string, id: string | null, signal?: AbortSignal): Promise<Site> {
+  return api<Site>(token, '/api/v1/site' + qs({ site: id }), { signal });
+}
+
 async function loadSite(token: string): Promise<void> {
+  const g = generation;
   try {
-    const site = await api<Site>(token, '/api/v1/site');
-    set({ site, siteError: null });
+    const site = await fetchSite(token, siteParam());
+    if (g === generation) set({ site, siteError: null });
   } catch (e) {
-    set({ siteError: (e as Error).message });
+    if (g === generation) set({ siteError: (e as Error).message });
   }
 }
 
@@ -223,21 +328,23 @@ function emptyCamera(site: string, camera: string): Camera {
 
 function applyStatus(s: CameraStatus): void {
   const cams = new Map(state.cameras);
-  const c = cams.get(s.camera) ?? emptyCamera(s.site, s.camera);
+  const key = cameraKey(s.site, s.camera);
+  const c = cams.get(key) ?? emptyCamera(s.site, s.camera);
   if (c.status && Date.parse(c.status.ts) > Date.parse(s.ts)) return;
   // while its edge agent is offline the camera stays `unknown`, whatever it reported last
   const agentOffline = c.agent?.state === 'offline' && c.agent.id === s.agent;
   const derived = agentOffline ? { state: c.state, state_detail: c.state_detail } : { state: s.state, state_detail: s.detail ?? null };
-  cams.set(s.camera, { ...c, status: s, status_received_at: new Date().toISOString(), ...derived });
+  cams.set(key, { ...c, status: s, status_received_at: new Date().toISOString(), ...derived });
   set({ cameras: cams });
 }
 
 function applyCrowd(e: CrowdEvent): void {
   const cams = new Map(state.cameras);
-  const c = cams.get(e.camera) ?? emptyCamera(e.site, e.camera);
+  const key = cameraKey(e.site, e.camera);
+  const c = cams.get(key) ?? emptyCamera(e.site, e.camera);
   if (c.latest_crowd && Date.parse(c.latest_crowd.ts) > Date.parse(e.ts)) return;
   const grid = e.grid !== undefined ? e.grid : (c.latest_crowd?.grid ?? null);
-  cams.set(e.camera, {
+  cams.set(key, {
     ...c,
     latest_crowd: {
       ts: e.ts,
@@ -308,8 +415,9 @@ function onLive(e: SseEvent): void {
 
 function startLive(token: string, kinds = 'alert,alert_ack,camera_status,agent_status,crowd'): void {
   closeStream?.();
+  const site = siteParam();
   closeStream = openStream({
-    url: `/api/v1/events?kinds=${kinds}`,
+    url: `/api/v1/events?kinds=${kinds}` + (site ? `&site=${encodeURIComponent(site)}` : ''),
     token,
     onEvent: onLive,
     onState: (live, detail) => set({ live, liveDetail: detail ?? null }),
@@ -353,12 +461,32 @@ export async function signIn(token: string): Promise<boolean> {
 }
 
 function begin(token: string, me: Me): void {
-  set({ auth: { ...me, token }, signInError: null, alerts: new Map(), cameras: new Map(), site: null, criticalFlash: [] });
+  generation += 1;
+  set({
+    auth: { ...me, token },
+    signInError: null,
+    alerts: new Map(),
+    cameras: new Map(),
+    site: null,
+    sites: [],
+    siteFilter: null,
+    criticalFlash: [],
+  });
   setUnauthorizedHandler(() => signOut('The token was refused (revoked?). Sign in again.'));
-  void loadAlerts(token);
-  void loadCameras(token);
-  void loadSite(token);
-  startLive(token);
+  if (storedSite() === null) {
+    // nothing chosen before: everything the token may see, while the sites load
+    loadScoped(token);
+    void loadSites(token);
+  } else {
+    // a site chosen before: scope the first requests to it if the token still sees it
+    set({ live: 'connecting' });
+    const g = generation;
+    void loadSites(token).then((filter) => {
+      if (g !== generation) return;
+      set({ siteFilter: filter });
+      loadScoped(token);
+    });
+  }
   if (refreshTimer) clearInterval(refreshTimer);
   // fps and crowd grids are not all streamed: refresh the camera list now and then
   refreshTimer = setInterval(() => void loadCameras(token), 30_000);
@@ -371,12 +499,15 @@ export function signOut(message: string | null = null): void {
   refreshTimer = null;
   setUnauthorizedHandler(null);
   sessionStorage.removeItem(TOKEN_KEY);
+  generation += 1;
   set({
     auth: null,
     signInError: message,
     alerts: new Map(),
     cameras: new Map(),
     site: null,
+    sites: [],
+    siteFilter: null,
     live: 'stopped',
     liveDetail: null,
     criticalFlash: [],

@@ -47,6 +47,7 @@ export function AlertCounts({ active, extra, testid }: { active: AlertRow[]; ext
 export function alertAttrs(r: AlertRow) {
   return {
     'data-alert-key': r.key,
+    'data-site': r.latest.site,
     'data-event-ids': r.eventIds.join(' '),
     'data-state': r.latest.state,
     'data-severity': r.latest.severity,

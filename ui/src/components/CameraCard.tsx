@@ -6,10 +6,14 @@ import type { Camera } from '../api';
 import { age, num } from '../format';
 import { Heatmap } from './Heatmap';
 import { statusOf } from './SiteMap';
+import { SiteTag } from './Sites';
 
-/** The cameras sorted by id. */
+/** The cameras sorted by site, then id. */
 export function useSortedCameras(cameras: Map<string, Camera>): Camera[] {
-  return useMemo(() => [...cameras.values()].sort((a, b) => a.camera.localeCompare(b.camera)), [cameras]);
+  return useMemo(
+    () => [...cameras.values()].sort((a, b) => a.site.localeCompare(b.site) || a.camera.localeCompare(b.camera)),
+    [cameras],
+  );
 }
 
 /** "3 streaming 1 offline": how many cameras are in each status. */
@@ -48,10 +52,12 @@ export function CameraCard({ camera: c, now, compact = false, testid = 'camera-c
       class={`camera-card status-${st} ${compact ? 'compact' : ''}`}
       data-testid={`${testid}-${c.camera}`}
       data-camera={c.camera}
+      data-site={c.site}
       data-status={st}
     >
       <header>
         <h3>{c.camera}</h3>
+        <SiteTag site={c.site} testid="camera-site" />
         <span class={`status-pill pill-${st}`} data-testid="camera-status">
           {st}
         </span>

@@ -27,12 +27,22 @@ export function statusOf(c: Camera | undefined): string {
 
 interface Props {
   site: Site | null;
+  /** Any key (the store's are `site/camera`): only the site's cameras are drawn. */
   cameras: Map<string, Camera>;
   track?: TrackPoint[];
   testid?: string;
 }
 
-export function SiteMap({ site, cameras, track, testid = 'site-map' }: Props) {
+/** The cameras drawn on a site's frame, by camera id: those of that site (all while it is not known). */
+function camerasOn(site: Site | null, cameras: Map<string, Camera>): Map<string, Camera> {
+  const out = new Map<string, Camera>();
+  for (const c of cameras.values()) if (!site || c.site === site.id) out.set(c.camera, c);
+  return out;
+}
+
+export function SiteMap({ site, cameras: all, track, testid = 'site-map' }: Props) {
+  // another site's cameras are in another frame
+  const cameras = camerasOn(site, all);
   // positions: the site's, else the cameras' own
   const placed: { id: string; x: number; y: number; r: number; wgs84?: [number, number] | null }[] = [];
   if (site) {

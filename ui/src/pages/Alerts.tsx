@@ -1,5 +1,5 @@
 import { useMemo, useState } from 'preact/hooks';
-import { dismissFlash, useStore, type AlertRow } from '../store';
+import { dismissFlash, showSiteIds, useStore, type AlertRow } from '../store';
 import { age, clock, humanKind, useNow } from '../format';
 import { AckCell, AlertCounts, SeverityBadge, activeAlerts, alertAttrs, raisedTs, useSortedAlerts } from '../components/AlertBits';
 import { CloseStale, StaleMark, staleClass } from '../components/StaleAlert';
@@ -29,6 +29,8 @@ export function AlertsPage() {
         (stateFilter === 'unacked' ? !r.acknowledgedBy && r.latest.state === 'raised' : r.latest.state === stateFilter)),
   );
   const active = activeAlerts(rows);
+  // with several sites and none chosen, a Site column
+  const siteCol = showSiteIds(s);
 
   return (
     <section class="panel" data-testid="alerts-page">
@@ -69,6 +71,7 @@ export function AlertsPage() {
             <tr>
               <th>Severity</th>
               <th>Kind</th>
+              {siteCol && <th>Site</th>}
               <th>Camera</th>
               <th>Zone</th>
               <th>State</th>
@@ -80,7 +83,7 @@ export function AlertsPage() {
           <tbody>
             {shown.length === 0 && (
               <tr>
-                <td colSpan={8} class="muted empty">
+                <td colSpan={siteCol ? 9 : 8} class="muted empty">
                   {rows.length === 0 ? 'No alerts. New ones appear here as they are raised.' : 'No alert matches the filter.'}
                 </td>
               </tr>
@@ -96,6 +99,11 @@ export function AlertsPage() {
                   <SeverityBadge row={r} />
                 </td>
                 <td data-testid="alert-kind">{humanKind(r.latest.kind)}</td>
+                {siteCol && (
+                  <td class="nowrap" data-testid="alert-site">
+                    {r.latest.site}
+                  </td>
+                )}
                 <td data-testid="alert-camera">{r.latest.camera}</td>
                 <td data-testid="alert-zone">{r.latest.zone ?? '—'}</td>
                 <td>
@@ -139,7 +147,8 @@ export function CriticalBanner() {
       </span>
       <strong>CRITICAL</strong>
       <span>
-        {humanKind(r.latest.kind)} · {r.latest.camera}
+        {humanKind(r.latest.kind)} · {showSiteIds(s) ? `${r.latest.site} / ` : ''}
+        {r.latest.camera}
         {r.latest.zone ? ` · ${r.latest.zone}` : ''} — {r.latest.message} ({age(raisedTs(r), now)})
       </span>
       {rows.length > 1 && <span class="muted">+{rows.length - 1} more</span>}

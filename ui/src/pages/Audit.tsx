@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, qs, type AuditRecord } from '../api';
-import { useStore } from '../store';
+import { siteParam, useStore } from '../store';
 import { PurposeField, usePurpose } from '../components/PurposeField';
 import { dateTime } from '../format';
 
@@ -27,6 +27,7 @@ export function AuditPage() {
   useEffect(() => {
     const auth = s.auth;
     if (!auth || !used) return;
+    const site = siteParam();
     const ctl = new AbortController();
     (async () => {
       const all: AuditRecord[] = [];
@@ -34,7 +35,7 @@ export function AuditPage() {
       for (let i = 0; i < MAX_PAGES; i++) {
         const page: { items: AuditRecord[]; next_after: number | null } = await api(
           auth.token,
-          '/api/v1/audit' + qs({ limit: PAGE, after, purpose: used }),
+          '/api/v1/audit' + qs({ limit: PAGE, after, site, purpose: used }),
           { signal: ctl.signal },
         );
         all.push(...page.items);
@@ -47,7 +48,7 @@ export function AuditPage() {
       if ((e as Error).name !== 'AbortError') setError((e as Error).message);
     });
     return () => ctl.abort();
-  }, [s.auth, reload, used]);
+  }, [s.auth, s.siteFilter, reload, used]);
 
   const f = filter.trim().toLowerCase();
   const shown = (rows ?? []).filter(

@@ -1,4 +1,4 @@
-import { useStore } from '../store';
+import { cameraKey, useStore } from '../store';
 import { useNow } from '../format';
 import { CameraCard, StatusCounts, useSortedCameras } from '../components/CameraCard';
 
@@ -17,7 +17,7 @@ export function CamerasPage() {
       {cams.length === 0 && !s.camerasError && <p class="muted">No camera has reported yet.</p>}
       <div class="camera-grid">
         {cams.map((c) => (
-          <CameraCard key={c.camera} camera={c} now={now} />
+          <CameraCard key={cameraKey(c.site, c.camera)} camera={c} now={now} />
         ))}
       </div>
     </section>

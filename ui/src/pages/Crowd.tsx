@@ -1,6 +1,6 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api, qs, type CrowdSeries } from '../api';
-import { useStore } from '../store';
+import { isMultiSite, showSiteIds, useStore } from '../store';
 
 const RANGES: { label: string; seconds: number; step: number }[] = [
   { label: 'Last 15 min', seconds: 900, step: 10 },
@@ -117,6 +117,7 @@ export function CrowdChart({ series, since, until }: { series: CrowdSeries; sinc
 
 export function CrowdPage() {
   const s = useStore();
+  // keys of `s.cameras` (`site/camera`)
   const cams = useMemo(() => [...s.cameras.keys()].sort(), [s.cameras]);
   const [camera, setCamera] = useState('');
   const [zone, setZone] = useState('');
@@ -128,8 +129,14 @@ export function CrowdPage() {
   const [tick, setTick] = useState(0);
 
   // by default the first camera that measures crowds
-  const cam = camera || cams.find((c) => s.cameras.get(c)?.latest_crowd) || cams[0] || '';
-  const zones = s.cameras.get(cam)?.latest_crowd?.zones.map((z) => z.zone) ?? [];
+  const cam = (s.cameras.has(camera) ? camera : '') || cams.find((c) => s.cameras.get(c)?.latest_crowd) || cams[0] || '';
+  const chosen = s.cameras.get(cam);
+  const zones = chosen?.latest_crowd?.zones.map((z) => z.zone) ?? [];
+  // camera ids are unique within a site: with several sites, ask for the camera's own site
+  const camSite = chosen && isMultiSite(s) ? chosen.site : null;
+  const camId = chosen?.camera ?? '';
+  // a zone of the camera chosen before (another site chosen meanwhile) is not asked for
+  const zoneId = zones.includes(zone) ? zone : '';
 
   useEffect(() => {
     const t = setInterval(() => setTick((n) => n + 1), 30_000);
@@ -138,7 +145,7 @@ export function CrowdPage() {
 
   useEffect(() => {
     const auth = s.auth;
-    if (!auth || !cam) return;
+    if (!auth || !camId) return;
     const ctl = new AbortController();
     const r = RANGES[range];
     const until = Date.now();
@@ -147,7 +154,7 @@ export function CrowdPage() {
     api<CrowdSeries>(
       auth.token,
       '/api/v1/crowd' +
-        qs({ camera: cam, zone: zone || null, since: new Date(since).toISOString(), until: new Date(until).toISOString(), step: r.step }),
+        qs({ site: camSite, camera: camId, zone: zoneId || null, since: new Date(since).toISOString(), until: new Date(until).toISOString(), step: r.step }),
       { signal: ctl.signal },
     )
       .then((data) => {
@@ -160,14 +167,14 @@ export function CrowdPage() {
       })
       .finally(() => setLoading(false));
     return () => ctl.abort();
-  }, [s.auth, cam, zone, range, tick]);
+  }, [s.auth, camSite, camId, zoneId, range, tick]);
 
   const items = series?.items ?? [];
   const last = items[items.length - 1];
   const peak = items.reduce((m, b) => Math.max(m, b.max), 0);
 
   return (
-    <section class="panel" data-testid="crowd-page">
+    <section class="panel" data-testid="crowd-page" data-site={chosen?.site ?? ''}>
       <div class="panel-head">
         <h2>Crowd</h2>
         <div class="filters">
@@ -181,16 +188,19 @@ export function CrowdPage() {
               }}
               data-testid="crowd-camera"
             >
-              {cams.map((c) => (
-                <option key={c} value={c}>
-                  {c}
-                </option>
-              ))}
+              {cams.map((c) => {
+                const x = s.cameras.get(c);
+                return (
+                  <option key={c} value={c}>
+                    {x ? (showSiteIds(s) ? `${x.site} / ${x.camera}` : x.camera) : c}
+                  </option>
+                );
+              })}
             </select>
           </label>
           <label>
             Zone{' '}
-            <select value={zone} onChange={(e) => setZone((e.target as HTMLSelectElement).value)} data-testid="crowd-zone">
+            <select value={zoneId} onChange={(e) => setZone((e.target as HTMLSelectElement).value)} data-testid="crowd-zone">
               <option value="">Camera total</option>
               {zones.map((z) => (
                 <option key={z} value={z}>

@@ -1,16 +1,18 @@
 // Investigations (integrator and admin): trajectories and face search. Every query here reads
 // personal data: it is audited by the aggregator, and the page asks for its purpose first.
 
-import { useMemo, useState } from 'preact/hooks';
+import { useEffect, useMemo, useState } from 'preact/hooks';
 import {
   api,
   fileToBase64,
   qs,
   type SearchResponse,
+  type Site,
   type TrajectoryDetail,
   type TrajectorySummary,
 } from '../api';
-import { useStore } from '../store';
+import { fetchSite, isMultiSite, showSiteIds, siteParam, useStore, type State } from '../store';
+import { SiteTag } from '../components/Sites';
 import { SiteMap, type TrackPoint } from '../components/SiteMap';
 import { PurposeField, usePurpose } from '../components/PurposeField';
 import { clock, dateTime, localInputToRfc3339, shortId } from '../format';
@@ -20,6 +22,33 @@ const MAX_PHOTO_BYTES = 20 * 1024 * 1024;
 function duration(a: string, b: string): string {
   const s = Math.max(0, Math.round((Date.parse(b) - Date.parse(a)) / 1000));
   return s < 60 ? `${s} s` : s < 3600 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+/** The map model of a trajectory's site: the store's when it is that site, else asked for. */
+function useSiteModel(s: State, id: string | null): { site: Site | null; error: string | null } {
+  const own = id === null || s.site?.id === id;
+  const [other, setOther] = useState<{ site: Site | null; error: string | null }>({ site: null, error: null });
+  const token = s.auth?.token;
+  useEffect(() => {
+    if (own || !token || id === null) return;
+    const ctl = new AbortController();
+    setOther({ site: null, error: null });
+    fetchSite(token, id, ctl.signal)
+      .then((site) => setOther({ site, error: null }))
+      .catch((e) => {
+        if ((e as Error).name !== 'AbortError') setOther({ site: null, error: (e as Error).message });
+      });
+    return () => ctl.abort();
+  }, [own, token, id]);
+  if (own) return { site: s.site, error: null };
+  // (until the effect runs: not the previous trajectory's site)
+  return other.site && other.site.id !== id ? { site: null, error: null } : other;
+}
+
+/** The search request: with a site chosen, only its sightings (and those of the sites below it). */
+function searchBody(image: string, purpose: string): { image: string; purpose: string; site?: string } {
+  const site = siteParam();
+  return site ? { image, purpose, site } : { image, purpose };
 }
 
 export function InvestigationsPage() {
@@ -48,9 +77,19 @@ export function InvestigationsPage() {
   const [detailError, setDetailError] = useState<string | null>(null);
   const [detailBusy, setDetailBusy] = useState<string | null>(null);
 
+  // keys of `s.cameras` (`site/camera`); a camera chosen before another site was chosen counts as none
   const cams = useMemo(() => [...s.cameras.keys()].sort(), [s.cameras]);
+  const chosenCam = s.cameras.get(camera);
+  const siteCol = showSiteIds(s);
 
   const needPurpose = purpose.need;
+
+  // another site chosen in the header: the lists answered for the previous one go
+  useEffect(() => {
+    setList(null);
+    setNext(null);
+    setSearch(null);
+  }, [s.siteFilter]);
 
   const listTrajectories = async (cursor: string | null) => {
     const p = needPurpose();
@@ -61,7 +100,16 @@ export function InvestigationsPage() {
       const page = await api<{ items: TrajectorySummary[]; next: string | null }>(
         auth.token,
         '/api/v1/trajectories' +
-          qs({ since: localInputToRfc3339(since), until: localInputToRfc3339(until), camera: camera || null, limit: 50, cursor, purpose: p }),
+          qs({
+            since: localInputToRfc3339(since),
+            until: localInputToRfc3339(until),
+            // camera ids are unique within a site: with several sites, the camera's own site
+            site: chosenCam && isMultiSite(s) ? chosenCam.site : siteParam(),
+            camera: chosenCam?.camera ?? null,
+            limit: 50,
+            cursor,
+            purpose: p,
+          }),
       );
       setList(cursor ? [...(list ?? []), ...page.items] : page.items);
       setNext(page.next);
@@ -103,7 +151,7 @@ export function InvestigationsPage() {
     setSearch(null);
     try {
       const image = await fileToBase64(file);
-      setSearch(await api<SearchResponse>(auth.token, '/api/v1/search', { method: 'POST', body: { image, purpose: p } }));
+      setSearch(await api<SearchResponse>(auth.token, '/api/v1/search', { method: 'POST', body: searchBody(image, p) }));
     } catch (err) {
       setSearchError((err as Error).message);
     } finally {
@@ -111,19 +159,24 @@ export function InvestigationsPage() {
     }
   };
 
+  // the trajectory's site frame (with several sites, maybe not the one the other pages show)
+  const trackSite = useSiteModel(s, detail?.site ?? null);
+
   // where each sighting was: its ground point, else its camera's position
   const track: TrackPoint[] = useMemo(() => {
     if (!detail) return [];
     const camPos = new Map<string, [number, number]>();
-    for (const c of s.site?.cameras ?? []) camPos.set(c.id, c.position);
-    for (const c of s.cameras.values()) if (c.position && !camPos.has(c.camera)) camPos.set(c.camera, c.position);
+    for (const c of trackSite.site?.cameras ?? []) camPos.set(c.id, c.position);
+    for (const c of s.cameras.values()) {
+      if (c.site === detail.site && c.position && !camPos.has(c.camera)) camPos.set(c.camera, c.position);
+    }
     const out: TrackPoint[] = [];
     detail.sightings.forEach((p, i) => {
       const xy = p.ground ?? camPos.get(p.camera);
       if (xy) out.push({ x: xy[0], y: xy[1], camera: p.camera, ts: p.first_seen, order: i + 1 });
     });
     return out;
-  }, [detail, s.site, s.cameras]);
+  }, [detail, trackSite.site, s.cameras]);
 
   return (
     <div class="investigations" data-testid="investigations-page">
@@ -166,14 +219,16 @@ export function InvestigationsPage() {
                 {search.trajectories.length === 0 && <p class="muted">No match.</p>}
                 <ul class="result-list">
                   {search.trajectories.map((t) => (
-                    <li key={t.trajectory} data-testid="search-result" data-trajectory={t.trajectory}>
+                    <li key={t.trajectory} data-testid="search-result" data-trajectory={t.trajectory} data-site={t.site}>
                       <button
                         type="button"
                         class={`result ${detail?.id === t.trajectory ? 'selected' : ''}`}
                         onClick={() => showTrajectory(t.trajectory)}
                         data-testid="search-result-open"
                       >
-                        <span class="mono">{shortId(t.trajectory)}</span>
+                        <span class="mono">
+                          {shortId(t.trajectory)} {t.site && <SiteTag site={t.site} testid="search-result-site" />}
+                        </span>
                         <span>distance {t.distance.toFixed(3)}</span>
                         <span>
                           {t.matches} match{t.matches === 1 ? '' : 'es'} · {t.cameras.join(' → ')}
@@ -206,13 +261,16 @@ export function InvestigationsPage() {
               </label>
               <label>
                 Camera{' '}
-                <select value={camera} onChange={(e) => setCamera((e.target as HTMLSelectElement).value)}>
+                <select value={chosenCam ? camera : ''} onChange={(e) => setCamera((e.target as HTMLSelectElement).value)}>
                   <option value="">Any</option>
-                  {cams.map((c) => (
-                    <option key={c} value={c}>
-                      {c}
-                    </option>
-                  ))}
+                  {cams.map((c) => {
+                    const x = s.cameras.get(c);
+                    return (
+                      <option key={c} value={c}>
+                        {x ? (siteCol ? `${x.site} / ${x.camera}` : x.camera) : c}
+                      </option>
+                    );
+                  })}
                 </select>
               </label>
               <button type="submit" class="btn" disabled={listBusy} data-testid="trajectory-list-submit">
@@ -227,6 +285,7 @@ export function InvestigationsPage() {
                   <thead>
                     <tr>
                       <th>Trajectory</th>
+                      {siteCol && <th>Site</th>}
                       <th>First seen</th>
                       <th>Last seen</th>
                       <th>Sightings</th>
@@ -241,8 +300,10 @@ export function InvestigationsPage() {
                         onClick={() => showTrajectory(t.id)}
                         data-testid="trajectory-row"
                         data-trajectory={t.id}
+                        data-site={t.site}
                       >
                         <td class="mono">{shortId(t.id)}</td>
+                        {siteCol && <td data-testid="trajectory-site">{t.site}</td>}
                         <td>{dateTime(t.first_seen)}</td>
                         <td>{dateTime(t.last_seen)}</td>
                         <td>{t.sighting_count}</td>
@@ -264,6 +325,8 @@ export function InvestigationsPage() {
         <section class="panel inv-map" data-testid="trajectory-panel">
           <h2>
             Trajectory{detail ? ` ${shortId(detail.id)}` : ''}
+            {detail && " "}
+            {detail && <SiteTag site={detail.site} testid="trajectory-detail-site" />}
             {detailBusy && <span class="muted small"> loading…</span>}
           </h2>
           {detailError && <p class="error">{detailError}</p>}
@@ -275,7 +338,8 @@ export function InvestigationsPage() {
                 {detail.sightings.length} sightings · cameras {detail.cameras.join(' → ')}
               </p>
               <div class="map-box small">
-                <SiteMap site={s.site} cameras={s.cameras} track={track} testid="trajectory-map" />
+                {trackSite.error && <p class="error">Cannot load the map of {detail.site}: {trackSite.error}</p>}
+                <SiteMap site={trackSite.site} cameras={s.cameras} track={track} testid="trajectory-map" />
               </div>
               <ol class="sightings" data-testid="trajectory-sightings">
                 {detail.sightings.map((p) => (

@@ -1,5 +1,6 @@
 import { useStore } from '../store';
 import { Legend, SiteMap } from '../components/SiteMap';
+import { MapScopeNote } from '../components/Sites';
 
 export function MapPage() {
   const s = useStore();
@@ -10,6 +11,7 @@ export function MapPage() {
         <Legend />
       </div>
       {s.siteError && <p class="error">Cannot load the site: {s.siteError}</p>}
+      <MapScopeNote />
       <p class="muted small">
         Site frame in metres, north up. {s.site?.georef ? 'Hover a camera for its latitude and longitude.' : 'The site has no georeference.'}
       </p>

@@ -1,12 +1,13 @@
 // The wall screen: active alerts, camera tiles and the site map on one 1920×1080 screen (stacked
 // on a laptop). Everything here is the other pages' components.
 
-import { useStore } from '../store';
+import { cameraKey, useStore } from '../store';
 import { age, clock, humanKind, useNow } from '../format';
 import { AckCell, AlertCounts, SeverityBadge, activeAlerts, alertAttrs, raisedTs, useSortedAlerts } from '../components/AlertBits';
 import { CameraCard, StatusCounts, useSortedCameras } from '../components/CameraCard';
 import { CloseStale, StaleMark, staleClass } from '../components/StaleAlert';
 import { Legend, SiteMap } from '../components/SiteMap';
+import { MapScopeNote, SiteTag } from '../components/Sites';
 
 function ActiveAlerts() {
   const s = useStore();
@@ -46,6 +47,7 @@ function ActiveAlerts() {
                 <StaleMark row={r} />
               </div>
               <div class="ov-alert-where">
+                <SiteTag site={r.latest.site} testid="alert-site" />
                 <b data-testid="alert-camera">{r.latest.camera}</b>
                 {r.latest.zone && (
                   <>
@@ -87,7 +89,7 @@ export function OverviewPage() {
         {cams.length === 0 && !s.camerasError && <p class="muted">No camera has reported yet.</p>}
         <div class="tile-grid">
           {cams.map((c) => (
-            <CameraCard key={c.camera} camera={c} now={now} compact testid="camera-tile" />
+            <CameraCard key={cameraKey(c.site, c.camera)} camera={c} now={now} compact testid="camera-tile" />
           ))}
         </div>
       </section>
@@ -97,6 +99,7 @@ export function OverviewPage() {
           <Legend />
         </div>
         {s.siteError && <p class="error">Cannot load the site: {s.siteError}</p>}
+        <MapScopeNote />
         <div class="map-box fill">
           <SiteMap site={s.site} cameras={s.cameras} />
         </div>

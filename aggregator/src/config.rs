@@ -156,9 +156,6 @@ pub struct MqttConfig {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub client_id: String,
-    /// Several aggregators behind one broker cluster split the sightings with an MQTT shared
-    /// subscription (`$share/{group}/…`); unset: this aggregator receives everything.
-    pub shared_group: Option<String>,
     pub keep_alive_s: u64,
     /// `username` (with the embedded broker and `[broker] users_file`, one of its users),
     /// `password_file` (or `password`) and `[mqtt.tls]`: the broker security keys, the same as the
@@ -185,7 +182,6 @@ impl Default for MqttConfig {
             host: None,
             port: None,
             client_id: "sightline-aggregator".into(),
-            shared_group: None,
             keep_alive_s: 15,
             security: SecurityKeys::default(),
         }
@@ -394,10 +390,6 @@ impl Config {
                 "must be at least 1 (max_concurrent_photos) and 1000000 (max_photo_pixels)".into(),
             ));
         }
-        if let Some(g) = &cfg.mqtt.shared_group {
-            sightline_contract::validate_id("shared group", g)
-                .map_err(|e| invalid("mqtt.shared_group", e.to_string()))?;
-        }
         cfg.mqtt.security.validate(&cfg.mqtt_address().0).map_err(|e| invalid(e.key, e.message))?;
         if cfg.broker.users_file.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             return Err(invalid("broker.users_file", "must be a file path".into()));
@@ -465,7 +457,6 @@ impl Config {
             sites: self.site.iter().map(|s| s.id.as_str()).collect(),
             cameras: self.all_cameras().map(|(site, c)| (site, c.id.as_str(), c.agent.as_deref())).collect(),
             aggregator: self.mqtt.security.username.as_deref().map(|login| (login, self.mqtt.client_id.as_str())),
-            shared_group: self.mqtt.shared_group.as_deref(),
             observers: &self.broker.observers,
         }
     }
@@ -535,12 +526,47 @@ mod tests {
     }
 
     #[test]
+    fn several_sites_make_a_tree_and_errors_name_the_site() {
+        let tree = "[[site]]\nid = \"district\"\n\
+                    [[site]]\nid = \"east\"\nparent = \"district\"\n\
+                    [[site.camera]]\nid = \"gate\"\nposition = [0.0, 0.0]\n\
+                    [[site]]\nid = \"west\"\nparent = \"district\"\n\
+                    [[site.camera]]\nid = \"gate\"\nposition = [5.0, 0.0]\n";
+        let cfg = Config::parse(tree, Path::new("a.toml")).unwrap();
+        let sites = cfg.sites().unwrap();
+        let ids: Vec<&str> = sites.iter().map(|s| s.id()).collect();
+        assert_eq!(ids, ["district", "east", "west"]);
+        let cameras: Vec<(&str, &str)> = cfg.all_cameras().map(|(s, c)| (s, c.id.as_str())).collect();
+        assert_eq!(cameras, [("east", "gate"), ("west", "gate")], "camera ids are per site");
+
+        let bad = |text: &str| Config::parse(text, Path::new("a.toml")).unwrap_err().to_string();
+        let e = bad(&tree.replace("id = \"west\"\nparent = \"district\"", "id = \"west\"\nparent = \"north\""));
+        assert!(e.contains("`site[2].parent`") && e.contains("unknown site \"north\""), "{e}");
+        let e = bad(&tree.replace("position = [5.0, 0.0]", "position = [5.0]"));
+        assert!(e.contains("position"), "{e}");
+        let e = bad(&tree.replace("[0.0, 0.0]", "[nan, 0.0]"));
+        assert!(e.contains("`site[1].camera[0].position`"), "{e}");
+        let e = bad(&format!("{tree}[[camera]]\nid = \"lost\"\nposition = [0.0, 0.0]\n"));
+        assert!(e.contains("`camera`") && e.contains("[[site.camera]]"), "{e}");
+        let e = bad(&tree.replace("id = \"district\"\n", "id = \"district\"\nparent = \"west\"\n"));
+        assert!(e.contains("cycle"), "{e}");
+        let e = bad(&tree.replace("id = \"west\"", "id = \"east\""));
+        assert!(e.contains("`site[2].id`") && e.contains("defined twice"), "{e}");
+        // the one-site form is unchanged
+        let one = Config::parse("[site]\nid = \"s\"\n[[camera]]\nid = \"c\"\nposition = [0.0, 0.0]\n", Path::new("a"))
+            .unwrap();
+        assert_eq!(one.sites().unwrap().len(), 1);
+        assert_eq!(one.all_cameras().count(), 1);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let site = "[site]\nid = \"s\"\n";
         let bad = |text: &str| Config::parse(text, Path::new("a.toml")).unwrap_err().to_string();
         assert!(bad(&format!("{site}[retention]\nsightings_days = 0.0\n")).contains("retention.sightings_days"));
         assert!(bad(&format!("{site}[store]\nretention_every_s = 0\n")).contains("store.retention_every_s"));
-        assert!(bad(&format!("{site}[mqtt]\nshared_group = \"A B\"\n")).contains("mqtt.shared_group"));
+        // removed: it split a site's sightings between aggregators
+        assert!(bad(&format!("{site}[mqtt]\nshared_group = \"centre\"\n")).contains("unknown field `shared_group`"));
         assert!(bad(&format!("{site}[correlation]\nmax_distance = 5.0\n")).contains("`correlation.max_distance`"));
         assert!(
             bad(&format!("{site}[[camera]]\nid = \"c\"\nposition = [0.0, 0.0]\n[[link]]\nfrom = \"c\"\nto = \"x\"\n"))

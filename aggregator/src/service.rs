@@ -167,7 +167,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         metrics: metrics.clone(),
     }));
 
-    let subscriptions = ingest::subscriptions(cfg.mqtt.shared_group.as_deref());
+    let subscriptions = ingest::subscriptions();
     let broker = format!("{host}:{port}");
     ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &work, &metrics, &mut shutdown).await;
     tracing::info!("shutting down");

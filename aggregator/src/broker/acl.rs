@@ -114,8 +114,6 @@ pub struct Policy {
     sites: BTreeSet<String>,
     /// The aggregator's login and client id.
     aggregator: Option<(String, String)>,
-    /// `$share` group of the aggregator's subscriptions (for the rendered ACLs).
-    shared_group: Option<String>,
     /// Agent id -> its site and cameras.
     agents: BTreeMap<String, Agent>,
     observers: BTreeSet<String>,
@@ -130,7 +128,6 @@ pub struct Identities<'a> {
     pub cameras: Vec<(&'a str, &'a str, Option<&'a str>)>,
     /// The aggregator's login (`[mqtt] username`) and client id.
     pub aggregator: Option<(&'a str, &'a str)>,
-    pub shared_group: Option<&'a str>,
     pub observers: &'a [String],
 }
 
@@ -169,13 +166,8 @@ impl Policy {
                 return fail("broker.observers", format!("{o:?} is listed twice"));
             }
         }
-        let policy = Policy {
-            sites: ids.sites.iter().map(|s| (*s).to_owned()).collect(),
-            aggregator,
-            shared_group: ids.shared_group.map(str::to_owned),
-            agents,
-            observers,
-        };
+        let policy =
+            Policy { sites: ids.sites.iter().map(|s| (*s).to_owned()).collect(), aggregator, agents, observers };
         policy.check_roles(ids)?;
         Ok(policy)
     }
@@ -360,7 +352,6 @@ impl Policy {
         let mut out = String::new();
         let site = join(&self.sites);
         let all = format!("{TOPIC_ROOT}/#");
-        let shared = self.shared_group.as_ref().map(|g| format!("$share/{g}/{TOPIC_ROOT}/#"));
         match format {
             AclFormat::Mosquitto => {
                 let _ = write!(
@@ -412,10 +403,6 @@ impl Policy {
                     erl(aggregator),
                     erl(&all)
                 );
-                if let Some(shared) = &shared {
-                    let _ =
-                        writeln!(out, "{{allow, {{username, {}}}, subscribe, [{}]}}.", erl(aggregator), erl(shared));
-                }
                 for (agent, rights) in &self.agents {
                     let topics: Vec<String> = Self::agent_topics(agent, rights).iter().map(|t| erl(t)).collect();
                     let _ = write!(
@@ -764,14 +751,6 @@ agent = "edge-b"
         assert!(e.trim_end().ends_with("{deny, all}."), "{e}");
         // every rule is a term ending with `}.`
         assert!(e.lines().filter(|l| l.starts_with('{')).all(|l| l.ends_with("}.")), "{e}");
-
-        let shared = Config::parse(
-            &CONFIG.replace("password = \"x\"", "password = \"x\"\nshared_group = \"centre\""),
-            Path::new("a"),
-        )
-        .unwrap();
-        let e = Policy::new(&shared.identities()).unwrap().render(AclFormat::Emqx).unwrap();
-        assert!(e.contains("subscribe, [\"$share/centre/sightline/v1/#\"]}."), "{e}");
 
         let mut anonymous = Config::parse(CONFIG, Path::new("a.toml")).unwrap();
         anonymous.mqtt.security.username = None;

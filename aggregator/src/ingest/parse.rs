@@ -34,12 +34,11 @@ impl Kind {
     }
 }
 
-/// The topic filters the aggregator subscribes to (with `$share/{group}/` in front when shared).
-pub fn subscriptions(shared_group: Option<&str>) -> Vec<String> {
-    let prefix = shared_group.map(|g| format!("$share/{g}/")).unwrap_or_default();
+/// The topic filters the aggregator subscribes to.
+pub fn subscriptions() -> Vec<String> {
     ["+/+/sighting", "+/+/crowd", "+/+/alert", "+/+/status", "+/agent/+/status"]
         .iter()
-        .map(|f| format!("{prefix}{TOPIC_ROOT}/{f}"))
+        .map(|f| format!("{TOPIC_ROOT}/{f}"))
         .collect()
 }
 
@@ -311,10 +310,9 @@ mod tests {
     }
 
     #[test]
-    fn subscriptions_cover_every_kind_and_can_be_shared() {
-        let plain = subscriptions(None);
+    fn subscriptions_cover_every_kind() {
+        let plain = subscriptions();
         assert!(plain.contains(&"sightline/v1/+/agent/+/status".to_owned()));
         assert_eq!(plain.len(), 5);
-        assert!(subscriptions(Some("centre")).iter().all(|s| s.starts_with("$share/centre/sightline/v1/")));
     }
 }

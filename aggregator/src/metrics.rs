@@ -72,7 +72,7 @@ struct ReasonLabel {
 struct RefusalLabels {
     /// The audit action (`trajectory_list`, `search`, …).
     action: &'static str,
-    /// `purpose`, `photo` or `busy`.
+    /// `purpose`, `probe`, `busy` or `scope`.
     reason: &'static str,
 }
 
@@ -219,7 +219,7 @@ impl Metrics {
         let refused = Family::<RefusalLabels, Counter>::default();
         r.register(
             "sightline_aggregator_refused_accesses",
-            "Accesses to personal data refused and audited as such, by audit action and reason (purpose, photo, busy)",
+            "Accesses to personal data refused and audited as such, by audit action and reason (purpose, probe, busy, scope)",
             refused.clone(),
         );
         Metrics {

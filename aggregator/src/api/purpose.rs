@@ -67,7 +67,7 @@ async fn justify(
     }
 }
 
-/// Records the refusal `err` of an access (`reason`: `purpose`, `probe` or `busy`): an audit row
+/// Records the refusal `err` of an access (`reason`: `purpose`, `probe`, `busy` or `scope`): an audit row
 /// with outcome `refused` (`query` plus `refused`), the metric, a log line. Returns what to
 /// answer: `err`, or a 500 when the audit row could not be written.
 pub(super) async fn refuse(

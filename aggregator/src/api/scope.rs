@@ -47,15 +47,21 @@ pub(super) async fn scope(
     Err(refuse(state, token, AuditAction::OutOfScope, query, None, "scope", err).await)
 }
 
-/// Refuses tokens scoped to some sites: what spans every site (the watchlist) is for tokens of
-/// every site.
-pub(super) fn every_site(token: &Token, what: &str) -> ApiResult<()> {
-    match &token.sites {
-        None => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!("{what} spans every site: token {:?} is scoped to some sites", token.name),
-        )),
+/// Refuses tokens scoped to some sites, audited like a site outside the scope: what spans every
+/// site (the watchlist) is for tokens of every site.
+pub(super) async fn every_site(
+    state: &Arc<ApiState>,
+    token: &Token,
+    what: &str,
+    endpoint: &'static str,
+) -> ApiResult<()> {
+    if token.sites.is_none() {
+        return Ok(());
     }
+    let err = ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("{what} spans every site: token {:?} is scoped to some sites", token.name),
+    );
+    Err(refuse(state, token, AuditAction::OutOfScope, json!({ "endpoint": endpoint }), None, "scope", err).await)
 }

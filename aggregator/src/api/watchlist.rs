@@ -104,7 +104,7 @@ pub(super) async fn watchlist_add(
     req: Result<Json<WatchlistRequest>, JsonRejection>,
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Admin).await?;
-    every_site(&token, "the watchlist")?;
+    every_site(&state, &token, "the watchlist", "POST /api/v1/watchlist").await?;
     let req = body(req)?;
     let purpose =
         require_body_purpose(&state, &token, req.purpose, AuditAction::WatchlistAdd, "POST /api/v1/watchlist").await?;
@@ -163,7 +163,7 @@ pub(super) async fn watchlist_list(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Admin).await?;
-    every_site(&token, "the watchlist")?;
+    every_site(&state, &token, "the watchlist", "GET /api/v1/watchlist").await?;
     let p = Params::parse(query, &["purpose"])?;
     let purpose = require_purpose(&state, &token, &p, AuditAction::WatchlistList, "GET /api/v1/watchlist").await?;
     let now = state.clock.now();
@@ -195,7 +195,7 @@ pub(super) async fn watchlist_remove(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let token = authorize(&state, &headers, Role::Admin).await?;
-    every_site(&token, "the watchlist")?;
+    every_site(&state, &token, "the watchlist", "DELETE /api/v1/watchlist/{id}").await?;
     let p = Params::parse(query, &["purpose"])?;
     let purpose =
         require_purpose(&state, &token, &p, AuditAction::WatchlistRemove, "DELETE /api/v1/watchlist/{id}").await?;

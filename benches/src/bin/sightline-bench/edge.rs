@@ -22,7 +22,7 @@ use sightline_edge_agent::frames::{Counters, Doorbell, Frame, FrameSlot, Taken};
 use sightline_vision::FacePipeline;
 use sightline_vision::runtime::{Runtime, RuntimeConfig};
 
-use crate::util::{Section, Table, cpu_s, ms, ratio, venv_python};
+use crate::util::{Section, Table, cpu_s, ms, ratio, status_kib, venv_python};
 
 pub const CLIP: &str = "short_hamilton_clip.mp4";
 const ANALYSIS_FPS: f64 = 5.0;
@@ -44,16 +44,6 @@ pub struct Opts<'a> {
 }
 
 // ---------------------------------------------------------------- process measurement helpers
-
-/// A `/proc/PID/status` field in KiB (`VmHWM`, `VmRSS`).
-fn status_kib(pid: &str, key: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(f64::NAN)
-}
 
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

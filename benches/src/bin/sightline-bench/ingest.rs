@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
 
-use crate::util::{DIM, Rng, Section, Stats, Table, ms, ratio, thousands};
+use crate::util::{DIM, Rng, Section, Stats, Table, ms, ratio, status_kib, thousands};
 
 const MODEL: &str = "dlib-resnet-v1";
 const SITE: &str = "bench";
@@ -130,12 +130,20 @@ pub fn run(o: &Opts) -> Result<Section> {
             preload.push((sighting(id, cam, s, e, (2 * p + k) as u64, emb), traj));
         }
     }
-    // replayed in event-time order, as `service::run` does from the store
+    // replayed in event-time order, as `service::run` does from the store; the resident memory
+    // each one adds is measured
     preload.sort_by_key(|(s, _)| s.first_seen);
+    let rss_before = status_kib("self", "VmRSS");
     for (s, traj) in &preload {
         correlator.restore(Observation::from_sighting(s), *traj);
+    }
+    let rss_correlator = status_kib("self", "VmRSS");
+    for (s, traj) in &preload {
         index.insert(s.id, *traj, &s.site, &s.camera, s.last_seen, &s.embedding)?;
     }
+    let rss_index = status_kib("self", "VmRSS");
+    let bytes_per_trajectory = (rss_correlator - rss_before) * 1024.0 / live as f64;
+    let bytes_per_indexed = (rss_index - rss_correlator) * 1024.0 / preload.len() as f64;
     drop(preload);
     let preload_s = t.elapsed().as_secs_f64();
     anyhow::ensure!(correlator.live() == live, "correlator holds {} trajectories, not {live}", correlator.live());
@@ -215,6 +223,13 @@ pub fn run(o: &Opts) -> Result<Section> {
     }
     let live_after = correlator.live();
     drop(store);
+    // the file and its write-ahead log, per stored sighting (16 camera rows and the schema included)
+    let file_bytes: u64 = ["aggregator.sqlite", "aggregator.sqlite-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    let bytes_per_stored = file_bytes as f64 / count as f64;
 
     // --- floor: the store insert alone, same sightings, fresh store -----------------------------
     eprintln!("ingest: floor: record_sighting alone into a fresh store");
@@ -283,6 +298,13 @@ pub fn run(o: &Opts) -> Result<Section> {
             100.0 * correlate_share,
             100.0 * share(&store_steps)
         ),
+        format!(
+            "Memory: {} B resident per live trajectory in the correlator (2 sightings each), {} B per embedding in the \
+             search index; SQLite: {} B per stored sighting (file + WAL)",
+            thousands(bytes_per_trajectory),
+            thousands(bytes_per_indexed),
+            thousands(bytes_per_stored)
+        ),
     ];
     let notes = vec![
         format!(
@@ -306,6 +328,8 @@ pub fn run(o: &Opts) -> Result<Section> {
         "returning": returning, "joined": joined, "started": started_new, "live_after": live_after,
         "ingest": total, "correlate": correlate, "store": store_stats, "index": index_stats,
         "floor_store_only": floor_stats, "correlate_share": correlate_share, "ratio_to_floor": rate_ratio,
+        "memory": { "bytes_per_live_trajectory": bytes_per_trajectory, "bytes_per_indexed_embedding": bytes_per_indexed,
+                    "sqlite_bytes_per_stored_sighting": bytes_per_stored },
         "config": { "max_distance": cfg.max_distance, "margin": cfg.margin, "horizon_s": cfg.horizon_s, "appearance_members": cfg.appearance_members },
     });
     Ok(Section {

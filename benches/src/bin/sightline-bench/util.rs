@@ -38,6 +38,16 @@ fn proc_cpu_s(pid: &str, fields: usize) -> f64 {
     if times.len() == fields { times.iter().sum::<f64>() / clk_tck() } else { f64::NAN }
 }
 
+/// A `/proc/PID/status` field in KiB (`VmHWM`, `VmRSS`); `pid` may be `self`.
+pub fn status_kib(pid: &str, key: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// User + system CPU seconds of a process (`self` or a pid), all its threads.
 pub fn cpu_s(pid: &str) -> f64 {
     proc_cpu_s(pid, 2)

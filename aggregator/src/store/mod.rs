@@ -3,8 +3,8 @@
 //!
 //! [`Store`] is synchronous: every call is one short transaction (or a few, for [`Store::purge`]),
 //! and the async caller runs it on a blocking thread (`tokio::task::spawn_blocking`) with the
-//! store shared as `Arc<dyn Store>`. [`SqliteStore`] is the default implementation; a PostgreSQL
-//! one can follow behind the same trait.
+//! store shared as `Arc<dyn Store>`. [`SqliteStore`] is the default implementation;
+//! [`PostgresStore`] keeps the same data, with the same semantics, in a PostgreSQL database.
 //!
 //! Time is always passed in (`received_at`, `at`, `now`), never read from the system clock, so
 //! behaviour is deterministic under test. Timestamps are kept at millisecond precision, like the
@@ -28,9 +28,12 @@ use uuid::Uuid;
 
 pub use crate::auth::Role;
 
+mod codec;
 pub mod migrations;
+pub mod postgres;
 mod sqlite;
 
+pub use postgres::{PgTarget, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// A storage failure. Each names the operation or the thing at fault.
@@ -49,6 +52,25 @@ pub enum StoreError {
     Migration { path: String, version: u32, name: &'static str, source: rusqlite::Error },
     #[error("store: {op}: {source}")]
     Sql { op: &'static str, source: rusqlite::Error },
+    #[error("store.url {target}: cannot connect: {reason}")]
+    PgConnect { target: String, reason: String },
+    #[error(
+        "store.url {target}: password authentication failed for user {user:?} \
+         (check store.password_file, or the user and password in store.url)"
+    )]
+    PgAuth { target: String, user: String },
+    #[error(
+        "store.url {target}: database {database:?} does not exist (create it: CREATE DATABASE {database} OWNER <user>)"
+    )]
+    PgNoDatabase { target: String, database: String },
+    #[error("store.url {target}: the server refused the connection: {reason}")]
+    PgRefused { target: String, reason: String },
+    #[error("store.url {target}: migration to schema version {version} ({name}) failed and was rolled back: {source}")]
+    PgMigration { target: String, version: u32, name: &'static str, source: ::postgres::Error },
+    #[error("store (PostgreSQL): {op}: {source}")]
+    Pg { op: &'static str, source: ::postgres::Error },
+    #[error("store.password_file {path}: {reason}")]
+    PgPasswordFile { path: String, reason: String },
     #[error("store: {what} {key:?} not found")]
     NotFound { what: &'static str, key: String },
     #[error("store: token name {0:?} is already taken (names are never reused, even after revocation)")]

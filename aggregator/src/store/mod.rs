@@ -65,9 +65,12 @@ pub enum StoreError {
     PgNoDatabase { target: String, database: String },
     #[error("store.url {target}: the server refused the connection: {reason}")]
     PgRefused { target: String, reason: String },
-    #[error("store.url {target}: migration to schema version {version} ({name}) failed and was rolled back: {source}")]
+    #[error(
+        "store.url {target}: migration to schema version {version} ({name}) failed and was rolled back: {}",
+        pg_text(.source)
+    )]
     PgMigration { target: String, version: u32, name: &'static str, source: ::postgres::Error },
-    #[error("store (PostgreSQL): {op}: {source}")]
+    #[error("store (PostgreSQL): {op}: {}", pg_text(.source))]
     Pg { op: &'static str, source: ::postgres::Error },
     #[error("store.password_file {path}: {reason}")]
     PgPasswordFile { path: String, reason: String },
@@ -79,6 +82,28 @@ pub enum StoreError {
     Invalid { what: &'static str, detail: String },
     #[error("store: corrupt {what} in the database: {detail}")]
     Corrupt { what: &'static str, detail: String },
+}
+
+/// A PostgreSQL error with what the server said (its `Display` alone is "db error").
+fn pg_text(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            text
+        }
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -217,8 +217,9 @@ pub fn apply(db: &mut Client, steps: &[Migration]) -> Result<(u32, u32), SchemaE
         // read-only checks under the lock; the transaction is rolled back, writing nothing
         let mut tx = db.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])?;
+        // the identity first: another application's table may not even be readable
+        check_identity(&mut tx)?;
         let v = version(&mut tx)?;
-        check_identity(&mut tx, v)?;
         if v > supported {
             return Err(SchemaError::TooNew { found: v, supported });
         }
@@ -249,8 +250,9 @@ pub fn apply(db: &mut Client, steps: &[Migration]) -> Result<(u32, u32), SchemaE
 }
 
 /// Refuses databases whose current schema holds tables that are not a sightline store's.
-fn check_identity(db: &mut impl postgres::GenericClient, version: u32) -> Result<(), SchemaError> {
-    if version > 0 {
+fn check_identity(db: &mut impl postgres::GenericClient) -> Result<(), SchemaError> {
+    let versioned: bool = db.query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])?.get(0);
+    if versioned {
         let comment: Option<String> =
             db.query_one("SELECT obj_description('schema_migrations'::regclass, 'pg_class')", &[])?.get(0);
         if comment.as_deref() != Some(MARKER) {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sightline_aggregator::auth::{Role, new_token, token_hash};
 use sightline_aggregator::config::Config;
-use sightline_aggregator::store::{SqliteStore, Store};
+use sightline_aggregator::store::Store;
 use sightline_aggregator::{SystemClock, service};
 use sightline_base::logging::{self, Stamps};
 use sightline_base::signals;
@@ -91,7 +91,7 @@ fn main() -> anyhow::Result<()> {
                 cfg.site.id,
                 cfg.cameras.len(),
                 cfg.links.len(),
-                cfg.store.path.display()
+                cfg.store.location()
             );
         }
         Command::BrokerAcl { config, format } => {
@@ -107,9 +107,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn tokens(command: TokenCommand) -> anyhow::Result<()> {
-    let open = |config: &PathBuf| -> anyhow::Result<SqliteStore> {
+    let open = |config: &PathBuf| -> anyhow::Result<std::sync::Arc<dyn Store>> {
         let cfg = Config::load(config)?;
-        SqliteStore::open(&cfg.store.path).with_context(|| format!("opening the store of {}", config.display()))
+        cfg.store.location().open().with_context(|| format!("opening the store of {}", config.display()))
     };
     match command {
         TokenCommand::Create { config, name, role } => {

@@ -18,7 +18,7 @@ use crate::ingest::{self, Ingest};
 use crate::metrics::{Metrics, Outcome};
 use crate::retention::{self, Retention};
 use crate::search::SearchIndex;
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use crate::watchlist::Watchlist;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,9 @@ pub enum ServiceError {
 
 /// Runs until `shutdown` turns true.
 pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiver<bool>) -> Result<(), ServiceError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store.path)?);
+    // SQLite or PostgreSQL (whose blocking client steps off the async threads itself)
+    let location = cfg.store.location();
+    let store: Arc<dyn Store> = location.open()?;
     let site = cfg.site_model().map_err(ServiceError::Site)?;
     for c in &cfg.cameras {
         store.put_camera(&cfg.site.id, &c.id, Some(c.position))?;
@@ -54,7 +56,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         correlator.restore(Observation::from_sighting(&s.sighting), s.trajectory);
     }
     tracing::info!(
-        store = %cfg.store.path.display(),
+        store = %location,
         sightings = replay.len(),
         trajectories = correlator.live(),
         "correlator restored from the store"

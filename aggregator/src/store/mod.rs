@@ -84,6 +84,55 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
 }
 
+/// Where the store is: the backend `[store]` configures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `store.path`: an SQLite file (the default).
+    Sqlite(std::path::PathBuf),
+    /// `store.url`, with the file holding its password (`store.password_file`), if any.
+    Postgres { url: String, password_file: Option<std::path::PathBuf> },
+}
+
+impl StoreLocation {
+    /// Opens (and migrates) the store; for PostgreSQL, reads the password file first.
+    pub fn open(&self) -> Result<std::sync::Arc<dyn Store>> {
+        Ok(match self {
+            StoreLocation::Sqlite(path) => std::sync::Arc::new(SqliteStore::open(path)?),
+            StoreLocation::Postgres { url, password_file } => {
+                let password = password_file.as_deref().map(read_password_file).transpose()?;
+                std::sync::Arc::new(PostgresStore::open(&PgTarget::new(url, password.as_deref())?)?)
+            }
+        })
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "{}", path.display()),
+            // shown without any password of the URL
+            StoreLocation::Postgres { url, .. } => match PgTarget::new(url, None) {
+                Ok(t) => write!(f, "{t}"),
+                Err(_) => f.write_str("store.url (not a PostgreSQL URL)"),
+            },
+        }
+    }
+}
+
+/// The password in `store.password_file`: the file's text without its final line break.
+pub fn read_password_file(path: &std::path::Path) -> Result<String> {
+    let err = |reason: String| StoreError::PgPasswordFile { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let password = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    if password.is_empty() {
+        return Err(err("it is empty (it must hold the password only)".into()));
+    }
+    if password.contains('\n') {
+        return Err(err("it holds more than one line (it must hold the password only)".into()));
+    }
+    Ok(password.to_owned())
+}
+
 /// A PostgreSQL error with what the server said (its `Display` alone is "db error").
 fn pg_text(e: &::postgres::Error) -> String {
     match e.as_db_error() {

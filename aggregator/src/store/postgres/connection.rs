@@ -82,6 +82,11 @@ impl PgTarget {
         Ok(PgTarget { config, shown })
     }
 
+    /// Whether a password is set (in the URL, or given).
+    pub fn has_password(&self) -> bool {
+        self.config.get_password().is_some()
+    }
+
     /// The database's name (the user's name when the URL gives none).
     pub fn database(&self) -> &str {
         self.config.get_dbname().or(self.config.get_user()).unwrap_or("")

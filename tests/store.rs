@@ -1149,7 +1149,9 @@ fn pg_bad_urls_name_store_url_and_what_is_wrong() {
     let msg = e.to_string();
     assert!(matches!(e, StoreError::PgConnect { .. }), "{msg}");
     assert!(
-        msg.contains("store.url") && msg.contains(&format!("127.0.0.1:{port}/{}", db.name)) && msg.contains("cannot connect"),
+        msg.contains("store.url")
+            && msg.contains(&format!("127.0.0.1:{port}/{}", db.name))
+            && msg.contains("cannot connect"),
         "{msg}"
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "bounded by the connect timeout");
@@ -1165,11 +1167,9 @@ fn pg_bad_urls_name_store_url_and_what_is_wrong() {
     );
     assert!(!msg.contains("not-the-password"), "{msg}");
     // a password in the URL is not shown either
-    let in_url = PgTarget::new(
-        &format!("postgres://sightline:hunter2-secret@127.0.0.1:{}/{}", cluster.port(), db.name),
-        None,
-    )
-    .unwrap();
+    let in_url =
+        PgTarget::new(&format!("postgres://sightline:hunter2-secret@127.0.0.1:{}/{}", cluster.port(), db.name), None)
+            .unwrap();
     assert!(!in_url.to_string().contains("hunter2") && !format!("{in_url:?}").contains("hunter2"));
     let msg = pg_open_err(&in_url).to_string();
     assert!(msg.contains("password authentication failed") && !msg.contains("hunter2"), "{msg}");
@@ -1201,16 +1201,18 @@ fn pg_foreign_databases_are_refused_untouched() {
         msg.contains("store.url") && msg.contains("not a sightline aggregator database") && msg.contains("orders"),
         "{msg}"
     );
-    let tables: i64 = db
-        .admin()
-        .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[])
-        .unwrap()
-        .get(0);
+    let tables: i64 =
+        db.admin().query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[]).unwrap().get(0);
     assert_eq!(tables, 1, "nothing was created");
 
     // another application's schema_migrations
     let other = cluster.database();
-    other.admin().batch_execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY); INSERT INTO schema_migrations VALUES (1)").unwrap();
+    other
+        .admin()
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY); INSERT INTO schema_migrations VALUES (1)",
+        )
+        .unwrap();
     let msg = pg_open_err(&other.target).to_string();
     assert!(msg.contains("not a sightline aggregator database") && msg.contains("another application"), "{msg}");
 }
@@ -1237,11 +1239,16 @@ fn pg_a_newer_schema_is_refused_untouched() {
     };
     let before = snapshot(&db);
     let e = pg_open_err(&db.target);
-    assert!(matches!(e, StoreError::TooNew { found, supported, .. } if found == newer && supported == migrations::LATEST));
+    assert!(
+        matches!(e, StoreError::TooNew { found, supported, .. } if found == newer && supported == migrations::LATEST)
+    );
     let msg = e.to_string();
     assert!(
         msg.contains("store.url")
-            && msg.contains(&format!("schema version {newer} is newer than this aggregator supports (up to {})", migrations::LATEST)),
+            && msg.contains(&format!(
+                "schema version {newer} is newer than this aggregator supports (up to {})",
+                migrations::LATEST
+            )),
         "{msg}"
     );
     assert_eq!(snapshot(&db), before, "the database is left as it was");
@@ -1280,7 +1287,11 @@ fn pg_a_failed_migration_is_rolled_back() {
     let db = PgCluster::shared().database();
     let broken = [
         schema::MIGRATIONS[0],
-        schema::Migration { version: 2, name: "broken step", sql: "CREATE TABLE half (a integer); INSERT INTO missing VALUES (1);" },
+        schema::Migration {
+            version: 2,
+            name: "broken step",
+            sql: "CREATE TABLE half (a integer); INSERT INTO missing VALUES (1);",
+        },
     ];
     let msg = PostgresStore::open_with(&db.target, &broken).unwrap_err().to_string();
     assert!(

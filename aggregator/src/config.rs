@@ -541,7 +541,8 @@ mod tests {
             parse("[store]\npath = \"x.sqlite\"\n").unwrap().store.location(),
             StoreLocation::Sqlite(PathBuf::from("x.sqlite"))
         );
-        let pg = parse("[store]\nurl = \"postgres://agg@db.example:5433/sightline\"\npassword_file = \"pw\"\n").unwrap();
+        let pg =
+            parse("[store]\nurl = \"postgres://agg@db.example:5433/sightline\"\npassword_file = \"pw\"\n").unwrap();
         assert_eq!(
             pg.store.location(),
             StoreLocation::Postgres {

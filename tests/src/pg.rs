@@ -10,8 +10,8 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -43,7 +43,9 @@ fn bin_dir() -> Result<PathBuf> {
         return Ok(PathBuf::from(dir));
     }
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .context("PostgreSQL server binaries not found in /usr/lib/postgresql (install `postgresql`: scripts/setup.sh)")?
+        .context(
+            "PostgreSQL server binaries not found in /usr/lib/postgresql (install `postgresql`: scripts/setup.sh)",
+        )?
         .filter_map(|e| e.ok())
         .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
         .filter(|(_, bin): &(u32, PathBuf)| bin.join("initdb").exists())
@@ -92,7 +94,16 @@ impl PgCluster {
         let log = cluster.dir.path().join("server.log");
         cluster.run(
             "pg_ctl",
-            &["-D".as_ref(), data.as_os_str(), "-l".as_ref(), log.as_os_str(), "-o".as_ref(), opts.as_ref(), "-W".as_ref(), "start".as_ref()],
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-o".as_ref(),
+                opts.as_ref(),
+                "-W".as_ref(),
+                "start".as_ref(),
+            ],
         )?;
         let deadline = Instant::now() + READY_WITHIN;
         loop {
@@ -144,7 +155,12 @@ impl PgCluster {
         };
         let out = cmd.args(args).current_dir(self.dir.path()).stdin(Stdio::null()).output()?;
         if !out.status.success() {
-            bail!("{tool} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{tool} failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -183,7 +199,8 @@ impl PgCluster {
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let data = self.data_dir();
-        let _ = self.run("pg_ctl", &["-D".as_ref(), data.as_os_str(), "-m".as_ref(), "immediate".as_ref(), "stop".as_ref()]);
+        let _ = self
+            .run("pg_ctl", &["-D".as_ref(), data.as_os_str(), "-m".as_ref(), "immediate".as_ref(), "stop".as_ref()]);
     }
 }
 

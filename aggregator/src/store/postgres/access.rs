@@ -35,7 +35,9 @@ pub(super) fn create_token(
             return Err(invalid("token", "another token has the same hash (the same secret)"));
         }
         let row = tx.query_one(
-            &format!("INSERT INTO tokens (name, role, hash, created_at) VALUES ($1, $2, $3, $4) RETURNING {TOKEN_COLUMNS}"),
+            &format!(
+                "INSERT INTO tokens (name, role, hash, created_at) VALUES ($1, $2, $3, $4) RETURNING {TOKEN_COLUMNS}"
+            ),
             &[&name, &role.as_str(), &hash, &ms(at)],
         );
         let row = match row {

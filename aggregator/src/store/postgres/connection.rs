@@ -75,7 +75,10 @@ impl PgTarget {
             return Err(StoreError::Invalid { what: "store.url", detail: "names no host".into() });
         }
         if user.is_empty() {
-            return Err(StoreError::Invalid { what: "store.url", detail: "names no user (postgres://user@host/db)".into() });
+            return Err(StoreError::Invalid {
+                what: "store.url",
+                detail: "names no user (postgres://user@host/db)".into(),
+            });
         }
         let db = config.get_dbname().unwrap_or(&user).to_owned();
         let shown = format!("postgres://{user}@{}/{db}", hosts.join(","));
@@ -189,9 +192,7 @@ impl PostgresStore {
                 SchemaError::TooNew { found, supported } => {
                     StoreError::TooNew { path: format!("{shown} (store.url)"), found, supported }
                 }
-                SchemaError::Foreign { detail } => {
-                    StoreError::Foreign { path: format!("{shown} (store.url)"), detail }
-                }
+                SchemaError::Foreign { detail } => StoreError::Foreign { path: format!("{shown} (store.url)"), detail },
                 SchemaError::Step { version, name, source } => {
                     StoreError::PgMigration { target: shown.clone(), version, name, source }
                 }

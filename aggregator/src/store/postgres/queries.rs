@@ -213,7 +213,12 @@ pub(super) fn trajectory(store: &PostgresStore, id: Uuid) -> Result<Option<Traje
     const OP: &str = "trajectory";
     let found = store.with(|c| {
         // one read-only snapshot: the summary and the sightings are of the same moment
-        let mut tx = c.build_transaction().read_only(true).isolation_level(postgres::IsolationLevel::RepeatableRead).start().op(OP)?;
+        let mut tx = c
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .op(OP)?;
         let Some(summary) =
             tx.query_opt(&format!("SELECT {TRAJECTORY_COLUMNS} FROM trajectories WHERE id = $1"), &[&id]).op(OP)?
         else {

@@ -152,7 +152,11 @@ pub(super) fn record_crowd(store: &PostgresStore, c: &Crowd, received_at: Offset
     })
 }
 
-pub(super) fn record_camera_status(store: &PostgresStore, s: &CameraStatus, received_at: OffsetDateTime) -> Result<bool> {
+pub(super) fn record_camera_status(
+    store: &PostgresStore,
+    s: &CameraStatus,
+    received_at: OffsetDateTime,
+) -> Result<bool> {
     store.with(|c| {
         let n = c
             .execute(

@@ -65,10 +65,8 @@ pub(super) fn purge(store: &PostgresStore, now: OffsetDateTime, policy: &Retenti
     let touched: Vec<Uuid> = touched.into_iter().collect();
     let (updated, orphans) = store.with(|c| {
         let mut tx = c.transaction().op(OP)?;
-        let left: i64 = get(
-            &tx.query_one("SELECT count(*) FROM trajectories WHERE id = ANY($1)", &[&touched]).op(OP)?,
-            0,
-        )?;
+        let left: i64 =
+            get(&tx.query_one("SELECT count(*) FROM trajectories WHERE id = ANY($1)", &[&touched]).op(OP)?, 0)?;
         // any trajectory without sightings, whatever left it so
         let orphans = tx
             .execute(
@@ -102,8 +100,7 @@ pub(super) fn compact(store: &PostgresStore) -> Result<()> {
 }
 
 fn delete_chunked(store: &PostgresStore, table: &str, key: &str, column: &str, before_ms: i64) -> Result<u64> {
-    let sql =
-        format!("DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {column} < $1 LIMIT $2)");
+    let sql = format!("DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {column} < $1 LIMIT $2)");
     let mut total = 0u64;
     loop {
         let n = store.with(|c| c.execute(&sql, &[&before_ms, &PURGE_CHUNK]).op("purge"))?;

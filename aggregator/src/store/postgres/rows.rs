@@ -54,7 +54,8 @@ pub(super) fn get_opt_json<T: DeserializeOwned>(r: &Row, col: usize) -> Result<O
 /// A snake_case enum stored as its serde name.
 pub(super) fn get_enum<T: DeserializeOwned>(r: &Row, col: usize) -> Result<T> {
     let s: String = get(r, col)?;
-    serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|e| corrupt("enum value", format!("{s:?}: {e}")))
+    serde_json::from_value(serde_json::Value::String(s.clone()))
+        .map_err(|e| corrupt("enum value", format!("{s:?}: {e}")))
 }
 
 pub(super) fn get_f32s(r: &Row, col: usize) -> Result<Vec<f32>> {
@@ -223,10 +224,8 @@ pub(super) fn rows<T>(rows: Vec<Row>, f: impl Fn(&Row) -> Result<T>) -> Result<V
 /// Recomputes a trajectory's row from its sightings (the caller holds its row lock); deletes it
 /// (returning false) when none is left.
 pub(super) fn refresh_trajectory(tx: &mut impl GenericClient, id: Uuid) -> std::result::Result<bool, postgres::Error> {
-    let r = tx.query_one(
-        "SELECT count(*), min(first_seen), max(last_seen) FROM sightings WHERE trajectory = $1",
-        &[&id],
-    )?;
+    let r =
+        tx.query_one("SELECT count(*), min(first_seen), max(last_seen) FROM sightings WHERE trajectory = $1", &[&id])?;
     let (count, first, last): (i64, Option<i64>, Option<i64>) = (r.get(0), r.get(1), r.get(2));
     let (Some(first), Some(last)) = (first, last) else {
         tx.execute("DELETE FROM trajectories WHERE id = $1", &[&id])?;

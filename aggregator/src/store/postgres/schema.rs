@@ -5,9 +5,13 @@
 //! of `schema_migrations` (no table: version 0); the table's comment ([`MARKER`]) tells a
 //! sightline store from another application's `schema_migrations`.
 //!
-//! Each step runs in its own transaction with its `schema_migrations` row, under
-//! `pg_advisory_xact_lock(`[`LOCK_KEY`]`)`: aggregators starting at once against one database
-//! migrate one after the other, and the later ones find the work done. A failed step rolls back
+//! The whole migration holds the session advisory lock [`LOCK_KEY`] (`pg_advisory_lock`), and
+//! each step runs in its own transaction with its `schema_migrations` row: aggregators starting at
+//! once against one database migrate one after the other, and the later ones find the work done.
+//! The lock is taken *before* the transactions begin, not inside them (`pg_advisory_xact_lock`):
+//! a transaction that waited for the lock could still look tables up in the catalog as they were
+//! before the other aggregator's step, and create them a second time; a transaction begun after
+//! the lock sees them. A failed step rolls back
 //! whole (PostgreSQL's DDL is transactional). A database at a newer version, or whose current
 //! schema holds tables but no sightline version table, is refused before anything is written.
 //!
@@ -198,10 +202,20 @@ impl From<postgres::Error> for SchemaError {
     }
 }
 
+/// The comment of `schema_migrations` in the current schema; `None` when there is no such table.
+/// (Read from `pg_class` with the statement's snapshot, not through the catalog caches.)
+fn version_table(db: &mut impl postgres::GenericClient) -> Result<Option<Option<String>>, postgres::Error> {
+    let row = db.query_opt(
+        "SELECT obj_description(c.oid, 'pg_class') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = 'schema_migrations' AND n.nspname = current_schema()",
+        &[],
+    )?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// The schema version of the database (0: no `schema_migrations` table).
 pub fn version(db: &mut impl postgres::GenericClient) -> Result<u32, postgres::Error> {
-    let exists: bool = db.query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])?.get(0);
-    if !exists {
+    if version_table(db)?.is_none() {
         return Ok(0);
     }
     let v: Option<i32> = db.query_one("SELECT max(version) FROM schema_migrations", &[])?.get(0);
@@ -211,12 +225,21 @@ pub fn version(db: &mut impl postgres::GenericClient) -> Result<u32, postgres::E
 /// Brings the database to the last version of `steps` (normally [`MIGRATIONS`]); returns the
 /// versions it went from and to.
 pub fn apply(db: &mut Client, steps: &[Migration]) -> Result<(u32, u32), SchemaError> {
+    db.execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])?;
+    let result = apply_locked(db, steps);
+    // (a connection that failed has lost the lock with its session)
+    let unlocked = db.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]);
+    let versions = result?;
+    unlocked?;
+    Ok(versions)
+}
+
+fn apply_locked(db: &mut Client, steps: &[Migration]) -> Result<(u32, u32), SchemaError> {
     debug_assert!(steps.iter().enumerate().all(|(i, m)| m.version as usize == i + 1));
     let supported = steps.len() as u32;
     let from = {
-        // read-only checks under the lock; the transaction is rolled back, writing nothing
+        // read-only checks; the transaction is rolled back, writing nothing
         let mut tx = db.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])?;
         // the identity first: another application's table may not even be readable
         check_identity(&mut tx)?;
         let v = version(&mut tx)?;
@@ -227,15 +250,6 @@ pub fn apply(db: &mut Client, steps: &[Migration]) -> Result<(u32, u32), SchemaE
     };
     for step in &steps[from as usize..] {
         let mut tx = db.transaction()?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])?;
-        // another aggregator may have migrated meanwhile: re-read under the lock
-        let now = version(&mut tx)?;
-        if now >= step.version {
-            if now > supported {
-                return Err(SchemaError::TooNew { found: now, supported });
-            }
-            continue;
-        }
         let fail = |source| SchemaError::Step { version: step.version, name: step.name, source };
         tx.batch_execute(step.sql).map_err(fail)?;
         tx.execute(
@@ -251,10 +265,7 @@ pub fn apply(db: &mut Client, steps: &[Migration]) -> Result<(u32, u32), SchemaE
 
 /// Refuses databases whose current schema holds tables that are not a sightline store's.
 fn check_identity(db: &mut impl postgres::GenericClient) -> Result<(), SchemaError> {
-    let versioned: bool = db.query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])?.get(0);
-    if versioned {
-        let comment: Option<String> =
-            db.query_one("SELECT obj_description('schema_migrations'::regclass, 'pg_class')", &[])?.get(0);
+    if let Some(comment) = version_table(db)? {
         if comment.as_deref() != Some(MARKER) {
             return Err(SchemaError::Foreign {
                 detail: format!(

@@ -1343,8 +1343,10 @@ fn pg_retention_leaves_no_embedding_after_compact() {
     let new_emb = pattern(0x3e92);
     let old = sighting("gate", now - Duration::days(9), now - Duration::days(8), old_emb.clone());
     let new = sighting("gate", now - Duration::days(1), now - Duration::days(1), new_emb.clone());
-    store.record_sighting(&old, old_t, None, old.last_seen).unwrap();
+    // the kept row first: a plain VACUUM leaves the later, deleted one's bytes in the page's free
+    // space (were it first, the kept row would move over them)
     store.record_sighting(&new, new_t, None, new.last_seen).unwrap();
+    store.record_sighting(&old, old_t, None, old.last_seen).unwrap();
     assert!(trace_in(&db.file_bytes(), &old_emb), "the test can see embeddings in the files");
 
     let report = store.purge(now, &RetentionPolicy::default()).unwrap();

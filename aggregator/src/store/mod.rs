@@ -308,11 +308,14 @@ pub trait Store: Send + Sync {
 
     /// Deletes what is past `policy` at `now`: sightings (with their embeddings) by `last_seen`,
     /// trajectories left without sightings (the others are recomputed), alerts and crowd
-    /// measurements by `ts`, audit records by `ts`, expired watchlist entries. Then makes sure the
-    /// deleted data is gone from the database files too.
+    /// measurements by `ts`, audit records by `ts`, expired watchlist entries. Then takes the
+    /// deleted data out of the database files as far as the backend can without rewriting them:
+    /// SQLite has zeroed it already (`secure_delete`) and truncates its WAL; PostgreSQL `VACUUM`s
+    /// the tables, and only [`Store::compact`] takes the deleted rows' bytes out of its files.
     fn purge(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeReport>;
 
-    /// Rewrites the whole database compactly (SQLite `VACUUM`, then a WAL truncation): no free
+    /// Rewrites the whole database compactly (SQLite `VACUUM`, then a WAL truncation; PostgreSQL
+    /// `VACUUM FULL` of the tables `purge` deletes from): no free
     /// space is left holding bytes of deleted rows, whatever the page history. Takes time in
     /// proportion to the store's size and holds up writes meanwhile: for a quiet hour, not for
     /// every purge (see `docs/aggregator-storage.md`).
@@ -772,8 +775,9 @@ pub struct PurgeReport {
     /// `last_seen` of the oldest sighting left (the proof: not before the cutoff).
     #[serde(with = "opt_ts")]
     pub oldest_sighting: Option<OffsetDateTime>,
-    /// Whether the write-ahead log was checkpointed and truncated (false: another connection was
-    /// reading; the deleted pages are then erased at a later checkpoint).
+    /// SQLite: whether the write-ahead log was checkpointed and truncated (false: another
+    /// connection was reading; the deleted pages are then erased at a later checkpoint).
+    /// PostgreSQL: whether the closing `VACUUM` ran (always, when the purge succeeds).
     pub wal_truncated: bool,
 }
 

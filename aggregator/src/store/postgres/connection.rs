@@ -42,16 +42,16 @@ impl PgTarget {
     /// replaces any password in the URL (`store.password_file`). The error never shows the URL,
     /// which may hold a password.
     pub fn new(url: &str, password: Option<&str>) -> Result<PgTarget> {
-        let mut config: postgres::Config = url.parse().map_err(|e| StoreError::Invalid {
-            what: "store.url",
-            detail: format!("not a PostgreSQL URL (postgres://user@host:port/database): {e}"),
-        })?;
         if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
             return Err(StoreError::Invalid {
                 what: "store.url",
                 detail: "must start with postgres:// (postgres://user@host:port/database)".into(),
             });
         }
+        let mut config: postgres::Config = url.parse().map_err(|e| StoreError::Invalid {
+            what: "store.url",
+            detail: format!("not a PostgreSQL URL (postgres://user@host:port/database): {e}"),
+        })?;
         if let Some(p) = password {
             config.password(p);
         }
@@ -291,5 +291,50 @@ impl Drop for Lent<'_> {
             state.idle.push(client);
         }
         self.store.freed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_shown_without_their_password() {
+        let t = PgTarget::new("postgres://agg:s3cret@db.example:5433/sightline", None).unwrap();
+        assert_eq!(t.to_string(), "postgres://agg@db.example:5433/sightline");
+        assert_eq!(format!("{t:?}"), "postgres://agg@db.example:5433/sightline");
+        assert!(t.has_password());
+        assert_eq!(t.database(), "sightline");
+        let t = PgTarget::new("postgresql://agg@[::1]/", Some("pw")).unwrap();
+        assert_eq!(t.to_string(), "postgres://agg@[::1]:5432/agg", "the database defaults to the user's name");
+        assert!(t.has_password());
+        assert_eq!(t.with_database("other").to_string(), "postgres://agg@[::1]:5432/other");
+        for (url, want) in [
+            ("mysql://agg@db/s", "must start with postgres://"),
+            ("postgres://db.example/s", "names no user"),
+            ("postgres://agg@db:notaport/s", "not a PostgreSQL URL"),
+        ] {
+            let e = PgTarget::new(url, None).unwrap_err().to_string();
+            assert!(e.contains("store.url") && e.contains(want), "{url}: {e}");
+        }
+    }
+
+    /// What the blocking client does on every call: run a runtime of its own.
+    fn nested_runtime() -> u32 {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async { 42 })
+    }
+
+    #[test]
+    fn blocking_calls_work_from_any_thread() {
+        assert_eq!(off_runtime(nested_runtime), 42);
+        let multi = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+        assert_eq!(multi.block_on(async { off_runtime(nested_runtime) }), 42, "on a worker thread");
+        assert_eq!(
+            multi.block_on(async { tokio::task::spawn_blocking(|| off_runtime(nested_runtime)).await.unwrap() }),
+            42,
+            "on a blocking thread"
+        );
+        let current = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert_eq!(current.block_on(async { off_runtime(nested_runtime) }), 42, "on a current-thread runtime");
     }
 }

@@ -35,15 +35,26 @@ pub(super) fn record_sighting(
     let track = i64::try_from(s.track).map_err(|_| invalid("sighting", format!("track {} too large", s.track)))?;
     store.with(|c| {
         let mut tx = c.transaction().op(OP)?;
-        // creates the row if new, then locks it: writers of one trajectory take turns
-        tx.execute(
-            "INSERT INTO trajectories (id, site, first_seen, last_seen, sightings, cameras) \
-             VALUES ($1, $2, $3, $4, 0, '[]') ON CONFLICT (id) DO NOTHING",
-            &[&trajectory, &s.site, &ms(s.first_seen), &ms(s.last_seen)],
-        )
-        .op(OP)?;
-        let site: String =
-            get(&tx.query_one("SELECT site FROM trajectories WHERE id = $1 FOR UPDATE", &[&trajectory]).op(OP)?, 0)?;
+        // creates the row if new, then locks it: writers of one trajectory take turns. A purge
+        // may delete the row between the two (its last sightings expired): then create it again.
+        let mut site = None;
+        for _ in 0..2 {
+            tx.execute(
+                "INSERT INTO trajectories (id, site, first_seen, last_seen, sightings, cameras) \
+                 VALUES ($1, $2, $3, $4, 0, '[]') ON CONFLICT (id) DO NOTHING",
+                &[&trajectory, &s.site, &ms(s.first_seen), &ms(s.last_seen)],
+            )
+            .op(OP)?;
+            if let Some(r) =
+                tx.query_opt("SELECT site FROM trajectories WHERE id = $1 FOR UPDATE", &[&trajectory]).op(OP)?
+            {
+                site = Some(get::<String>(&r, 0)?);
+                break;
+            }
+        }
+        let Some(site) = site else {
+            return Err(invalid("sighting", format!("trajectory {trajectory} was deleted twice while it was written")));
+        };
         if site != s.site {
             return Err(invalid(
                 "sighting",

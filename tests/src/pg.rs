@@ -84,6 +84,8 @@ impl PgCluster {
                 format!("--pwfile={}", pwfile.display()).as_ref(),
                 "-E".as_ref(),
                 "UTF8".as_ref(),
+                // not the environment's locale, which may not exist on the machine
+                "--locale=C.UTF-8".as_ref(),
                 "--no-sync".as_ref(),
             ],
         )?;

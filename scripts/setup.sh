@@ -2,7 +2,8 @@
 # Idempotent machine + project setup for Debian 12 (run as root).
 #   - Debian packages: GStreamer (dev + plugins + tools), RTSP server, mosquitto, pkg-config,
 #     openssl (the TLS tests make their certificates with its CLI), chromium (the dashboard's
-#     browser test drives it headless)
+#     browser test drives it headless), postgresql (the PostgreSQL store's tests start their own
+#     throwaway clusters with its server binaries)
 #   - the operator dashboard: `npm ci` and `npm run build` in ui/ (Node.js 20 and npm must be
 #     installed), before anything builds the aggregator, which embeds ui/dist
 #   - ONNX Runtime shared library from the PyPI `onnxruntime` wheel into .local/onnxruntime/
@@ -19,7 +20,7 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 PKGS=(pkg-config curl ca-certificates openssl unzip python3 systemd
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp mosquitto mosquitto-clients chromium)
+  gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-rtsp mosquitto mosquitto-clients chromium postgresql)
 missing=()
 for p in "${PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if ((${#missing[@]})); then
@@ -30,6 +31,15 @@ fi
 # The distribution's mosquitto service is not ours: tests and the demo start their own brokers.
 if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/dev/null; then
   systemctl disable --now mosquitto >/dev/null 2>&1 || true
+fi
+# Nor is the distribution's PostgreSQL cluster: the store tests run their own (tests/src/pg.rs).
+if command -v systemctl >/dev/null && systemctl is-active --quiet postgresql 2>/dev/null; then
+  systemctl disable --now postgresql >/dev/null 2>&1 || true
+fi
+if command -v pg_lsclusters >/dev/null; then
+  pg_lsclusters --no-header 2>/dev/null | while read -r ver name _port status _rest; do
+    if [[ "$status" == online* ]]; then pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true; fi
+  done
 fi
 
 # The operator dashboard (ui/): its npm packages (from the lockfile) and its build into ui/dist,

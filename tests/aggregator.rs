@@ -177,7 +177,7 @@ fn bad_messages_are_rejected_duplicates_absorbed_and_state_survives_a_restart() 
     agg.stop().unwrap();
 
     let agg = Aggregator::start_in(dir.path(), &config, port).unwrap();
-    let log = agg.wait_log("correlator restored", 1, Duration::from_secs(10)).unwrap();
+    let log = agg.wait_log("correlators restored", 1, Duration::from_secs(10)).unwrap();
     assert!(log.contains("sightings=1"), "{log}");
     let mut sub = Subscriber::connect(port).unwrap();
     // the same face a minute later on the other camera, after a redelivery of the first sighting

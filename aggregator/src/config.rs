@@ -16,7 +16,7 @@ use crate::broker::acl::{self, Identities, IdentityError, Policy};
 use crate::correlate::CorrelationConfig;
 use crate::site::{CameraPlace, Link, SiteConfig, SiteError, SiteModel};
 use crate::sites::Sites;
-use crate::store::RetentionPolicy;
+use crate::store::{PgTarget, RetentionPolicy, StoreError, StoreLocation};
 use crate::watchlist::WatchlistConfig;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -202,27 +202,70 @@ impl Default for HttpConfig {
     }
 }
 
-/// `[store]`: the SQLite database.
+/// `[store]`: where the store is: an SQLite file (`path`, the default) or a PostgreSQL database
+/// (`url`), not both.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// Relative to the config file.
-    pub path: PathBuf,
+    /// The SQLite file, relative to the config file; default
+    /// `/var/lib/sightline/aggregator.sqlite` (when `url` is not set).
+    pub path: Option<PathBuf>,
+    /// A PostgreSQL database instead: `postgres://user@host:port/database`.
+    pub url: Option<String>,
+    /// A file holding only the password of `url`'s user (relative to the config file), so the
+    /// password need not sit in the config file.
+    pub password_file: Option<PathBuf>,
     /// How often the retention job deletes what `[retention]` no longer allows.
     pub retention_every_s: u64,
-    /// How often (hours) the whole database is rewritten compactly (`VACUUM`) after a retention
-    /// run, so no free page keeps bytes of deleted rows; 0 never. It holds up ingestion for a
-    /// while on a large store (the broker keeps the backlog meanwhile).
+    /// How often (hours) the whole database is rewritten compactly (SQLite `VACUUM`, PostgreSQL
+    /// `VACUUM FULL` of the purged tables) after a retention run, so no free page keeps bytes of
+    /// deleted rows; 0 never. It holds up ingestion for a while on a large store (the broker
+    /// keeps the backlog meanwhile).
     pub compact_every_h: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig {
-            path: PathBuf::from("/var/lib/sightline/aggregator.sqlite"),
-            retention_every_s: 3600,
-            compact_every_h: 24,
+        StoreConfig { path: None, url: None, password_file: None, retention_every_s: 3600, compact_every_h: 24 }
+    }
+}
+
+impl StoreConfig {
+    /// The default SQLite file.
+    pub const DEFAULT_PATH: &str = "/var/lib/sightline/aggregator.sqlite";
+
+    /// Where the store is (after [`StoreConfig::check`]).
+    pub fn location(&self) -> StoreLocation {
+        match &self.url {
+            Some(url) => StoreLocation::Postgres { url: url.clone(), password_file: self.password_file.clone() },
+            None => StoreLocation::Sqlite(self.path.clone().unwrap_or_else(|| PathBuf::from(Self::DEFAULT_PATH))),
         }
+    }
+
+    /// The keys' combinations: (key, message) of the first fault.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.url.is_some() && self.path.is_some() {
+            return Err((
+                "store.url",
+                "store.path (an SQLite file) and store.url (a PostgreSQL database) are both set: keep one".into(),
+            ));
+        }
+        if self.password_file.is_some() && self.url.is_none() {
+            return Err(("store.password_file", "is the password of store.url, which is not set".into()));
+        }
+        if let Some(url) = &self.url {
+            let target = PgTarget::new(url, None).map_err(|e| match e {
+                StoreError::Invalid { detail, .. } => ("store.url", detail),
+                other => ("store.url", other.to_string()),
+            })?;
+            if target.has_password() && self.password_file.is_some() {
+                return Err((
+                    "store.password_file",
+                    "store.url holds a password too: keep the password in one place (password_file)".into(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -288,10 +331,16 @@ impl Config {
         let text = config::read(path)?;
         let mut cfg = Config::parse(&text, path)?;
         let dir = config::dir_of(path);
-        for p in [&mut cfg.store.path, &mut cfg.faces.model_dir] {
-            config::rebase(dir, p);
-        }
-        for p in [cfg.runtime.onnxruntime.as_mut(), cfg.broker.users_file.as_mut()].into_iter().flatten() {
+        config::rebase(dir, &mut cfg.faces.model_dir);
+        for p in [
+            cfg.runtime.onnxruntime.as_mut(),
+            cfg.broker.users_file.as_mut(),
+            cfg.store.path.as_mut(),
+            cfg.store.password_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             config::rebase(dir, p);
         }
         cfg.mqtt.security.rebase(dir);
@@ -355,6 +404,7 @@ impl Config {
                 return Err(invalid(key, format!("must be a positive number of days, got {days}")));
             }
         }
+        cfg.store.check().map_err(|(key, message)| invalid(key, message))?;
         if cfg.store.retention_every_s == 0 {
             return Err(invalid("store.retention_every_s", "must be at least 1".into()));
         }
@@ -584,5 +634,67 @@ mod tests {
         assert!(
             bad(&format!("{site}[search]\nmax_concurrent_photos = 0\n")).contains("`search.max_concurrent_photos`")
         );
+    }
+
+    #[test]
+    fn store_is_sqlite_by_default_or_postgres_by_url() {
+        let site = "[site]\nid = \"s\"\n";
+        let parse = |text: &str| Config::parse(&format!("{site}{text}"), Path::new("a.toml"));
+        let bad = |text: &str| parse(text).unwrap_err().to_string();
+        assert_eq!(
+            parse("").unwrap().store.location(),
+            StoreLocation::Sqlite(PathBuf::from(StoreConfig::DEFAULT_PATH))
+        );
+        assert_eq!(
+            parse("[store]\npath = \"x.sqlite\"\n").unwrap().store.location(),
+            StoreLocation::Sqlite(PathBuf::from("x.sqlite"))
+        );
+        let pg =
+            parse("[store]\nurl = \"postgres://agg@db.example:5433/sightline\"\npassword_file = \"pw\"\n").unwrap();
+        assert_eq!(
+            pg.store.location(),
+            StoreLocation::Postgres {
+                url: "postgres://agg@db.example:5433/sightline".into(),
+                password_file: Some(PathBuf::from("pw"))
+            }
+        );
+        assert_eq!(pg.store.location().to_string(), "postgres://agg@db.example:5433/sightline");
+
+        let e = bad("[store]\npath = \"x.sqlite\"\nurl = \"postgres://agg@db/s\"\n");
+        assert!(e.contains("store.path") && e.contains("store.url") && e.contains("both set"), "{e}");
+        let e = bad("[store]\npassword_file = \"pw\"\n");
+        assert!(e.contains("store.password_file") && e.contains("store.url"), "{e}");
+        let e = bad("[store]\nurl = \"mysql://agg@db/s\"\n");
+        assert!(e.contains("`store.url`") && e.contains("postgres://"), "{e}");
+        let e = bad("[store]\nurl = \"postgres://db.example/s\"\n");
+        assert!(e.contains("`store.url`") && e.contains("no user"), "{e}");
+        // a password in the URL and a password file: one place only; the password is never shown
+        let e = bad("[store]\nurl = \"postgres://agg:s3cret-pw@db/s\"\npassword_file = \"pw\"\n");
+        assert!(e.contains("store.password_file") && !e.contains("s3cret-pw"), "{e}");
+        let e = bad("[store]\nurl = \"postgres://agg@db/s\"\npasword_file = \"pw\"\n");
+        assert!(e.contains("unknown field `pasword_file`"), "{e}");
+    }
+
+    #[test]
+    fn store_paths_are_relative_to_the_config_and_the_password_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("aggregator.toml");
+        std::fs::write(
+            &file,
+            "[site]\nid = \"s\"\n[store]\nurl = \"postgres://agg@127.0.0.1:1/s\"\npassword_file = \"secrets/pg\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(&file).unwrap();
+        let StoreLocation::Postgres { password_file: Some(pw), .. } = cfg.store.location() else { panic!() };
+        assert_eq!(pw, dir.path().join("secrets/pg"));
+        let e = crate::store::read_password_file(&pw).unwrap_err().to_string();
+        assert!(e.contains("store.password_file") && e.contains("secrets/pg") && e.contains("cannot read"), "{e}");
+        std::fs::create_dir(dir.path().join("secrets")).unwrap();
+        std::fs::write(&pw, "").unwrap();
+        assert!(crate::store::read_password_file(&pw).unwrap_err().to_string().contains("empty"));
+        std::fs::write(&pw, "two\nlines\n").unwrap();
+        assert!(crate::store::read_password_file(&pw).unwrap_err().to_string().contains("more than one line"));
+        std::fs::write(&pw, "pa ss:word\n").unwrap();
+        assert_eq!(crate::store::read_password_file(&pw).unwrap(), "pa ss:word");
     }
 }

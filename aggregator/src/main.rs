@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sightline_aggregator::auth::{Role, new_token, token_hash};
 use sightline_aggregator::config::Config;
-use sightline_aggregator::store::{SqliteStore, Store};
+use sightline_aggregator::store::Store;
 use sightline_aggregator::{SystemClock, service};
 use sightline_base::logging::{self, Stamps};
 use sightline_base::signals;
@@ -98,7 +98,7 @@ fn main() -> anyhow::Result<()> {
                 ids.join(", "),
                 sites.iter().map(|s| s.model.cameras().len()).sum::<usize>(),
                 sites.iter().map(|s| s.model.links().len()).sum::<usize>(),
-                cfg.store.path.display()
+                cfg.store.location()
             );
         }
         Command::BrokerAcl { config, format } => {
@@ -114,8 +114,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn tokens(command: TokenCommand) -> anyhow::Result<()> {
-    let open = |cfg: &Config, config: &PathBuf| -> anyhow::Result<SqliteStore> {
-        SqliteStore::open(&cfg.store.path).with_context(|| format!("opening the store of {}", config.display()))
+    let open = |cfg: &Config, config: &PathBuf| -> anyhow::Result<std::sync::Arc<dyn Store>> {
+        cfg.store.location().open().with_context(|| format!("opening the store of {}", config.display()))
     };
     match command {
         TokenCommand::Create { config, name, role, sites } => {

@@ -18,7 +18,7 @@ use crate::ingest::{self, Ingest};
 use crate::metrics::{Metrics, Outcome};
 use crate::retention::{self, Retention};
 use crate::search::SearchIndex;
-use crate::store::{SqliteStore, Store};
+use crate::store::Store;
 use crate::watchlist::Watchlist;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,9 @@ pub enum ServiceError {
 
 /// Runs until `shutdown` turns true.
 pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiver<bool>) -> Result<(), ServiceError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&cfg.store.path)?);
+    // SQLite or PostgreSQL (whose blocking client steps off the async threads itself)
+    let location = cfg.store.location();
+    let store: Arc<dyn Store> = location.open()?;
     let sites = Arc::new(cfg.sites().map_err(ServiceError::Site)?);
     for (site, c) in cfg.all_cameras() {
         store.put_camera(site, &c.id, Some(c.position))?;
@@ -57,7 +59,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         }
     }
     tracing::info!(
-        store = %cfg.store.path.display(),
+        store = %location,
         sites = sites.len(),
         sightings = replay.len(),
         trajectories = correlators.live(),

@@ -3,6 +3,7 @@
 //! - [`Mosquitto`]: Debian's broker on a free port, stopped on drop;
 //! - [`Camsim`]: the project's RTSP camera simulator serving real media;
 //! - [`Agent`]: the `edge-agent` binary with a generated config;
+//! - [`pg::PgCluster`]: a throwaway PostgreSQL cluster, a fresh database per test;
 //! - [`Subscriber`]: an MQTT client collecting everything under `sightline/v1/#`;
 //! - [`HostileRtsp`]: a misbehaving RTSP server; [`Camsim::start_logged`] for camsim's
 //!   fault injection (`--corrupt`, `--scale`); see [`hostile`].
@@ -21,6 +22,7 @@ use anyhow::{Context, Result, bail};
 pub mod center;
 pub mod hostile;
 pub mod miranda;
+pub mod pg;
 pub mod sim;
 pub mod trust;
 pub use center::{Aggregator, aggregator_config, publish, synthetic_sighting};

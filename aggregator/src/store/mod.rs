@@ -3,8 +3,8 @@
 //!
 //! [`Store`] is synchronous: every call is one short transaction (or a few, for [`Store::purge`]),
 //! and the async caller runs it on a blocking thread (`tokio::task::spawn_blocking`) with the
-//! store shared as `Arc<dyn Store>`. [`SqliteStore`] is the default implementation; a PostgreSQL
-//! one can follow behind the same trait.
+//! store shared as `Arc<dyn Store>`. [`SqliteStore`] is the default implementation;
+//! [`PostgresStore`] keeps the same data, with the same semantics, in a PostgreSQL database.
 //!
 //! Time is always passed in (`received_at`, `at`, `now`), never read from the system clock, so
 //! behaviour is deterministic under test. Timestamps are kept at millisecond precision, like the
@@ -28,9 +28,12 @@ use uuid::Uuid;
 
 pub use crate::auth::Role;
 
+mod codec;
 pub mod migrations;
+pub mod postgres;
 mod sqlite;
 
+pub use postgres::{PgTarget, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// A storage failure. Each names the operation or the thing at fault.
@@ -49,6 +52,28 @@ pub enum StoreError {
     Migration { path: String, version: u32, name: &'static str, source: rusqlite::Error },
     #[error("store: {op}: {source}")]
     Sql { op: &'static str, source: rusqlite::Error },
+    #[error("store.url {target}: cannot connect: {reason}")]
+    PgConnect { target: String, reason: String },
+    #[error(
+        "store.url {target}: password authentication failed for user {user:?} \
+         (check store.password_file, or the user and password in store.url)"
+    )]
+    PgAuth { target: String, user: String },
+    #[error(
+        "store.url {target}: database {database:?} does not exist (create it: CREATE DATABASE {database} OWNER <user>)"
+    )]
+    PgNoDatabase { target: String, database: String },
+    #[error("store.url {target}: the server refused the connection: {reason}")]
+    PgRefused { target: String, reason: String },
+    #[error(
+        "store.url {target}: migration to schema version {version} ({name}) failed and was rolled back: {}",
+        pg_text(.source)
+    )]
+    PgMigration { target: String, version: u32, name: &'static str, source: ::postgres::Error },
+    #[error("store (PostgreSQL): {op}: {}", pg_text(.source))]
+    Pg { op: &'static str, source: ::postgres::Error },
+    #[error("store.password_file {path}: {reason}")]
+    PgPasswordFile { path: String, reason: String },
     #[error("store: {what} {key:?} not found")]
     NotFound { what: &'static str, key: String },
     #[error("store: token name {0:?} is already taken (names are never reused, even after revocation)")]
@@ -57,6 +82,77 @@ pub enum StoreError {
     Invalid { what: &'static str, detail: String },
     #[error("store: corrupt {what} in the database: {detail}")]
     Corrupt { what: &'static str, detail: String },
+}
+
+/// Where the store is: the backend `[store]` configures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `store.path`: an SQLite file (the default).
+    Sqlite(std::path::PathBuf),
+    /// `store.url`, with the file holding its password (`store.password_file`), if any.
+    Postgres { url: String, password_file: Option<std::path::PathBuf> },
+}
+
+impl StoreLocation {
+    /// Opens (and migrates) the store; for PostgreSQL, reads the password file first.
+    pub fn open(&self) -> Result<std::sync::Arc<dyn Store>> {
+        Ok(match self {
+            StoreLocation::Sqlite(path) => std::sync::Arc::new(SqliteStore::open(path)?),
+            StoreLocation::Postgres { url, password_file } => {
+                let password = password_file.as_deref().map(read_password_file).transpose()?;
+                std::sync::Arc::new(PostgresStore::open(&PgTarget::new(url, password.as_deref())?)?)
+            }
+        })
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Sqlite(path) => write!(f, "{}", path.display()),
+            // shown without any password of the URL
+            StoreLocation::Postgres { url, .. } => match PgTarget::new(url, None) {
+                Ok(t) => write!(f, "{t}"),
+                Err(_) => f.write_str("store.url (not a PostgreSQL URL)"),
+            },
+        }
+    }
+}
+
+/// The password in `store.password_file`: the file's text without its final line break.
+pub fn read_password_file(path: &std::path::Path) -> Result<String> {
+    let err = |reason: String| StoreError::PgPasswordFile { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+    let password = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+    if password.is_empty() {
+        return Err(err("it is empty (it must hold the password only)".into()));
+    }
+    if password.contains('\n') {
+        return Err(err("it holds more than one line (it must hold the password only)".into()));
+    }
+    Ok(password.to_owned())
+}
+
+/// A PostgreSQL error with what the server said (its `Display` alone is "db error").
+fn pg_text(e: &::postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            text
+        }
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -219,11 +315,14 @@ pub trait Store: Send + Sync {
 
     /// Deletes what is past `policy` at `now`: sightings (with their embeddings) by `last_seen`,
     /// trajectories left without sightings (the others are recomputed), alerts and crowd
-    /// measurements by `ts`, audit records by `ts`, expired watchlist entries. Then makes sure the
-    /// deleted data is gone from the database files too.
+    /// measurements by `ts`, audit records by `ts`, expired watchlist entries. Then takes the
+    /// deleted data out of the database files as far as the backend can without rewriting them:
+    /// SQLite has zeroed it already (`secure_delete`) and truncates its WAL; PostgreSQL `VACUUM`s
+    /// the tables, and only [`Store::compact`] takes the deleted rows' bytes out of its files.
     fn purge(&self, now: OffsetDateTime, policy: &RetentionPolicy) -> Result<PurgeReport>;
 
-    /// Rewrites the whole database compactly (SQLite `VACUUM`, then a WAL truncation): no free
+    /// Rewrites the whole database compactly (SQLite `VACUUM`, then a WAL truncation; PostgreSQL
+    /// `VACUUM FULL` of the tables `purge` deletes from): no free
     /// space is left holding bytes of deleted rows, whatever the page history. Takes time in
     /// proportion to the store's size and holds up writes meanwhile: for a quiet hour, not for
     /// every purge (see `docs/aggregator-storage.md`).
@@ -698,8 +797,9 @@ pub struct PurgeReport {
     /// `last_seen` of the oldest sighting left (the proof: not before the cutoff).
     #[serde(with = "opt_ts")]
     pub oldest_sighting: Option<OffsetDateTime>,
-    /// Whether the write-ahead log was checkpointed and truncated (false: another connection was
-    /// reading; the deleted pages are then erased at a later checkpoint).
+    /// SQLite: whether the write-ahead log was checkpointed and truncated (false: another
+    /// connection was reading; the deleted pages are then erased at a later checkpoint).
+    /// PostgreSQL: whether the closing `VACUUM` ran (always, when the purge succeeds).
     pub wal_truncated: bool,
 }
 

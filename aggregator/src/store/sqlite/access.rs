@@ -17,12 +17,7 @@ pub(super) fn create_token(
     at: OffsetDateTime,
 ) -> Result<Token> {
     const OP: &str = "create_token";
-    if name.trim().is_empty() {
-        return Err(invalid("token", "the name is empty"));
-    }
-    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err(invalid("token", "the hash must be a SHA-256 in lowercase hex (64 digits)"));
-    }
+    crate::store::codec::check_token(name, hash)?;
     let mut db = store.writer();
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).op(OP)?;
     let taken: bool =

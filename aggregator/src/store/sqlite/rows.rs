@@ -5,20 +5,15 @@
 
 use rusqlite::types::{Type, Value};
 use rusqlite::{Row, Transaction, params};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sightline_contract::{Alert, BestShot, Sighting};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+pub(crate) use crate::store::codec::{check_limit, enum_str, f32_bytes, invalid, json, ms};
 use crate::store::{Result, StoreError, StoredAlert, StoredSighting, Token, TrajectorySummary, WatchlistEntry};
 
 // ---- conversions ---------------------------------------------------------------------------------
-
-/// Milliseconds since the Unix epoch (floored, like the contract's truncation to milliseconds).
-pub(super) fn ms(t: OffsetDateTime) -> i64 {
-    t.unix_timestamp_nanos().div_euclid(1_000_000) as i64
-}
 
 pub(super) fn conversion(col: usize, ty: Type, e: impl std::fmt::Display) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, ty, e.to_string().into())
@@ -83,21 +78,6 @@ pub(super) fn get_pair(r: &Row<'_>, col: usize) -> rusqlite::Result<Option<[f64;
     })
 }
 
-pub(super) fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-pub(super) fn enum_str<T: Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        other => unreachable!("a unit enum serialises to a string, got {other:?}"),
-    }
-}
-
-pub(super) fn json<T: Serialize + ?Sized>(v: &T) -> String {
-    serde_json::to_string(v).expect("contract types always serialise")
-}
-
 /// Adds the operation's name to SQLite errors.
 pub(super) trait Op<T> {
     fn op(self, op: &'static str) -> Result<T>;
@@ -107,14 +87,6 @@ impl<T> Op<T> for rusqlite::Result<T> {
     fn op(self, op: &'static str) -> Result<T> {
         self.map_err(|source| StoreError::Sql { op, source })
     }
-}
-
-pub(super) fn invalid(what: &'static str, detail: impl Into<String>) -> StoreError {
-    StoreError::Invalid { what, detail: detail.into() }
-}
-
-pub(super) fn check_limit(what: &'static str, limit: u32) -> Result<()> {
-    if limit == 0 { Err(invalid(what, "limit must be at least 1")) } else { Ok(()) }
 }
 
 /// A WHERE clause built from optional filters, with anonymous `?` parameters in order.

@@ -9,15 +9,7 @@ use super::rows::*;
 use crate::store::{Result, WatchlistEntry};
 
 pub(super) fn watchlist_add(store: &SqliteStore, e: &WatchlistEntry) -> Result<bool> {
-    if e.purpose.trim().is_empty() {
-        return Err(invalid("watchlist entry", "the purpose is empty"));
-    }
-    if e.embedding.is_empty() {
-        return Err(invalid("watchlist entry", "the embedding is empty"));
-    }
-    if e.expires_at <= e.created_at {
-        return Err(invalid("watchlist entry", "expires_at must be after created_at"));
-    }
+    crate::store::codec::check_watchlist_entry(e)?;
     let n = store
         .writer()
         .execute(

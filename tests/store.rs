@@ -1,13 +1,22 @@
-//! The SQLite store on real files: round trips, de-duplication, trajectory rows, paging, crowd
-//! buckets, tokens, the audit log, the watchlist, migrations, and retention down to the file bytes.
+//! The store suite. Every backend-neutral test runs on both backends (the `both!` list at the
+//! end: module `sqlite` on a real file, module `postgres` on a fresh database of a throwaway
+//! PostgreSQL cluster, `sightline_tests::pg`): round trips, de-duplication, trajectory rows,
+//! paging, crowd buckets, tokens, the audit log, the watchlist, restarts. Then what is particular
+//! to each: SQLite's migrations of old files and the bytes of its files; PostgreSQL's refusals of
+//! bad `store.url`s, foreign and newer databases, concurrent migrations, and compaction.
+//!
+//! (In `sightline-tests`, not the aggregator crate, so it shares the PostgreSQL harness with the
+//! multi-node tests without a dependency cycle.)
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::json;
 use sightline_aggregator::store::migrations::{self, Migration};
+use sightline_aggregator::store::postgres::schema;
 use sightline_aggregator::store::*;
 use sightline_contract::*;
+use sightline_tests::pg::{PASSWORD, PgCluster, PgDatabase};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -128,16 +137,57 @@ fn file_bytes(path: &Path) -> Vec<u8> {
 
 /// Whether any 8 consecutive bytes (two floats) of `embedding` are in the files.
 fn any_trace(path: &Path, embedding: &[f32]) -> bool {
+    trace_in(&file_bytes(path), embedding)
+}
+
+fn trace_in(bytes: &[u8], embedding: &[f32]) -> bool {
     let needles: std::collections::HashSet<[u8; 8]> =
         le_bytes(embedding).windows(8).step_by(4).map(|w| w.try_into().unwrap()).collect();
-    let bytes = file_bytes(path);
     bytes.windows(8).any(|w| needles.contains(<&[u8; 8]>::try_from(w).unwrap()))
 }
 
-#[test]
-fn sighting_round_trip_and_dedup() {
-    let (_dir, path) = tmp();
-    let store = open(&path);
+/// Where a backend-neutral test keeps its store.
+enum Backend {
+    Sqlite { _dir: tempfile::TempDir, path: PathBuf },
+    Postgres(Box<PgDatabase>),
+}
+
+impl Backend {
+    fn sqlite() -> Backend {
+        let (_dir, path) = tmp();
+        Backend::Sqlite { _dir, path }
+    }
+
+    fn postgres() -> Backend {
+        Backend::Postgres(Box::new(PgCluster::shared().database()))
+    }
+
+    /// Opens the store (again: the same file or database).
+    fn open(&self) -> Box<dyn Store> {
+        match self {
+            Backend::Sqlite { path, .. } => Box::new(open(path)),
+            Backend::Postgres(db) => Box::new(PostgresStore::open(&db.target).unwrap_or_else(|e| panic!("{e}"))),
+        }
+    }
+
+    fn schema_version(&self) -> u32 {
+        match self {
+            Backend::Sqlite { path, .. } => open(path).schema_version().unwrap(),
+            Backend::Postgres(db) => PostgresStore::open(&db.target).unwrap().schema_version().unwrap(),
+        }
+    }
+
+    /// Whether two consecutive floats of `embedding` are in the database's files.
+    fn any_trace(&self, embedding: &[f32]) -> bool {
+        match self {
+            Backend::Sqlite { path, .. } => any_trace(path, embedding),
+            Backend::Postgres(db) => trace_in(&db.file_bytes(), embedding),
+        }
+    }
+}
+
+fn sighting_round_trip_and_dedup(b: &Backend) {
+    let store = b.open();
     let s = sighting("stage", T0, T0 + secs(6), pattern(0x3e11));
     let traj = Uuid::now_v7();
     assert!(!store.seen(s.id).unwrap());
@@ -164,10 +214,8 @@ fn sighting_round_trip_and_dedup() {
     assert!(store.seen(a.id).unwrap() && store.seen(c.id).unwrap());
 }
 
-#[test]
-fn trajectory_rows_follow_their_sightings() {
-    let (_dir, path) = tmp();
-    let store = open(&path);
+fn trajectory_rows_follow_their_sightings(b: &Backend) {
+    let store = b.open();
     let traj = Uuid::now_v7();
     let a = sighting("gate", T0, T0 + secs(60), pattern(0x3e01));
     let b = sighting("hall", T0 + secs(300), T0 + secs(360), pattern(0x3e02));
@@ -206,10 +254,8 @@ fn trajectory_rows_follow_their_sightings() {
     assert!(store.trajectory(Uuid::now_v7()).unwrap().is_none());
 }
 
-#[test]
-fn alerts_round_trip_filter_and_acknowledge() {
-    let (_dir, path) = tmp();
-    let store = open(&path);
+fn alerts_round_trip_filter_and_acknowledge(b: &Backend) {
+    let store = b.open();
     let raise = alert("a1", AlertState::Raised, AlertKind::CrowdThreshold, "stage", T0);
     let clear = alert("a1", AlertState::Cleared, AlertKind::CrowdThreshold, "stage", T0 + secs(60));
     let mut offline = alert("a2", AlertState::Raised, AlertKind::CameraOffline, "lens", T0 + secs(30));
@@ -259,10 +305,8 @@ fn alerts_round_trip_filter_and_acknowledge() {
     assert_eq!(other.acknowledged_at, None);
 }
 
-#[test]
-fn crowd_round_trip_and_bucketing() {
-    let (_dir, path) = tmp();
-    let store = open(&path);
+fn crowd_round_trip_and_bucketing(b: &Backend) {
+    let store = b.open();
     // one measurement every 20 s from 08:00:00 to 08:02:40 on "stage"; total = i, plaza = i / 2
     for i in 0..9 {
         store.record_crowd(&crowd("stage", T0 + secs(20 * i), i as f32, i as f32 / 2.0), T0).unwrap();
@@ -317,10 +361,8 @@ fn crowd_round_trip_and_bucketing() {
     assert!(store.crowd_series(&only_docks).unwrap().is_empty());
 }
 
-#[test]
-fn latest_crowd_is_the_newest_measurement_of_each_known_camera() {
-    let (_dir, path) = tmp();
-    let store = open(&path);
+fn latest_crowd_is_the_newest_measurement_of_each_known_camera(b: &Backend) {
+    let store = b.open();
     assert!(store.latest_crowd().unwrap().is_empty());
     for cam in ["stage", "lens", "quiet"] {
         store.put_camera("riverside", cam, None).unwrap();
@@ -344,10 +386,8 @@ fn latest_crowd_is_the_newest_measurement_of_each_known_camera() {
     assert_eq!(latest[0].id, lens.id);
 }
 
-#[test]
-fn camera_and_agent_statuses_keep_the_latest() {
-    let (_dir, path) = tmp();
-    let store = open(&path);
+fn camera_and_agent_statuses_keep_the_latest(b: &Backend) {
+    let store = b.open();
     store.put_camera("riverside", "stage", Some([0.0, 0.0])).unwrap();
     store.put_camera("riverside", "gate", Some([30.0, 4.5])).unwrap();
     let status = |ts, state| CameraStatus {
@@ -408,10 +448,8 @@ fn camera_and_agent_statuses_keep_the_latest() {
     assert_eq!(store.agents().unwrap()[0].status.state, AgentState::Online);
 }
 
-#[test]
-fn open_and_cleared_alerts() {
-    let (_dir, path) = tmp();
-    let store = open(&path);
+fn open_and_cleared_alerts(b: &Backend) {
+    let store = b.open();
     let raise = |id: &str, kind, camera, at| alert(id, AlertState::Raised, kind, camera, at);
     let clear = |id: &str, kind, camera, at| alert(id, AlertState::Cleared, kind, camera, at);
     let off = AlertKind::AgentOffline;
@@ -441,10 +479,8 @@ fn open_and_cleared_alerts() {
     assert!(store.alert_events("nope", 10).unwrap().is_empty());
 }
 
-#[test]
-fn trajectory_paging_is_keyset_and_stable_under_inserts() {
-    let (_dir, path) = tmp();
-    let store: Arc<dyn Store> = Arc::new(open(&path));
+fn trajectory_paging_is_keyset_and_stable_under_inserts(b: &Backend) {
+    let store: Arc<dyn Store> = b.open().into();
     let mut want = Vec::new();
     for i in 0..25i64 {
         let traj = Uuid::now_v7();
@@ -493,10 +529,8 @@ fn trajectory_paging_is_keyset_and_stable_under_inserts() {
     assert_eq!((full.items.len(), full.next), (30, None), "no empty last page");
 }
 
-#[test]
-fn embeddings_and_replay() {
-    let (_dir, path) = tmp();
-    let store = open(&path);
+fn embeddings_and_replay(b: &Backend) {
+    let store = b.open();
     let traj = Uuid::now_v7();
     let a = sighting("gate", T0 + secs(10), T0 + secs(50), pattern(0x3e21));
     let b = sighting("hall", T0, T0 + secs(20), pattern(0x3e22));
@@ -548,10 +582,8 @@ fn embeddings_and_replay() {
     assert_eq!((&rb.sighting, rb.trajectory, rb.distance), (&b, traj, Some(0.3)));
 }
 
-#[test]
-fn token_lifecycle() {
-    let (_dir, path) = tmp();
-    let store = open(&path);
+fn token_lifecycle(b: &Backend) {
+    let store = b.open();
     let t = store.create_token("dashboard", Role::Operator, None, &hash(1), T0).unwrap();
     assert_eq!((t.name.as_str(), t.role, t.created_at, t.revoked_at), ("dashboard", Role::Operator, T0, None));
     let admin = store.create_token("ops-anna", Role::Admin, None, &hash(2), T0 + secs(1)).unwrap();
@@ -585,10 +617,8 @@ fn token_lifecycle() {
     assert_eq!(list, [Token { revoked_at: Some(T0 + secs(10)), ..t }, admin]);
 }
 
-#[test]
-fn audit_log_keeps_write_order() {
-    let (_dir, path) = tmp();
-    let store = open(&path);
+fn audit_log_keeps_write_order(b: &Backend) {
+    let store = b.open();
     let entries = [
         audit_entry(T0 + secs(5), "acme", AuditAction::Search, 3),
         audit_entry(T0, "acme", AuditAction::TrajectoryRead, 1), // a clock step back: order is still write order
@@ -620,10 +650,8 @@ fn audit_log_keeps_write_order() {
     assert!(e.contains("invalid audit query"), "{e}");
 }
 
-#[test]
-fn watchlist_active_and_removal_erases_the_embedding() {
-    let (_dir, path) = tmp();
-    let store = open(&path);
+fn watchlist_active_and_removal_erases_the_embedding(b: &Backend) {
+    let store = b.open();
     let entry = |name: &str, expires_at, embedding| WatchlistEntry {
         id: Uuid::now_v7(),
         name: name.into(),
@@ -650,12 +678,12 @@ fn watchlist_active_and_removal_erases_the_embedding() {
     let bad = entry("x", T0, pattern(0x3e33));
     assert!(store.watchlist_add(&bad).unwrap_err().to_string().contains("expires_at must be after created_at"));
 
-    assert!(any_trace(&path, &lasting.embedding), "the test can see embeddings in the files");
+    assert!(b.any_trace(&lasting.embedding), "the test can see embeddings in the files");
     assert!(store.watchlist_remove(lasting.id).unwrap());
     assert!(!store.watchlist_remove(lasting.id).unwrap());
     assert_eq!(store.watchlist_active(T0).unwrap(), std::slice::from_ref(&brief));
-    assert!(!any_trace(&path, &lasting.embedding), "a removed watchlist embedding is gone from the files");
-    assert!(any_trace(&path, &brief.embedding));
+    assert!(!b.any_trace(&lasting.embedding), "a removed watchlist embedding is gone from the files");
+    assert!(b.any_trace(&brief.embedding));
 }
 
 #[test]
@@ -778,10 +806,8 @@ fn retention_purges_rows_and_their_bytes() {
     assert_eq!((later.sightings, later.trajectories_updated, later.trajectories_deleted), (1, 1, 0));
 }
 
-#[test]
-fn retention_policy_is_checked() {
-    let (_dir, path) = tmp();
-    let store = open(&path);
+fn retention_policy_is_checked(b: &Backend) {
+    let store = b.open();
     for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
         let policy = RetentionPolicy { crowd_days: bad, ..Default::default() };
         let e = store.purge(T0, &policy).unwrap_err().to_string();
@@ -793,22 +819,20 @@ fn retention_policy_is_checked() {
     assert_eq!(RetentionPolicy::cutoff(T0, p.sightings_days), T0 - Duration::hours(12));
 }
 
-#[test]
-fn restart_keeps_trajectories_and_dedup_state() {
-    let (_dir, path) = tmp();
+fn restart_keeps_trajectories_and_dedup_state(b: &Backend) {
     let traj = Uuid::now_v7();
     let s = sighting("gate", T0, T0 + secs(5), pattern(0x3e51));
     let a = alert("a1", AlertState::Raised, AlertKind::CameraFrozen, "gate", T0);
     let c = crowd("gate", T0, 3.0, 1.0);
     {
-        let store = open(&path);
+        let store = b.open();
         store.record_sighting(&s, traj, None, T0).unwrap();
         store.record_alert(&a, T0).unwrap();
         store.record_crowd(&c, T0).unwrap();
         store.create_token("acme", Role::Integrator, None, &hash(7), T0).unwrap();
     }
-    let store = open(&path);
-    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+    let store = b.open();
+    assert_eq!(b.schema_version(), migrations::LATEST);
     for id in [s.id, a.id, c.id] {
         assert!(store.seen(id).unwrap());
     }
@@ -936,10 +960,8 @@ fn foreign_files_are_refused() {
     assert!(e.contains("cannot open") && e.contains("notes.sqlite") && e.contains("not a database"), "{e}");
 }
 
-#[test]
-fn concurrent_writers_and_readers() {
-    let (_dir, path) = tmp();
-    let store: Arc<dyn Store> = Arc::new(open(&path));
+fn concurrent_writers_and_readers(b: &Backend) {
+    let store: Arc<dyn Store> = b.open().into();
     let writers: Vec<_> = (0..4)
         .map(|w| {
             let store = store.clone();
@@ -1074,4 +1096,380 @@ fn migrates_a_version_2_audit_log_marking_refused_photos() {
     let seq = store.audit(&refused).unwrap();
     let back = store.audit_log(&AuditQuery { after_seq: Some(seq - 1), limit: 1, ..Default::default() }).unwrap();
     assert_eq!(back[0].entry, refused);
+}
+
+/// Each backend-neutral test, once per backend.
+/// Site filters and scopes: queries keep the sites asked for, tokens and audit records keep their
+/// scope, and an audit query scoped to some sites reads the records made within them.
+fn sites_filter_queries_tokens_and_audit_records(b: &Backend) {
+    let store = b.open();
+    let at = |s: &str, mut x: Sighting| {
+        x.site = s.into();
+        x
+    };
+    let emb = |i: u32| pattern(i);
+    for (i, site) in ["riverside", "harbour", "hilltop"].into_iter().enumerate() {
+        let s = at(site, sighting("gate", T0 + secs(i as i64), T0 + secs(i as i64 + 2), emb(i as u32)));
+        store.record_sighting(&s, Uuid::now_v7(), None, T0 + secs(10)).unwrap();
+        let mut a = alert(&format!("{site}:gate:zone"), AlertState::Raised, AlertKind::ZoneIntrusion, "gate", T0);
+        a.site = site.into();
+        store.record_alert(&a, T0).unwrap();
+        let mut c = crowd("gate", T0 + secs(i as i64), 10.0 * (i + 1) as f32, 0.0);
+        c.site = site.into();
+        store.record_crowd(&c, T0).unwrap();
+    }
+    let two = Some(vec!["riverside".to_string(), "hilltop".to_string()]);
+    let page = store.trajectories(&TrajectoryQuery { sites: two.clone(), limit: 10, ..Default::default() }).unwrap();
+    let mut sites: Vec<String> = page.items.iter().map(|t| t.site.clone()).collect();
+    sites.sort();
+    assert_eq!(sites, ["hilltop", "riverside"]);
+    let none = store.trajectories(&TrajectoryQuery { sites: Some(vec![]), limit: 10, ..Default::default() }).unwrap();
+    assert!(none.items.is_empty(), "an empty scope sees nothing");
+    let alerts = store.alerts(&AlertQuery { sites: Some(vec!["harbour".into()]), limit: 10, ..Default::default() });
+    assert_eq!(alerts.unwrap().iter().map(|a| a.alert.site.as_str()).collect::<Vec<_>>(), ["harbour"]);
+    let series = store
+        .crowd_series(&CrowdQuery {
+            sites: two,
+            camera: "gate".into(),
+            zone: None,
+            since: T0,
+            until: T0 + secs(60),
+            step_s: 60,
+        })
+        .unwrap();
+    assert_eq!((series.len(), series[0].samples, series[0].max), (1, 2, 30.0), "{series:?}");
+
+    let scoped = store.create_token("east-app", Role::Integrator, Some(&["east".into()]), &hash(11), T0).unwrap();
+    assert_eq!(scoped.sites, Some(vec!["east".to_string()]));
+    let back = store.token_by_hash(&hash(11)).unwrap().unwrap();
+    assert_eq!(back.sites, scoped.sites);
+    let every = store.create_token("city", Role::Admin, None, &hash(12), T0).unwrap();
+    assert_eq!(every.sites, None);
+
+    let entry = |token: &str, sites: Option<Vec<String>>| AuditEntry {
+        sites,
+        ..audit_entry(T0, token, AuditAction::TrajectoryList, 1)
+    };
+    store.audit(&entry("east-app", Some(vec!["east".into()]))).unwrap();
+    store.audit(&entry("river-app", Some(vec!["riverside".into()]))).unwrap();
+    store.audit(&entry("both-app", Some(vec!["east".into(), "west".into()]))).unwrap();
+    store.audit(&entry("city", None)).unwrap();
+    let read = |sites: Option<Vec<String>>| {
+        let log = store.audit_log(&AuditQuery { sites, limit: 100, ..Default::default() }).unwrap();
+        log.into_iter().map(|r| r.entry.token).collect::<Vec<_>>()
+    };
+    assert_eq!(read(None), ["east-app", "river-app", "both-app", "city"]);
+    assert_eq!(read(Some(vec!["east".into(), "riverside".into()])), ["east-app", "river-app"]);
+    assert_eq!(read(Some(vec!["riverside".into()])), ["river-app"]);
+    let back = store.audit_log(&AuditQuery { limit: 1, ..Default::default() }).unwrap();
+    assert_eq!(back[0].entry.sites, Some(vec!["east".to_string()]));
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name(&super::Backend::sqlite()) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name(&super::Backend::postgres()) } )*
+        }
+    };
+}
+
+both!(
+    sighting_round_trip_and_dedup,
+    trajectory_rows_follow_their_sightings,
+    alerts_round_trip_filter_and_acknowledge,
+    crowd_round_trip_and_bucketing,
+    latest_crowd_is_the_newest_measurement_of_each_known_camera,
+    camera_and_agent_statuses_keep_the_latest,
+    open_and_cleared_alerts,
+    trajectory_paging_is_keyset_and_stable_under_inserts,
+    embeddings_and_replay,
+    token_lifecycle,
+    audit_log_keeps_write_order,
+    watchlist_active_and_removal_erases_the_embedding,
+    retention_policy_is_checked,
+    restart_keeps_trajectories_and_dedup_state,
+    concurrent_writers_and_readers,
+    sites_filter_queries_tokens_and_audit_records,
+);
+
+// ---- PostgreSQL only ------------------------------------------------------------------------------
+
+fn pg_open_err(target: &PgTarget) -> StoreError {
+    match PostgresStore::open(target) {
+        Ok(_) => panic!("{target}: opened"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn pg_bad_urls_name_store_url_and_what_is_wrong() {
+    let cluster = PgCluster::shared();
+    let db = cluster.database();
+
+    // nothing listens on the port
+    let port = sightline_tests::free_port();
+    let nowhere = PgTarget::new(&format!("postgres://sightline@127.0.0.1:{port}/{}", db.name), Some(PASSWORD)).unwrap();
+    let started = std::time::Instant::now();
+    let e = pg_open_err(&nowhere);
+    let msg = e.to_string();
+    assert!(matches!(e, StoreError::PgConnect { .. }), "{msg}");
+    assert!(
+        msg.contains("store.url")
+            && msg.contains(&format!("127.0.0.1:{port}/{}", db.name))
+            && msg.contains("cannot connect"),
+        "{msg}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "bounded by the connect timeout");
+
+    // wrong password: named, and never shown
+    let wrong = PgTarget::new(&cluster.url(&db.name), Some("not-the-password")).unwrap();
+    let msg = pg_open_err(&wrong).to_string();
+    assert!(
+        msg.contains("store.url")
+            && msg.contains("password authentication failed for user \"sightline\"")
+            && msg.contains("store.password_file"),
+        "{msg}"
+    );
+    assert!(!msg.contains("not-the-password"), "{msg}");
+    // a password in the URL is not shown either
+    let in_url =
+        PgTarget::new(&format!("postgres://sightline:hunter2-secret@127.0.0.1:{}/{}", cluster.port(), db.name), None)
+            .unwrap();
+    assert!(!in_url.to_string().contains("hunter2") && !format!("{in_url:?}").contains("hunter2"));
+    let msg = pg_open_err(&in_url).to_string();
+    assert!(msg.contains("password authentication failed") && !msg.contains("hunter2"), "{msg}");
+
+    // no such database
+    let missing = db.target.with_database("no_such_db");
+    let msg = pg_open_err(&missing).to_string();
+    assert!(
+        msg.contains("store.url")
+            && msg.contains(&format!("127.0.0.1:{}/no_such_db", cluster.port()))
+            && msg.contains("database \"no_such_db\" does not exist"),
+        "{msg}"
+    );
+
+    // not a URL
+    let msg = PgTarget::new("sightline@localhost/db", None).unwrap_err().to_string();
+    assert!(msg.contains("store.url"), "{msg}");
+}
+
+#[test]
+fn pg_foreign_databases_are_refused_untouched() {
+    let cluster = PgCluster::shared();
+    let db = cluster.database();
+    db.admin().batch_execute("CREATE TABLE orders (id serial PRIMARY KEY); GRANT ALL ON orders TO sightline").unwrap();
+    let e = pg_open_err(&db.target);
+    let msg = e.to_string();
+    assert!(matches!(e, StoreError::Foreign { .. }), "{msg}");
+    assert!(
+        msg.contains("store.url") && msg.contains("not a sightline aggregator database") && msg.contains("orders"),
+        "{msg}"
+    );
+    let tables: i64 =
+        db.admin().query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[]).unwrap().get(0);
+    assert_eq!(tables, 1, "nothing was created");
+
+    // another application's schema_migrations
+    let other = cluster.database();
+    other
+        .admin()
+        .batch_execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY); INSERT INTO schema_migrations VALUES (1)",
+        )
+        .unwrap();
+    let msg = pg_open_err(&other.target).to_string();
+    assert!(msg.contains("not a sightline aggregator database") && msg.contains("another application"), "{msg}");
+}
+
+#[test]
+fn pg_a_newer_schema_is_refused_untouched() {
+    let db = PgCluster::shared().database();
+    drop(PostgresStore::open(&db.target).unwrap());
+    let newer = migrations::LATEST + 1;
+    db.admin()
+        .execute("INSERT INTO schema_migrations (version, name) VALUES ($1, 'from the future')", &[&(newer as i32)])
+        .unwrap();
+    let snapshot = |db: &PgDatabase| -> Vec<String> {
+        db.admin()
+            .query(
+                "SELECT version || ' ' || name FROM schema_migrations UNION ALL \
+                 SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let before = snapshot(&db);
+    let e = pg_open_err(&db.target);
+    assert!(
+        matches!(e, StoreError::TooNew { found, supported, .. } if found == newer && supported == migrations::LATEST)
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("store.url")
+            && msg.contains(&format!(
+                "schema version {newer} is newer than this aggregator supports (up to {})",
+                migrations::LATEST
+            )),
+        "{msg}"
+    );
+    assert_eq!(snapshot(&db), before, "the database is left as it was");
+}
+
+#[test]
+fn pg_concurrent_aggregators_migrate_once() {
+    // a few rounds: the race it guards against (two aggregators creating the tables) is timing-bound
+    for _ in 0..3 {
+        let db = PgCluster::shared().database();
+        let barrier = Arc::new(std::sync::Barrier::new(6));
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let (target, barrier) = (db.target.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    PostgresStore::open(&target).map(|s| s.schema_version().unwrap())
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap().unwrap_or_else(|e| panic!("{e}")), migrations::LATEST);
+        }
+        let versions: Vec<i32> = db
+            .admin()
+            .query("SELECT version FROM schema_migrations ORDER BY version", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(versions, (1..=migrations::LATEST as i32).collect::<Vec<_>>());
+    }
+    // the steps are the same versions, with the same names, as SQLite's
+    for (pg, lite) in schema::MIGRATIONS.iter().zip(migrations::MIGRATIONS) {
+        assert_eq!((pg.version, pg.name), (lite.version, lite.name));
+    }
+    assert_eq!(schema::MIGRATIONS.len(), migrations::MIGRATIONS.len());
+}
+
+#[test]
+fn pg_a_failed_migration_is_rolled_back() {
+    let db = PgCluster::shared().database();
+    let broken = [
+        schema::MIGRATIONS[0],
+        schema::Migration {
+            version: 2,
+            name: "broken step",
+            sql: "CREATE TABLE half (a integer); INSERT INTO missing VALUES (1);",
+        },
+    ];
+    let msg = PostgresStore::open_with(&db.target, &broken).unwrap_err().to_string();
+    assert!(
+        msg.contains("store.url")
+            && msg.contains("migration to schema version 2 (broken step) failed and was rolled back")
+            && msg.contains("missing"),
+        "{msg}"
+    );
+    let half: bool = db.admin().query_one("SELECT to_regclass('half') IS NOT NULL", &[]).unwrap().get(0);
+    assert!(!half, "the failed step left nothing behind");
+    let store = PostgresStore::open(&db.target).unwrap();
+    assert_eq!(store.schema_version().unwrap(), migrations::LATEST);
+}
+
+#[test]
+fn pg_migrates_a_version_2_audit_log_marking_refused_photos() {
+    let db = PgCluster::shared().database();
+    drop(PostgresStore::open_with(&db.target, &schema::MIGRATIONS[..2]).unwrap());
+    for query in [r#"{"limit":20}"#, r#"{"limit":20,"outcome":"no face found in the photo"}"#] {
+        db.admin()
+            .execute(
+                "INSERT INTO audit (ts, token, role, action, purpose, query, results) \
+                 VALUES (1795420800000, 'acme', 'integrator', 'search', 'case 7', $1, 0)",
+                &[&query],
+            )
+            .unwrap();
+    }
+    let store = PostgresStore::open(&db.target).unwrap();
+    let log = store.audit_log(&AuditQuery { limit: 10, ..Default::default() }).unwrap();
+    let outcomes: Vec<AuditOutcome> = log.iter().map(|r| r.entry.outcome).collect();
+    assert_eq!(outcomes, [AuditOutcome::Answered, AuditOutcome::Refused]);
+}
+
+/// A purge removes the rows at once; `compact` (VACUUM FULL) removes their bytes from the
+/// database's files; a restart finds the rest.
+#[test]
+fn pg_retention_leaves_no_embedding_after_compact() {
+    let db = PgCluster::shared().database();
+    let store = PostgresStore::open(&db.target).unwrap();
+    let now = T0 + Duration::days(30);
+    let (old_t, new_t) = (Uuid::now_v7(), Uuid::now_v7());
+    let old_emb = pattern(0x3e91);
+    let new_emb = pattern(0x3e92);
+    let old = sighting("gate", now - Duration::days(9), now - Duration::days(8), old_emb.clone());
+    let new = sighting("gate", now - Duration::days(1), now - Duration::days(1), new_emb.clone());
+    // the kept row first: a plain VACUUM leaves the later, deleted one's bytes in the page's free
+    // space (were it first, the kept row would move over them)
+    store.record_sighting(&new, new_t, None, new.last_seen).unwrap();
+    store.record_sighting(&old, old_t, None, old.last_seen).unwrap();
+    assert!(trace_in(&db.file_bytes(), &old_emb), "the test can see embeddings in the files");
+
+    let report = store.purge(now, &RetentionPolicy::default()).unwrap();
+    assert_eq!((report.sightings, report.trajectories_deleted, report.trajectories_updated), (1, 1, 0));
+    assert_eq!(report.oldest_sighting, Some(new.last_seen));
+    assert!(!store.seen(old.id).unwrap() && store.sighting(old.id).unwrap().is_none());
+    assert!(store.trajectory(old_t).unwrap().is_none());
+    assert_eq!(store.embeddings(MODEL, None, None).unwrap().len(), 1);
+
+    store.compact().unwrap();
+    let bytes = db.file_bytes();
+    assert!(!trace_in(&bytes, &old_emb), "a purged embedding is still in the database files after compact");
+    assert!(trace_in(&bytes, &new_emb), "kept embeddings are still there");
+    drop(store);
+
+    let store = PostgresStore::open(&db.target).unwrap();
+    assert!(store.seen(new.id).unwrap() && !store.seen(old.id).unwrap());
+    assert_eq!(store.trajectory(new_t).unwrap().unwrap().summary.sighting_count, 1);
+    let again = store.purge(now, &RetentionPolicy::default()).unwrap();
+    assert_eq!(again.sightings, 0);
+}
+
+/// Two aggregators on one database: sightings of one trajectory written at once from both keep
+/// its row exact (writers take turns on it), and their audit records get distinct, increasing
+/// `seq`s in commit order.
+#[test]
+fn pg_two_stores_share_one_database() {
+    let db = PgCluster::shared().database();
+    let stores: Vec<Arc<dyn Store>> =
+        (0..2).map(|_| Arc::new(PostgresStore::open(&db.target).unwrap()) as Arc<dyn Store>).collect();
+    let traj = Uuid::now_v7();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = stores[w % 2].clone();
+            std::thread::spawn(move || {
+                let mut seqs = Vec::new();
+                for i in 0..20 {
+                    let t = T0 + secs(i * 4 + w as i64);
+                    let s = sighting(&format!("cam-{w}"), t, t + secs(1), pattern(0x3ea0));
+                    assert!(store.record_sighting(&s, traj, Some(0.2), t).unwrap());
+                    seqs.push(store.audit(&audit_entry(t, &format!("w{w}"), AuditAction::Search, 1)).unwrap());
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut seqs: Vec<i64> = writers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let t = stores[0].trajectory(traj).unwrap().unwrap();
+    assert_eq!(t.summary.sighting_count, 80);
+    assert_eq!(t.sightings.len(), 80);
+    assert_eq!((t.summary.first_seen, t.summary.last_seen), (T0, T0 + secs(19 * 4 + 3) + secs(1)));
+    assert_eq!(t.summary.cameras, ["cam-0", "cam-1", "cam-2", "cam-3"]);
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 80, "no seq given twice");
+    let log = stores[1].audit_log(&AuditQuery { limit: 1000, ..Default::default() }).unwrap();
+    assert_eq!(log.iter().map(|r| r.seq).collect::<Vec<_>>(), seqs, "every record, in seq order");
 }

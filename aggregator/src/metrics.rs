@@ -102,6 +102,8 @@ pub struct Metrics {
     pub retention_last_run: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub retention_failures: Counter,
     pub mqtt_connected: Gauge,
+    /// 1 while ingest waits for the store to come back.
+    pub ingest_paused: Gauge,
     broker_refused: Family<ReasonLabel, Counter>,
     refused: Family<RefusalLabels, Counter>,
     // totals kept for the log line at stop (reading a Family back is awkward)
@@ -210,6 +212,12 @@ impl Metrics {
             "1 while the aggregator's MQTT client is connected and subscribed",
             mqtt_connected.clone(),
         );
+        let ingest_paused = Gauge::default();
+        r.register(
+            "sightline_aggregator_ingest_paused",
+            "1 while ingest is paused, retrying a message the store could not take (unreachable, restarting, busy, full)",
+            ingest_paused.clone(),
+        );
         let broker_refused = Family::<ReasonLabel, Counter>::default();
         r.register(
             "sightline_aggregator_broker_refused",
@@ -242,6 +250,7 @@ impl Metrics {
             retention_last_run,
             retention_failures,
             mqtt_connected,
+            ingest_paused,
             broker_refused,
             totals: Default::default(),
         }

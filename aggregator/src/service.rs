@@ -154,6 +154,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         watchlist,
         alerts,
         liveness,
+        pending: None,
     };
     let ingest = ingest.spawn(work_rx);
 

@@ -89,12 +89,22 @@ impl PgCluster {
                 "--no-sync".as_ref(),
             ],
         )?;
+        cluster.serve()?;
+        let mut admin = cluster.admin("postgres")?;
+        admin.batch_execute(&format!("CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'"))?;
+        Ok(cluster)
+    }
+
+    /// Starts the server on the existing data directory and waits until it takes connections.
+    pub fn serve(&self) -> Result<()> {
+        let data = self.data_dir();
+        let port = self.port;
         let opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-            cluster.dir.path().join("sock").display()
+            self.dir.path().join("sock").display()
         );
-        let log = cluster.dir.path().join("server.log");
-        cluster.run(
+        let log = self.dir.path().join("server.log");
+        self.run(
             "pg_ctl",
             &[
                 "-D".as_ref(),
@@ -109,12 +119,12 @@ impl PgCluster {
         )?;
         let deadline = Instant::now() + READY_WITHIN;
         loop {
-            let ready = Command::new(cluster.bin.join("pg_isready"))
+            let ready = Command::new(self.bin.join("pg_isready"))
                 .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
                 .status()
                 .is_ok_and(|s| s.success());
             if ready {
-                break;
+                return Ok(());
             }
             if Instant::now() > deadline {
                 let log = std::fs::read_to_string(&log).unwrap_or_default();
@@ -122,9 +132,16 @@ impl PgCluster {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let mut admin = cluster.admin("postgres")?;
-        admin.batch_execute(&format!("CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}'"))?;
-        Ok(cluster)
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`: connections are closed, nothing is lost) and
+    /// waits until it is down; [`PgCluster::serve`] starts it again.
+    pub fn stop(&self) -> Result<()> {
+        let data = self.data_dir();
+        self.run(
+            "pg_ctl",
+            &["-D".as_ref(), data.as_os_str(), "-m".as_ref(), "fast".as_ref(), "-w".as_ref(), "stop".as_ref()],
+        )
     }
 
     /// The cluster of this test binary, started on first use and stopped when the binary exits.

@@ -1,6 +1,12 @@
 //! The ingest thread: one blocking thread owning the correlator, fed by the MQTT client through
 //! a bounded channel ([`Work`]), and told by the retention job when to forget what is past the
 //! correlation horizon.
+//!
+//! A message the store cannot take for a while (unreachable, restarting, busy, full:
+//! `StoreError::is_transient`) is retried with backoff (0.1 s doubling to 5 s) until it is
+//! stored: ingest pauses, the bounded channel fills, the MQTT client stops reading and the broker
+//! keeps the rest; nothing is acknowledged before it is stored. Any other store failure leaves
+//! the message unacknowledged and goes on.
 
 use std::sync::{Arc, RwLock};
 
@@ -29,6 +35,9 @@ pub enum Work {
 
 /// Messages waiting for the ingest thread at most (and the MQTT client's request queue).
 pub const QUEUE: usize = 1024;
+/// The first wait before retrying a message the store could not take, doubled up to [`RETRY_MAX`].
+const RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The ingest thread's state.
 pub struct Ingest {
@@ -51,6 +60,9 @@ pub struct Ingest {
     pub alerts: Arc<AlertPublisher>,
     /// Raises and clears `agent_offline` ([`crate::liveness`]).
     pub liveness: crate::liveness::Liveness,
+    /// A sighting the correlator placed whose storing failed: its retry stores the same placement
+    /// (the correlator already holds it).
+    pub pending: Option<(uuid::Uuid, crate::correlate::Assignment)>,
 }
 
 impl Ingest {
@@ -62,18 +74,7 @@ impl Ingest {
     fn run(mut self, mut rx: mpsc::Receiver<Work>) {
         while let Some(w) = rx.blocking_recv() {
             match w {
-                Work::Message(p, received) => match self.handle(&p) {
-                    Ok(()) => {
-                        self.metrics.ingested(parse::kind_of(&p.topic), received.elapsed());
-                        if let Err(e) = self.client.try_ack(&p) {
-                            tracing::warn!(error = %e, "MQTT acknowledgement not sent");
-                        }
-                    }
-                    Err(e) => {
-                        self.metrics.message(parse::kind_of(&p.topic), Outcome::Failed);
-                        tracing::error!(topic = %p.topic, error = %e, "message not stored; left unacknowledged");
-                    }
-                },
+                Work::Message(p, received) => self.ingest(&p, received, &rx),
                 Work::Tick { forget } => {
                     self.correlators.forget_before(forget);
                     self.metrics.live_trajectories.set(self.correlators.live() as i64);
@@ -83,6 +84,43 @@ impl Ingest {
                         tracing::error!(error = %e, "clears of expired watchlist entries not stored");
                     }
                 }
+            }
+        }
+    }
+
+    /// Stores one message, retrying while the store is transiently unavailable (and the service
+    /// is not stopping), then acknowledges it.
+    fn ingest(&mut self, p: &Publish, received: std::time::Instant, rx: &mpsc::Receiver<Work>) {
+        let mut wait = RETRY_FIRST;
+        let mut paused = false;
+        let outcome = loop {
+            match self.handle(p) {
+                Err(e) if e.is_transient() && !rx.is_closed() => {
+                    if !paused {
+                        tracing::error!(topic = %p.topic, error = %e, "store unavailable: ingest paused, retrying");
+                        self.metrics.ingest_paused.set(1);
+                        paused = true;
+                    }
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+                other => break other,
+            }
+        };
+        if paused {
+            self.metrics.ingest_paused.set(0);
+            tracing::info!(topic = %p.topic, "store available again: ingest resumed");
+        }
+        match outcome {
+            Ok(()) => {
+                self.metrics.ingested(parse::kind_of(&p.topic), received.elapsed());
+                if let Err(e) = self.client.try_ack(p) {
+                    tracing::warn!(error = %e, "MQTT acknowledgement not sent");
+                }
+            }
+            Err(e) => {
+                self.metrics.message(parse::kind_of(&p.topic), Outcome::Failed);
+                tracing::error!(topic = %p.topic, error = %e, "message not stored; left unacknowledged");
             }
         }
     }
@@ -154,9 +192,17 @@ impl Ingest {
     /// indexed for search and checked against the watchlist.
     /// A sighting of a site the correlators serve (`SiteCorrelators::serves`).
     fn place(&mut self, s: &sightline_contract::Sighting, now: time::OffsetDateTime) -> Result<bool, StoreError> {
-        let a = self.correlators.assign(&s.site, Observation::from_sighting(s));
-        if !self.store.record_sighting(s, a.trajectory, a.distance, now)? {
-            return Ok(false);
+        let a = match self.pending.take() {
+            Some((id, a)) if id == s.id => a,
+            _ => self.correlators.assign(&s.site, Observation::from_sighting(s)),
+        };
+        match self.store.record_sighting(s, a.trajectory, a.distance, now) {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            Err(e) => {
+                self.pending = Some((s.id, a));
+                return Err(e);
+            }
         }
         if a.new {
             self.metrics.trajectories_started.inc();

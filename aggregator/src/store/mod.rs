@@ -84,6 +84,40 @@ pub enum StoreError {
     Corrupt { what: &'static str, detail: String },
 }
 
+impl StoreError {
+    /// Whether retrying the same call later may succeed: the database is unreachable, restarting,
+    /// busy or out of space, as opposed to a call it refuses whatever the time (bad input, a
+    /// constraint, a corrupt row, a configuration error).
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode;
+        match self {
+            StoreError::PgConnect { .. } | StoreError::PgRefused { .. } => true,
+            StoreError::Pg { source, .. } => match source.code() {
+                // no SQLSTATE: the connection broke (I/O, closed, timed out)
+                None => true,
+                Some(code) => {
+                    let class = &code.code()[..2];
+                    // connection exception, insufficient resources, operator intervention (a
+                    // restart), serialization failure or deadlock
+                    matches!(class, "08" | "53" | "57" | "40")
+                }
+            },
+            StoreError::Sql { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(
+                    ErrorCode::DatabaseBusy
+                        | ErrorCode::DatabaseLocked
+                        | ErrorCode::DiskFull
+                        | ErrorCode::SystemIoFailure
+                        | ErrorCode::CannotOpen
+                        | ErrorCode::OutOfMemory
+                )
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Where the store is: the backend `[store]` configures.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreLocation {

@@ -10,7 +10,9 @@ use std::time::Duration;
 use sightline_aggregator::store::{PostgresStore, Store};
 use sightline_contract::{Payload, topic};
 use sightline_tests::pg::{PASSWORD, PgCluster};
-use sightline_tests::{Aggregator, aggregator_config, eventually, free_port, http_get_as, publish, synthetic_sighting};
+use sightline_tests::{
+    Aggregator, aggregator_config, eventually, free_port, http_get_as, publish, synthetic_face, synthetic_sighting,
+};
 use time::OffsetDateTime;
 
 const SITE: &str = r#"
@@ -21,13 +23,6 @@ id = "testsite"
 id = "stage"
 position = [0.0, 0.0]
 "#;
-
-/// A face-like embedding of norm 1.4 (dlib's are 1.25 to 1.55).
-fn face(seed: usize) -> Vec<f32> {
-    let v: Vec<f32> = (0..128).map(|i| ((i * (31 + seed) % 101) as f32 / 101.0 - 0.5) * 0.3).collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter().map(|x| x / norm * 1.4).collect()
-}
 
 /// An aggregator config on `db` of `cluster`, its password in a file of `dir`.
 fn pg_config(dir: &Path, cluster: &PgCluster, db: &str, port: u16) -> String {
@@ -50,7 +45,7 @@ fn the_aggregator_runs_on_postgres_and_restarts_on_its_data() {
 
     let agg = Aggregator::start_in(dir.path(), &config, port).unwrap();
     let token = agg.token("ops", "operator").unwrap();
-    let s = synthetic_sighting("stage", OffsetDateTime::now_utc() - time::Duration::seconds(40), &face(1));
+    let s = synthetic_sighting("stage", OffsetDateTime::now_utc() - time::Duration::seconds(40), &synthetic_face(1));
     publish(port, &[(topic::sighting(&s.site, &s.camera), s.to_json())]).unwrap();
     let store = PostgresStore::open(&db.target).unwrap();
     eventually("the sighting stored in PostgreSQL", Duration::from_secs(15), || store.seen(s.id).unwrap())
@@ -90,7 +85,7 @@ fn ingest_pauses_while_postgres_restarts_and_loses_nothing() {
     let store = PostgresStore::open(&db.target).unwrap();
     let start = OffsetDateTime::now_utc() - time::Duration::seconds(600);
     let sightings: Vec<_> = (0..40)
-        .map(|i| synthetic_sighting("stage", start + time::Duration::seconds(10 * i), &face(i as usize)))
+        .map(|i| synthetic_sighting("stage", start + time::Duration::seconds(10 * i), &synthetic_face(i as usize)))
         .collect();
     let messages: Vec<_> = sightings.iter().map(|s| (topic::sighting(&s.site, &s.camera), s.to_json())).collect();
     let all_seen = |from: usize, to: usize| sightings[from..to].iter().all(|s| store.seen(s.id).unwrap_or(false));

@@ -34,13 +34,6 @@ id = "lobby"
 position = [30.0, 0.0]
 "#;
 
-/// A face-like embedding of norm 1.4 (dlib's are 1.25 to 1.55, see `real_faces_fit_the_limits`).
-fn face(seed: usize) -> Vec<f32> {
-    let v: Vec<f32> = (0..128).map(|i| ((i * (31 + seed) % 101) as f32 / 101.0 - 0.5) * 0.3).collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter().map(|x| x / norm * 1.4).collect()
-}
-
 fn sighting_topic(s: &Sighting) -> String {
     topic::sighting(&s.site, &s.camera)
 }
@@ -124,7 +117,7 @@ fn hostile_messages_are_refused_counted_and_never_stored() {
     let now = OffsetDateTime::now_utc();
 
     // valid messages
-    let valid_sighting = synthetic_sighting("stage", now - time::Duration::seconds(40), &face(1));
+    let valid_sighting = synthetic_sighting("stage", now - time::Duration::seconds(40), &synthetic_face(1));
     let (valid_crowd, crowd_topic, crowd_payload) = crowd("stage", &ts::format(now - time::Duration::seconds(5)), 12.0);
     let (valid_alert, alert_topic, alert_payload) =
         alert("stage", "zone_intrusion", now - time::Duration::seconds(3), json!({"persons": 1}));
@@ -137,7 +130,7 @@ fn hostile_messages_are_refused_counted_and_never_stored() {
     // hostile messages: (event id, topic, payload, kind, field at fault)
     let mut hostile: Vec<(Uuid, String, Vec<u8>, &str, &str)> = Vec::new();
     let mut bad_sighting = |field: &'static str, camera: &str, edit: &dyn Fn(&mut Value)| {
-        let s = synthetic_sighting(camera, now - time::Duration::seconds(20), &face(2));
+        let s = synthetic_sighting(camera, now - time::Duration::seconds(20), &synthetic_face(2));
         let payload = edited(&s, |v| edit(v));
         hostile.push((s.id, sighting_topic(&s), payload, "sighting", field));
     };
@@ -215,11 +208,11 @@ fn hostile_messages_are_refused_counted_and_never_stored() {
 
     // the aggregator's own watchlist_match comes back over MQTT: a duplicate, not a forgery
     let expires = ts::format(now + time::Duration::days(1));
-    let entry = json!({ "name": "case 18", "purpose": "test", "expires_at": expires, "embedding": face(3) });
+    let entry = json!({ "name": "case 18", "purpose": "test", "expires_at": expires, "embedding": synthetic_face(3) });
     let (code, body) =
         http_request("POST", &format!("{api}/watchlist"), Some(&admin), Some(&entry.to_string())).unwrap();
     assert_eq!(code, 201, "{body}");
-    let matching = synthetic_sighting("lobby", now - time::Duration::seconds(10), &face(3));
+    let matching = synthetic_sighting("lobby", now - time::Duration::seconds(10), &synthetic_face(3));
     publish(port, &[(sighting_topic(&matching), matching.to_json())]).unwrap();
     let duplicate = r#"sightline_aggregator_messages_total{kind="alert",outcome="duplicate"}"#;
     eventually("the aggregator's own alert received back", Duration::from_secs(10), || {

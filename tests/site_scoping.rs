@@ -52,13 +52,6 @@ id = "gate"
 position = [0.0, 0.0]
 "#;
 
-/// A face-like embedding of norm 1.4 (dlib's are 1.25 to 1.55).
-fn face(seed: usize) -> Vec<f32> {
-    let v: Vec<f32> = (0..128).map(|i| ((i * (31 + seed) % 101) as f32 / 101.0 - 0.5) * 0.3).collect();
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter().map(|x| x / norm * 1.4).collect()
-}
-
 fn sighting(site: &str, camera: &str, at: OffsetDateTime, embedding: &[f32]) -> Sighting {
     sightline_contract::testing::sighting().site(site).camera(camera).at(at).embedding(embedding).build()
 }
@@ -136,7 +129,7 @@ fn township_tokens_see_their_sites_and_nothing_of_their_siblings() {
     // the same person walks riverside's gate then hall; the same face is seen at harbour's gate
     let now = OffsetDateTime::now_utc();
     let at = |s: i64| now - time::Duration::seconds(s);
-    let person = face(1);
+    let person = synthetic_face(1);
     let r1 = sighting("riverside", "gate", at(60), &person);
     let r2 = sighting("riverside", "hall", at(40), &person);
     let h1 = sighting("harbour", "gate", at(50), &person);

@@ -519,7 +519,7 @@ impl Config {
             let key = if self.cameras.is_empty() { "link" } else { "camera" };
             return Err(SiteError::new(
                 key,
-                format!("with several [[site]]s, each site's cameras and links are [[site.camera]] and [[site.link]]"),
+                "with several [[site]]s, each site's cameras and links are [[site.camera]] and [[site.link]]",
             ));
         }
         let mut models = Vec::with_capacity(self.site.len());

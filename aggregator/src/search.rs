@@ -246,12 +246,14 @@ impl SearchIndex {
             return Err(SearchError::MaxDistance(q.max_distance));
         }
         // the interned cameras the query may see (`None`: every one)
-        let allowed: Option<Vec<bool>> = (q.camera.is_some() || q.sites.is_some()).then(|| {
+        let sites: Option<std::collections::HashSet<&str>> =
+            q.sites.as_ref().map(|sites| sites.iter().map(String::as_str).collect());
+        let allowed: Option<Vec<bool>> = (q.camera.is_some() || sites.is_some()).then(|| {
             self.places
                 .iter()
                 .map(|(site, camera)| {
                     q.camera.as_deref().is_none_or(|c| c == &**camera)
-                        && q.sites.as_ref().is_none_or(|sites| sites.iter().any(|s| s == &**site))
+                        && sites.as_ref().is_none_or(|sites| sites.contains(&**site))
                 })
                 .collect()
         });
@@ -623,15 +625,21 @@ mod tests {
     fn index_of(rows: &[Row]) -> SearchIndex {
         let mut index = SearchIndex::new(MODEL, DIM);
         for r in rows {
-            index.insert(r.sighting, r.trajectory, "riverside", r.camera, r.last_seen, &r.embedding).unwrap();
+            index.insert(r.sighting, r.trajectory, site_of(r.camera), r.camera, r.last_seen, &r.embedding).unwrap();
         }
         index
+    }
+
+    /// The site of a generated row's camera: `gate` is riverside's, the others the harbour's.
+    fn site_of(camera: &str) -> &'static str {
+        if camera == "gate" { "riverside" } else { "harbour" }
     }
 
     fn selected(r: &Row, q: &SearchQuery) -> bool {
         q.since.is_none_or(|s| r.last_seen >= s)
             && q.until.is_none_or(|u| r.last_seen < u)
             && q.camera.as_deref().is_none_or(|c| c == r.camera)
+            && q.sites.as_ref().is_none_or(|sites| sites.iter().any(|s| s == site_of(r.camera)))
     }
 
     fn dist64(a: &[f32], b: &[f32]) -> f64 {
@@ -730,6 +738,11 @@ mod tests {
             (Some(T0 + Duration::minutes(30)), Some(T0 + Duration::minutes(20))),
         ] {
             out.push(SearchQuery { since, until, ..base.clone() });
+        }
+        for sites in [vec!["harbour"], vec!["riverside", "harbour"], vec!["nowhere"], vec![]] {
+            let sites: Vec<String> = sites.into_iter().map(str::to_owned).collect();
+            out.push(SearchQuery { sites: Some(sites.clone()), ..base.clone() });
+            out.push(SearchQuery { sites: Some(sites), camera: Some("gate".into()), ..base.clone() });
         }
         for camera in ["gate", "dock", "nowhere"] {
             out.push(SearchQuery { camera: Some(camera.into()), ..base.clone() });

@@ -72,7 +72,7 @@ pub struct SiteConfig {
     /// What people call it (display only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The site above this one: the center of `parent` sees this site too (`crate::sites`).
+    /// The site above this one: the center of `parent` sees this site too (the tree: `sites.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     /// `[[site.camera]]`: the site's cameras (with a single `[site]`, `[[camera]]` works too).

@@ -36,6 +36,9 @@ pub struct Sites {
     below: Vec<Vec<usize>>,
 }
 
+/// A site as configured, for [`Sites::new`]: its model, name and parent.
+pub type SiteSpec = (SiteModel, Option<String>, Option<String>);
+
 /// Which sites a request may see.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -63,10 +66,7 @@ impl Scope {
 impl Sites {
     /// Builds the tree of `(site, name, parent)`s, in config order. Errors name the key
     /// (`site[2].parent`); `prefix(i)` is what site `i`'s own keys are prefixed with.
-    pub fn new(
-        sites: Vec<(SiteModel, Option<String>, Option<String>)>,
-        prefix: impl Fn(usize) -> String,
-    ) -> Result<Self, SiteError> {
+    pub fn new(sites: Vec<SiteSpec>, prefix: impl Fn(usize) -> String) -> Result<Self, SiteError> {
         if sites.is_empty() {
             return Err(SiteError::new("site", "at least one site is needed"));
         }
@@ -123,7 +123,7 @@ impl Sites {
             }
             below[pos] = sub;
         }
-        let mut slots: Vec<Option<(SiteModel, Option<String>, Option<String>)>> = sites.into_iter().map(Some).collect();
+        let mut slots: Vec<Option<SiteSpec>> = sites.into_iter().map(Some).collect();
         let order: Vec<Site> = order
             .iter()
             .map(|&i| {

@@ -105,7 +105,7 @@ pub async fn capture(
 ) -> Result<Baseline, BaselineError> {
     let images = grab_frames(cfg, camera, frames.max(1), Duration::from_secs(30 + 2 * frames as u64)).await?;
     let maps = images.iter().map(|i| density.estimate(i)).collect::<Result<Vec<_>, _>>()?;
-    Ok(Baseline::average(&camera.id, OffsetDateTime::now_utc(), &maps)?)
+    Baseline::average(&camera.id, OffsetDateTime::now_utc(), &maps)
 }
 
 /// Up to `n` frames, one per second of stream time, from a camera's source.

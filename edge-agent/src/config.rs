@@ -313,6 +313,30 @@ impl CameraConfig {
 }
 
 impl Config {
+    /// `(key, file name)` of every model file the config names, loaded or not (each a plain name
+    /// inside `[agent] model_dir`: `model_files.rs`).
+    pub fn model_files(&self) -> [(&'static str, &str); 3] {
+        [
+            ("faces.detector", self.faces.detector.as_str()),
+            ("crowd.person_model", self.crowd.person_model.as_str()),
+            ("crowd.density_model", self.crowd.density_model.as_str()),
+        ]
+    }
+
+    /// `(key, file name)` of each model file the agent loads: the face detector always, the
+    /// person detector and the density model when an enabled camera needs them.
+    pub fn loaded_model_files(&self) -> Vec<(&'static str, &str)> {
+        let enabled = || self.cameras.iter().filter(|c| c.enabled);
+        let mut files = vec![("faces.detector", self.faces.detector.as_str())];
+        if enabled().any(|c| c.needs_persons()) {
+            files.push(("crowd.person_model", self.crowd.person_model.as_str()));
+        }
+        if enabled().any(|c| c.crowd.enabled) {
+            files.push(("crowd.density_model", self.crowd.density_model.as_str()));
+        }
+        files
+    }
+
     /// Reads, parses and validates a config file; relative paths become relative to its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = config::read(path)?;
@@ -375,7 +399,7 @@ impl Config {
             return Err(invalid("faces.score_threshold".into(), "must be within 0..1".into()));
         }
         self.tracker.validate().map_err(|e| invalid(format!("tracker.{}", e.field), e.requirement.to_string()))?;
-        for (key, file) in crate::model_files::named(self) {
+        for (key, file) in self.model_files() {
             crate::model_files::check_name(file).map_err(|m| invalid(key.into(), m))?;
         }
         if self.cameras.is_empty() {
@@ -499,8 +523,8 @@ rtsp = "rtsp://127.0.0.1:8554/cam"
         }
         // a file of its own in model_dir is a model (loaded unverified when the manifest lacks it)
         let c = parse(&format!("{MINIMAL}\n[faces]\ndetector = \"custom.onnx\"\n")).unwrap();
-        assert_eq!(crate::model_files::unverified(&c), [("faces.detector", "custom.onnx")]);
-        assert!(crate::model_files::unverified(&parse(MINIMAL).unwrap()).is_empty());
+        assert_eq!(crate::model_files::unverified(c.loaded_model_files()), [("faces.detector", "custom.onnx")]);
+        assert!(crate::model_files::unverified(parse(MINIMAL).unwrap().loaded_model_files()).is_empty());
     }
 
     #[test]

@@ -102,7 +102,7 @@ fn main() -> anyhow::Result<()> {
             }
             agent::load_models(&cfg).context("loading the models")?;
             // a model the manifest does not list is loaded without a checksum: say which
-            let unverified = sightline_edge_agent::model_files::unverified(&cfg);
+            let unverified = sightline_edge_agent::model_files::unverified(cfg.loaded_model_files());
             let models = match unverified.is_empty() {
                 true => "models verified".to_string(),
                 false => {

@@ -10,31 +10,6 @@
 
 use std::path::{Component, Path};
 
-use crate::config::Config;
-
-/// `(key, file name)` of each model file the config names and the agent loads: the face
-/// detector always, the person detector and the density model when an enabled camera needs them.
-pub fn loaded(cfg: &Config) -> Vec<(&'static str, &str)> {
-    let enabled = || cfg.cameras.iter().filter(|c| c.enabled);
-    let mut files = vec![("faces.detector", cfg.faces.detector.as_str())];
-    if enabled().any(|c| c.needs_persons()) {
-        files.push(("crowd.person_model", cfg.crowd.person_model.as_str()));
-    }
-    if enabled().any(|c| c.crowd.enabled) {
-        files.push(("crowd.density_model", cfg.crowd.density_model.as_str()));
-    }
-    files
-}
-
-/// `(key, file name)` of every model file the config names, loaded or not.
-pub fn named(cfg: &Config) -> [(&'static str, &str); 3] {
-    [
-        ("faces.detector", cfg.faces.detector.as_str()),
-        ("crowd.person_model", cfg.crowd.person_model.as_str()),
-        ("crowd.density_model", cfg.crowd.density_model.as_str()),
-    ]
-}
-
 /// Why `file` is not a plain file name inside the model directory, if it is not.
 pub fn check_name(file: &str) -> Result<(), String> {
     let mut parts = Path::new(file).components();
@@ -48,10 +23,11 @@ pub fn check_name(file: &str) -> Result<(), String> {
     }
 }
 
-/// The loaded model files the model manifest does not list: loaded without sha256 verification.
-pub fn unverified(cfg: &Config) -> Vec<(&'static str, &str)> {
+/// Those of `loaded` (`(key, file name)`: `Config::loaded_model_files`) the model manifest does
+/// not list: loaded without sha256 verification.
+pub fn unverified<'a>(loaded: Vec<(&'static str, &'a str)>) -> Vec<(&'static str, &'a str)> {
     let manifest = sightline_models::Manifest::embedded();
-    loaded(cfg).into_iter().filter(|(_, file)| manifest.by_file(file).is_none()).collect()
+    loaded.into_iter().filter(|(_, file)| manifest.by_file(file).is_none()).collect()
 }
 
 #[cfg(test)]

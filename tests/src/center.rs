@@ -153,3 +153,12 @@ pub fn publish(port: u16, messages: &[(String, Vec<u8>)]) -> Result<()> {
 pub fn synthetic_sighting(camera: &str, at: time::OffsetDateTime, embedding: &[f32]) -> sightline_contract::Sighting {
     sightline_contract::testing::sighting().site("testsite").camera(camera).at(at).embedding(embedding).build()
 }
+
+/// A face-like embedding (128 values) of norm 1.4, different for each `seed`: the norms of
+/// dlib's embeddings of real faces are 1.25 to 1.55 (`tests/ingest_plausibility.rs`,
+/// `real_faces_fit_the_limits`), and ingest refuses norms far outside them.
+pub fn synthetic_face(seed: usize) -> Vec<f32> {
+    let v: Vec<f32> = (0..128).map(|i| ((i * (31 + seed) % 101) as f32 / 101.0 - 0.5) * 0.3).collect();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().map(|x| x / norm * 1.4).collect()
+}

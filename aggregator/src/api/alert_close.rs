@@ -56,7 +56,7 @@ enum Decision {
     NotRaised(OffsetDateTime),
     NotStale(String),
     Close {
-        raised: Alert,
+        raised: Box<Alert>,
         stale: Stale,
     },
 }
@@ -74,7 +74,7 @@ fn decide(store: &dyn Store, alert: &str, scope: &Scope) -> Result<Decision, Sto
     let raised = events.into_iter().next().expect("not empty").alert;
     let (_, fleet) = Fleet::load(store)?;
     Ok(match fleet.stale(&raised) {
-        Some(stale) => Decision::Close { raised, stale },
+        Some(stale) => Decision::Close { raised: Box::new(raised), stale },
         None if !crate::liveness::raised_by_edge(raised.kind) => Decision::NotStale(format!(
             "a {} alert is the aggregator's own, never stale",
             serde_json::to_value(raised.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
@@ -134,7 +134,7 @@ pub async fn close(
     let _one_at_a_time = closing().lock().await;
     let alert = id.clone();
     let (raised, stale) = match blocking(&state, "closing an alert", move |s| decide(s, &alert, &scope)).await? {
-        Decision::Close { raised, stale } => (raised, stale),
+        Decision::Close { raised, stale } => (*raised, stale),
         Decision::NotFound => return Err(ApiError::not_found("alert", format!("{id:?}"))),
         Decision::NotRaised(at) => {
             tracing::info!(alert = %id, token = %token.name, "alert close refused: cleared already");

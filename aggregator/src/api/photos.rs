@@ -14,10 +14,8 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::request::ApiError;
 use crate::config::SearchConfig;
 
 /// How long a photo waits for a free slot before it is refused with 503.
@@ -35,21 +33,11 @@ impl PhotoGate {
         self.slots.get_or_init(|| Arc::new(Semaphore::new(search.max_concurrent_photos.max(1)))).clone()
     }
 
-    /// A slot for one photo, waiting up to [`PHOTO_WAIT`]; 503 `busy` when none frees up.
-    pub(super) async fn enter(&self, search: &SearchConfig) -> Result<OwnedSemaphorePermit, ApiError> {
+    /// A slot for one photo, waiting up to [`PHOTO_WAIT`]; `None` when none frees up (the
+    /// caller answers 503 `busy`).
+    pub(super) async fn enter(&self, search: &SearchConfig) -> Option<OwnedSemaphorePermit> {
         let slots = self.slots(search);
-        match tokio::time::timeout(PHOTO_WAIT, slots.acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            // the semaphore is never closed
-            Ok(Err(e)) => Err(ApiError::internal("waiting for a photo slot", e)),
-            Err(_) => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                format!(
-                    "{} photos are being processed (`[search] max_concurrent_photos`); try again in a few seconds",
-                    search.max_concurrent_photos
-                ),
-            )),
-        }
+        // the semaphore is never closed: an error is a timeout
+        tokio::time::timeout(PHOTO_WAIT, slots.acquire_owned()).await.ok()?.ok()
     }
 }

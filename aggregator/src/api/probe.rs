@@ -78,7 +78,16 @@ pub(super) async fn resolve_probe(
                 ));
             }
             // a slot before the photo is decoded, held until it is embedded (bounded memory)
-            let slot = state.photos.enter(&state.search).await?;
+            let slot = state.photos.enter(&state.search).await.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    format!(
+                        "{} photos are being processed (`[search] max_concurrent_photos`); try again in a few seconds",
+                        state.search.max_concurrent_photos
+                    ),
+                )
+            })?;
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(raw.as_bytes())
                 .map_err(|e| ApiError::param("image", format!("is not valid base64: {e}")))?;

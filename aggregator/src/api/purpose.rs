@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::request::{ApiError, ApiResult, Params, check_purpose};
+use super::request::{ApiError, ApiResult, Params, check_purpose, write_audit};
 use super::state::ApiState;
-use crate::store::{AuditAction, AuditEntry, AuditOutcome, Token};
+use crate::store::{AuditAction, AuditOutcome, Token};
 
 /// The request's required `purpose` query parameter, checked; refused and audited as `action`
 /// at `endpoint` when it is missing or not a purpose.
@@ -95,21 +95,8 @@ pub(super) async fn refuse(
         "parameter": err.parameter,
         "message": err.message,
     });
-    let entry = AuditEntry {
-        ts: state.clock.now(),
-        token: token.name.clone(),
-        role: token.role,
-        action,
-        purpose,
-        query,
-        results: 0,
-        outcome: AuditOutcome::Refused,
-        sites: token.sites.clone(),
-    };
-    let store = state.store.clone();
-    match tokio::task::spawn_blocking(move || store.audit(&entry)).await {
-        Ok(Ok(_seq)) => err,
-        Ok(Err(e)) => ApiError::internal("writing the audit record of a refusal", e),
-        Err(e) => ApiError::internal("writing the audit record of a refusal", e),
+    match write_audit(state, token, action, purpose, query, 0, AuditOutcome::Refused).await {
+        Ok(()) => err,
+        Err(failed) => failed,
     }
 }

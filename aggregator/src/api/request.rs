@@ -190,6 +190,20 @@ pub(super) async fn audit_access(
     query: Value,
     results: u64,
 ) -> ApiResult<()> {
+    write_audit(state, token, action, purpose, query, results, AuditOutcome::Answered).await
+}
+
+/// Writes one audit record of `token`'s access (answered or refused): the record names the
+/// token, its role and its scope.
+pub(super) async fn write_audit(
+    state: &Arc<ApiState>,
+    token: &Token,
+    action: AuditAction,
+    purpose: Option<String>,
+    query: Value,
+    results: u64,
+    outcome: AuditOutcome,
+) -> ApiResult<()> {
     let entry = AuditEntry {
         ts: state.clock.now(),
         token: token.name.clone(),
@@ -198,15 +212,11 @@ pub(super) async fn audit_access(
         purpose,
         query,
         results,
-        outcome: AuditOutcome::Answered,
+        outcome,
         sites: token.sites.clone(),
     };
-    match tokio::task::spawn_blocking({
-        let store = state.store.clone();
-        move || store.audit(&entry)
-    })
-    .await
-    {
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.audit(&entry)).await {
         Ok(Ok(_seq)) => Ok(()),
         Ok(Err(e)) => Err(ApiError::internal("writing the audit record", e)),
         Err(e) => Err(ApiError::internal("writing the audit record", e)),

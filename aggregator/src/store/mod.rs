@@ -29,6 +29,7 @@ use uuid::Uuid;
 pub use crate::auth::Role;
 
 mod codec;
+mod delegate;
 pub mod migrations;
 pub mod postgres;
 mod sqlite;

@@ -171,6 +171,9 @@ pub mod avx2 {
     }
 
     /// Squared Euclidean distance of two equally long slices.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA (`available()`).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     pub fn l2sq(a: &[f32], b: &[f32]) -> f32 {

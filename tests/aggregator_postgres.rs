@@ -1,7 +1,8 @@
 //! The aggregator binary on a PostgreSQL store (`[store] url` and `password_file`): it migrates a
 //! fresh database, ingests into it, serves the API and the token CLI from it, and finds its data
 //! again after a restart. The password is never logged. When PostgreSQL restarts mid-stream,
-//! ingest pauses and resumes, and every sighting is stored exactly once.
+//! ingest pauses and resumes, and every sighting is stored exactly once. A second aggregator
+//! whose config has another tree of sites than the database's refuses to start, naming the site.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -110,4 +111,53 @@ fn ingest_pauses_while_postgres_restarts_and_loses_nothing() {
     let log = agg.log();
     agg.stop().unwrap();
     assert!(!log.contains("left unacknowledged"), "a sighting was given up on:\n{log}");
+}
+
+#[test]
+fn an_aggregator_with_another_tree_of_sites_refuses_the_shared_database() {
+    let cluster = PgCluster::shared();
+    let db = cluster.database();
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first_port = free_port();
+    let first = pg_config(one.path(), &cluster, &db.name, first_port);
+    let agg = Aggregator::start_in(one.path(), &first, first_port).unwrap();
+
+    // the same site, now placed under a district the first config does not have
+    let port = free_port();
+    let other = pg_config(two.path(), &cluster, &db.name, port)
+        .replace(
+            "[site]\nid = \"testsite\"",
+            "[[site]]\nid = \"district\"\n\n[[site]]\nid = \"testsite\"\nparent = \"district\"",
+        )
+        .replace("[[camera]]", "[[site.camera]]");
+    let mut refused = Aggregator::spawn_in(two.path(), &other, port).unwrap();
+    let status = wait_exit(&mut refused, Duration::from_secs(30));
+    let log = refused.log();
+    assert!(!status.success(), "it started on another tree; log:\n{log}");
+    assert!(log.contains("another tree of sites") && log.contains("site \"district\""), "{log}");
+    assert!(log.contains("aggregator sites apply"), "{log}");
+
+    // applied on purpose, the new tree is the database's; the first config is the odd one now
+    agg.stop().unwrap();
+    let out = std::process::Command::new(sightline_tests::binary("aggregator"))
+        .args(["sites", "apply", "--config"])
+        .arg(two.path().join("aggregator.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Aggregator::start_in(two.path(), &other, port).unwrap().stop().unwrap();
+    let mut stale = Aggregator::spawn_in(one.path(), &first, first_port).unwrap();
+    assert!(!wait_exit(&mut stale, Duration::from_secs(30)).success(), "{}", stale.log());
+}
+
+/// Waits for the aggregator to exit by itself.
+fn wait_exit(agg: &mut Aggregator, within: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = agg.proc.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "still running after {within:?}; log:\n{}", agg.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -1165,6 +1165,25 @@ fn sites_filter_queries_tokens_and_audit_records(b: &Backend) {
     assert_eq!(back[0].entry.sites, Some(vec!["east".to_string()]));
 }
 
+/// A database holds one tree of sites: the same tree is claimed again, another is refused
+/// naming the site that differs, unless it replaces the stored one.
+fn a_database_holds_one_tree_of_sites(b: &Backend) {
+    let store = b.open();
+    let row = |id: &str, parent: Option<&str>| SiteRow { id: id.into(), parent: parent.map(Into::into), name: None };
+    let tree = [row("district", None), row("east", Some("district")), row("riverside", Some("east"))];
+    store.claim_sites(&tree, false).unwrap();
+    store.claim_sites(&tree, false).unwrap();
+    let moved = [row("district", None), row("east", Some("district")), row("riverside", Some("district"))];
+    let e = store.claim_sites(&moved, false).unwrap_err().to_string();
+    assert!(e.contains("site \"riverside\"") && e.contains("another tree of sites"), "{e}");
+    assert!(e.contains("aggregator sites apply"), "{e}");
+    let e = store.claim_sites(&tree[..2], false).unwrap_err().to_string();
+    assert!(e.contains("\"riverside\" of the database's tree is not in this config"), "{e}");
+    store.claim_sites(&moved, true).unwrap();
+    store.claim_sites(&moved, false).unwrap();
+    assert!(store.claim_sites(&tree, false).is_err(), "the replaced tree is the database's now");
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -1193,6 +1212,7 @@ both!(
     restart_keeps_trajectories_and_dedup_state,
     concurrent_writers_and_readers,
     sites_filter_queries_tokens_and_audit_records,
+    a_database_holds_one_tree_of_sites,
 );
 
 // ---- PostgreSQL only ------------------------------------------------------------------------------

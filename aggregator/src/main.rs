@@ -42,6 +42,21 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The tree of sites the store holds.
+    Sites {
+        #[command(subcommand)]
+        command: SitesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SitesCommand {
+    /// Make the config's tree of sites the store's (after changing the tree of a database that
+    /// several aggregators share; they refuse to start with another tree than the store's).
+    Apply {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -109,6 +124,14 @@ fn main() -> anyhow::Result<()> {
             print!("{rules}");
         }
         Command::Token { command } => tokens(command)?,
+        Command::Sites { command: SitesCommand::Apply { config } } => {
+            let cfg = Config::load(&config)?;
+            let sites = cfg.sites()?;
+            let store =
+                cfg.store.location().open().with_context(|| format!("opening the store of {}", config.display()))?;
+            store.claim_sites(&sites.rows(), true)?;
+            println!("the store of {} now holds the tree of its {} site(s)", config.display(), sites.len());
+        }
     }
     Ok(())
 }

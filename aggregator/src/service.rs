@@ -45,6 +45,9 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     let location = cfg.store.location();
     let store: Arc<dyn Store> = location.open()?;
     let sites = Arc::new(cfg.sites().map_err(ServiceError::Site)?);
+    // an SQLite file is this aggregator's own: its tree follows the config; a PostgreSQL database
+    // may be shared, and holds one tree
+    store.claim_sites(&sites.rows(), matches!(location, crate::store::StoreLocation::Sqlite(_)))?;
     for (site, c) in cfg.all_cameras() {
         store.put_camera(site, &c.id, Some(c.position))?;
     }

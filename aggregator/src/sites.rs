@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::site::{SiteError, SiteModel};
+use crate::store::SiteRow;
 
 /// One site of the tree.
 #[derive(Clone, Debug)]
@@ -151,6 +152,14 @@ impl Sites {
 
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
+    }
+
+    /// The tree as the store keeps it (`Store::claim_sites`).
+    pub fn rows(&self) -> Vec<SiteRow> {
+        self.order
+            .iter()
+            .map(|s| SiteRow { id: s.id().to_owned(), parent: s.parent.clone(), name: s.name.clone() })
+            .collect()
     }
 
     pub fn get(&self, id: &str) -> Option<&Site> {

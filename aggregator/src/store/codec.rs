@@ -5,7 +5,27 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::store::{Result, StoreError};
+use crate::store::{Result, SiteRow, StoreError};
+
+/// The first difference between the stored tree of sites and the config's, naming the site.
+pub(crate) fn tree_difference(stored: &[SiteRow], config: &[SiteRow]) -> Option<String> {
+    for c in config {
+        match stored.iter().find(|s| s.id == c.id) {
+            None => return Some(format!("site {:?} of this config is not in the database's tree", c.id)),
+            Some(s) if s.parent != c.parent => {
+                return Some(format!(
+                    "site {:?}: this config's parent is {:?}, the database's is {:?}",
+                    c.id, c.parent, s.parent
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    stored
+        .iter()
+        .find(|s| !config.iter().any(|c| c.id == s.id))
+        .map(|s| format!("site {:?} of the database's tree is not in this config", s.id))
+}
 
 /// Milliseconds since the Unix epoch (floored, like the contract's truncation to milliseconds).
 pub(crate) fn ms(t: OffsetDateTime) -> i64 {

@@ -1,6 +1,6 @@
 //! The [`Store`](super::Store) impl both backends share in shape: each method calls the function
 //! of the same name in the backend's module of that job (`records`, `queries`, `access`,
-//! `watchlist`, `retention`), with the store first. A backend writes those functions; this
+//! `watchlist`, `retention`, `sites`), with the store first. A backend writes those functions; this
 //! writes the trait's forwarding once.
 
 /// `impl Store for $store`, forwarding each method to the job modules in scope where it is
@@ -14,7 +14,7 @@ macro_rules! store_by_jobs {
 
             use $crate::store::{
                 Acknowledged, AgentRecord, AlertQuery, AuditEntry, AuditQuery, AuditRecord, CameraRecord, CrowdBucket,
-                CrowdQuery, EmbeddingRow, PurgeReport, Result, RetentionPolicy, Role, Store, StoredAlert,
+                CrowdQuery, EmbeddingRow, PurgeReport, Result, RetentionPolicy, Role, SiteRow, Store, StoredAlert,
                 StoredSighting, Token, TrajectoryDetail, TrajectoryPage, TrajectoryQuery, WatchlistEntry,
             };
 
@@ -47,6 +47,10 @@ macro_rules! store_by_jobs {
 
                 fn record_agent_status(&self, s: &AgentStatus, received_at: OffsetDateTime) -> Result<bool> {
                     records::record_agent_status(self, s, received_at)
+                }
+
+                fn claim_sites(&self, rows: &[SiteRow], replace: bool) -> Result<()> {
+                    sites::claim_sites(self, rows, replace)
                 }
 
                 fn put_camera(&self, site: &str, camera: &str, position: Option<[f64; 2]>) -> Result<()> {

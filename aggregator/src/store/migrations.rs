@@ -30,7 +30,7 @@ pub struct Migration {
 pub const APPLICATION_ID: i32 = 0x534C_4147;
 
 /// The schema version this code writes and understands.
-pub const LATEST: u32 = 4;
+pub const LATEST: u32 = 5;
 
 /// Every step, in order (`MIGRATIONS[i].version == i + 1`).
 pub const MIGRATIONS: &[Migration] = &[
@@ -182,6 +182,17 @@ UPDATE audit SET outcome = 'refused' WHERE json_extract(query, '$.outcome') IS N
 ALTER TABLE tokens ADD COLUMN sites TEXT CHECK (sites IS NULL OR json_type(sites) = 'array');
 ALTER TABLE audit ADD COLUMN sites TEXT CHECK (sites IS NULL OR json_type(sites) = 'array');
 CREATE INDEX alerts_site_ts ON alerts (site, ts);
+"#,
+    },
+    Migration {
+        version: 5,
+        name: "the tree of sites the database holds",
+        sql: r#"
+CREATE TABLE sites (
+    id TEXT PRIMARY KEY,
+    parent TEXT,
+    name TEXT
+) STRICT;
 "#,
     },
 ];

@@ -75,6 +75,12 @@ pub enum StoreError {
     Pg { op: &'static str, source: ::postgres::Error },
     #[error("store.password_file {path}: {reason}")]
     PgPasswordFile { path: String, reason: String },
+    #[error(
+        "store: {detail}: this database holds another tree of sites, written by another aggregator's config \
+         (aggregators sharing a database need the same [[site]] tree; after changing it on purpose, run \
+         `aggregator sites apply --config FILE` once, then restart the others with the same tree)"
+    )]
+    SiteTree { detail: String },
     #[error("store: {what} {key:?} not found")]
     NotFound { what: &'static str, key: String },
     #[error("store: token name {0:?} is already taken (names are never reused, even after revocation)")]
@@ -233,6 +239,11 @@ pub trait Store: Send + Sync {
     /// its status is left as it is.
     fn put_camera(&self, site: &str, camera: &str, position: Option<[f64; 2]>) -> Result<()>;
 
+    /// Records the config's tree of sites as the database's, or refuses a different one: a
+    /// database shared by several aggregators holds one tree. With `replace`, the stored tree is
+    /// replaced whatever it is (one aggregator's own file, or `aggregator sites apply`).
+    fn claim_sites(&self, sites: &[SiteRow], replace: bool) -> Result<()>;
+
     /// Acknowledges every event of an alert (by its stable `alert` id). The first
     /// acknowledgement is kept.
     fn acknowledge_alert(&self, alert: &str, by: &str, at: OffsetDateTime) -> Result<Acknowledged>;
@@ -362,6 +373,14 @@ pub trait Store: Send + Sync {
     /// proportion to the store's size and holds up writes meanwhile: for a quiet hour, not for
     /// every purge (see `docs/aggregator-storage.md`).
     fn compact(&self) -> Result<()>;
+}
+
+/// One site of the tree, as the store keeps it ([`Store::claim_sites`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SiteRow {
+    pub id: String,
+    pub parent: Option<String>,
+    pub name: Option<String>,
 }
 
 /// Outcome of [`Store::acknowledge_alert`].

@@ -25,6 +25,7 @@ mod records;
 mod retention;
 mod rows;
 pub mod schema;
+mod sites;
 mod store_impl;
 mod watchlist;
 

@@ -195,6 +195,17 @@ ALTER TABLE audit ADD COLUMN sites text[];
 CREATE INDEX alerts_site_ts ON alerts (site, ts);
 "#,
     },
+    Migration {
+        version: 5,
+        name: "the tree of sites the database holds",
+        sql: r#"
+CREATE TABLE sites (
+    id text PRIMARY KEY,
+    parent text,
+    name text
+);
+"#,
+    },
 ];
 
 /// Why [`apply`] failed (the caller adds the target).

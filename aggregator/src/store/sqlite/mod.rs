@@ -24,6 +24,7 @@ mod queries;
 mod records;
 mod retention;
 mod rows;
+mod sites;
 mod store_impl;
 mod watchlist;
 

@@ -2,6 +2,6 @@
 //! job; `store::delegate` writes the forwarding.
 
 use super::connection::SqliteStore;
-use super::{access, queries, records, retention, watchlist};
+use super::{access, queries, records, retention, sites, watchlist};
 
 crate::store::delegate::store_by_jobs!(SqliteStore);

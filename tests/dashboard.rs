@@ -10,18 +10,16 @@
 //! Needs node, `ui/node_modules` (`npm ci` in ui/), the built UI and `/usr/bin/chromium`:
 //! `scripts/setup.sh` installs them all. Missing ones FAIL the test (they are not optional).
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sightline_contract::{CameraState, CameraStatus, Crowd, CrowdMethod, DensityGrid, Payload, ZoneCount, topic};
+use sightline_tests::browser::{CHROMIUM, artifacts, check_prerequisites, run_bounded, workspace};
 use sightline_tests::*;
 use time::OffsetDateTime;
 
 /// The whole browser script may take this long; it is killed after.
 const NODE_TIMEOUT: Duration = Duration::from_secs(180);
-const CHROMIUM: &str = "/usr/bin/chromium";
 /// The first camera is the one the script alerts on and takes offline.
 const CAMERAS: [&str; 3] = ["plaza", "stage", "lobby"];
 const ALERT_ID: &str = "e2e-alert-1";
@@ -36,45 +34,6 @@ const GRID_ROWS: u16 = 9;
 const PURPOSE: &str = "case 2026-7: dashboard end-to-end test";
 /// The purpose the admin types to read the audit log.
 const AUDIT_PURPOSE: &str = "audit review 2026-Q4";
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("the workspace directory")
-}
-
-/// Where screenshots go: `$CARGO_TARGET_DIR/test-artifacts/dashboard` (or beside the target
-/// directory this test runs from), emptied first.
-fn artifacts() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        exe.ancestors().nth(3).expect("target/<profile>/deps/exe").to_owned()
-    });
-    let dir = target.join("test-artifacts").join("dashboard");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-    dir
-}
-
-/// Everything the browser test needs, or a failure saying what is missing and how to get it.
-fn check_prerequisites(root: &Path) {
-    let setup = "run `bash scripts/setup.sh` (it installs chromium and node's packages and builds the UI)";
-    match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => {
-            let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            let major: u32 =
-                version.trim_start_matches('v').split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
-            assert!(major >= 18, "node {version} is too old for the dashboard's test (18 or newer): {setup}");
-        }
-        Ok(out) => panic!("`node --version` failed: {}; {setup}", String::from_utf8_lossy(&out.stderr)),
-        Err(e) => panic!("node is not installed ({e}): the dashboard's browser test needs Node.js 20; {setup}"),
-    }
-    assert!(Path::new(CHROMIUM).is_file(), "{CHROMIUM} is missing (Debian package `chromium`): {setup}");
-    let script = root.join("ui/e2e/dashboard.mjs");
-    assert!(script.is_file(), "{} is missing", script.display());
-    for module in ["playwright-core", "mqtt"] {
-        let dir = root.join("ui/node_modules").join(module);
-        assert!(dir.is_dir(), "{} is missing (`npm ci` in ui/): {setup}", dir.display());
-    }
-}
 
 /// A camera status published as an edge agent would.
 fn status(camera: &str, state: CameraState) -> (String, Vec<u8>) {
@@ -146,38 +105,11 @@ fn ts_param(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC).format(&time::format_description::well_known::Rfc3339).unwrap()
 }
 
-/// Runs `cmd` with stdout and stderr into files of `dir`; kills it after `timeout`. Returns the
-/// exit status (`None`: killed), stdout and stderr.
-fn run_bounded(mut cmd: Command, dir: &Path, timeout: Duration) -> (Option<std::process::ExitStatus>, String, String) {
-    let (out_path, err_path) = (dir.join("node.stdout.log"), dir.join("node.stderr.log"));
-    let out = std::fs::File::create(&out_path).expect("node's stdout file");
-    let err = std::fs::File::create(&err_path).expect("node's stderr file");
-    let mut child = cmd.stdin(Stdio::null()).stdout(out).stderr(err).spawn().expect("starting node");
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-            Ok(None) | Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let read = |p: &Path| {
-        let mut s = String::new();
-        let _ = std::fs::File::open(p).and_then(|mut f| f.read_to_string(&mut s));
-        s
-    };
-    (status, read(&out_path), read(&err_path))
-}
-
 #[test]
 fn the_dashboard_in_chromium_shows_live_alerts_cameras_and_investigations_by_role() {
     let root = workspace();
-    check_prerequisites(&root);
-    let artifacts = artifacts();
+    check_prerequisites(&root, "dashboard.mjs", &["playwright-core", "mqtt"]);
+    let artifacts = artifacts("dashboard");
     eprintln!("screenshots and node's output: {}", artifacts.display());
 
     let dir = tempfile::tempdir().unwrap();

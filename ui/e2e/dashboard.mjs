@@ -31,7 +31,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import mqtt from 'mqtt';
-import { chromium } from 'playwright-core';
+import { launchChromium, signIn as signInAt } from './browser.mjs';
 
 const TOTAL_TIMEOUT_MS = 120_000;
 const ALERT_LATENCY_LIMIT_MS = 2_000;
@@ -163,15 +163,7 @@ async function newPage(viewport, who) {
   return { context, page };
 }
 
-async function signIn(page, token, role) {
-  await page.goto(cfg.url + '/', { waitUntil: 'domcontentloaded', timeout: 15_000 });
-  await page.getByLabel('API token').fill(token);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await page.getByTestId('user-role').filter({ hasText: role }).waitFor({ state: 'visible', timeout: 10_000 });
-  const name = (await page.getByTestId('user-name').textContent())?.trim();
-  if (!name) throw new Error('the header shows no user name');
-  return name;
-}
+const signIn = (page, token, role) => signInAt(page, cfg.url, token, role);
 
 async function waitLive(page) {
   await page.locator('[data-testid="live-status"][data-state="live"]').waitFor({ timeout: 10_000 });
@@ -217,20 +209,7 @@ async function run() {
   mqttClient = await connectMqtt();
   log('MQTT connected');
 
-  browser = await chromium.launch({
-    executablePath: cfg.chromium,
-    headless: true,
-    timeout: 30_000,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium(cfg.chromium);
   log(`chromium ${browser.version()} launched`);
 
   // ---- b. operator signs in (wall screen) ----

@@ -8,19 +8,6 @@ use sightline_tests::*;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-const SITE: &str = r#"
-[site]
-id = "testsite"
-
-[[camera]]
-id = "stage"
-position = [0.0, 0.0]
-
-[[camera]]
-id = "lobby"
-position = [30.0, 0.0]
-"#;
-
 fn trajectories(sub: &Subscriber) -> Vec<Trajectory> {
     sub.on("trajectory").iter().map(|m| Trajectory::from_json(&m.payload).unwrap()).collect()
 }
@@ -31,8 +18,12 @@ fn trajectories(sub: &Subscriber) -> Vec<Trajectory> {
 fn one_person_seen_by_two_cameras_30_m_apart_makes_one_trajectory() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let agg =
-        Aggregator::start_in(dir.path(), &aggregator_config(port, &dir.path().join("agg.sqlite"), SITE), port).unwrap();
+    let agg = Aggregator::start_in(
+        dir.path(),
+        &aggregator_config(port, &dir.path().join("agg.sqlite"), TWO_CAMERA_SITE),
+        port,
+    )
+    .unwrap();
     let walk = miranda_walks(&agg, port, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
     let (all, placed) = (&walk.sightings, &walk.placed);
     let to_photo = |s: &Sighting| walk.to_photo(s);
@@ -149,7 +140,7 @@ fn stopped_counter(log: &str, name: &str) -> u64 {
 fn bad_messages_are_rejected_duplicates_absorbed_and_state_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = aggregator_config(port, &dir.path().join("agg.sqlite"), SITE);
+    let config = aggregator_config(port, &dir.path().join("agg.sqlite"), TWO_CAMERA_SITE);
     let agg = Aggregator::start_in(dir.path(), &config, port).unwrap();
     let mut sub = Subscriber::connect(port).unwrap();
     let face: Vec<f32> = (0..128).map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * 0.18).collect();
@@ -235,8 +226,12 @@ fn watchlist_alerts(sub: &Subscriber) -> Vec<Alert> {
 fn live_events_watchlist_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let agg =
-        Aggregator::start_in(dir.path(), &aggregator_config(port, &dir.path().join("agg.sqlite"), SITE), port).unwrap();
+    let agg = Aggregator::start_in(
+        dir.path(),
+        &aggregator_config(port, &dir.path().join("agg.sqlite"), TWO_CAMERA_SITE),
+        port,
+    )
+    .unwrap();
     let api = agg.api_url().unwrap();
     let base = api.trim_end_matches("/api/v1");
     let operator = agg.token("ops", "operator").unwrap();
@@ -371,8 +366,12 @@ fn peak_rss_mib(pid: u32) -> f64 {
 fn a_40_mpx_photo_is_refused_before_it_is_decoded() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let agg =
-        Aggregator::start_in(dir.path(), &aggregator_config(port, &dir.path().join("agg.sqlite"), SITE), port).unwrap();
+    let agg = Aggregator::start_in(
+        dir.path(),
+        &aggregator_config(port, &dir.path().join("agg.sqlite"), TWO_CAMERA_SITE),
+        port,
+    )
+    .unwrap();
     let api = agg.api_url().unwrap();
     assert!(!agg.log().contains("photos cannot be embedded"), "the face pipeline is loaded:\n{}", agg.log());
     let integrator = agg.token("investigations", "integrator").unwrap();

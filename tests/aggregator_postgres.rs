@@ -12,23 +12,15 @@ use sightline_aggregator::store::{PostgresStore, Store};
 use sightline_contract::{Payload, topic};
 use sightline_tests::pg::{PASSWORD, PgCluster};
 use sightline_tests::{
-    Aggregator, aggregator_config, eventually, free_port, http_get_as, publish, synthetic_face, synthetic_sighting,
+    Aggregator, TWO_CAMERA_SITE, aggregator_config, eventually, free_port, http_get_as, publish, synthetic_face,
+    synthetic_sighting,
 };
 use time::OffsetDateTime;
-
-const SITE: &str = r#"
-[site]
-id = "testsite"
-
-[[camera]]
-id = "stage"
-position = [0.0, 0.0]
-"#;
 
 /// An aggregator config on `db` of `cluster`, its password in a file of `dir`.
 fn pg_config(dir: &Path, cluster: &PgCluster, db: &str, port: u16) -> String {
     std::fs::write(dir.join("pg-password"), format!("{PASSWORD}\n")).unwrap();
-    let config = aggregator_config(port, Path::new("unused.sqlite"), SITE).replace(
+    let config = aggregator_config(port, Path::new("unused.sqlite"), TWO_CAMERA_SITE).replace(
         "path = \"unused.sqlite\"",
         &format!("url = \"{}\"\npassword_file = \"pg-password\"", cluster.url(db)),
     );

@@ -21,19 +21,6 @@ use sightline_tests::*;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-const SITE: &str = r#"
-[site]
-id = "testsite"
-
-[[camera]]
-id = "stage"
-position = [0.0, 0.0]
-
-[[camera]]
-id = "lobby"
-position = [30.0, 0.0]
-"#;
-
 fn sighting_topic(s: &Sighting) -> String {
     topic::sighting(&s.site, &s.camera)
 }
@@ -109,7 +96,7 @@ fn hostile_messages_are_refused_counted_and_never_stored() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let store_path = dir.path().join("agg.sqlite");
-    let agg = Aggregator::start_in(dir.path(), &aggregator_config(port, &store_path, SITE), port).unwrap();
+    let agg = Aggregator::start_in(dir.path(), &aggregator_config(port, &store_path, TWO_CAMERA_SITE), port).unwrap();
     let api = agg.api_url().unwrap();
     let base = api.trim_end_matches("/api/v1").to_owned();
     let admin = agg.token("dpo", "admin").unwrap();
@@ -252,8 +239,12 @@ fn hostile_messages_are_refused_counted_and_never_stored() {
 fn a_retained_status_from_year_9999_does_not_pin_the_camera() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let agg =
-        Aggregator::start_in(dir.path(), &aggregator_config(port, &dir.path().join("agg.sqlite"), SITE), port).unwrap();
+    let agg = Aggregator::start_in(
+        dir.path(),
+        &aggregator_config(port, &dir.path().join("agg.sqlite"), TWO_CAMERA_SITE),
+        port,
+    )
+    .unwrap();
     let api = agg.api_url().unwrap();
     let base = api.trim_end_matches("/api/v1").to_owned();
     let operator = agg.token("ops", "operator").unwrap();

@@ -353,6 +353,11 @@ impl SiteModel {
         (d - ca.view_radius_m - cb.view_radius_m).max(0.0)
     }
 
+    /// `[lon, lat]` of a site-frame point (GeoJSON's order), degrees; `None` without a georef.
+    pub fn lon_lat(&self, p: [f64; 2]) -> Option<[f64; 2]> {
+        self.to_wgs84(p).map(|(lat, lon)| [lon, lat])
+    }
+
     /// Site-frame metres to WGS84 `(lat, lon)` degrees, `None` without `[site] georef`.
     ///
     /// Equirectangular (local tangent plane) projection around the origin: at 1 km from the

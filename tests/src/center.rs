@@ -18,6 +18,20 @@ pub struct Aggregator {
     log: PathBuf,
 }
 
+/// Site `testsite` with two cameras 30 m apart, `stage` and `lobby` (for [`aggregator_config`]).
+pub const TWO_CAMERA_SITE: &str = r#"
+[site]
+id = "testsite"
+
+[[camera]]
+id = "stage"
+position = [0.0, 0.0]
+
+[[camera]]
+id = "lobby"
+position = [30.0, 0.0]
+"#;
+
 /// Config text for an aggregator whose embedded broker listens on `port`, storing in `store`,
 /// with the given `[site]`, `[[camera]]` and other tables.
 /// Photos are embedded with the verified models (`crate::model_dir`) on the ONNX Runtime of

@@ -114,7 +114,7 @@ pub(super) async fn cameras(
         .filter(|record| scope.allows(&record.site))
         .map(|record| {
             let model = state.sites.get(&record.site).map(|s| &s.model);
-            let wgs84 = record.position.zip(model).and_then(|(p, m)| m.to_wgs84(p)).map(|(lat, lon)| [lon, lat]);
+            let wgs84 = record.position.zip(model).and_then(|(p, m)| m.lon_lat(p));
             let stored = crowds.remove(&(record.site.clone(), record.camera.clone()));
             let latest_crowd = state.latest_crowd.newest(stored, &record.site, &record.camera).map(Into::into);
             CameraOut { live: fleet.camera(&record), record, wgs84, latest_crowd }

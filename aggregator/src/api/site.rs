@@ -91,7 +91,7 @@ pub(super) async fn site(
             id: c.id.clone(),
             position: c.position,
             view_radius_m: c.view_radius_m,
-            wgs84: model.to_wgs84(c.position).map(|(lat, lon)| [lon, lat]),
+            wgs84: model.lon_lat(c.position),
         })
         .collect();
     let links = model

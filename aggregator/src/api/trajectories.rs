@@ -178,7 +178,7 @@ pub(super) async fn trajectory_geojson(
             None => ("camera", model.and_then(|m| m.camera(&s.camera)).map(|c| c.position)),
         };
         let coord = site_xy.and_then(|xy| match model {
-            Some(m) if georef => m.to_wgs84(xy).map(|(lat, lon)| [lon, lat]),
+            Some(m) if georef => m.lon_lat(xy),
             _ => Some(xy),
         });
         match coord {

@@ -15,40 +15,6 @@ use sightline_tests::browser::{CHROMIUM, artifacts, check_prerequisites, run_bou
 use sightline_tests::*;
 use time::OffsetDateTime;
 
-const SITES: &str = r#"
-[[site]]
-id = "district"
-name = "District 7"
-
-[[site]]
-id = "east"
-name = "East township"
-parent = "district"
-
-[[site]]
-id = "riverside"
-parent = "east"
-
-[[site.camera]]
-id = "gate"
-position = [0.0, 0.0]
-
-[[site.camera]]
-id = "hall"
-position = [30.0, 0.0]
-
-[[site]]
-id = "west"
-parent = "district"
-
-[[site]]
-id = "harbour"
-parent = "west"
-
-[[site.camera]]
-id = "gate"
-position = [0.0, 0.0]
-"#;
 const CAMERAS: [(&str, &str); 3] = [("riverside", "gate"), ("riverside", "hall"), ("harbour", "gate")];
 
 /// A raised zone alert at `site`/`camera`: its stable key and the message.
@@ -72,8 +38,9 @@ fn the_dashboard_follows_the_site_tree_and_the_token_scope() {
 
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let agg = Aggregator::start_in(dir.path(), &aggregator_config(port, &dir.path().join("agg.sqlite"), SITES), port)
-        .unwrap();
+    let agg =
+        Aggregator::start_in(dir.path(), &aggregator_config(port, &dir.path().join("agg.sqlite"), FIVE_SITES), port)
+            .unwrap();
     let api = agg.api_url().unwrap();
     let city = agg.token("city-desk", "operator").unwrap();
     let east = agg.token_of("east-desk", "operator", Some("east")).unwrap();

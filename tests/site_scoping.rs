@@ -17,41 +17,6 @@ use sightline_contract::{Payload, Sighting, new_event_id, topic, ts};
 use sightline_tests::*;
 use time::OffsetDateTime;
 
-const SITES: &str = r#"
-[[site]]
-id = "district"
-name = "District 7"
-
-[[site]]
-id = "east"
-name = "East township"
-parent = "district"
-
-[[site]]
-id = "riverside"
-parent = "east"
-
-[[site.camera]]
-id = "gate"
-position = [0.0, 0.0]
-
-[[site.camera]]
-id = "hall"
-position = [30.0, 0.0]
-
-[[site]]
-id = "west"
-parent = "district"
-
-[[site]]
-id = "harbour"
-parent = "west"
-
-[[site.camera]]
-id = "gate"
-position = [0.0, 0.0]
-"#;
-
 fn sighting(site: &str, camera: &str, at: OffsetDateTime, embedding: &[f32]) -> Sighting {
     sightline_contract::testing::sighting().site(site).camera(camera).at(at).embedding(embedding).build()
 }
@@ -115,7 +80,7 @@ fn township_tokens_see_their_sites_and_nothing_of_their_siblings() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let store = dir.path().join("agg.sqlite");
-    let agg = Aggregator::start_in(dir.path(), &aggregator_config(port, &store, SITES), port).unwrap();
+    let agg = Aggregator::start_in(dir.path(), &aggregator_config(port, &store, FIVE_SITES), port).unwrap();
     let c = Client { api: agg.api_url().unwrap() };
     let city = agg.token("city-dpo", "admin").unwrap();
     let east_ops = agg.token_of("east-desk", "operator", Some("east")).unwrap();

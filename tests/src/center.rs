@@ -32,6 +32,44 @@ id = "lobby"
 position = [30.0, 0.0]
 "#;
 
+/// Five sites in a tree, for [`aggregator_config`]: `district` above the townships `east` and
+/// `west`; `riverside` (cameras `gate` and `hall`, 30 m apart) below `east`, `harbour` (camera
+/// `gate`: camera ids are per site) below `west`.
+pub const FIVE_SITES: &str = r#"
+[[site]]
+id = "district"
+name = "District 7"
+
+[[site]]
+id = "east"
+name = "East township"
+parent = "district"
+
+[[site]]
+id = "riverside"
+parent = "east"
+
+[[site.camera]]
+id = "gate"
+position = [0.0, 0.0]
+
+[[site.camera]]
+id = "hall"
+position = [30.0, 0.0]
+
+[[site]]
+id = "west"
+parent = "district"
+
+[[site]]
+id = "harbour"
+parent = "west"
+
+[[site.camera]]
+id = "gate"
+position = [0.0, 0.0]
+"#;
+
 /// Config text for an aggregator whose embedded broker listens on `port`, storing in `store`,
 /// with the given `[site]`, `[[camera]]` and other tables.
 /// Photos are embedded with the verified models (`crate::model_dir`) on the ONNX Runtime of

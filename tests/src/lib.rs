@@ -26,7 +26,9 @@ pub mod miranda;
 pub mod pg;
 pub mod sim;
 pub mod trust;
-pub use center::{Aggregator, TWO_CAMERA_SITE, aggregator_config, publish, synthetic_face, synthetic_sighting};
+pub use center::{
+    Aggregator, FIVE_SITES, TWO_CAMERA_SITE, aggregator_config, publish, synthetic_face, synthetic_sighting,
+};
 pub use hostile::{HostileRtsp, Hostility};
 pub use miranda::{MirandaWalk, file_camera, miranda_site, miranda_walks};
 

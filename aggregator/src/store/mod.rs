@@ -425,7 +425,7 @@ pub struct AlertQuery {
     pub until: Option<OffsetDateTime>,
     pub kind: Option<AlertKind>,
     pub state: Option<AlertState>,
-    /// Only these sites' alerts; `None`: every site ([`crate::sites::Scope::filter`]).
+    /// Only these sites' alerts; `None`: every site (a scope's filter, `sites.rs`).
     pub sites: Option<Vec<String>>,
     pub camera: Option<String>,
     /// At least 1.

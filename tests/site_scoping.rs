@@ -188,6 +188,15 @@ fn township_tokens_see_their_sites_and_nothing_of_their_siblings() {
     }
     let (code, r) = c.get(&format!("/trajectories?{q}&site=district"), &east_app);
     assert_eq!(code, 403, "the district above is outside the township's scope: {r}");
+    // not a site id (too long, upper case, a path): a 400 naming `site`, nothing audited
+    let audited_before = items(&c.ok(&format!("/audit?{q}&limit=1000"), &city)).len();
+    for bad in ["x".repeat(300), "East".to_owned(), "..%2Fwest".to_owned(), "%00".to_owned()] {
+        let (code, r) = c.get(&format!("/cameras?site={bad}"), &east_ops);
+        assert_eq!((code, r["parameter"].as_str()), (400, Some("site")), "{bad}: {r}");
+        assert!(!r.to_string().contains(&"x".repeat(100)), "the bad value is not echoed: {r}");
+    }
+    let audit_now = items(&c.ok(&format!("/audit?{q}&limit=1000"), &city)).len();
+    assert_eq!(audit_now, audited_before + 1, "only the audit read itself was audited");
     // a token of every site asking for an unknown site: a 400 naming it
     let (code, r) = c.get("/cameras?site=atlantis", &city);
     assert_eq!((code, r["parameter"].as_str()), (400, Some("site")), "{r}");

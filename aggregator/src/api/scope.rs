@@ -2,9 +2,9 @@
 //! site with every site below it; no `--sites`: every site), narrowed by the request's `site`
 //! filter to that site and the sites below it.
 //!
-//! A `site` the token may not see is refused with 403 naming `site`, and the refusal is
-//! audited (action `out_of_scope`); to a scoped token an unknown site and a site outside its
-//! scope look the same. An item outside the scope asked for by id (a trajectory, a sighting, an
+//! A `site` that is not an id is a 400. A site the token may not see is refused with 403 naming
+//! `site`, and the refusal is audited (action `out_of_scope`); to a scoped token an unknown site
+//! and a site outside its scope look the same. An item outside the scope asked for by id (a trajectory, a sighting, an
 //! alert) is a 404, as if it did not exist.
 
 use std::sync::Arc;
@@ -29,6 +29,10 @@ pub(super) async fn scope(
     let Some(site) = site else {
         return Ok(whole);
     };
+    // not an id at all: malformed, refused before it is looked up, echoed or audited
+    if sightline_contract::validate_id("site", site).is_err() {
+        return Err(ApiError::param("site", "is not a site id ([a-z0-9][a-z0-9_-]{0,63})"));
+    }
     if let Some(narrowed) = state.sites.narrow(&whole, site) {
         return Ok(narrowed);
     }

@@ -187,14 +187,14 @@ impl SearchIndex {
     ) -> Result<(), SearchError> {
         check_vector("embedding", &self.model, self.dim(), embedding)?;
         // ids hold no `/`: the key is unambiguous
-        let camera = self.camera_names.intern(&format!("{site}/{camera}"));
-        if camera as usize == self.places.len() {
-            self.places.push((site.into(), camera_of(&self.camera_names, camera)));
+        let place = self.camera_names.intern(&format!("{site}/{camera}"));
+        if place as usize == self.places.len() {
+            self.places.push((site.into(), camera.into()));
         }
         self.vectors.push(embedding);
         self.sightings.push(sighting);
         self.trajectories.push(trajectory);
-        self.cameras.push(camera);
+        self.cameras.push(place);
         self.last_seen.push(floor_ms(last_seen));
         Ok(())
     }
@@ -445,12 +445,6 @@ impl TopK {
             self.bound = self.heap.peek().expect("limit > 0").d2;
         }
     }
-}
-
-/// The camera part of interned key `i` (`site/camera`).
-fn camera_of(names: &Interner, i: u32) -> Arc<str> {
-    let key = names.name(i);
-    key.split_once('/').map_or_else(|| key.clone(), |(_, camera)| camera.into())
 }
 
 /// One query's view of the index.

@@ -716,16 +716,6 @@ impl AuditOutcome {
     }
 }
 
-impl FromStr for AuditOutcome {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        [AuditOutcome::Answered, AuditOutcome::Refused]
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| format!("unknown audit outcome {s:?}"))
-    }
-}
-
 /// One accountable access. `query` is what was asked (filters, ids); it must not hold images or
 /// embeddings (record a digest of a probe instead), since the audit log outlives sightings.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]

@@ -572,14 +572,23 @@ fn embeddings_and_replay(b: &Backend) {
     assert_eq!(store.for_each_embedding(MODEL, None, None, &mut |_| n += 1).unwrap(), 2);
     assert_eq!(n, 2);
 
-    let replay = store.sightings_for_replay(T0 + secs(25)).unwrap();
+    let replay = store.sightings_for_replay(T0 + secs(25), None).unwrap();
     let order: Vec<Uuid> = replay.iter().map(|r| r.sighting.id).collect();
-    assert_eq!(order, [other.id, a.id], "last_seen >= since, by first_seen");
-    let all = store.sightings_for_replay(T0 - secs(3600)).unwrap();
+    // b ended before `since`, but its trajectory (with a) did not: trajectories come back whole
+    assert_eq!(order, [b.id, other.id, a.id], "trajectories with last_seen >= since, by first_seen, id");
+    let late = store.sightings_for_replay(T0 + secs(45), None).unwrap();
+    assert_eq!(late.iter().map(|r| r.sighting.id).collect::<Vec<_>>(), [b.id, a.id]);
+    let all = store.sightings_for_replay(T0 - secs(3600), None).unwrap();
     assert_eq!(all.iter().map(|r| r.sighting.id).collect::<Vec<_>>().len(), 3);
     assert_eq!(all[0].sighting.first_seen, T0);
     let rb = all.iter().find(|r| r.sighting.id == b.id).unwrap();
     assert_eq!((&rb.sighting, rb.trajectory, rb.distance), (&b, traj, Some(0.3)));
+    // a node taking over one site replays that site's sightings only
+    let mut elsewhere = sighting("gate", T0, T0 + secs(40), pattern(0x3e23));
+    elsewhere.site = "harbour".into();
+    store.record_sighting(&elsewhere, Uuid::now_v7(), None, T0 + secs(63)).unwrap();
+    let of = |site| store.sightings_for_replay(T0 - secs(3600), Some(site)).unwrap().len();
+    assert_eq!((of("riverside"), of("harbour"), of("docks")), (3, 1, 0));
 }
 
 fn token_lifecycle(b: &Backend) {
@@ -840,7 +849,7 @@ fn restart_keeps_trajectories_and_dedup_state(b: &Backend) {
     assert!(!store.record_alert(&a, T0 + secs(60)).unwrap());
     assert!(!store.record_crowd(&c, T0 + secs(60)).unwrap());
     assert_eq!(store.trajectory(traj).unwrap().unwrap().summary.sighting_count, 1);
-    assert_eq!(store.sightings_for_replay(T0).unwrap()[0].trajectory, traj);
+    assert_eq!(store.sightings_for_replay(T0, None).unwrap()[0].trajectory, traj);
     assert_eq!(store.token_by_hash(&hash(7)).unwrap().unwrap().name, "acme");
 }
 

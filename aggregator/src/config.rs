@@ -57,6 +57,28 @@ pub struct Config {
     /// `[ingest]`: what a message must be to be believed (`plausible.rs`).
     #[serde(default)]
     pub ingest: crate::plausible::IngestConfig,
+    /// `[cluster]`: this aggregator is one node of several sharing the PostgreSQL store and a
+    /// broker, each site correlated by one node at a time (`cluster/`).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique among the nodes (an id: letters, digits, `-`, `_`, `.`).
+    pub node: String,
+    /// How often the node checks its hold on its sites and claims or hands over sites so that
+    /// every node correlates its share (seconds); a dead node's sites are taken over within
+    /// about this long after PostgreSQL sees its connection close.
+    #[serde(default = "ClusterConfig::default_claim_every_s")]
+    pub claim_every_s: f64,
+}
+
+impl ClusterConfig {
+    fn default_claim_every_s() -> f64 {
+        2.0
+    }
 }
 
 /// `[site]` as one table or `[[site]]` as several.
@@ -445,6 +467,26 @@ impl Config {
             return Err(invalid("broker.users_file", "must be a file path".into()));
         }
         cfg.check_identities().map_err(|e| invalid(&e.key, e.message))?;
+        if let Some(c) = &cfg.cluster {
+            sightline_contract::validate_id("node name", &c.node)
+                .map_err(|e| invalid("cluster.node", e.to_string()))?;
+            if !(c.claim_every_s >= 0.1 && c.claim_every_s <= 60.0) {
+                return Err(invalid("cluster.claim_every_s", format!("must be in [0.1, 60], got {}", c.claim_every_s)));
+            }
+            if cfg.store.url.is_none() {
+                return Err(invalid(
+                    "cluster",
+                    "the nodes of a cluster share one PostgreSQL database: set store.url".into(),
+                ));
+            }
+            if cfg.broker.embedded {
+                return Err(invalid(
+                    "cluster",
+                    "the nodes of a cluster share one (clustered) MQTT broker: set broker.embedded = false and mqtt.host"
+                        .into(),
+                ));
+            }
+        }
         Ok(cfg)
     }
 
@@ -607,6 +649,26 @@ mod tests {
             .unwrap();
         assert_eq!(one.sites().unwrap().len(), 1);
         assert_eq!(one.all_cameras().count(), 1);
+    }
+
+    #[test]
+    fn a_cluster_node_needs_postgres_and_a_shared_broker() {
+        let node = "[site]\nid = \"s\"\n[store]\nurl = \"postgres://agg@db/sightline\"\n\
+                    [broker]\nembedded = false\n[mqtt]\nhost = \"broker\"\n[cluster]\nnode = \"a\"\n";
+        let cfg = Config::parse(node, Path::new("a.toml")).unwrap();
+        let c = cfg.cluster.as_ref().unwrap();
+        assert_eq!((c.node.as_str(), c.claim_every_s), ("a", 2.0));
+        let bad = |text: &str| Config::parse(text, Path::new("a.toml")).unwrap_err().to_string();
+        let e = bad(&node.replace("url = \"postgres://agg@db/sightline\"", "path = \"a.sqlite\""));
+        assert!(e.contains("`cluster`") && e.contains("store.url"), "{e}");
+        let e = bad(&node.replace("embedded = false", "embedded = true"));
+        assert!(e.contains("`cluster`") && e.contains("broker.embedded"), "{e}");
+        let e = bad(&node.replace("node = \"a\"", "node = \"a/b\""));
+        assert!(e.contains("`cluster.node`"), "{e}");
+        let e = bad(&format!("{node}claim_every_s = 0.0\n"));
+        assert!(e.contains("`cluster.claim_every_s`"), "{e}");
+        let e = bad(&format!("{node}shared_group = \"g\"\n"));
+        assert!(e.contains("shared_group"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod correlate;
 pub mod events;

@@ -104,6 +104,9 @@ pub struct Metrics {
     pub mqtt_connected: Gauge,
     /// 1 while ingest waits for the store to come back.
     pub ingest_paused: Gauge,
+    /// On a node of a cluster: the sites it correlates now, and the nodes it sees.
+    pub sites_owned: Gauge,
+    pub cluster_nodes: Gauge,
     broker_refused: Family<ReasonLabel, Counter>,
     refused: Family<RefusalLabels, Counter>,
     // totals kept for the log line at stop (reading a Family back is awkward)
@@ -218,6 +221,18 @@ impl Metrics {
             "1 while ingest is paused, retrying a message the store could not take (unreachable, restarting, busy, full)",
             ingest_paused.clone(),
         );
+        let sites_owned = Gauge::default();
+        r.register(
+            "sightline_aggregator_sites_owned",
+            "Sites this node correlates now (all sites with cameras, outside a cluster once started)",
+            sites_owned.clone(),
+        );
+        let cluster_nodes = Gauge::default();
+        r.register(
+            "sightline_aggregator_cluster_nodes",
+            "Nodes of the cluster connected to PostgreSQL, as this node last saw them (0 outside a cluster)",
+            cluster_nodes.clone(),
+        );
         let broker_refused = Family::<ReasonLabel, Counter>::default();
         r.register(
             "sightline_aggregator_broker_refused",
@@ -251,6 +266,8 @@ impl Metrics {
             retention_failures,
             mqtt_connected,
             ingest_paused,
+            sites_owned,
+            cluster_nodes,
             broker_refused,
             totals: Default::default(),
         }

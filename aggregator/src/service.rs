@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, MqttOptions};
+use rumqttc::AsyncClient;
 use sightline_contract::Clock;
 use tokio::sync::{mpsc, watch};
 
@@ -51,28 +51,28 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     for (site, c) in cfg.all_cameras() {
         store.put_camera(site, &c.id, Some(c.position))?;
     }
-    let mut correlators = SiteCorrelators::new(&cfg.correlation, &sites).map_err(ServiceError::Site)?;
     let horizon = time::Duration::seconds_f64(cfg.correlation.horizon_s);
-    // as much as the retention job keeps in memory (see `crate::retention`)
-    let replay = store.sightings_for_replay(clock.now() - horizon * 2)?;
-    let mut elsewhere = 0usize;
-    for s in &replay {
-        if !correlators.restore(&s.sighting.site, Observation::from_sighting(&s.sighting), s.trajectory) {
-            elsewhere += 1;
-        }
-    }
-    tracing::info!(
-        store = %location,
-        sites = sites.len(),
-        sightings = replay.len(),
-        trajectories = correlators.live(),
-        "correlators restored from the store"
-    );
-    if elsewhere > 0 {
-        tracing::warn!(sightings = elsewhere, "stored sightings of sites no longer in the config were not restored");
-    }
-    drop(replay);
+    // as much as a running correlator may hold: the retention job makes it forget trajectories
+    // two horizons old each time it runs (`crate::retention`)
+    let replay = horizon * 2 + time::Duration::seconds(cfg.store.retention_every_s.min(7 * 86_400) as i64);
     let metrics = Arc::new(Metrics::new());
+    // on a node of a cluster, sites are taken one by one (`crate::cluster`); otherwise every
+    // site's correlator replays its trajectories now
+    let correlators = match &cfg.cluster {
+        Some(_) => SiteCorrelators::none(&cfg.correlation, &sites).map_err(ServiceError::Site)?,
+        None => {
+            let (c, replayed) = restore_all(&cfg, &sites, store.as_ref(), clock.now() - replay)?;
+            tracing::info!(
+                store = %location,
+                sites = sites.len(),
+                sightings = replayed,
+                trajectories = c.live(),
+                "correlators restored from the store"
+            );
+            metrics.sites_owned.set(sites.iter().filter(|s| !s.model.cameras().is_empty()).count() as i64);
+            c
+        }
+    };
     metrics.live_trajectories.set(correlators.live() as i64);
 
     let since = crate::store::RetentionPolicy::cutoff(clock.now(), cfg.retention.sightings_days);
@@ -98,15 +98,16 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         crate::broker::start(&cfg, metrics.clone()).await?;
     }
     let (host, port) = cfg.mqtt_address();
-    let mut opts = MqttOptions::new(cfg.mqtt.client_id.clone(), host.clone(), port);
-    opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s.max(5)));
-    opts.set_max_packet_size(cfg.broker.max_payload_bytes + 1024, cfg.broker.max_payload_bytes + 1024);
-    opts.set_manual_acks(true);
-    opts.set_clean_session(false);
     // TLS and credentials (`[mqtt] username`, `password_file`, `[mqtt.tls]`): the edge agent's
     // implementation, shared in the contract crate; the files are read once, at start
     let security = crate::config::BrokerSecurity::load(&cfg.mqtt).map_err(crate::config::ConfigError::from)?;
-    security.apply(&mut opts);
+    // one persistent session ingesting every site; on a node of a cluster, the node's own clean
+    // session (what other nodes announce, what this one publishes), each owned site having its
+    // persistent session (`crate::cluster`)
+    let opts = match &cfg.cluster {
+        None => ingest::options(&cfg, &security, &cfg.mqtt.client_id, false),
+        Some(c) => ingest::options(&cfg, &security, &format!("{}-{}", cfg.mqtt.client_id, c.node), true),
+    };
     let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if security.username().is_some() && !security.tls() && !loopback {
         tracing::warn!("mqtt.username without [mqtt.tls]: the password crosses the network in clear text");
@@ -139,15 +140,30 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     }
 
     let (work, work_rx) = mpsc::channel(ingest::QUEUE);
+    let plausible = crate::plausible::Plausibility::new(
+        cfg.ingest.clone(),
+        cfg.retention,
+        cfg.all_cameras().map(|(site, c)| (site.to_owned(), c.id.clone())),
+    );
+    let owned = Arc::new(RwLock::new(std::collections::BTreeSet::new()));
+    let follower = crate::cluster::Follower {
+        store: store.clone(),
+        owned: owned.clone(),
+        events: events.clone(),
+        latest_crowd: latest_crowd.clone(),
+        index: index.clone(),
+        plausible: plausible.clone(),
+        max_bytes: cfg.broker.max_payload_bytes,
+        clock: clock.clone(),
+    };
+    let node_watchlist = watchlist.clone();
     let ingest = Ingest {
         max_bytes: cfg.broker.max_payload_bytes,
-        plausible: crate::plausible::Plausibility::new(
-            cfg.ingest.clone(),
-            cfg.retention,
-            cfg.all_cameras().map(|(site, c)| (site.to_owned(), c.id.clone())),
-        ),
+        plausible,
         store: store.clone(),
         correlators,
+        owned_sites_only: cfg.cluster.is_some(),
+        replay,
         client: client.clone(),
         clock: clock.clone(),
         metrics: metrics.clone(),
@@ -173,12 +189,54 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         metrics: metrics.clone(),
     }));
 
-    let subscriptions = ingest::subscriptions();
     let broker = format!("{host}:{port}");
-    ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &work, &metrics, &mut shutdown).await;
+    let mut node = None;
+    match &cfg.cluster {
+        None => {
+            let subscriptions = ingest::subscriptions(None);
+            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &work, &metrics, &mut shutdown).await;
+        }
+        Some(c) => {
+            let crate::store::StoreLocation::Postgres { url, password_file } = &location else {
+                unreachable!("[cluster] needs store.url (Config::parse)")
+            };
+            let password = password_file.as_deref().map(crate::store::read_password_file).transpose()?;
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            let sessions = session_factory(&cfg, &security, &broker, &work, &metrics);
+            node = Some((
+                stop,
+                crate::cluster::Node {
+                    name: c.node.clone(),
+                    every: Duration::from_secs_f64(c.claim_every_s),
+                    target: crate::store::PgTarget::new(url, password.as_deref())?,
+                    sites: sites.iter().filter(|s| !s.model.cameras().is_empty()).map(|s| s.id().to_owned()).collect(),
+                    work: work.clone(),
+                    sessions,
+                    runtime: tokio::runtime::Handle::current(),
+                    owned,
+                    store: store.clone(),
+                    watchlist: node_watchlist,
+                    clock: clock.clone(),
+                    metrics: metrics.clone(),
+                }
+                .spawn(stopped),
+            ));
+            let (follow, follow_rx) = mpsc::channel(ingest::QUEUE);
+            let following = tokio::spawn(follower.run(follow_rx));
+            let subscriptions = crate::cluster::Follower::subscriptions();
+            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &follow, &metrics, &mut shutdown).await;
+            drop(follow);
+            let _ = following.await;
+        }
+    }
     tracing::info!("shutting down");
     retention.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    if let Some((stop, thread)) = node {
+        // every owned site handed over (its session ended, its messages stored), before ingest ends
+        drop(stop);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     drop(work);
     let _ = tokio::task::spawn_blocking(move || ingest.join()).await;
     let _ = client.disconnect().await;
@@ -191,6 +249,52 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         "stopped"
     );
     Ok(())
+}
+
+/// Starts one owned site's persistent MQTT session (`{mqtt.client_id}-{site}`), feeding `work`.
+fn session_factory(
+    cfg: &Config,
+    security: &crate::config::BrokerSecurity,
+    broker: &str,
+    work: &mpsc::Sender<ingest::Work>,
+    metrics: &Arc<Metrics>,
+) -> crate::cluster::SessionFactory {
+    let (cfg, security, broker, work, metrics) =
+        (cfg.clone(), security.clone(), broker.to_owned(), work.clone(), metrics.clone());
+    // (called from the cluster thread, outside the runtime)
+    let runtime = tokio::runtime::Handle::current();
+    Box::new(move |site: &str, mut stop: watch::Receiver<bool>| {
+        let opts = ingest::options(&cfg, &security, &format!("{}-{site}", cfg.mqtt.client_id), false);
+        let (client, mut eventloop) = AsyncClient::new(opts, ingest::QUEUE);
+        let subscriptions = ingest::subscriptions(Some(site));
+        let (broker, work, metrics) = (broker.clone(), work.clone(), metrics.clone());
+        runtime.spawn(async move {
+            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &work, &metrics, &mut stop).await;
+            let _ = client.disconnect().await;
+            let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
+        })
+    })
+}
+
+/// Every site's correlator, replaying the trajectories seen since `since`; with how many sightings.
+fn restore_all(
+    cfg: &Config,
+    sites: &crate::sites::Sites,
+    store: &dyn Store,
+    since: time::OffsetDateTime,
+) -> Result<(SiteCorrelators, usize), ServiceError> {
+    let mut correlators = SiteCorrelators::new(&cfg.correlation, sites).map_err(ServiceError::Site)?;
+    let replay = store.sightings_for_replay(since, None)?;
+    let mut elsewhere = 0usize;
+    for s in &replay {
+        if !correlators.restore(&s.sighting.site, Observation::from_sighting(&s.sighting), s.trajectory) {
+            elsewhere += 1;
+        }
+    }
+    if elsewhere > 0 {
+        tracing::warn!(sightings = elsewhere, "stored sightings of sites no longer in the config were not restored");
+    }
+    Ok((correlators, replay.len()))
 }
 
 /// The face pipeline for photos (`[faces]`, `[runtime]`).

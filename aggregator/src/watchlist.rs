@@ -93,6 +93,14 @@ impl Watchlist {
         Ok(Watchlist { cfg, state: Mutex::new(State { entries, raised }) })
     }
 
+    /// Rereads the entries and their alerts from the store, which other nodes of a cluster
+    /// change too (their API adds and removes entries).
+    pub fn reload(&self, store: &dyn Store, now: OffsetDateTime) -> Result<(), StoreError> {
+        let fresh = Watchlist::load(store, self.cfg.clone(), now)?;
+        *self.state.lock().unwrap() = fresh.state.into_inner().unwrap();
+        Ok(())
+    }
+
     pub fn empty(cfg: WatchlistConfig) -> Self {
         Watchlist { cfg, state: Mutex::new(State::default()) }
     }

@@ -8,22 +8,54 @@ use uuid::Uuid;
 
 use super::config::CorrelationConfig;
 use super::correlator::{Assignment, Correlator, Observation};
-use crate::site::SiteError;
+use crate::site::{SiteError, SiteModel};
 use crate::sites::Sites;
 
-/// The correlators of a deployment's sites.
+/// The correlators of a deployment's sites: of every site with cameras, or, on a node of a
+/// cluster, of the sites the node owns at the moment ([`Self::take`], [`Self::hand_over`]).
 pub struct SiteCorrelators {
+    cfg: CorrelationConfig,
+    /// The model of each site with cameras (checked by [`Self::none`]).
+    models: HashMap<String, SiteModel>,
     by_site: HashMap<String, Correlator>,
 }
 
 impl SiteCorrelators {
     /// A correlator for each site with cameras.
     pub fn new(cfg: &CorrelationConfig, sites: &Sites) -> Result<Self, SiteError> {
-        let mut by_site = HashMap::new();
-        for site in sites.iter().filter(|s| !s.model.cameras().is_empty()) {
-            by_site.insert(site.id().to_owned(), Correlator::new(cfg.clone(), site.model.clone())?);
+        let mut all = SiteCorrelators::none(cfg, sites)?;
+        let ids: Vec<String> = all.models.keys().cloned().collect();
+        for site in ids {
+            all.take(&site);
         }
-        Ok(SiteCorrelators { by_site })
+        Ok(all)
+    }
+
+    /// No correlator yet: sites are taken one by one.
+    pub fn none(cfg: &CorrelationConfig, sites: &Sites) -> Result<Self, SiteError> {
+        let mut models = HashMap::new();
+        for site in sites.iter().filter(|s| !s.model.cameras().is_empty()) {
+            // (checked once here, so that taking a site cannot fail)
+            Correlator::new(cfg.clone(), site.model.clone())?;
+            models.insert(site.id().to_owned(), site.model.clone());
+        }
+        Ok(SiteCorrelators { cfg: cfg.clone(), models, by_site: HashMap::new() })
+    }
+
+    /// Starts serving `site` with an empty correlator (to be restored); `false` when the site has
+    /// no cameras in the config.
+    pub fn take(&mut self, site: &str) -> bool {
+        let Some(model) = self.models.get(site) else { return false };
+        let fresh =
+            Correlator::new(self.cfg.clone(), model.clone()).expect("a site model checked by SiteCorrelators::none");
+        self.by_site.insert(site.to_owned(), fresh);
+        true
+    }
+
+    /// Stops serving `site`, forgetting its correlator's state (the next owner rebuilds it from
+    /// the store).
+    pub fn hand_over(&mut self, site: &str) {
+        self.by_site.remove(site);
     }
 
     /// Whether a correlator serves `site`.

@@ -19,6 +19,6 @@ mod mqtt;
 mod parse;
 mod worker;
 
-pub use mqtt::receive;
-pub use parse::{Incoming, Kind, Rejected, kind_of, parse, subscriptions};
+pub use mqtt::{options, receive};
+pub use parse::{Incoming, Kind, Rejected, kind_of, parse, site_of, subscriptions};
 pub use worker::{Ingest, QUEUE, Work};

@@ -4,11 +4,25 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
 use super::worker::Work;
+use crate::config::{BrokerSecurity, Config};
 use crate::metrics::Metrics;
+
+/// The aggregator's MQTT client options for `client_id` (`[mqtt]`, its credentials and TLS):
+/// QoS 1 messages acknowledged by hand once stored, on a persistent session unless `clean`.
+pub fn options(cfg: &Config, security: &BrokerSecurity, client_id: &str, clean: bool) -> MqttOptions {
+    let (host, port) = cfg.mqtt_address();
+    let mut opts = MqttOptions::new(client_id, host, port);
+    opts.set_keep_alive(Duration::from_secs(cfg.mqtt.keep_alive_s.max(5)));
+    opts.set_max_packet_size(cfg.broker.max_payload_bytes + 1024, cfg.broker.max_payload_bytes + 1024);
+    opts.set_manual_acks(!clean);
+    opts.set_clean_session(clean);
+    security.apply(&mut opts);
+    opts
+}
 
 /// Polls `eventloop` until `shutdown` turns true or the ingest thread is gone; `subscriptions`
 /// are (re)subscribed on every connection to `broker` (`host:port`, for the logs).
@@ -50,7 +64,7 @@ pub async fn receive(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if work.send(Work::Message(p, std::time::Instant::now())).await.is_err() {
+                    if work.send(Work::Message(p, std::time::Instant::now(), client.clone())).await.is_err() {
                         break;
                     }
                 }
@@ -81,7 +95,8 @@ pub async fn receive(
                     tokio::time::sleep(retry).await;
                 }
             },
-            _ = shutdown.wait_for(|s| *s) => break,
+            // (the guard `wait_for` returns is dropped at once: this loop runs on spawned tasks too)
+            _ = async { drop(shutdown.wait_for(|s| *s).await) } => break,
         }
     }
 }

@@ -34,12 +34,18 @@ impl Kind {
     }
 }
 
-/// The topic filters the aggregator subscribes to.
-pub fn subscriptions() -> Vec<String> {
-    ["+/+/sighting", "+/+/crowd", "+/+/alert", "+/+/status", "+/agent/+/status"]
+/// The topic filters the aggregator subscribes to: of every site, or of `site` only.
+pub fn subscriptions(site: Option<&str>) -> Vec<String> {
+    let site = site.unwrap_or("+");
+    ["+/sighting", "+/crowd", "+/alert", "+/status", "agent/+/status"]
         .iter()
-        .map(|f| format!("{TOPIC_ROOT}/{f}"))
+        .map(|f| format!("{TOPIC_ROOT}/{site}/{f}"))
         .collect()
+}
+
+/// The site a topic of the contract names (`sightline/v1/{site}/…`), unchecked.
+pub fn site_of(topic: &str) -> Option<&str> {
+    topic.strip_prefix(TOPIC_ROOT)?.strip_prefix('/')?.split('/').next()
 }
 
 /// A message that passed every check.
@@ -311,8 +317,13 @@ mod tests {
 
     #[test]
     fn subscriptions_cover_every_kind() {
-        let plain = subscriptions();
+        let plain = subscriptions(None);
         assert!(plain.contains(&"sightline/v1/+/agent/+/status".to_owned()));
         assert_eq!(plain.len(), 5);
+        let one = subscriptions(Some("east"));
+        assert!(one.contains(&"sightline/v1/east/+/sighting".to_owned()));
+        assert!(one.iter().all(|f| site_of(f) == Some("east")), "{one:?}");
+        assert_eq!(site_of("sightline/v1/east/agent/box-1/status"), Some("east"));
+        assert_eq!(site_of("other/v1/east/cam/sighting"), None);
     }
 }

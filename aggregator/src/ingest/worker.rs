@@ -1,6 +1,7 @@
-//! The ingest thread: one blocking thread owning the correlator, fed by the MQTT client through
+//! The ingest thread: one blocking thread owning the correlators, fed by the MQTT clients through
 //! a bounded channel ([`Work`]), and told by the retention job when to forget what is past the
-//! correlation horizon.
+//! correlation horizon. On a node of a cluster, sites are taken and handed over through the same
+//! channel, so a hand-over comes after every message of the site already queued.
 //!
 //! A message the store cannot take for a while (unreachable, restarting, busy, full:
 //! `StoreError::is_transient`) is retried with backoff (0.1 s doubling to 5 s) until it is
@@ -12,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use rumqttc::{AsyncClient, Publish, QoS};
 use sightline_contract::{Clock, Payload, Trajectory, new_event_id, topic};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::parse::{self, Incoming};
 use crate::alerts::AlertPublisher;
@@ -26,8 +27,12 @@ use crate::watchlist::Watchlist;
 
 /// Messages to the ingest thread.
 pub enum Work {
-    /// A message and when the client received it.
-    Message(Publish, std::time::Instant),
+    /// A message, when it was received, and the client (MQTT session) to acknowledge it on.
+    Message(Publish, std::time::Instant, AsyncClient),
+    /// Serve `site`: its correlator rebuilt from the store; answers with the sightings replayed.
+    Take { site: String, done: oneshot::Sender<Result<usize, StoreError>> },
+    /// Stop serving `site` (every message of it queued before is handled first).
+    HandOver { site: String, done: oneshot::Sender<()> },
     /// The retention job ran: drop trajectories whose last sighting is older than `forget`
     /// from memory, and expire watchlist entries.
     Tick { forget: time::OffsetDateTime },
@@ -48,8 +53,13 @@ pub struct Ingest {
     pub store: Arc<dyn Store>,
     /// One per site with cameras; sightings of other sites are rejected.
     pub correlators: SiteCorrelators,
-    /// Trajectory updates and acknowledgements go out through it.
+    /// Trajectory updates go out through it.
     pub client: AsyncClient,
+    /// Sites come and go ([`Work::Take`], [`Work::HandOver`]) as this node of a cluster owns them:
+    /// a sighting of a site not served is left unacknowledged for its owner, not rejected.
+    pub owned_sites_only: bool,
+    /// How far back a taken site's sightings are replayed into its correlator.
+    pub replay: time::Duration,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub events: Events,
@@ -74,7 +84,16 @@ impl Ingest {
     fn run(mut self, mut rx: mpsc::Receiver<Work>) {
         while let Some(w) = rx.blocking_recv() {
             match w {
-                Work::Message(p, received) => self.ingest(&p, received, &rx),
+                Work::Message(p, received, session) => self.ingest(&p, received, &session, &rx),
+                Work::Take { site, done } => {
+                    let _ = done.send(self.take(&site));
+                }
+                Work::HandOver { site, done } => {
+                    self.correlators.hand_over(&site);
+                    self.metrics.live_trajectories.set(self.correlators.live() as i64);
+                    tracing::info!(%site, "site handed over");
+                    let _ = done.send(());
+                }
                 Work::Tick { forget } => {
                     self.correlators.forget_before(forget);
                     self.metrics.live_trajectories.set(self.correlators.live() as i64);
@@ -88,9 +107,27 @@ impl Ingest {
         }
     }
 
+    /// Starts serving `site`: its correlator replays the site's recent sightings from the store,
+    /// and the agents' liveness is reread (the previous owner may have changed it).
+    fn take(&mut self, site: &str) -> Result<usize, StoreError> {
+        let replay = self.store.sightings_for_replay(self.clock.now() - self.replay, Some(site))?;
+        self.liveness = crate::liveness::Liveness::load(self.store.as_ref())?;
+        self.correlators.take(site);
+        for s in &replay {
+            self.correlators.restore(site, Observation::from_sighting(&s.sighting), s.trajectory);
+        }
+        self.metrics.live_trajectories.set(self.correlators.live() as i64);
+        tracing::info!(%site, sightings = replay.len(), "site taken: correlator restored from the store");
+        Ok(replay.len())
+    }
+
     /// Stores one message, retrying while the store is transiently unavailable (and the service
-    /// is not stopping), then acknowledges it.
-    fn ingest(&mut self, p: &Publish, received: std::time::Instant, rx: &mpsc::Receiver<Work>) {
+    /// is not stopping), then acknowledges it on `session`.
+    fn ingest(&mut self, p: &Publish, received: std::time::Instant, session: &AsyncClient, rx: &mpsc::Receiver<Work>) {
+        if self.owned_sites_only && !parse::site_of(&p.topic).is_some_and(|site| self.correlators.serves(site)) {
+            tracing::debug!(topic = %p.topic, "message of a site handed over: left for its next owner");
+            return;
+        }
         let mut wait = RETRY_FIRST;
         let mut paused = false;
         let outcome = loop {
@@ -114,7 +151,7 @@ impl Ingest {
         match outcome {
             Ok(()) => {
                 self.metrics.ingested(parse::kind_of(&p.topic), received.elapsed());
-                if let Err(e) = self.client.try_ack(p) {
+                if let Err(e) = session.try_ack(p) {
                     tracing::warn!(error = %e, "MQTT acknowledgement not sent");
                 }
             }

@@ -115,8 +115,12 @@ macro_rules! store_by_jobs {
                     queries::for_each_embedding(self, model, since, until, f)
                 }
 
-                fn sightings_for_replay(&self, since: OffsetDateTime) -> Result<Vec<StoredSighting>> {
-                    queries::sightings_for_replay(self, since)
+                fn sightings_for_replay(
+                    &self,
+                    since: OffsetDateTime,
+                    site: Option<&str>,
+                ) -> Result<Vec<StoredSighting>> {
+                    queries::sightings_for_replay(self, since, site)
                 }
 
                 fn create_token(

@@ -311,9 +311,11 @@ pub trait Store: Send + Sync {
         Ok(rows)
     }
 
-    /// Sightings with `last_seen >= since`, in event order (`first_seen`, then id), with their
-    /// trajectories: what the correlator replays at startup.
-    fn sightings_for_replay(&self, since: OffsetDateTime) -> Result<Vec<StoredSighting>>;
+    /// The sightings of every trajectory seen since `since` (its `last_seen >= since`), whole, of
+    /// `site` only when given, in event order (`first_seen`, then id), with their trajectories:
+    /// what a correlator replays at startup, or when its node takes over a site. Whole
+    /// trajectories, so that a long one is rebuilt with its true start and appearance.
+    fn sightings_for_replay(&self, since: OffsetDateTime, site: Option<&str>) -> Result<Vec<StoredSighting>>;
 
     // ---- tokens --------------------------------------------------------------------------------
 

@@ -110,6 +110,13 @@ impl PgTarget {
         PgTarget { config, shown }
     }
 
+    /// This target under another `application_name` (how a session shows in `pg_stat_activity`).
+    pub fn with_application(&self, name: &str) -> PgTarget {
+        let mut config = self.config.clone();
+        config.application_name(name);
+        PgTarget { config, shown: self.shown.clone() }
+    }
+
     /// One connection, its failure named by `store.url`, host, port and database.
     pub fn connect(&self) -> Result<Client> {
         off_runtime(|| self.config.connect(NoTls)).map_err(|e| self.connect_error(e))

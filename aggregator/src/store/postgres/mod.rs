@@ -20,6 +20,7 @@
 
 mod access;
 mod connection;
+pub mod locks;
 mod queries;
 mod records;
 mod retention;

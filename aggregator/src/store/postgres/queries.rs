@@ -300,11 +300,19 @@ pub(super) fn for_each_embedding(
     }
 }
 
-pub(super) fn sightings_for_replay(store: &PostgresStore, since: OffsetDateTime) -> Result<Vec<StoredSighting>> {
+pub(super) fn sightings_for_replay(
+    store: &PostgresStore,
+    since: OffsetDateTime,
+    site: Option<&str>,
+) -> Result<Vec<StoredSighting>> {
     let found = store.with(|c| {
         c.query(
-            &format!("SELECT {SIGHTING_COLUMNS} FROM sightings WHERE last_seen >= $1 ORDER BY first_seen, id"),
-            &[&ms(since)],
+            &format!(
+                "SELECT {SIGHTING_COLUMNS} FROM sightings WHERE trajectory IN \
+                 (SELECT id FROM trajectories WHERE last_seen >= $1 AND ($2::text IS NULL OR site = $2)) \
+                 ORDER BY first_seen, id"
+            ),
+            &[&ms(since), &site],
         )
         .op("sightings_for_replay")
     })?;

@@ -289,12 +289,20 @@ pub(super) fn for_each_embedding(
     Ok(n)
 }
 
-pub(super) fn sightings_for_replay(store: &SqliteStore, since: OffsetDateTime) -> Result<Vec<StoredSighting>> {
+pub(super) fn sightings_for_replay(
+    store: &SqliteStore,
+    since: OffsetDateTime,
+    site: Option<&str>,
+) -> Result<Vec<StoredSighting>> {
     let db = store.reader();
     let mut stmt = db
         .prepare_cached(&format!(
-            "SELECT {SIGHTING_COLUMNS} FROM sightings WHERE last_seen >= ?1 ORDER BY first_seen, id"
+            "SELECT {SIGHTING_COLUMNS} FROM sightings WHERE trajectory IN \
+             (SELECT id FROM trajectories WHERE last_seen >= ?1 AND (?2 IS NULL OR site = ?2)) \
+             ORDER BY first_seen, id"
         ))
         .op("sightings_for_replay")?;
-    stmt.query_map([ms(since)], sighting_row).and_then(|rows| rows.collect()).op("sightings_for_replay")
+    stmt.query_map(rusqlite::params![ms(since), site], sighting_row)
+        .and_then(|rows| rows.collect())
+        .op("sightings_for_replay")
 }

@@ -1,0 +1,105 @@
+//! What other nodes store, as this node learns it from the broker: for a site another node owns,
+//! its trajectory updates (each checked against the store: the sighting must be stored, on that
+//! trajectory, before it reaches the live events and the search index), crowd measurements,
+//! alerts and statuses reach this node's live events and latest crowd as they would on the
+//! owner. A site this node owns is skipped: its ingest announces it.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+use rumqttc::Publish;
+use sightline_contract::{Alert, Clock, Payload, TOPIC_ROOT, Trajectory, topic};
+use tokio::sync::mpsc;
+
+use crate::events::Events;
+use crate::ingest::{self, Incoming, Rejected, Work};
+use crate::latest::LatestCrowd;
+use crate::plausible::Plausibility;
+use crate::search::SearchIndex;
+use crate::store::Store;
+
+/// The follower of a node of a cluster.
+pub struct Follower {
+    pub store: Arc<dyn Store>,
+    /// The sites this node owns now ([`super::Node`]).
+    pub owned: Arc<RwLock<BTreeSet<String>>>,
+    pub events: Events,
+    pub latest_crowd: LatestCrowd,
+    pub index: Arc<RwLock<SearchIndex>>,
+    pub plausible: Plausibility,
+    pub max_bytes: usize,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Follower {
+    /// The topic filters the follower subscribes to: what an owner stores and announces.
+    pub fn subscriptions() -> Vec<String> {
+        let mut filters: Vec<String> =
+            ingest::subscriptions(None).into_iter().filter(|f| !f.ends_with("/sighting")).collect();
+        filters.push(format!("{TOPIC_ROOT}/+/trajectory"));
+        filters
+    }
+
+    /// Follows the messages `rx` brings until every sender is gone.
+    pub async fn run(self, mut rx: mpsc::Receiver<Work>) {
+        while let Some(w) = rx.recv().await {
+            if let Work::Message(p, ..) = w {
+                // the store is a blocking client
+                tokio::task::block_in_place(|| self.follow(&p));
+            }
+        }
+    }
+
+    fn follow(&self, p: &Publish) {
+        let Some(site) = ingest::site_of(&p.topic) else { return };
+        if self.owned.read().unwrap().contains(site) {
+            return;
+        }
+        if p.topic == topic::trajectory(site) {
+            self.trajectory(site, &p.payload);
+            return;
+        }
+        match ingest::parse(&p.topic, &p.payload, self.max_bytes, &self.plausible, self.clock.now()) {
+            Ok((_, Incoming::Crowd(c))) => {
+                self.latest_crowd.update(&c);
+                self.events.crowd(&c);
+            }
+            Ok((_, Incoming::Alert(a))) => self.events.alert(&a),
+            Ok((_, Incoming::CameraStatus(s))) => self.events.camera_status(&s),
+            Ok((_, Incoming::AgentStatus(s))) => self.events.agent_status(&s),
+            // an aggregator's own alert, raised by the site's owner: believed once stored
+            Err(Rejected::AggregatorOnly { id, .. }) if self.store.seen(id).unwrap_or(false) => {
+                if let Ok(a) = Alert::from_json(&p.payload) {
+                    self.events.alert(&a);
+                }
+            }
+            Ok((_, Incoming::Sighting(_))) | Err(_) => {}
+        }
+    }
+
+    /// A trajectory update of `site`: announced and indexed when the store holds its sighting on
+    /// that trajectory.
+    fn trajectory(&self, site: &str, payload: &[u8]) {
+        let Ok(update) = Trajectory::from_json(payload) else { return };
+        let stored = match self.store.sighting(update.sighting) {
+            Ok(Some(s)) if s.trajectory == update.trajectory && s.sighting.site == site => s,
+            Ok(_) => {
+                tracing::debug!(sighting = %update.sighting, "trajectory update of a sighting not stored so: ignored");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(sighting = %update.sighting, error = %e, "trajectory update not followed: the store did not answer");
+                return;
+            }
+        };
+        let s = &stored.sighting;
+        self.events.sighting(s);
+        self.events.trajectory(&update);
+        let mut index = self.index.write().unwrap();
+        if index.model() == s.model
+            && let Err(e) = index.insert(s.id, stored.trajectory, &s.site, &s.camera, s.last_seen, &s.embedding)
+        {
+            tracing::warn!(sighting = %s.id, error = %e, "sighting not indexed for search");
+        }
+    }
+}

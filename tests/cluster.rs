@@ -2,13 +2,14 @@
 //! sites of simulated sightings: each site is correlated by exactly one node at a time, every
 //! sighting is stored exactly once, and each site's trajectories score the IDF1 a single
 //! correlator scores on the same input, also when a site's owner is killed (`kill -9`)
-//! mid-stream and another node takes the site over.
+//! mid-stream and another node takes the site over, and when PostgreSQL restarts mid-stream.
 //!
 //! Kinder than the world: the sites are six copies of the simulator's campus, published in one
 //! burst from one client on loopback, and the nodes share one machine.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sightline_aggregator::correlate::{CorrelationConfig, Correlator};
@@ -174,7 +175,11 @@ struct Center {
 /// site (so every site's persistent session exists on the broker before anything is published),
 /// then the sites spread over the nodes.
 fn center() -> Center {
-    let db = PgCluster::shared().database();
+    center_on(PgCluster::shared().database())
+}
+
+/// [`center`] on `db`.
+fn center_on(db: PgDatabase) -> Center {
     // a site's backlog waits in its session while its owner stores the messages one by one (and
     // while no node owns it): mosquitto's default of 1,000 queued messages per client would drop
     // the rest of a burst (docs/aggregator.md, "Several nodes")
@@ -283,4 +288,29 @@ fn a_killed_owner_s_sites_are_taken_over_with_nothing_lost() {
         .unwrap_or_else(|e| panic!("{e}\n{}", center.logs()));
     center.check(0.01);
     drop(agg);
+}
+
+#[test]
+fn postgres_restarting_mid_stream_pauses_the_nodes_and_loses_nothing() {
+    // a PostgreSQL of its own: it is stopped mid-test
+    let pg = Arc::new(PgCluster::start().unwrap());
+    let center = center_on(pg.database());
+    let first = messages(&center.sites, 0.0..0.5);
+    sightline_tests::publish(center.mosquitto.port, &first).unwrap();
+    eventually("a quarter stored", Duration::from_secs(60), || center.stored() as usize >= first.len() / 4).unwrap();
+
+    pg.stop().unwrap();
+    sightline_tests::publish(center.mosquitto.port, &messages(&center.sites, 0.5..1.0)).unwrap();
+    let noticed = |needle: &str| center.nodes.iter().flatten().all(|a| a.log().contains(needle));
+    eventually("every node lost its PostgreSQL session", Duration::from_secs(30), || {
+        noticed("lost its PostgreSQL session")
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", center.logs()));
+    pg.serve().unwrap();
+    eventually("the sites owned and spread again", Duration::from_secs(60), || {
+        balanced(&center.db, &center.sites, NODES)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nowners: {:?}\n{}", owners(&center.db, &center.sites), center.logs()));
+    center.check(0.01);
+    assert!(!center.logs().contains("left unacknowledged"), "a message was given up on:\n{}", center.logs());
 }

@@ -17,7 +17,7 @@ use sightline_aggregator::store::postgres::locks::site_key;
 use sightline_contract::{Payload, Sighting, topic};
 use sightline_tests::pg::{PASSWORD, PgCluster, PgDatabase};
 use sightline_tests::sim::{self, Scenario, SimRun, id_metrics};
-use sightline_tests::{Aggregator, Mosquitto, eventually};
+use sightline_tests::{Aggregator, Mosquitto, eventually, http_request};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -248,6 +248,27 @@ fn three_nodes_share_six_sites_and_correlate_as_one() {
     let logs = center.logs();
     assert!(!logs.contains("left unacknowledged"), "{logs}");
     assert!(balanced(&center.db, &center.sites, NODES));
+
+    // every node finds a face of every site, its own or another node's
+    let owners = owners(&center.db, &center.sites);
+    let token = center.nodes[0].as_ref().unwrap().token("investigator", "integrator").unwrap();
+    for (i, node) in center.nodes.iter().flatten().enumerate() {
+        let api = node.api_url().unwrap();
+        for site in &center.sites {
+            let s = site.sightings.last().unwrap();
+            let body = serde_json::json!({ "embedding": s.embedding, "purpose": "cluster test", "max_distance": 0.01 });
+            let (code, r) =
+                http_request("POST", &format!("{api}/search"), Some(&token), Some(&body.to_string())).unwrap();
+            assert_eq!(code, 200, "{r}");
+            assert!(
+                r.contains(&s.id.to_string()),
+                "node-{i} (owner of {} is {}) did not find sighting {}: {r}",
+                site.id,
+                owners[&site.id],
+                s.id
+            );
+        }
+    }
 }
 
 #[test]

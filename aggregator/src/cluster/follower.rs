@@ -44,8 +44,8 @@ impl Follower {
     pub async fn run(self, mut rx: mpsc::Receiver<Work>) {
         while let Some(w) = rx.recv().await {
             if let Work::Message(p, ..) = w {
-                // the store is a blocking client
-                tokio::task::block_in_place(|| self.follow(&p));
+                // (the PostgreSQL store's blocking client steps off the async threads itself)
+                self.follow(&p);
             }
         }
     }

@@ -3,7 +3,8 @@
 //! stops ingestion.
 //!
 //! One MQTT client subscribes (QoS 1, persistent session, manual acknowledgements) to the
-//! contract's topics ([`subscriptions`], [`receive`]). Messages go through a bounded channel (the
+//! contract's topics ([`subscriptions`], [`receive`]); on a node of a cluster, one such session
+//! per site the node owns (`crate::cluster`). Messages go through a bounded channel (the
 //! client stops reading when it is full: the broker holds the backlog) to the ingest thread
 //! ([`Ingest`]), which owns the correlator and does, per message: parse and check ([`parse()`]);
 //! de-duplicate on the event id; for a sighting, place it on a trajectory and store both in one

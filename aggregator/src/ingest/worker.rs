@@ -51,14 +51,15 @@ pub struct Ingest {
     /// `[ingest]`: what a message must be to be believed.
     pub plausible: crate::plausible::Plausibility,
     pub store: Arc<dyn Store>,
-    /// One per site with cameras; sightings of other sites are rejected.
+    /// One per site with cameras (on a node of a cluster, per site it owns); sightings of sites
+    /// without cameras in the config are rejected.
     pub correlators: SiteCorrelators,
     /// Trajectory updates go out through it.
     pub client: AsyncClient,
     /// Sites come and go ([`Work::Take`], [`Work::HandOver`]) as this node of a cluster owns them:
     /// a sighting of a site not served is left unacknowledged for its owner, not rejected.
     pub owned_sites_only: bool,
-    /// How far back a taken site's sightings are replayed into its correlator.
+    /// How far back a taken site's trajectories are replayed into its correlator.
     pub replay: time::Duration,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
@@ -107,7 +108,7 @@ impl Ingest {
         }
     }
 
-    /// Starts serving `site`: its correlator replays the site's recent sightings from the store,
+    /// Starts serving `site`: its correlator replays the site's recent trajectories from the store,
     /// and the agents' liveness is reread (the previous owner may have changed it).
     fn take(&mut self, site: &str) -> Result<usize, StoreError> {
         let replay = self.store.sightings_for_replay(self.clock.now() - self.replay, Some(site))?;

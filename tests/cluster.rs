@@ -249,6 +249,10 @@ fn three_nodes_share_six_sites_and_correlate_as_one() {
     assert!(!logs.contains("left unacknowledged"), "{logs}");
     assert!(balanced(&center.db, &center.sites, NODES));
 
+    // one node purges the shared store and expires the watchlist
+    let elected = center.nodes.iter().flatten().filter(|a| a.log().contains("runs the retention job")).count();
+    assert_eq!(elected, 1, "{logs}");
+
     // every node finds a face of every site, its own or another node's
     let owners = owners(&center.db, &center.sites);
     let token = center.nodes[0].as_ref().unwrap().token("investigator", "integrator").unwrap();

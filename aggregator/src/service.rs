@@ -177,6 +177,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     };
     let ingest = ingest.spawn(work_rx);
 
+    let elected = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let retention = tokio::spawn(retention::run(Retention {
         store: store.clone(),
         policy: cfg.retention,
@@ -187,6 +188,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         work: work.clone(),
         index,
         metrics: metrics.clone(),
+        elected: cfg.cluster.is_some().then(|| elected.clone()),
     }));
 
     let broker = format!("{host}:{port}");
@@ -218,6 +220,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
                     watchlist: node_watchlist,
                     clock: clock.clone(),
                     metrics: metrics.clone(),
+                    elected,
                 }
                 .spawn(stopped),
             ));

@@ -5,9 +5,13 @@
 //! thread finishes what it queued of the site and drops the correlator, then the lock is
 //! released, so that the next owner's rebuild sees every sighting this node stored.
 //!
+//! One node at a time also holds the retention lock: it purges the shared store and expires the
+//! watchlist (`crate::retention`).
+//!
 //! Runs on a thread of its own: the lock connection is a blocking client.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -17,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::ingest::Work;
 use crate::metrics::Metrics;
-use crate::store::postgres::locks::{SiteLocks, site_key};
+use crate::store::postgres::locks::{RETENTION_KEY, SiteLocks, site_key};
 use crate::store::{PgTarget, Store};
 use crate::watchlist::Watchlist;
 
@@ -46,6 +50,8 @@ pub struct Node {
     pub watchlist: Arc<Watchlist>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// Set while this node holds the retention lock (read by the retention job).
+    pub elected: Arc<AtomicBool>,
 }
 
 /// The node's state between rounds.
@@ -110,6 +116,7 @@ impl Node {
                 // the connection, and every lock on it, is gone: another node may own our sites now
                 tracing::error!(node = %self.name, error = %e, held = st.held.len(), "cluster node: lost its PostgreSQL session; stopping the ingest of every site it held");
                 st.locks = None;
+                self.elected.store(false, Ordering::Relaxed);
                 let sites: Vec<String> = st.held.keys().cloned().collect();
                 for site in sites {
                     self.hand_over(st, &site, false);
@@ -140,6 +147,12 @@ impl Node {
                 }
                 self.take(st, site);
             }
+        }
+        if !self.elected.load(Ordering::Relaxed)
+            && let Some(Ok(true)) = st.locks.as_mut().map(|l| l.try_take(RETENTION_KEY))
+        {
+            tracing::info!(node = %self.name, "cluster node: runs the retention job of the cluster");
+            self.elected.store(true, Ordering::Relaxed);
         }
         if let Err(e) = self.watchlist.reload(self.store.as_ref(), self.clock.now()) {
             tracing::warn!(error = %e, "the watchlist was not reread from the store");

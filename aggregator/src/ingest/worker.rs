@@ -34,8 +34,8 @@ pub enum Work {
     /// Stop serving `site` (every message of it queued before is handled first).
     HandOver { site: String, done: oneshot::Sender<()> },
     /// The retention job ran: drop trajectories whose last sighting is older than `forget`
-    /// from memory, and expire watchlist entries.
-    Tick { forget: time::OffsetDateTime },
+    /// from memory, and, when `expire` (one node of a cluster does), expire watchlist entries.
+    Tick { forget: time::OffsetDateTime, expire: bool },
 }
 
 /// Messages waiting for the ingest thread at most (and the MQTT client's request queue).
@@ -95,9 +95,12 @@ impl Ingest {
                     tracing::info!(%site, "site handed over");
                     let _ = done.send(());
                 }
-                Work::Tick { forget } => {
+                Work::Tick { forget, expire } => {
                     self.correlators.forget_before(forget);
                     self.metrics.live_trajectories.set(self.correlators.live() as i64);
+                    if !expire {
+                        continue;
+                    }
                     let cleared = self.watchlist.expire(self.clock.now());
                     self.metrics.watchlist_entries.set(self.watchlist.len() as i64);
                     if let Err(e) = self.alerts.publish(&cleared) {

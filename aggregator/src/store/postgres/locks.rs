@@ -17,6 +17,11 @@ const NAMESPACE: i32 = 0x5349_4c01;
 /// `application_name` of a node's lock connection: this prefix and the node's name.
 const APPLICATION: &str = "sightline-node:";
 
+/// The second key of the lock the node that runs the retention job holds: negative, so that no
+/// site's key ([`site_key`]) is the same.
+pub const RETENTION_KEY: i32 = -1;
+const _: () = assert!(RETENTION_KEY < 0);
+
 /// The second key of the lock of `site`: FNV-1a of its id, kept positive (an `oid` in
 /// `pg_locks`). Two sites whose keys collide are owned together, which is harmless.
 pub fn site_key(site: &str) -> i32 {

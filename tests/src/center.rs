@@ -95,19 +95,25 @@ impl Aggregator {
     /// Starts the aggregator like [`Aggregator::start_in`] without waiting for anything (e.g. when
     /// its broker is expected to refuse it).
     pub fn spawn_in(dir: &Path, config: &str, port: u16) -> Result<Aggregator> {
+        Aggregator::spawn_binary(&binary("aggregator"), "info,rumqttd=warn,sightline_aggregator=debug", dir, config, port)
+    }
+
+    /// [`Aggregator::spawn_in`] with the aggregator at `program` (benchmarks run the release one)
+    /// logging what `log` (`RUST_LOG`) lets through.
+    pub fn spawn_binary(program: &Path, log: &str, dir: &Path, config: &str, port: u16) -> Result<Aggregator> {
         let path = dir.join("aggregator.toml");
         std::fs::write(&path, config)?;
         static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = dir.join(format!("aggregator-{run}.log"));
-        let child = Command::new(binary("aggregator"))
+        let file = dir.join(format!("aggregator-{run}.log"));
+        let child = Command::new(program)
             .args(["run", "--config"])
             .arg(&path)
-            .env("RUST_LOG", "info,rumqttd=warn,sightline_aggregator=debug")
+            .env("RUST_LOG", log)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(&file)?)
             .spawn()?;
-        Ok(Aggregator { proc: Proc(child), port, dir: dir.to_owned(), log })
+        Ok(Aggregator { proc: Proc(child), port, dir: dir.to_owned(), log: file })
     }
 
     pub fn log(&self) -> String {

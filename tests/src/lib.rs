@@ -21,6 +21,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod browser;
 pub mod center;
+pub mod cluster;
 pub mod hostile;
 pub mod miranda;
 pub mod pg;

@@ -6,6 +6,7 @@
 //! Python peers run from the venv `benches/setup.sh` makes (`.local/bench-venv`).
 //! See `benches/README.md`.
 
+mod cluster;
 mod edge;
 mod ingest;
 mod machine;
@@ -36,6 +37,8 @@ enum Cmd {
     Search(Common),
     /// Aggregator ingest with 100k live trajectories (--quick: 10k) vs the store insert alone.
     Ingest(Common),
+    /// Aggregator nodes sharing sites against one node: CPU per sighting (PostgreSQL, mosquitto).
+    Cluster(Common),
     /// Edge throughput on the face clip vs the decode-only and inference-only floors and the
     /// Python peer, and RSS with 1, 2, 4 RTSP cameras (--quick: fewer passes, 10 s warm-ups).
     Edge(Common),
@@ -68,6 +71,7 @@ fn main() -> Result<()> {
         Cmd::Search(c) => (&["search"], c),
         Cmd::Ingest(c) => (&["ingest"], c),
         Cmd::Edge(c) => (&["edge"], c),
+        Cmd::Cluster(c) => (&["cluster"], c),
     };
     let full_report = which.len() > 1;
     let repo = repo_root();
@@ -87,6 +91,7 @@ fn main() -> Result<()> {
         let cpu = CpuTimes::now();
         let mut s = match *key {
             "edge" => edge::run(&edge::Opts { quick: c.quick, repo: &repo, venv: &venv })?,
+            "cluster" => cluster::run(&cluster::Opts { repo: &repo })?,
             "search" => search::run(&search::Opts { quick: c.quick, seed: c.seed, venv: &venv, repo: &repo })?,
             _ => ingest::run(&ingest::Opts { quick: c.quick, seed: c.seed, sightings: c.sightings })?,
         };

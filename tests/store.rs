@@ -212,6 +212,11 @@ fn sighting_round_trip_and_dedup(b: &Backend) {
     assert!(store.record_crowd(&c, T0).unwrap());
     assert!(!store.record_crowd(&c, T0 + secs(1)).unwrap());
     assert!(store.seen(a.id).unwrap() && store.seen(c.id).unwrap());
+    // and are asked about together
+    let unknown = Uuid::now_v7();
+    let seen = store.seen_among(&[unknown, s.id, a.id, c.id, s.id]).unwrap();
+    assert_eq!(seen, std::collections::HashSet::from([s.id, a.id, c.id]));
+    assert!(store.seen_among(&[]).unwrap().is_empty());
 }
 
 fn trajectory_rows_follow_their_sightings(b: &Backend) {

@@ -20,8 +20,8 @@ macro_rules! store_by_jobs {
             };
 
             impl Store for $store {
-                fn seen(&self, id: Uuid) -> Result<bool> {
-                    records::seen(self, id)
+                fn seen_among(&self, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
+                    records::seen_among(self, ids)
                 }
 
                 fn record_sightings(&self, batch: &[SightingPlacement<'_>]) -> Result<Vec<bool>> {

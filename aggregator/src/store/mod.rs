@@ -204,7 +204,13 @@ pub trait Store: Send + Sync {
     // ---- ingestion -------------------------------------------------------------------------
 
     /// Whether an event (sighting, alert or crowd measurement) with this id is stored.
-    fn seen(&self, id: Uuid) -> Result<bool>;
+    fn seen(&self, id: Uuid) -> Result<bool> {
+        Ok(self.seen_among(&[id])?.contains(&id))
+    }
+
+    /// Those of `ids` that [`Store::seen`] would say are stored, in one call (ingest asks about a
+    /// whole batch at once: one round trip to PostgreSQL instead of one per sighting).
+    fn seen_among(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>>;
 
     /// Stores a sighting placed on `trajectory` (at embedding `distance` from it, `None` when the
     /// sighting started it) and, in the same transaction, creates or updates the trajectory's row

@@ -14,15 +14,17 @@ use super::rows::*;
 use crate::store::codec::time_of_ms;
 use crate::store::{Acknowledged, Result, SightingPlacement, StoreError};
 
-pub(super) fn seen(store: &PostgresStore, id: Uuid) -> Result<bool> {
+pub(super) fn seen_among(store: &PostgresStore, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
     store.with(|c| {
-        c.query_one(
-            "SELECT EXISTS (SELECT 1 FROM sightings WHERE id = $1) OR EXISTS (SELECT 1 FROM alerts WHERE id = $1) \
-             OR EXISTS (SELECT 1 FROM crowd WHERE id = $1)",
-            &[&id],
+        c.query(
+            "SELECT id FROM sightings WHERE id = ANY($1) UNION SELECT id FROM alerts WHERE id = ANY($1) \
+             UNION SELECT id FROM crowd WHERE id = ANY($1)",
+            &[&ids],
         )
-        .op("seen")
-        .and_then(|r| get(&r, 0))
+        .op("seen")?
+        .iter()
+        .map(|r| get(r, 0))
+        .collect()
     })
 }
 

@@ -2,6 +2,8 @@
 //! measurements, camera and agent statuses), camera positions and alert acknowledgements. Each is
 //! one short transaction; events are idempotent on their id.
 
+use std::collections::HashSet;
+
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use sightline_contract::{AgentStatus, Alert, CameraStatus, Crowd};
 use time::OffsetDateTime;
@@ -11,15 +13,21 @@ use super::connection::SqliteStore;
 use super::rows::*;
 use crate::store::{Acknowledged, Result, SightingPlacement};
 
-pub(super) fn seen(store: &SqliteStore, id: Uuid) -> Result<bool> {
-    store
-        .reader()
+pub(super) fn seen_among(store: &SqliteStore, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+    let db = store.reader();
+    let mut q = db
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM sightings WHERE id = ?1) OR EXISTS (SELECT 1 FROM alerts WHERE id = ?1) \
              OR EXISTS (SELECT 1 FROM crowd WHERE id = ?1)",
         )
-        .and_then(|mut q| q.query_row([id.to_string()], |r| r.get(0)))
-        .op("seen")
+        .op("seen")?;
+    let mut seen = HashSet::new();
+    for id in ids {
+        if q.query_row([id.to_string()], |r| r.get(0)).op("seen")? {
+            seen.insert(*id);
+        }
+    }
+    Ok(seen)
 }
 
 pub(super) fn record_sightings(store: &SqliteStore, batch: &[SightingPlacement<'_>]) -> Result<Vec<bool>> {

@@ -2,18 +2,20 @@
 //! and their flush.
 //!
 //! A [`Batch`] is a run of consecutive messages taken off the queue while more were waiting (at
-//! most [`MAX_MESSAGES`], or [`MAX_WAIT`] after the first): the sightings among them are placed
-//! one by one in arrival order as they are handled (so the correlator decides exactly as it would
-//! one at a time), then stored together in one transaction, [`Store::record_sightings`]: one
-//! commit, one fsync, for all of them. Only then is each message acknowledged and each new
-//! sighting announced, in arrival order. Any other message flushes the batch before it is stored
-//! (`Ingest::ingest`), so nothing is reordered across kinds.
+//! most [`MAX_MESSAGES`], or [`MAX_WAIT`] after the first). Its flush asks the store which of its
+//! sightings are already stored (one query for all: [`Store::seen_among`]), places the others one
+//! by one in arrival order (so the correlator decides exactly as it would one at a time), and
+//! stores them together in one transaction ([`Store::record_sightings`]: one commit, one fsync,
+//! for all of them). Only then is each message acknowledged and each new sighting announced, in
+//! arrival order. Any other message flushes the batch before it is stored (`Ingest::ingest`), so
+//! nothing is reordered across kinds.
 //!
-//! While the store is transiently unavailable the same batch is retried, with the same
-//! placements (the correlator already holds them). A batch the store refuses for another reason
+//! While the store is transiently unavailable the same step is retried; the placements are made
+//! once, so a retried batch stores the same ones. A batch the store refuses for another reason
 //! (one sighting's trajectory belongs to another site, say) is stored one sighting at a time, so
 //! that only the ones at fault are left unacknowledged.
 //!
+//! [`Store::seen_among`]: crate::store::Store::seen_among
 //! [`Store::record_sightings`]: crate::store::Store::record_sightings
 
 use std::time::{Duration, Instant};
@@ -25,20 +27,20 @@ use tokio::sync::mpsc;
 
 use super::parse;
 use super::worker::{Ingest, Work};
-use crate::correlate::Assignment;
+use crate::correlate::{Assignment, Observation};
 use crate::metrics::Outcome;
 use crate::store::{SightingPlacement, StoreError};
 
 /// Messages in one batch at most.
 pub const MAX_MESSAGES: usize = 256;
-/// A batch takes no more messages this long after its first, so that a steady stream does not
-/// hold back the first one's acknowledgement.
+/// A batch takes no more messages this long after its first (taking one is parsing and checking
+/// it), so that a stream arriving about as fast as it is taken does not hold back the first
+/// one's acknowledgement.
 pub const MAX_WAIT: Duration = Duration::from_millis(5);
 
-/// A new sighting with where the correlator placed it, to be stored.
-pub struct Placed {
+/// A sighting that passed ingest's checks, to be de-duplicated, placed and stored.
+pub struct Pending {
     pub sighting: Sighting,
-    pub assignment: Assignment,
     pub received_at: OffsetDateTime,
 }
 
@@ -47,9 +49,9 @@ struct Entry {
     publish: Publish,
     /// When the MQTT client received it.
     received: Instant,
-    /// A new sighting to store first; `None`: nothing left to store (stored on its own, a
-    /// duplicate, or rejected).
-    placed: Option<Placed>,
+    /// A sighting to store first; `None`: nothing left to store (stored on its own, or
+    /// rejected).
+    sighting: Option<Pending>,
 }
 
 /// The messages handled but not yet acknowledged, in arrival order.
@@ -61,9 +63,9 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub(super) fn push(&mut self, publish: Publish, received: Instant, placed: Option<Placed>) {
+    pub(super) fn push(&mut self, publish: Publish, received: Instant, sighting: Option<Pending>) {
         self.opened.get_or_insert_with(Instant::now);
-        self.entries.push(Entry { publish, received, placed });
+        self.entries.push(Entry { publish, received, sighting });
     }
 
     /// It takes no more messages: flush it.
@@ -73,39 +75,56 @@ impl Batch {
 }
 
 impl Ingest {
-    /// Stores the batch's sightings in one transaction (retried while the store is transiently
-    /// unavailable), then acknowledges its messages and announces its new sightings in order.
+    /// De-duplicates, places and stores the batch's sightings in one transaction (each store
+    /// call retried while the store is transiently unavailable), then acknowledges its messages
+    /// and announces its new sightings in order.
     pub(super) fn flush(&mut self, rx: &mpsc::Receiver<Work>) {
         let batch = std::mem::take(&mut self.batch);
-        let placements: Vec<SightingPlacement<'_>> = batch
-            .entries
-            .iter()
-            .filter_map(|e| e.placed.as_ref())
-            .map(|p| SightingPlacement {
-                sighting: &p.sighting,
-                trajectory: p.assignment.trajectory,
-                distance: p.assignment.distance,
-                received_at: p.received_at,
-            })
-            .collect();
-        let mut stored = match self.store_all(&placements, rx) {
-            Ok(stored) => stored.into_iter(),
-            Err(e) => {
-                // the service is stopping: nothing is acknowledged, the broker redelivers it all
-                for entry in batch.entries.iter().filter(|e| e.placed.is_some()) {
-                    self.metrics.message(parse::kind_of(&entry.publish.topic), Outcome::Failed);
-                }
-                tracing::error!(error = %e, sightings = placements.len(), "sightings not stored; left unacknowledged");
-                return;
+        let pending: Vec<&Pending> = batch.entries.iter().filter_map(|e| e.sighting.as_ref()).collect();
+        let ids: Vec<uuid::Uuid> = pending.iter().map(|p| p.sighting.id).collect();
+        let seen = if ids.is_empty() {
+            Default::default()
+        } else {
+            match self.retrying("sightings", rx, |ingest| ingest.store.seen_among(&ids)) {
+                Ok(seen) => seen,
+                Err(e) => return self.give_up(pending.len(), &e),
             }
         };
+        // placed once, in arrival order: a retry below stores the same placements
+        let placed: Vec<Option<Assignment>> = pending
+            .iter()
+            .map(|p| {
+                let s = &p.sighting;
+                (!seen.contains(&s.id)).then(|| self.correlators.assign(&s.site, Observation::from_sighting(s)))
+            })
+            .collect();
+        let placements: Vec<SightingPlacement<'_>> = pending
+            .iter()
+            .zip(&placed)
+            .filter_map(|(p, a)| {
+                a.map(|a| SightingPlacement {
+                    sighting: &p.sighting,
+                    trajectory: a.trajectory,
+                    distance: a.distance,
+                    received_at: p.received_at,
+                })
+            })
+            .collect();
+        let stored = match self.store_all(&placements, rx) {
+            Ok(stored) => stored,
+            Err(e) => return self.give_up(pending.len(), &e),
+        };
+        let (mut placed, mut stored) = (placed.into_iter(), stored.into_iter());
         for entry in &batch.entries {
             let kind = parse::kind_of(&entry.publish.topic);
-            if let Some(placed) = &entry.placed {
-                let outcome = match stored.next().expect("one outcome per placed sighting") {
-                    Ok(true) => self.announce(placed).map(|()| Outcome::Accepted),
-                    Ok(false) => Ok(Outcome::Duplicate),
-                    Err(e) => Err(e),
+            if let Some(p) = &entry.sighting {
+                let outcome = match placed.next().expect("one placement per sighting") {
+                    None => Ok(Outcome::Duplicate),
+                    Some(a) => match stored.next().expect("one outcome per placed sighting") {
+                        Ok(true) => self.announce(&p.sighting, &a, p.received_at).map(|()| Outcome::Accepted),
+                        Ok(false) => Ok(Outcome::Duplicate),
+                        Err(e) => Err(e),
+                    },
                 };
                 match outcome {
                     Ok(outcome) => self.metrics.message(kind, outcome),
@@ -121,6 +140,15 @@ impl Ingest {
                 tracing::warn!(error = %e, "MQTT acknowledgement not sent");
             }
         }
+    }
+
+    /// The store was unavailable when the service stopped: none of the batch's sightings is
+    /// acknowledged (nor anything after them), the broker redelivers them.
+    fn give_up(&self, sightings: usize, e: &StoreError) {
+        for _ in 0..sightings {
+            self.metrics.message(parse::Kind::Sighting.as_str(), Outcome::Failed);
+        }
+        tracing::error!(error = %e, sightings, "sightings not stored; left unacknowledged");
     }
 
     /// Whether each sighting was new: all in one transaction, or one at a time if the store

@@ -15,13 +15,14 @@
 use std::sync::{Arc, RwLock};
 
 use rumqttc::{AsyncClient, Publish, QoS};
-use sightline_contract::{Clock, Payload, Trajectory, new_event_id, topic};
+use sightline_contract::{Clock, Payload, Sighting, Trajectory, new_event_id, topic};
+use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use super::batch::{Batch, Placed};
+use super::batch::{Batch, Pending};
 use super::parse::{self, Incoming, Kind};
 use crate::alerts::AlertPublisher;
-use crate::correlate::{Observation, SiteCorrelators};
+use crate::correlate::{Assignment, SiteCorrelators};
 use crate::events::Events;
 use crate::latest::LatestCrowd;
 use crate::metrics::{Metrics, Outcome};
@@ -156,9 +157,9 @@ impl Ingest {
         outcome
     }
 
-    /// Stores one message (or rejects it); a new sighting is only placed, and returned to be
-    /// stored with its batch. `Err` only when the store failed.
-    fn handle(&mut self, p: &Publish) -> Result<Option<Placed>, StoreError> {
+    /// Stores one message (or rejects it); a sighting is only checked, and returned to be
+    /// de-duplicated, placed and stored with its batch. `Err` only when the store failed.
+    fn handle(&mut self, p: &Publish) -> Result<Option<Pending>, StoreError> {
         let kind = parse::kind_of(&p.topic);
         let now = self.clock.now();
         let incoming = match parse::parse(&p.topic, &p.payload, self.max_bytes, &self.plausible, now) {
@@ -184,11 +185,7 @@ impl Ingest {
                     tracing::warn!(topic = %p.topic, site = %s.site, "sighting of a site without cameras in the config rejected");
                     return Ok(None);
                 }
-                if !self.store.seen(s.id)? {
-                    let assignment = self.correlators.assign(&s.site, Observation::from_sighting(&s));
-                    return Ok(Some(Placed { sighting: s, assignment, received_at: now }));
-                }
-                false
+                return Ok(Some(Pending { sighting: s, received_at: now }));
             }
             Incoming::Crowd(c) => {
                 let new = self.store.record_crowd(&c, now)?;
@@ -224,11 +221,9 @@ impl Ingest {
         Ok(None)
     }
 
-    /// A new sighting, stored: announced (MQTT, live events), indexed for search and checked
-    /// against the watchlist.
-    pub(super) fn announce(&mut self, placed: &Placed) -> Result<(), StoreError> {
-        let Placed { sighting: s, assignment: a, received_at: now } = placed;
-        let now = *now;
+    /// A new sighting, stored where `a` placed it: announced (MQTT, live events), indexed for
+    /// search and checked against the watchlist.
+    pub(super) fn announce(&mut self, s: &Sighting, a: &Assignment, now: OffsetDateTime) -> Result<(), StoreError> {
         if a.new {
             self.metrics.trajectories_started.inc();
             self.metrics.live_trajectories.set(self.correlators.live() as i64);

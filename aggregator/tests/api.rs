@@ -1158,7 +1158,9 @@ async fn every_identity_endpoint_without_a_purpose_is_400_and_audited_as_refused
     let face = vec![0.125f32; 128];
     let search = json!({ "embedding": face });
     let add = json!({ "name": "case 8", "expires_at": "2026-11-30T09:00:00.000Z", "embedding": face });
-    let cases: [(&str, String, &str, Option<&Value>, AuditAction, u16); 9] = [
+    // method, path, token, body, audited as, status
+    type Case<'a> = (&'a str, String, &'a str, Option<&'a Value>, AuditAction, u16);
+    let cases: [Case; 9] = [
         ("GET", "/api/v1/trajectories".into(), it, None, AuditAction::TrajectoryList, 200),
         ("GET", format!("/api/v1/trajectories/{id}"), it, None, AuditAction::TrajectoryRead, 200),
         ("GET", format!("/api/v1/trajectories/{id}/geojson"), it, None, AuditAction::TrajectoryRead, 200),

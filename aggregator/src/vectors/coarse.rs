@@ -169,8 +169,10 @@ impl Coarse {
             let cc = s * s * self.norm[i] as f32;
             let d2 = qq + cc - 2.0 * (q.scale * s) * k as f32;
             let reach = limit + q.err + self.err[i];
-            // the f32 evaluation of `d2` is off by far less than this second slack
-            if !(d2 > reach * reach + 1e-5 * (qq + cc)) {
+            // the f32 evaluation of `d2` is off by far less than this second slack; a NaN (a
+            // row or query that is not finite) keeps the row
+            let bound = reach * reach + 1e-5 * (qq + cc);
+            if d2.partial_cmp(&bound) != Some(std::cmp::Ordering::Greater) {
                 hit(i);
             }
         }
@@ -266,7 +268,7 @@ mod tests {
                 let mut ruled_out = 0;
                 for (i, row) in rows.iter().enumerate() {
                     let d2 = l2sq_portable(row, &q);
-                    let within = !(d2 > limit * limit);
+                    let within = d2 <= limit * limit;
                     if i % 50 == 49 {
                         assert!(!hits.contains(&i), "pre said no");
                     } else if within {

@@ -212,6 +212,11 @@ fn sighting_round_trip_and_dedup(b: &Backend) {
     assert!(store.record_crowd(&c, T0).unwrap());
     assert!(!store.record_crowd(&c, T0 + secs(1)).unwrap());
     assert!(store.seen(a.id).unwrap() && store.seen(c.id).unwrap());
+    // and are asked about together
+    let unknown = Uuid::now_v7();
+    let seen = store.seen_among(&[unknown, s.id, a.id, c.id, s.id]).unwrap();
+    assert_eq!(seen, std::collections::HashSet::from([s.id, a.id, c.id]));
+    assert!(store.seen_among(&[]).unwrap().is_empty());
 }
 
 fn trajectory_rows_follow_their_sightings(b: &Backend) {
@@ -252,6 +257,48 @@ fn trajectory_rows_follow_their_sightings(b: &Backend) {
     assert!(e.contains("site \"docks\"") && e.contains("belongs to site \"riverside\""), "{e}");
     assert!(!store.seen(elsewhere.id).unwrap());
     assert!(store.trajectory(Uuid::now_v7()).unwrap().is_none());
+}
+
+fn a_batch_of_sightings_is_one_transaction(b: &Backend) {
+    let store = b.open();
+    let (t1, t2, t3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let a = sighting("gate", T0, T0 + secs(5), pattern(0x3e21));
+    let b = sighting("hall", T0 + secs(300), T0 + secs(305), pattern(0x3e22));
+    let c = sighting("gate", T0 + secs(10), T0 + secs(12), pattern(0x3e23));
+    let before = sighting("yard", T0 - secs(60), T0 - secs(55), pattern(0x3e24));
+    assert!(store.record_sighting(&before, t1, None, T0).unwrap());
+    let at =
+        |s, trajectory, distance, r| SightingPlacement { sighting: s, trajectory, distance, received_at: T0 + secs(r) };
+    let batch = [
+        at(&a, t1, Some(0.2), 6),
+        at(&b, t1, Some(0.3), 306),
+        at(&c, t2, None, 13),
+        at(&a, t1, Some(0.2), 307), // redelivered within the batch
+        at(&before, t3, None, 308), // stored before: its trajectory is not created
+    ];
+    assert_eq!(store.record_sightings(&batch).unwrap(), [true, true, true, false, false]);
+    let d = store.trajectory(t1).unwrap().unwrap();
+    assert_eq!(
+        (d.summary.first_seen, d.summary.last_seen, d.summary.sighting_count),
+        (T0 - secs(60), T0 + secs(305), 3)
+    );
+    assert_eq!(d.summary.cameras, ["yard", "gate", "hall"]);
+    assert_eq!(d.sightings.iter().map(|p| p.id).collect::<Vec<_>>(), [before.id, a.id, b.id]);
+    assert_eq!(store.sighting(a.id).unwrap().unwrap().received_at, T0 + secs(6), "the first copy is kept");
+    assert_eq!(store.trajectory(t2).unwrap().unwrap().summary.cameras, ["gate"]);
+    assert!(store.trajectory(t3).unwrap().is_none());
+    assert_eq!(store.sighting(before.id).unwrap().unwrap().trajectory, t1);
+
+    // one sighting the store refuses (its trajectory is another site's): none of the batch is stored
+    let fine = sighting("gate", T0 + secs(400), T0 + secs(401), pattern(0x3e25));
+    let mut elsewhere = sighting("gate", T0 + secs(400), T0 + secs(401), pattern(0x3e26));
+    elsewhere.site = "docks".into();
+    let t4 = Uuid::now_v7();
+    let e = store.record_sightings(&[at(&fine, t4, None, 402), at(&elsewhere, t2, None, 402)]).unwrap_err();
+    assert!(e.to_string().contains("belongs to site \"riverside\""), "{e}");
+    assert!(!store.seen(fine.id).unwrap() && !store.seen(elsewhere.id).unwrap());
+    assert!(store.trajectory(t4).unwrap().is_none());
+    assert_eq!(store.record_sightings(&[]).unwrap(), Vec::<bool>::new());
 }
 
 fn alerts_round_trip_filter_and_acknowledge(b: &Backend) {
@@ -1207,6 +1254,7 @@ macro_rules! both {
 both!(
     sighting_round_trip_and_dedup,
     trajectory_rows_follow_their_sightings,
+    a_batch_of_sightings_is_one_transaction,
     alerts_round_trip_filter_and_acknowledge,
     crowd_round_trip_and_bucketing,
     latest_crowd_is_the_newest_measurement_of_each_known_camera,

@@ -173,7 +173,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
         watchlist,
         alerts,
         liveness,
-        pending: None,
+        batch: Default::default(),
     };
     let ingest = ingest.spawn(work_rx);
 

@@ -95,7 +95,13 @@ impl Aggregator {
     /// Starts the aggregator like [`Aggregator::start_in`] without waiting for anything (e.g. when
     /// its broker is expected to refuse it).
     pub fn spawn_in(dir: &Path, config: &str, port: u16) -> Result<Aggregator> {
-        Aggregator::spawn_binary(&binary("aggregator"), "info,rumqttd=warn,sightline_aggregator=debug", dir, config, port)
+        Aggregator::spawn_binary(
+            &binary("aggregator"),
+            "info,rumqttd=warn,sightline_aggregator=debug",
+            dir,
+            config,
+            port,
+        )
     }
 
     /// [`Aggregator::spawn_in`] with the aggregator at `program` (benchmarks run the release one)

@@ -157,4 +157,3 @@ pub fn messages(sites: &[SiteRun], part: std::ops::Range<f64>) -> Vec<(String, V
     }
     out
 }
-

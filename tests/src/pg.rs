@@ -2,7 +2,9 @@
 //! or `SIGHTLINE_PG_BIN`), `initdb` in a temporary directory with password (SCRAM) logins over
 //! TCP on a free 127.0.0.1 port and its unix socket inside that directory; run as the `postgres`
 //! user when the tests run as root (the server refuses root). Started with a bounded wait for
-//! `pg_isready`, stopped with `pg_ctl stop -m immediate` on drop.
+//! `pg_isready`, stopped with `pg_ctl stop -m immediate` on drop. Tests run it without
+//! durability (`fsync=off`: nothing they check needs it); benchmarks with PostgreSQL's durable
+//! defaults ([`PgCluster::start_durable`]).
 //!
 //! [`PgCluster::shared`] is one cluster per test binary (stopped when the binary exits);
 //! [`PgCluster::database`] makes a fresh database per test, owned by the unprivileged role
@@ -29,6 +31,8 @@ pub struct PgCluster {
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// Runs with `fsync`, `synchronous_commit` and `full_page_writes` on (the defaults).
+    durable: bool,
     next_db: AtomicU32,
 }
 
@@ -55,8 +59,18 @@ fn bin_dir() -> Result<PathBuf> {
 }
 
 impl PgCluster {
-    /// Starts a new cluster; it is stopped when dropped.
+    /// Starts a new cluster without durability (for tests); it is stopped when dropped.
     pub fn start() -> Result<PgCluster> {
+        PgCluster::start_with(false)
+    }
+
+    /// Starts a new cluster that commits as a production server does: each commit is flushed to
+    /// disk (for benchmarks). It is stopped when dropped.
+    pub fn start_durable() -> Result<PgCluster> {
+        PgCluster::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Result<PgCluster> {
         let bin = bin_dir()?;
         let as_postgres = unsafe { libc::geteuid() } == 0;
         let dir = tempfile::Builder::new().prefix("sightline-pg-").tempdir()?;
@@ -70,7 +84,7 @@ impl PgCluster {
             }
         }
         let port = crate::free_port();
-        let cluster = PgCluster { dir, bin, port, as_postgres, next_db: AtomicU32::new(0) };
+        let cluster = PgCluster { dir, bin, port, as_postgres, durable, next_db: AtomicU32::new(0) };
         let data = cluster.data_dir();
         cluster.run(
             "initdb",
@@ -99,10 +113,10 @@ impl PgCluster {
     pub fn serve(&self) -> Result<()> {
         let data = self.data_dir();
         let port = self.port;
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-            self.dir.path().join("sock").display()
-        );
+        let mut opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1", self.dir.path().join("sock").display());
+        if !self.durable {
+            opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        }
         let log = self.dir.path().join("server.log");
         self.run(
             "pg_ctl",

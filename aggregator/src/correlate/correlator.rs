@@ -2,9 +2,10 @@
 //! sighting among them (the rules are in the folder's documentation).
 //!
 //! Trajectories are kept in creation order with their members sorted in event time; their
-//! centroids are kept apart, by (model, dimension), in one [`Matrix`] per group, so that choosing
-//! a trajectory starts with one contiguous scan of the centroids within reach
-//! ([`crate::vectors::rows_within`]) before the exact rules run on the few that pass.
+//! centroids are kept apart, by (model, dimension), in one [`Matrix`] per group with an 8-bit copy
+//! ([`Coarse`]), so that choosing a trajectory starts with one contiguous scan of a quarter of the
+//! centroids' bytes, which rules out exactly the trajectories whose centroid is out of reach,
+//! before the exact rules run on the few that pass.
 
 use std::collections::HashMap;
 
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use super::config::{Appearance, CorrelationConfig};
 use crate::site::{SiteError, SiteModel, same_camera_ok, span_ms, unix_ms};
-use crate::vectors::{Interner, Matrix, l2sq_lanes, l2sq_lanes_within, rows_within};
+use crate::vectors::{Coarse, Interner, Matrix, l2sq_lanes, l2sq_lanes_within};
 
 /// What the correlator needs of a sighting.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,6 +101,8 @@ struct Group {
     model: u32,
     /// One row per trajectory; meaningful only where `has`.
     centroids: Matrix,
+    /// The centroids in 8 bits, row for row.
+    coarse: Coarse,
     /// The trajectory has a centroid (some recent member carries an embedding).
     has: Vec<bool>,
     /// The trajectory's `first` and `last`.
@@ -284,7 +287,7 @@ impl Correlator {
             n += usize::from(k);
         }
         for g in groups.iter_mut() {
-            let Group { centroids, has, first, last, track, .. } = g;
+            let Group { centroids, coarse, has, first, last, track, .. } = g;
             let w = centroids.retain_rows(|r, w| {
                 let old = track[r];
                 if !kept[old] {
@@ -293,6 +296,7 @@ impl Correlator {
                 let idx = new_idx[old];
                 if w != r {
                     has[w] = has[r];
+                    coarse.move_row(r, w);
                 }
                 let tr = &mut tracks[idx];
                 tr.slot = w;
@@ -301,6 +305,7 @@ impl Correlator {
                 track[w] = idx;
                 true
             });
+            coarse.truncate(w);
             has.truncate(w);
             first.truncate(w);
             last.truncate(w);
@@ -330,6 +335,7 @@ impl Correlator {
                 self.groups.push(Group {
                     model: p.model,
                     centroids: Matrix::new(dim),
+                    coarse: Coarse::new(dim),
                     has: Vec::new(),
                     first: Vec::new(),
                     last: Vec::new(),
@@ -341,6 +347,7 @@ impl Correlator {
         let g = &mut self.groups[group];
         let slot = g.track.len();
         g.centroids.push_zeros();
+        g.coarse.push_zeros();
         g.has.push(false);
         g.first.push(p.start);
         g.last.push(p.end);
@@ -394,6 +401,7 @@ impl Correlator {
                 let inv = 1.0 / count as f32;
                 sum.iter_mut().for_each(|s| *s *= inv);
                 g.centroids.row_mut(tr.slot).copy_from_slice(&sum);
+                g.coarse.set(tr.slot, &sum);
                 g.has[tr.slot] = true;
             } else {
                 g.has[tr.slot] = false;
@@ -447,19 +455,16 @@ impl Correlator {
         } else if let Some(g) = self.groups.iter().find(|g| g.model == p.model && g.dim() == p.emb.len()) {
             // The distance to the centroid is at most the appearance distance (equal for
             // `Centroid`, a lower bound for `MeanDistance`; no bound for `Nearest`, which scans
-            // everything): one pass over the group's contiguous centroids keeps only the
-            // trajectories within `limit` of theirs, and only those go through the full rules
-            // above. The kernel sums in another order than `l2sq_lanes_within`, so the pass keeps a
-            // little more (a relative slack far above the rounding error); the exact comparison
-            // is then the same as before.
-            let loose2 = limit2 * (1.0 + 1e-3);
-            rows_within(
-                g.centroids.values(),
-                g.dim(),
-                &p.emb,
-                loose2,
+            // everything): one pass over the group's 8-bit centroids keeps every trajectory that
+            // may be within `limit` of its centroid (`Coarse` proves the others are not), in
+            // creation order, and only those go through the full rules above, whose exact
+            // comparisons decide as a full scan would.
+            let query = g.coarse.query(&p.emb);
+            g.coarse.rows_maybe_within(
+                &query,
+                limit,
                 |slot| g.has[slot] && in_horizon(g.first[slot], g.last[slot]),
-                |slot, _| consider(g.track[slot]),
+                |slot| consider(g.track[slot]),
             );
         }
         let Some(b) = best else { return Err(Why::NoCandidate) };
@@ -919,6 +924,54 @@ mod tests {
     }
 
     #[test]
+    fn coarse_scan_gives_the_full_scan_answer_among_many_look_alikes() {
+        // Many trajectories of unit-length faces, and sightings placed at distances spread
+        // around `max_distance` and `max_distance + margin` from some of them, where the 8-bit
+        // bound is tightest: the pruned choice must be the full scan's, step after step, and the
+        // coarse pass must rule most trajectories out.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let unit = |rnd: &mut dyn FnMut() -> f64| {
+            let v: Vec<f32> = (0..128).map(|_| (rnd() - 0.5) as f32).collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / n).collect::<Vec<f32>>()
+        };
+        for appearance in [Appearance::MeanDistance, Appearance::Centroid] {
+            let mut c = correlator(CorrelationConfig { appearance, ..Default::default() });
+            let mut faces = Vec::new();
+            for i in 0..1500u128 {
+                let f = unit(&mut rnd);
+                c.assign(obs(i + 1, "nowhere", i as f64 * 0.5, i as f64 * 0.5 + 0.2, f.clone()));
+                faces.push(f);
+            }
+            let (mut kept, mut rows) = (0, 0);
+            for i in 0..400u128 {
+                // a face moved by a distance in [0.5, 0.75) along a random direction
+                let f = &faces[(rnd() * faces.len() as f64) as usize];
+                let dir = unit(&mut rnd);
+                let by = 0.5 + 0.25 * rnd() as f32;
+                let e: Vec<f32> = f.iter().zip(&dir).map(|(x, d)| x + by * d).collect();
+                let t = 800.0 + i as f64;
+                let o = obs(10_000 + i, ["a", "c", "nowhere"][i as usize % 3], t, t + 0.5, e);
+                let p = c.probe(o.clone());
+                assert_eq!(c.choose_scan(&p, false), c.choose_scan(&p, true), "{appearance:?} {i}");
+                let g = &c.groups[0];
+                let limit = c.cfg.max_distance + c.cfg.margin;
+                g.coarse.rows_maybe_within(&g.coarse.query(&p.emb), limit, |_| true, |_| kept += 1);
+                rows += g.coarse.len();
+                c.assign(o);
+            }
+            assert!(kept * 20 < rows, "{appearance:?}: {kept} of {rows} rows kept by the coarse pass");
+            assert!(c.stats().joined > 50, "{:?}", c.stats());
+        }
+    }
+
+    #[test]
     fn centroid_prefilter_gives_the_full_scan_answer() {
         // Random sightings of a few people (some near the decision boundaries), other models and
         // lengths, and forgetting: the prefiltered scan must answer exactly as the full one, and
@@ -963,6 +1016,7 @@ mod tests {
                     for (idx, tr) in c.tracks.iter().enumerate() {
                         let g = &c.groups[tr.group];
                         assert_eq!((g.model, g.dim()), (tr.model, tr.dim));
+                        assert_eq!(g.coarse.len(), g.track.len());
                         assert_eq!((g.track[tr.slot], g.first[tr.slot], g.last[tr.slot]), (idx, tr.first, tr.last));
                     }
                     assert_eq!(c.groups.iter().map(|g| g.track.len()).sum::<usize>(), c.tracks.len());

@@ -3,7 +3,11 @@
 //! correlation horizon. On a node of a cluster, sites are taken and handed over through the same
 //! channel, so a hand-over comes after every message of the site already queued.
 //!
-//! A message the store cannot take for a while (unreachable, restarting, busy, full:
+//! Sightings are stored by group commit ([`Batch`]): a run of sighting messages already queued is
+//! placed one by one, stored in one transaction, and only then acknowledged and announced, in
+//! order. Any other message first flushes the run before it, then is stored on its own.
+//!
+//! A message or batch the store cannot take for a while (unreachable, restarting, busy, full:
 //! `StoreError::is_transient`) is retried with backoff (0.1 s doubling to 5 s) until it is
 //! stored: ingest pauses, the bounded channel fills, the MQTT client stops reading and the broker
 //! keeps the rest; nothing is acknowledged before it is stored. Any other store failure leaves
@@ -12,12 +16,14 @@
 use std::sync::{Arc, RwLock};
 
 use rumqttc::{AsyncClient, Publish, QoS};
-use sightline_contract::{Clock, Payload, Trajectory, new_event_id, topic};
+use sightline_contract::{Clock, Payload, Sighting, Trajectory, new_event_id, topic};
+use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::parse::{self, Incoming};
+use super::batch::{Batch, Pending};
+use super::parse::{self, Incoming, Kind};
 use crate::alerts::AlertPublisher;
-use crate::correlate::{Observation, SiteCorrelators};
+use crate::correlate::{Assignment, Observation, SiteCorrelators};
 use crate::events::Events;
 use crate::latest::LatestCrowd;
 use crate::metrics::{Metrics, Outcome};
@@ -57,7 +63,7 @@ pub struct Ingest {
     /// Trajectory updates go out through it.
     pub client: AsyncClient,
     /// Sites come and go ([`Work::Take`], [`Work::HandOver`]) as this node of a cluster owns them:
-    /// a sighting of a site not served is left unacknowledged for its owner, not rejected.
+    /// a message of a site not served is left unacknowledged for its owner, not rejected.
     pub owned_sites_only: bool,
     /// How far back a taken site's trajectories are replayed into its correlator.
     pub replay: time::Duration,
@@ -71,9 +77,8 @@ pub struct Ingest {
     pub alerts: Arc<AlertPublisher>,
     /// Raises and clears `agent_offline` ([`crate::liveness`]).
     pub liveness: crate::liveness::Liveness,
-    /// A sighting the correlator placed whose storing failed: its retry stores the same placement
-    /// (the correlator already holds it).
-    pub pending: Option<(uuid::Uuid, crate::correlate::Assignment)>,
+    /// The run of messages handled but not yet acknowledged: sightings placed but not yet stored.
+    pub batch: Batch,
 }
 
 impl Ingest {
@@ -83,29 +88,45 @@ impl Ingest {
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Work>) {
-        while let Some(w) = rx.blocking_recv() {
-            match w {
-                Work::Message(p, received, session) => self.ingest(&p, received, &session, &rx),
-                Work::Take { site, done } => {
-                    let _ = done.send(self.take(&site));
+        while let Some(first) = rx.blocking_recv() {
+            // what is already queued joins the batch, up to its bound
+            let mut next = Some(first);
+            while let Some(w) = next.take() {
+                self.work(w, &rx);
+                if !self.batch.is_full() {
+                    next = rx.try_recv().ok();
                 }
-                Work::HandOver { site, done } => {
-                    self.correlators.hand_over(&site);
-                    self.metrics.live_trajectories.set(self.correlators.live() as i64);
-                    tracing::info!(%site, "site handed over");
-                    let _ = done.send(());
+            }
+            self.flush(&rx);
+        }
+    }
+
+    fn work(&mut self, w: Work, rx: &mpsc::Receiver<Work>) {
+        match w {
+            Work::Message(p, received, session) => self.ingest(p, received, session, rx),
+            Work::Take { site, done } => {
+                self.flush(rx);
+                let _ = done.send(self.take(&site));
+            }
+            Work::HandOver { site, done } => {
+                // what is queued of the site is stored before the next owner rebuilds from the store
+                self.flush(rx);
+                self.correlators.hand_over(&site);
+                self.metrics.live_trajectories.set(self.correlators.live() as i64);
+                tracing::info!(%site, "site handed over");
+                let _ = done.send(());
+            }
+            Work::Tick { forget, expire } => {
+                self.flush(rx);
+                self.correlators.forget_before(forget);
+                self.metrics.live_trajectories.set(self.correlators.live() as i64);
+                if !expire {
+                    return;
                 }
-                Work::Tick { forget, expire } => {
-                    self.correlators.forget_before(forget);
-                    self.metrics.live_trajectories.set(self.correlators.live() as i64);
-                    if !expire {
-                        continue;
-                    }
-                    let cleared = self.watchlist.expire(self.clock.now());
-                    self.metrics.watchlist_entries.set(self.watchlist.len() as i64);
-                    if let Err(e) = self.alerts.publish(&cleared) {
-                        tracing::error!(error = %e, "clears of expired watchlist entries not stored");
-                    }
+                let cleared = self.watchlist.expire(self.clock.now());
+                self.metrics.watchlist_entries.set(self.watchlist.len() as i64);
+                if let Err(e) = self.alerts.publish(&cleared) {
+                    tracing::error!(error = %e, "clears of expired watchlist entries not stored");
                 }
             }
         }
@@ -125,20 +146,45 @@ impl Ingest {
         Ok(replay.len())
     }
 
-    /// Stores one message, retrying while the store is transiently unavailable (and the service
-    /// is not stopping), then acknowledges it on `session`.
-    fn ingest(&mut self, p: &Publish, received: std::time::Instant, session: &AsyncClient, rx: &mpsc::Receiver<Work>) {
+    /// Handles one message, retrying while the store is transiently unavailable, and adds it to
+    /// the batch to be acknowledged in order, on `session`. A sighting waits there to be stored;
+    /// any other message is stored on its own, after the batch before it.
+    fn ingest(&mut self, p: Publish, received: std::time::Instant, session: AsyncClient, rx: &mpsc::Receiver<Work>) {
         if self.owned_sites_only && !parse::site_of(&p.topic).is_some_and(|site| self.correlators.serves(site)) {
             tracing::debug!(topic = %p.topic, "message of a site handed over: left for its next owner");
             return;
         }
+        let sighting = parse::kind_of(&p.topic) == Kind::Sighting.as_str();
+        if !sighting {
+            self.flush(rx);
+        }
+        match self.retrying(&p.topic, rx, |ingest| ingest.handle(&p)) {
+            Ok(placed) => self.batch.push(p, received, session, placed),
+            Err(e) => {
+                self.metrics.message(parse::kind_of(&p.topic), Outcome::Failed);
+                tracing::error!(topic = %p.topic, error = %e, "message not stored; left unacknowledged");
+            }
+        }
+        if !sighting {
+            self.flush(rx);
+        }
+    }
+
+    /// Runs `f` until the store takes it: retried with backoff while the store is transiently
+    /// unavailable (and the service is not stopping).
+    pub(super) fn retrying<T>(
+        &mut self,
+        what: &str,
+        rx: &mpsc::Receiver<Work>,
+        mut f: impl FnMut(&mut Self) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let mut wait = RETRY_FIRST;
         let mut paused = false;
         let outcome = loop {
-            match self.handle(p) {
+            match f(self) {
                 Err(e) if e.is_transient() && !rx.is_closed() => {
                     if !paused {
-                        tracing::error!(topic = %p.topic, error = %e, "store unavailable: ingest paused, retrying");
+                        tracing::error!(what, error = %e, "store unavailable: ingest paused, retrying");
                         self.metrics.ingest_paused.set(1);
                         paused = true;
                     }
@@ -150,24 +196,14 @@ impl Ingest {
         };
         if paused {
             self.metrics.ingest_paused.set(0);
-            tracing::info!(topic = %p.topic, "store available again: ingest resumed");
+            tracing::info!(what, "store available again: ingest resumed");
         }
-        match outcome {
-            Ok(()) => {
-                self.metrics.ingested(parse::kind_of(&p.topic), received.elapsed());
-                if let Err(e) = session.try_ack(p) {
-                    tracing::warn!(error = %e, "MQTT acknowledgement not sent");
-                }
-            }
-            Err(e) => {
-                self.metrics.message(parse::kind_of(&p.topic), Outcome::Failed);
-                tracing::error!(topic = %p.topic, error = %e, "message not stored; left unacknowledged");
-            }
-        }
+        outcome
     }
 
-    /// Stores one message (or rejects it); `Err` only when the store failed.
-    fn handle(&mut self, p: &Publish) -> Result<(), StoreError> {
+    /// Stores one message (or rejects it); a sighting is only checked, and returned to be
+    /// de-duplicated, placed and stored with its batch. `Err` only when the store failed.
+    fn handle(&mut self, p: &Publish) -> Result<Option<Pending>, StoreError> {
         let kind = parse::kind_of(&p.topic);
         let now = self.clock.now();
         let incoming = match parse::parse(&p.topic, &p.payload, self.max_bytes, &self.plausible, now) {
@@ -175,13 +211,13 @@ impl Ingest {
             // the aggregator's own alerts come back over MQTT: stored before they were published
             Err(parse::Rejected::AggregatorOnly { id, .. }) if self.store.seen(id)? => {
                 self.metrics.message(kind, Outcome::Duplicate);
-                return Ok(());
+                return Ok(None);
             }
             Err(e) => {
                 self.metrics.message(kind, Outcome::Rejected);
                 self.metrics.rejected(kind, e.field());
                 tracing::warn!(error = %e, "message rejected");
-                return Ok(());
+                return Ok(None);
             }
         };
         let stored = match incoming {
@@ -191,9 +227,9 @@ impl Ingest {
                     self.metrics.message(kind, Outcome::Rejected);
                     self.metrics.rejected(kind, "site");
                     tracing::warn!(topic = %p.topic, site = %s.site, "sighting of a site without cameras in the config rejected");
-                    return Ok(());
+                    return Ok(None);
                 }
-                !self.store.seen(s.id)? && self.place(&s, now)?
+                return Ok(Some(Pending { sighting: s, received_at: now }));
             }
             Incoming::Crowd(c) => {
                 let new = self.store.record_crowd(&c, now)?;
@@ -226,25 +262,12 @@ impl Ingest {
             }
         };
         self.metrics.message(kind, if stored { Outcome::Accepted } else { Outcome::Duplicate });
-        Ok(())
+        Ok(None)
     }
 
-    /// A new sighting: placed on a trajectory and stored, then announced (MQTT, live events),
-    /// indexed for search and checked against the watchlist.
-    /// A sighting of a site the correlators serve (`SiteCorrelators::serves`).
-    fn place(&mut self, s: &sightline_contract::Sighting, now: time::OffsetDateTime) -> Result<bool, StoreError> {
-        let a = match self.pending.take() {
-            Some((id, a)) if id == s.id => a,
-            _ => self.correlators.assign(&s.site, Observation::from_sighting(s)),
-        };
-        match self.store.record_sighting(s, a.trajectory, a.distance, now) {
-            Ok(true) => {}
-            Ok(false) => return Ok(false),
-            Err(e) => {
-                self.pending = Some((s.id, a));
-                return Err(e);
-            }
-        }
+    /// A new sighting, stored where `a` placed it: announced (MQTT, live events), indexed for
+    /// search and checked against the watchlist.
+    pub(super) fn announce(&mut self, s: &Sighting, a: &Assignment, now: OffsetDateTime) -> Result<(), StoreError> {
         if a.new {
             self.metrics.trajectories_started.inc();
             self.metrics.live_trajectories.set(self.correlators.live() as i64);
@@ -285,6 +308,6 @@ impl Ingest {
             self.metrics.watchlist_matches.inc_by(matches.len() as u64);
             self.alerts.publish(&matches)?;
         }
-        Ok(true)
+        Ok(())
     }
 }

@@ -8,29 +8,24 @@
 macro_rules! store_by_jobs {
     ($store:ty) => {
         const _: () = {
-            use sightline_contract::{AgentStatus, Alert, CameraStatus, Crowd, Sighting};
+            use sightline_contract::{AgentStatus, Alert, CameraStatus, Crowd};
             use time::OffsetDateTime;
             use uuid::Uuid;
 
             use $crate::store::{
                 Acknowledged, AgentRecord, AlertQuery, AuditEntry, AuditQuery, AuditRecord, CameraRecord, CrowdBucket,
-                CrowdQuery, EmbeddingRow, PurgeReport, Result, RetentionPolicy, Role, SiteRow, Store, StoredAlert,
-                StoredSighting, Token, TrajectoryDetail, TrajectoryPage, TrajectoryQuery, WatchlistEntry,
+                CrowdQuery, EmbeddingRow, PurgeReport, Result, RetentionPolicy, Role, SightingPlacement, SiteRow,
+                Store, StoredAlert, StoredSighting, Token, TrajectoryDetail, TrajectoryPage, TrajectoryQuery,
+                WatchlistEntry,
             };
 
             impl Store for $store {
-                fn seen(&self, id: Uuid) -> Result<bool> {
-                    records::seen(self, id)
+                fn seen_among(&self, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>> {
+                    records::seen_among(self, ids)
                 }
 
-                fn record_sighting(
-                    &self,
-                    s: &Sighting,
-                    trajectory: Uuid,
-                    distance: Option<f32>,
-                    received_at: OffsetDateTime,
-                ) -> Result<bool> {
-                    records::record_sighting(self, s, trajectory, distance, received_at)
+                fn record_sightings(&self, batch: &[SightingPlacement<'_>]) -> Result<Vec<bool>> {
+                    records::record_sightings(self, batch)
                 }
 
                 fn record_alert(&self, a: &Alert, received_at: OffsetDateTime) -> Result<bool> {

@@ -204,7 +204,13 @@ pub trait Store: Send + Sync {
     // ---- ingestion -------------------------------------------------------------------------
 
     /// Whether an event (sighting, alert or crowd measurement) with this id is stored.
-    fn seen(&self, id: Uuid) -> Result<bool>;
+    fn seen(&self, id: Uuid) -> Result<bool> {
+        Ok(self.seen_among(&[id])?.contains(&id))
+    }
+
+    /// Those of `ids` that [`Store::seen`] would say are stored, in one call (ingest asks about a
+    /// whole batch at once: one round trip to PostgreSQL instead of one per sighting).
+    fn seen_among(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>>;
 
     /// Stores a sighting placed on `trajectory` (at embedding `distance` from it, `None` when the
     /// sighting started it) and, in the same transaction, creates or updates the trajectory's row
@@ -216,7 +222,16 @@ pub trait Store: Send + Sync {
         trajectory: Uuid,
         distance: Option<f32>,
         received_at: OffsetDateTime,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        let placed = SightingPlacement { sighting, trajectory, distance, received_at };
+        Ok(self.record_sightings(std::slice::from_ref(&placed))?[0])
+    }
+
+    /// [`Store::record_sighting`] of several sightings in one transaction (group commit: one
+    /// commit, one fsync, for all of them), in order: whether each was new. A sighting whose id is
+    /// already stored, or earlier in `batch`, changes nothing and answers false. Any error stores
+    /// none of them.
+    fn record_sightings(&self, batch: &[SightingPlacement<'_>]) -> Result<Vec<bool>>;
 
     /// Stores an alert event; false when its id is already stored. An event of an alert that was
     /// already acknowledged (e.g. its clear) inherits the acknowledgement.
@@ -585,6 +600,17 @@ pub struct TrajectoryPoint {
     pub ground: Option<[f64; 2]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distance: Option<f32>,
+}
+
+/// A sighting to store with where the correlator placed it ([`Store::record_sightings`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SightingPlacement<'a> {
+    pub sighting: &'a Sighting,
+    /// The trajectory it joined or started.
+    pub trajectory: Uuid,
+    /// Embedding distance to the trajectory's appearance when it joined; `None` when it started it.
+    pub distance: Option<f32>,
+    pub received_at: OffsetDateTime,
 }
 
 /// A stored sighting with where it was placed.

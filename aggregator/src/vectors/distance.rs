@@ -1,73 +1,13 @@
 //! Squared Euclidean distance kernels.
 //!
 //! Two families, each kept exactly as its users' results were measured and recorded with:
-//! - [`l2sq_portable`] and [`avx2::l2sq`]: the scan kernels of the search index and of
-//!   [`rows_within`]. AVX2 + FMA on x86-64 CPUs that have them (chosen once per process, see
-//!   [`avx2::available`]), a portable one (written so that LLVM vectorises it for the baseline
-//!   target) everywhere else; both sum in the same order;
+//! - [`l2sq_portable`] and [`avx2::l2sq`]: the scan kernels of the search index. AVX2 + FMA on
+//!   x86-64 CPUs that have them (chosen once per process, see [`avx2::available`]), a portable
+//!   one (written so that LLVM vectorises it for the baseline target) everywhere else; both sum
+//!   in the same order;
 //! - [`l2sq_lanes`] and [`l2sq_lanes_within`]: the correlator's comparisons of a sighting with a
 //!   trajectory's members. Another summation order: the correlator's decisions at the thresholds
 //!   depend on it, so it is not swapped for the scan kernels.
-
-/// Squared Euclidean distances from `query` to the `dim`-long rows of `vectors` that `pre`
-/// selects (by row index), reporting to `hit` (row, squared distance) each one that is not above
-/// `limit2` (a NaN distance is reported too). The same kernels as the search: AVX2 and FMA when
-/// the CPU has them. Rows are visited in order.
-pub fn rows_within(
-    vectors: &[f32],
-    dim: usize,
-    query: &[f32],
-    limit2: f32,
-    pre: impl FnMut(usize) -> bool,
-    hit: impl FnMut(usize, f32),
-) {
-    assert_eq!(query.len(), dim, "query length");
-    if dim == 0 {
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above; `is_x86_feature_detected` caches).
-        unsafe { rows_within_avx2(vectors, dim, query, limit2, pre, hit) };
-        return;
-    }
-    rows_within_with(vectors, dim, query, limit2, pre, hit, l2sq_portable)
-}
-
-/// [`rows_within`] with the AVX2 kernel.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn rows_within_avx2(
-    vectors: &[f32],
-    dim: usize,
-    query: &[f32],
-    limit2: f32,
-    pre: impl FnMut(usize) -> bool,
-    hit: impl FnMut(usize, f32),
-) {
-    rows_within_with(vectors, dim, query, limit2, pre, hit, |a, b| avx2::l2sq(a, b))
-}
-
-#[inline(always)]
-fn rows_within_with(
-    vectors: &[f32],
-    dim: usize,
-    query: &[f32],
-    limit2: f32,
-    mut pre: impl FnMut(usize) -> bool,
-    mut hit: impl FnMut(usize, f32),
-    l2sq: impl Fn(&[f32], &[f32]) -> f32,
-) {
-    for (i, v) in vectors.chunks_exact(dim).enumerate() {
-        if !pre(i) {
-            continue;
-        }
-        let d2 = l2sq(v, query);
-        if d2 <= limit2 || d2.is_nan() {
-            hit(i, d2);
-        }
-    }
-}
 
 /// Squared Euclidean distance, portable. Four independent 8-lane accumulators (one per 8-value
 /// chunk of each 32-value block, then the remaining 8-value chunks into the first) keep the
@@ -267,20 +207,6 @@ mod tests {
                 assert!((f64::from(fast) - exact).abs() <= 1e-5 * exact, "dim {dim}: {fast} vs {exact}");
             }
         }
-    }
-
-    #[test]
-    fn rows_within_reports_the_selected_rows_under_the_limit() {
-        // rows at squared distances 0, 1, 4, 9 from the query; row 1 not selected
-        let dim = 3;
-        let vectors = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0, 3.0];
-        let mut hits = Vec::new();
-        rows_within(&vectors, dim, &[0.0; 3], 4.0, |i| i != 1, |i, d2| hits.push((i, d2)));
-        assert_eq!(hits, [(0, 0.0), (2, 4.0)]);
-        // a NaN distance is reported whatever the limit
-        let mut hits = Vec::new();
-        rows_within(&[f32::NAN, 0.0, 0.0], dim, &[0.0; 3], 1.0, |_| true, |i, d2| hits.push((i, d2.is_nan())));
-        assert_eq!(hits, [(0, true)]);
     }
 
     #[test]

@@ -3,101 +3,133 @@
 //! one short transaction; events are idempotent on their id. Concurrent writers (several
 //! aggregators on one database) are serialised by the rows they lock.
 
-use sightline_contract::{AgentStatus, Alert, CameraStatus, Crowd, Sighting};
+use std::collections::{HashMap, HashSet};
+
+use sightline_contract::{AgentStatus, Alert, CameraStatus, Crowd};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::connection::PostgresStore;
 use super::rows::*;
 use crate::store::codec::time_of_ms;
-use crate::store::{Acknowledged, Result, StoreError};
+use crate::store::{Acknowledged, Result, SightingPlacement, StoreError};
 
-pub(super) fn seen(store: &PostgresStore, id: Uuid) -> Result<bool> {
+pub(super) fn seen_among(store: &PostgresStore, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
     store.with(|c| {
-        c.query_one(
-            "SELECT EXISTS (SELECT 1 FROM sightings WHERE id = $1) OR EXISTS (SELECT 1 FROM alerts WHERE id = $1) \
-             OR EXISTS (SELECT 1 FROM crowd WHERE id = $1)",
-            &[&id],
+        c.query(
+            "SELECT id FROM sightings WHERE id = ANY($1) UNION SELECT id FROM alerts WHERE id = ANY($1) \
+             UNION SELECT id FROM crowd WHERE id = ANY($1)",
+            &[&ids],
         )
-        .op("seen")
-        .and_then(|r| get(&r, 0))
+        .op("seen")?
+        .iter()
+        .map(|r| get(r, 0))
+        .collect()
     })
 }
 
-pub(super) fn record_sighting(
-    store: &PostgresStore,
-    s: &Sighting,
-    trajectory: Uuid,
-    distance: Option<f32>,
-    received_at: OffsetDateTime,
-) -> Result<bool> {
-    const OP: &str = "record_sighting";
-    let track = i64::try_from(s.track).map_err(|_| invalid("sighting", format!("track {} too large", s.track)))?;
+pub(super) fn record_sightings(store: &PostgresStore, batch: &[SightingPlacement<'_>]) -> Result<Vec<bool>> {
+    const OP: &str = "record_sightings";
+    // the batch as columns, one array per column: each statement below handles all of it in one
+    // round trip
+    let mut tracks = Vec::with_capacity(batch.len());
+    for p in batch {
+        let t = p.sighting.track;
+        tracks.push(i64::try_from(t).map_err(|_| invalid("sighting", format!("track {t} too large")))?);
+    }
+    let col = |f: &dyn Fn(&SightingPlacement<'_>) -> String| batch.iter().map(f).collect::<Vec<String>>();
+    let ids: Vec<Uuid> = batch.iter().map(|p| p.sighting.id).collect();
+    let trajectories: Vec<Uuid> = batch.iter().map(|p| p.trajectory).collect();
+    let sites = col(&|p| p.sighting.site.clone());
+    let firsts: Vec<i64> = batch.iter().map(|p| ms(p.sighting.first_seen)).collect();
+    let lasts: Vec<i64> = batch.iter().map(|p| ms(p.sighting.last_seen)).collect();
+    // a fixed lock order against concurrent writers
+    let mut locked: Vec<Uuid> = trajectories.clone();
+    locked.sort();
+    locked.dedup();
     store.with(|c| {
         let mut tx = c.transaction().op(OP)?;
-        // creates the row if new, then locks it: writers of one trajectory take turns. A purge
-        // may delete the row between the two (its last sightings expired): then create it again.
-        let mut site = None;
+        // creates the rows that are new, then locks them all: writers of one trajectory take
+        // turns. A purge may delete a row between the two (its last sightings expired): then
+        // create it again.
+        let mut site_of: HashMap<Uuid, String> = HashMap::new();
         for _ in 0..2 {
             tx.execute(
                 "INSERT INTO trajectories (id, site, first_seen, last_seen, sightings, cameras) \
-                 VALUES ($1, $2, $3, $4, 0, '[]') ON CONFLICT (id) DO NOTHING",
-                &[&trajectory, &s.site, &ms(s.first_seen), &ms(s.last_seen)],
+                 SELECT id, site, f, l, 0, '[]' FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[]) \
+                 AS b(id, site, f, l) ON CONFLICT (id) DO NOTHING",
+                &[&trajectories, &sites, &firsts, &lasts],
             )
             .op(OP)?;
-            if let Some(r) =
-                tx.query_opt("SELECT site FROM trajectories WHERE id = $1 FOR UPDATE", &[&trajectory]).op(OP)?
+            for r in tx
+                .query("SELECT id, site FROM trajectories WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&locked])
+                .op(OP)?
             {
-                site = Some(get::<String>(&r, 0)?);
+                site_of.insert(get(&r, 0)?, get(&r, 1)?);
+            }
+            if site_of.len() == locked.len() {
                 break;
             }
         }
-        let Some(site) = site else {
-            return Err(invalid("sighting", format!("trajectory {trajectory} was deleted twice while it was written")));
-        };
-        if site != s.site {
-            return Err(invalid(
-                "sighting",
-                format!(
-                    "sighting {} is from site {:?} but trajectory {trajectory} belongs to site {site:?}",
-                    s.id, s.site
-                ),
-            ));
+        for p in batch {
+            match site_of.get(&p.trajectory) {
+                None => {
+                    return Err(invalid(
+                        "sighting",
+                        format!("trajectory {} was deleted twice while it was written", p.trajectory),
+                    ));
+                }
+                Some(site) if *site != p.sighting.site => {
+                    return Err(invalid(
+                        "sighting",
+                        format!(
+                            "sighting {} is from site {:?} but trajectory {} belongs to site {site:?}",
+                            p.sighting.id, p.sighting.site, p.trajectory
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
         }
-        let inserted = tx
-            .execute(
+        // in the batch's order: of two with one id, the first is inserted
+        let inserted: HashSet<Uuid> = tx
+            .query(
                 &format!(
                     "INSERT INTO sightings ({SIGHTING_COLUMNS}) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
-                     ON CONFLICT (id) DO NOTHING"
+                     SELECT {SIGHTING_COLUMNS} FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], \
+                     $6::bigint[], $7::text[], $8::bigint[], $9::bigint[], $10::float8[], $11::float8[], $12::text[], \
+                     $13::bytea[], $14::uuid[], $15::float8[], $16::bigint[]) WITH ORDINALITY AS b({SIGHTING_COLUMNS}, n) \
+                     ORDER BY n ON CONFLICT (id) DO NOTHING RETURNING id"
                 ),
                 &[
-                    &s.id,
-                    &s.site,
-                    &s.camera,
-                    &track,
-                    &ms(s.first_seen),
-                    &ms(s.last_seen),
-                    &json(&s.best),
-                    &i64::from(s.frame_size[0]),
-                    &i64::from(s.frame_size[1]),
-                    &s.ground.map(|g| g[0]),
-                    &s.ground.map(|g| g[1]),
-                    &s.model,
-                    &f32_bytes(&s.embedding),
-                    &trajectory,
-                    &distance.map(f64::from),
-                    &ms(received_at),
+                    &ids,
+                    &sites,
+                    &col(&|p| p.sighting.camera.clone()),
+                    &tracks,
+                    &firsts,
+                    &lasts,
+                    &col(&|p| json(&p.sighting.best)),
+                    &batch.iter().map(|p| i64::from(p.sighting.frame_size[0])).collect::<Vec<_>>(),
+                    &batch.iter().map(|p| i64::from(p.sighting.frame_size[1])).collect::<Vec<_>>(),
+                    &batch.iter().map(|p| p.sighting.ground.map(|g| g[0])).collect::<Vec<_>>(),
+                    &batch.iter().map(|p| p.sighting.ground.map(|g| g[1])).collect::<Vec<_>>(),
+                    &col(&|p| p.sighting.model.clone()),
+                    &batch.iter().map(|p| f32_bytes(&p.sighting.embedding)).collect::<Vec<_>>(),
+                    &trajectories,
+                    &batch.iter().map(|p| p.distance.map(f64::from)).collect::<Vec<_>>(),
+                    &batch.iter().map(|p| ms(p.received_at)).collect::<Vec<_>>(),
                 ],
             )
             .op(OP)?
-            == 1;
-        if !inserted {
-            return Ok(false); // rolled back: a trajectory created above for it is not kept
-        }
-        refresh_trajectory(&mut tx, trajectory).op(OP)?;
+            .iter()
+            .map(|r| get(r, 0))
+            .collect::<Result<_>>()?;
+        let mut first_of_id = HashSet::new();
+        let stored: Vec<bool> = ids.iter().map(|id| inserted.contains(id) && first_of_id.insert(*id)).collect();
+        // every locked row: one created above for a sighting that was not new is deleted
+        refresh_trajectories(&mut tx, &locked).op(OP)?;
         tx.commit().op(OP)?;
-        Ok(true)
+        Ok(stored)
     })
 }
 

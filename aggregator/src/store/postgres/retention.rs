@@ -49,10 +49,8 @@ pub(super) fn purge(store: &PostgresStore, now: OffsetDateTime, policy: &Retenti
             }
             let mut ids: Vec<Uuid> = chunk.iter().copied().collect();
             ids.sort(); // a fixed lock order against concurrent writers
-            for t in ids {
-                tx.query("SELECT 1 FROM trajectories WHERE id = $1 FOR UPDATE", &[&t]).op(OP)?;
-                refresh_trajectory(&mut tx, t).op(OP)?;
-            }
+            tx.query("SELECT 1 FROM trajectories WHERE id = ANY($1) ORDER BY id FOR UPDATE", &[&ids]).op(OP)?;
+            refresh_trajectories(&mut tx, &ids).op(OP)?;
             tx.commit().op(OP)?;
             report.sightings += deleted.len() as u64;
             Ok(chunk)

@@ -2,6 +2,8 @@
 //! table's column list and row reader, WHERE clauses built from optional filters, and PostgreSQL
 //! errors named by the operation.
 
+use std::collections::HashMap;
+
 use postgres::types::{FromSql, ToSql};
 use postgres::{GenericClient, Row};
 use serde::de::DeserializeOwned;
@@ -224,25 +226,40 @@ pub(super) fn rows<T>(rows: Vec<Row>, f: impl Fn(&Row) -> Result<T>) -> Result<V
 
 /// Recomputes a trajectory's row from its sightings (the caller holds its row lock); deletes it
 /// (returning false) when none is left.
-pub(super) fn refresh_trajectory(tx: &mut impl GenericClient, id: Uuid) -> std::result::Result<bool, postgres::Error> {
-    let r =
-        tx.query_one("SELECT count(*), min(first_seen), max(last_seen) FROM sightings WHERE trajectory = $1", &[&id])?;
-    let (count, first, last): (i64, Option<i64>, Option<i64>) = (r.get(0), r.get(1), r.get(2));
-    let (Some(first), Some(last)) = (first, last) else {
-        tx.execute("DELETE FROM trajectories WHERE id = $1", &[&id])?;
-        return Ok(false);
-    };
-    let cameras: Vec<String> = tx
-        .query(
-            "SELECT camera FROM sightings WHERE trajectory = $1 GROUP BY camera ORDER BY min(first_seen), camera COLLATE \"C\"",
-            &[&id],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+/// Brings the rows of trajectories up to date with their sightings (first/last seen, count,
+/// cameras by first visit), in four statements whatever their number; deletes those left without
+/// sightings. The caller holds the rows' locks.
+pub(super) fn refresh_trajectories(
+    tx: &mut impl GenericClient,
+    ids: &[Uuid],
+) -> std::result::Result<(), postgres::Error> {
+    let mut cameras: HashMap<Uuid, Vec<String>> = HashMap::new();
+    for r in tx.query(
+        "SELECT trajectory, camera FROM sightings WHERE trajectory = ANY($1) GROUP BY trajectory, camera \
+         ORDER BY trajectory, min(first_seen), camera COLLATE \"C\"",
+        &[&ids],
+    )? {
+        cameras.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    let (mut kept, mut firsts, mut lasts, mut counts, mut lists) = (vec![], vec![], vec![], vec![], vec![]);
+    for r in tx.query(
+        "SELECT trajectory, min(first_seen), max(last_seen), count(*)::integer FROM sightings \
+         WHERE trajectory = ANY($1) GROUP BY trajectory",
+        &[&ids],
+    )? {
+        let id: Uuid = r.get(0);
+        kept.push(id);
+        firsts.push(r.get::<_, i64>(1));
+        lasts.push(r.get::<_, i64>(2));
+        counts.push(r.get::<_, i32>(3));
+        lists.push(json(cameras.get(&id).map_or(&[][..], Vec::as_slice)));
+    }
     tx.execute(
-        "UPDATE trajectories SET first_seen = $2, last_seen = $3, sightings = $4, cameras = $5 WHERE id = $1",
-        &[&id, &first, &last, &(count as i32), &json(&cameras)],
+        "UPDATE trajectories t SET first_seen = u.f, last_seen = u.l, sightings = u.n, cameras = u.c \
+         FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::integer[], $5::text[]) AS u(id, f, l, n, c) \
+         WHERE t.id = u.id",
+        &[&kept, &firsts, &lasts, &counts, &lists],
     )?;
-    Ok(true)
+    tx.execute("DELETE FROM trajectories WHERE id = ANY($1) AND NOT (id = ANY($2))", &[&ids, &kept])?;
+    Ok(())
 }

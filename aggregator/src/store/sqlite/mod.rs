@@ -9,7 +9,8 @@
 //! - `synchronous = FULL`: a commit is on disk when the call returns, even across a power loss.
 //!   The audit log must be written before the audited answer is sent, and an event acknowledged
 //!   to the broker must not be lost; NORMAL would lose the last commits on power loss (not on a
-//!   process crash). The cost is one fsync per transaction, small at sighting rates;
+//!   process crash). The cost is one fsync per transaction; ingest stores the sightings queued
+//!   together in one transaction (`Store::record_sightings`, group commit) to share it;
 //! - `foreign_keys = ON`: a sighting always belongs to an existing trajectory;
 //! - `secure_delete = ON`: deleted rows (embeddings) are overwritten with zeros, not only unlinked;
 //! - a 5 s busy timeout against other processes (the CLI creating a token while the service runs).

@@ -2,40 +2,66 @@
 //! measurements, camera and agent statuses), camera positions and alert acknowledgements. Each is
 //! one short transaction; events are idempotent on their id.
 
+use std::collections::HashSet;
+
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
-use sightline_contract::{AgentStatus, Alert, CameraStatus, Crowd, Sighting};
+use sightline_contract::{AgentStatus, Alert, CameraStatus, Crowd};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::connection::SqliteStore;
 use super::rows::*;
-use crate::store::{Acknowledged, Result};
+use crate::store::{Acknowledged, Result, SightingPlacement};
 
-pub(super) fn seen(store: &SqliteStore, id: Uuid) -> Result<bool> {
-    store
-        .reader()
+pub(super) fn seen_among(store: &SqliteStore, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
+    let db = store.reader();
+    let mut q = db
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM sightings WHERE id = ?1) OR EXISTS (SELECT 1 FROM alerts WHERE id = ?1) \
              OR EXISTS (SELECT 1 FROM crowd WHERE id = ?1)",
         )
-        .and_then(|mut q| q.query_row([id.to_string()], |r| r.get(0)))
-        .op("seen")
+        .op("seen")?;
+    let mut seen = HashSet::new();
+    for id in ids {
+        if q.query_row([id.to_string()], |r| r.get(0)).op("seen")? {
+            seen.insert(*id);
+        }
+    }
+    Ok(seen)
 }
 
-pub(super) fn record_sighting(
-    store: &SqliteStore,
-    s: &Sighting,
-    trajectory: Uuid,
-    distance: Option<f32>,
-    received_at: OffsetDateTime,
-) -> Result<bool> {
-    const OP: &str = "record_sighting";
-    let track = i64::try_from(s.track).map_err(|_| invalid("sighting", format!("track {} too large", s.track)))?;
-    let traj = trajectory.to_string();
+pub(super) fn record_sightings(store: &SqliteStore, batch: &[SightingPlacement<'_>]) -> Result<Vec<bool>> {
+    const OP: &str = "record_sightings";
     let mut db = store.writer();
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).op(OP)?;
-    let site: Option<String> =
-        tx.query_row("SELECT site FROM trajectories WHERE id = ?1", [&traj], |r| r.get(0)).optional().op(OP)?;
+    let mut stored = Vec::with_capacity(batch.len());
+    // each trajectory's row is brought up to date once, after all its new sightings (and
+    // deleted if it was created for a sighting that was not new)
+    let mut touched: Vec<String> = Vec::new();
+    for p in batch {
+        let traj = p.trajectory.to_string();
+        stored.push(insert_sighting(&tx, p, &traj)?);
+        if !touched.contains(&traj) {
+            touched.push(traj);
+        }
+    }
+    for traj in &touched {
+        refresh_trajectory(&tx, traj).op(OP)?;
+    }
+    tx.commit().op(OP)?;
+    Ok(stored)
+}
+
+/// Inserts one sighting of a batch, creating its trajectory's row if there is none (the caller
+/// refreshes the row); false when the sighting's id is already stored.
+fn insert_sighting(tx: &rusqlite::Transaction<'_>, p: &SightingPlacement<'_>, traj: &str) -> Result<bool> {
+    const OP: &str = "record_sightings";
+    let s = p.sighting;
+    let track = i64::try_from(s.track).map_err(|_| invalid("sighting", format!("track {} too large", s.track)))?;
+    let site: Option<String> = tx
+        .prepare_cached("SELECT site FROM trajectories WHERE id = ?1")
+        .and_then(|mut q| q.query_row([traj], |r| r.get(0)).optional())
+        .op(OP)?;
     match site {
         Some(site) if site != s.site => {
             return Err(invalid(
@@ -45,22 +71,22 @@ pub(super) fn record_sighting(
         }
         Some(_) => {}
         None => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO trajectories (id, site, first_seen, last_seen, sightings, cameras) \
                  VALUES (?1, ?2, ?3, ?4, 0, '[]')",
-                params![traj, s.site, ms(s.first_seen), ms(s.last_seen)],
             )
+            .and_then(|mut q| q.execute(params![traj, s.site, ms(s.first_seen), ms(s.last_seen)]))
             .op(OP)?;
         }
     }
     let inserted = tx
-        .execute(
-            &format!(
-                "INSERT INTO sightings ({SIGHTING_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-                 ON CONFLICT (id) DO NOTHING"
-            ),
-            params![
+        .prepare_cached(&format!(
+            "INSERT INTO sightings ({SIGHTING_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+             ON CONFLICT (id) DO NOTHING"
+        ))
+        .and_then(|mut q| {
+            q.execute(params![
                 s.id.to_string(),
                 s.site,
                 s.camera,
@@ -75,18 +101,12 @@ pub(super) fn record_sighting(
                 s.model,
                 f32_bytes(&s.embedding),
                 traj,
-                distance.map(f64::from),
-                ms(received_at),
-            ],
-        )
-        .op(OP)?
-        == 1;
-    if !inserted {
-        return Ok(false); // rolled back: a trajectory created above for it is not kept
-    }
-    refresh_trajectory(&tx, &traj).op(OP)?;
-    tx.commit().op(OP)?;
-    Ok(true)
+                p.distance.map(f64::from),
+                ms(p.received_at),
+            ])
+        })
+        .op(OP)?;
+    Ok(inserted == 1)
 }
 
 pub(super) fn record_alert(store: &SqliteStore, a: &Alert, received_at: OffsetDateTime) -> Result<bool> {

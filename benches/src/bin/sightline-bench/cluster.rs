@@ -46,7 +46,7 @@ pub fn run(o: &Opts) -> Result<Section> {
     let started = Instant::now();
     let aggregator = release_aggregator(o.repo)?;
     // durable, as a production server commits
-    let pg = Arc::new(PgCluster::start().context("starting PostgreSQL")?);
+    let pg = Arc::new(PgCluster::start_durable().context("starting PostgreSQL")?);
     let sites = site_runs(SITES);
     let total: usize = sites.iter().map(|s| s.sightings.len()).sum();
     let one = measure(&aggregator, &pg, &sites, 1)?;
@@ -86,7 +86,8 @@ pub fn run(o: &Opts) -> Result<Section> {
              every sighting: its own ingest and following what the other nodes store (live events, search index).",
             thousands(total as f64)
         ),
-        "All nodes, PostgreSQL and mosquitto share this machine's cores: the nodes' wall time is not a scaling figure.".into(),
+        "All nodes, PostgreSQL and mosquitto share this machine's cores: the nodes' wall time is not a scaling figure."
+            .into(),
     ];
     let data = json!({
         "sightings": total,
@@ -181,6 +182,7 @@ fn release_aggregator(repo: &Path) -> Result<std::path::PathBuf> {
     if !st.success() {
         bail!("cargo build --release of the aggregator failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| repo.join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| repo.join("target"));
     Ok(target.join("release/aggregator"))
 }

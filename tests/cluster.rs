@@ -114,12 +114,18 @@ fn three_nodes_share_six_sites_and_correlate_as_one() {
         for site in &center.sites {
             let s = site.sightings.last().unwrap();
             let body = serde_json::json!({ "embedding": s.embedding, "purpose": "cluster test", "max_distance": 0.01 });
-            let (code, r) =
-                http_request("POST", &format!("{api}/search"), Some(&token), Some(&body.to_string())).unwrap();
-            assert_eq!(code, 200, "{r}");
+            // (a node learns of what the others store as it follows their announcements: soon after)
+            let mut last = String::new();
+            let found = eventually("the sighting found", Duration::from_secs(60), || {
+                let (code, r) =
+                    http_request("POST", &format!("{api}/search"), Some(&token), Some(&body.to_string())).unwrap();
+                assert_eq!(code, 200, "{r}");
+                last = r;
+                last.contains(&s.id.to_string())
+            });
             assert!(
-                r.contains(&s.id.to_string()),
-                "node-{i} (owner of {} is {}) did not find sighting {}: {r}",
+                found.is_ok(),
+                "node-{i} (owner of {} is {}) did not find sighting {}: {last}",
                 site.id,
                 owners[&site.id],
                 s.id

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::json;
 use sightline_tests::cluster::{BROKER_SETTINGS, SiteRun, balanced, messages, node_config, owners, site_runs};
 use sightline_tests::pg::PgCluster;
-use sightline_tests::{Aggregator, Mosquitto, publish};
+use sightline_tests::{Aggregator, Mosquitto, eventually, publish};
 
 use crate::util::{Section, Table, cpu_s, ratio, thousands};
 
@@ -126,25 +126,20 @@ fn measure(aggregator: &Path, pg: &Arc<PgCluster>, sites: &[SiteRun], nodes: usi
         let agg = Aggregator::spawn_binary(aggregator, "info,rumqttd=warn", dir.path(), &config, mosquitto.port)?;
         agg.wait_log("subscribed: ingesting", 1, Duration::from_secs(60))?;
         if node == 0 {
-            wait("the first node owns every site", || balanced(&db, sites, 1))?;
+            eventually("the first node owns every site", Duration::from_secs(60), || balanced(&db, sites, 1))?;
         }
         dirs.push(dir);
         running.push(agg);
     }
-    wait("the sites spread over the nodes", || balanced(&db, sites, nodes))?;
+    eventually("the sites spread over the nodes", Duration::from_secs(60), || balanced(&db, sites, nodes))?;
     let owned = owners(&db, sites);
     let before: Vec<f64> = running.iter().map(|a| cpu_s(&a.proc.0.id().to_string())).collect();
     let start = Instant::now();
     let total: usize = sites.iter().map(|s| s.sightings.len()).sum();
     publish(mosquitto.port, &messages(sites, 0.0..1.0))?;
     let stored = || -> i64 { db.admin().query_one("SELECT count(*) FROM sightings", &[]).map_or(0, |r| r.get(0)) };
-    let deadline = Instant::now() + Duration::from_secs(900);
-    while (stored() as usize) < total {
-        if Instant::now() > deadline {
-            bail!("{} of {total} sightings stored within 900 s", stored());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually("every sighting stored", Duration::from_secs(900), || stored() as usize >= total)
+        .with_context(|| format!("{} of {total} sightings stored", stored()))?;
     let seconds = start.elapsed().as_secs_f64();
     let mut out = Vec::new();
     for (i, agg) in running.iter().enumerate() {
@@ -157,18 +152,6 @@ fn measure(aggregator: &Path, pg: &Arc<PgCluster>, sites: &[SiteRun], nodes: usi
         agg.stop()?;
     }
     Ok(Run { nodes: out, seconds })
-}
-
-/// Polls `done` every 100 ms for up to a minute.
-fn wait(what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        if Instant::now() > deadline {
-            bail!("{what}: not within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
 }
 
 /// Builds (if needed) the release aggregator; returns its path.

@@ -18,6 +18,7 @@
 //! watchlist.
 
 mod batch;
+mod flush;
 mod mqtt;
 mod parse;
 mod worker;

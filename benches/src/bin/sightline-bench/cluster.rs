@@ -165,7 +165,5 @@ fn release_aggregator(repo: &Path) -> Result<std::path::PathBuf> {
     if !st.success() {
         bail!("cargo build --release of the aggregator failed");
     }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| repo.join("target"));
-    Ok(target.join("release/aggregator"))
+    Ok(crate::edge::target_dir(repo).join("release/aggregator"))
 }

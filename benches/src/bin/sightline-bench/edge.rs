@@ -198,7 +198,7 @@ fn log_totals(log: &str, message: &str, key: &str) -> Option<f64> {
     )
 }
 
-fn target_dir(repo: &Path) -> PathBuf {
+pub(crate) fn target_dir(repo: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo.join("target"))
 }
 

@@ -142,7 +142,10 @@ impl Node {
                 if st.held.len() >= share {
                     break;
                 }
-                if st.held.contains_key(site) || survey.owners.contains_key(&site_key(site)) {
+                // (a site whose key collides with one this node holds is this node's too: the
+                // lock is re-entrant, and no other node can take it)
+                let elsewhere = survey.owners.get(&site_key(site)).is_some_and(|n| *n != self.name);
+                if st.held.contains_key(site) || elsewhere {
                     continue;
                 }
                 self.take(st, site);

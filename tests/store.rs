@@ -259,6 +259,58 @@ fn trajectory_rows_follow_their_sightings(b: &Backend) {
     assert!(store.trajectory(Uuid::now_v7()).unwrap().is_none());
 }
 
+/// Repair after the fact: a merge stored with the batch that made it moves every sighting of the
+/// merged trajectory, removes its row, and its id leads to the survivor, through merges of merges.
+fn merges_move_sightings_and_lead_to_the_survivor(b: &Backend) {
+    let store = b.open();
+    let (older, younger, youngest) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let a = sighting("gate", T0, T0 + secs(10), pattern(0x4e01));
+    let y1 = sighting("hall", T0 + secs(100), T0 + secs(110), pattern(0x4e02));
+    let y2 = sighting("hall", T0 + secs(200), T0 + secs(210), pattern(0x4e03));
+    let z = sighting("yard", T0 + secs(300), T0 + secs(310), pattern(0x4e04));
+    let place = |s, t, d| SightingPlacement { sighting: s, trajectory: t, distance: d, received_at: T0 + secs(400) };
+    store.record_sightings(&[place(&a, older, None), place(&y1, younger, None), place(&z, youngest, None)]).unwrap();
+    let merge = |from, into, by: &Sighting| TrajectoryMerge {
+        site: "riverside".into(),
+        from,
+        into,
+        distance: 0.31,
+        sighting: by.id,
+        at: T0 + secs(500),
+    };
+    // y2 joins `younger`, and that makes `younger` merge into `older`
+    let stored = store.record_batch(&[place(&y2, older, Some(0.4))], &[merge(younger, older, &y2)]).unwrap();
+    assert_eq!(stored, [true]);
+    assert!(store.trajectory(younger).unwrap().is_none(), "the merged row is gone");
+    let d = store.trajectory(older).unwrap().unwrap();
+    assert_eq!(d.sightings.iter().map(|p| p.id).collect::<Vec<_>>(), [a.id, y1.id, y2.id]);
+    assert_eq!((d.summary.sighting_count, d.summary.last_seen), (3, T0 + secs(210)));
+    assert_eq!(d.summary.cameras, ["gate", "hall"]);
+    assert_eq!(store.sighting(y1.id).unwrap().unwrap().trajectory, older);
+    assert_eq!(store.merged_into(younger).unwrap(), Some(older));
+    assert_eq!(store.merged_into(older).unwrap(), None);
+    // a merge of the survivor: the first id leads to the last one
+    store.record_batch(&[], &[merge(older, youngest, &z)]).unwrap();
+    assert_eq!(store.merged_into(younger).unwrap(), Some(youngest));
+    assert_eq!(store.trajectory(youngest).unwrap().unwrap().summary.sighting_count, 4);
+    // recorded once: the same merge again changes nothing
+    store.record_batch(&[], &[merge(older, youngest, &z)]).unwrap();
+    assert_eq!(store.merged_into(older).unwrap(), Some(youngest));
+    // a merge across sites is refused, and nothing of its batch is stored
+    let mut elsewhere = sighting("gate", T0, T0 + secs(1), pattern(0x4e05));
+    elsewhere.site = "docks".into();
+    let other = Uuid::now_v7();
+    store.record_sightings(&[place(&elsewhere, other, None)]).unwrap();
+    let late = sighting("gate", T0 + secs(600), T0 + secs(610), pattern(0x4e06));
+    let e = store
+        .record_batch(&[place(&late, youngest, Some(0.2))], &[merge(other, youngest, &late)])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("belongs to site \"docks\""), "{e}");
+    assert!(!store.seen(late.id).unwrap());
+    assert_eq!(store.merged_into(other).unwrap(), None);
+}
+
 fn a_batch_of_sightings_is_one_transaction(b: &Backend) {
     let store = b.open();
     let (t1, t2, t3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
@@ -1254,6 +1306,7 @@ macro_rules! both {
 both!(
     sighting_round_trip_and_dedup,
     trajectory_rows_follow_their_sightings,
+    merges_move_sightings_and_lead_to_the_survivor,
     a_batch_of_sightings_is_one_transaction,
     alerts_round_trip_filter_and_acknowledge,
     crowd_round_trip_and_bucketing,

@@ -421,6 +421,11 @@ pub struct Trajectory {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distance: Option<f32>,
     pub new: bool,
+    /// Trajectories merged into this one when this sighting joined it (repair after the fact):
+    /// every sighting of each of them now belongs to `trajectory`, and their ids answer on the
+    /// API with this one's. Absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<Uuid>,
 }
 
 impl Payload for Trajectory {

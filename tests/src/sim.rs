@@ -159,6 +159,59 @@ impl SimSite {
         Self { cameras, walkways }
     }
 
+    /// A street grid of 22 cameras, one per crossing of 6 streets by 4, 70–140 m apart (the
+    /// gaps drawn from `seed`), two crossings without a camera; walkways along the streets, 5 %
+    /// longer than the straight line; the crossings on the border are where people come and go.
+    /// Many routes between two cameras are about as short, so the site's geometry rules out
+    /// far less than the campus's does.
+    pub fn grid(seed: u64) -> Self {
+        const COLS: usize = 6;
+        const ROWS: usize = 4;
+        let mut rng = Rng::new(seed ^ 0x6e1d);
+        let mut axis = |n: usize| {
+            let mut at = vec![0.0];
+            for _ in 1..n {
+                let last = *at.last().unwrap();
+                at.push(last + rng.range(70.0, 140.0));
+            }
+            at
+        };
+        let (xs, ys) = (axis(COLS), axis(ROWS));
+        // no camera at two inner crossings
+        let missing = |c: usize, r: usize| (c, r) == (2, 1) || (c, r) == (4, 2);
+        let mut cameras = Vec::new();
+        let mut at: HashMap<(usize, usize), usize> = HashMap::new();
+        for r in 0..ROWS {
+            for c in 0..COLS {
+                if missing(c, r) {
+                    continue;
+                }
+                at.insert((c, r), cameras.len());
+                cameras.push(SimCamera {
+                    id: format!("st-{c}-{r}"),
+                    position: [xs[c], ys[r]],
+                    entrance: c == 0 || r == 0 || c == COLS - 1 || r == ROWS - 1,
+                });
+            }
+        }
+        // a street joins each camera to the next one along it, past a crossing without one
+        let mut walkways = Vec::new();
+        for (&(c, r), &a) in &at {
+            for (dc, dr) in [(1, 0), (0, 1)] {
+                let (mut c2, mut r2) = (c + dc, r + dr);
+                while c2 < COLS && r2 < ROWS && missing(c2, r2) {
+                    (c2, r2) = (c2 + dc, r2 + dr);
+                }
+                if let Some(&b) = at.get(&(c2, r2)) {
+                    let (pa, pb) = (cameras[a].position, cameras[b].position);
+                    walkways.push(Walkway { a, b, length_m: 1.05 * (pa[0] - pb[0]).hypot(pa[1] - pb[1]) });
+                }
+            }
+        }
+        walkways.sort_by_key(|w| (w.a, w.b));
+        Self { cameras, walkways }
+    }
+
     /// The aggregator's site model of this site: camera positions with [`VIEW_RADIUS_M`], and
     /// with `links`, one link per walkway whose `min_s` is its length (less both view radii) at
     /// 2.5 m/s, with no upper bound (people linger).
@@ -188,7 +241,7 @@ impl SimSite {
         } else {
             Vec::new()
         };
-        let site = SiteConfig::new("campus");
+        let site = SiteConfig::new("sim");
         SiteModel::new(site, cameras, links).expect("simulated site is valid")
     }
 
@@ -221,11 +274,48 @@ impl SimSite {
     }
 }
 
+/// The site a scenario walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SiteKind {
+    /// [`SimSite::campus`].
+    Campus,
+    /// [`SimSite::grid`], its gaps drawn from the scenario's seed.
+    Grid,
+}
+
+/// What real re-identification embeddings do besides identity and per-sighting noise; each
+/// effect is off at 0. [`Looks::campus`] is the simulator's first geometry, [`Looks::world`] the
+/// one calibrated against the real model (`docs/correlation.md`, "The simulator").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Looks {
+    /// Norm of each camera's shift, shared by everyone that camera sees (light, angle, lens,
+    /// compression).
+    pub camera_shift: f64,
+    /// Norm of the per-(person, camera) view offset (how this camera sees this face).
+    pub view_offset: f64,
+    /// Demographic groups (0: none). Strangers of one group are closer than strangers at large:
+    /// they share `group_share` of their identity variance.
+    pub groups: usize,
+    pub group_share: f64,
+}
+
+impl Looks {
+    pub fn campus() -> Self {
+        Self { camera_shift: 0.0, view_offset: SIGMA_CAMERA * (DIM as f64).sqrt(), groups: 0, group_share: 0.0 }
+    }
+
+    pub fn world() -> Self {
+        Self { camera_shift: 0.2, view_offset: 0.17, groups: 8, group_share: 0.45 }
+    }
+}
+
 /// What to simulate.
 #[derive(Clone, Debug)]
 pub struct Scenario {
     pub name: &'static str,
     pub seed: u64,
+    pub site: SiteKind,
+    pub looks: Looks,
     /// Visitors, arriving uniformly over `arrival_window_s`.
     pub people: usize,
     pub arrival_window_s: f64,
@@ -253,6 +343,8 @@ impl Default for Scenario {
         Self {
             name: "default",
             seed: 1,
+            site: SiteKind::Campus,
+            looks: Looks::campus(),
             people: 40,
             arrival_window_s: 1800.0,
             max_stops: 4,
@@ -396,21 +488,40 @@ fn walk(site: &SimSite, routes: &(Vec<Vec<f64>>, Vec<Vec<usize>>), rng: &mut Rng
 
 /// Runs a scenario.
 pub fn simulate(sc: &Scenario) -> SimRun {
-    let site = SimSite::campus();
+    let site = match sc.site {
+        SiteKind::Campus => SimSite::campus(),
+        SiteKind::Grid => SimSite::grid(sc.seed),
+    };
     let routes = site.routes();
     let mut rng = Rng::new(sc.seed);
     let n_cams = site.cameras.len();
     let skew: Vec<f64> = (0..n_cams).map(|_| rng.range(-sc.clock_skew_s, sc.clock_skew_s)).collect();
+    let looks = sc.looks;
 
     // Identities: a population mean, an offset per person; look-alikes share most of theirs.
     let mean = rng.gaussian_vec(0.11);
     // Some faces are more distinctive than others: the offset's scale varies by ±15 %.
+    let individual = (1.0 - looks.group_share).sqrt();
     let mut centres: Vec<Vec<f64>> = (0..sc.people)
         .map(|_| {
             let scale = rng.range(0.85, 1.15);
-            rng.gaussian_vec(SIGMA_IDENTITY * scale)
+            rng.gaussian_vec(SIGMA_IDENTITY * scale * individual)
         })
         .collect();
+    if looks.groups > 0 {
+        // a group's share of the identity, the same for all its members
+        let groups: Vec<Vec<f64>> =
+            (0..looks.groups).map(|_| rng.gaussian_vec(SIGMA_IDENTITY * looks.group_share.sqrt())).collect();
+        for c in centres.iter_mut() {
+            let g = &groups[rng.below(groups.len())];
+            c.iter_mut().zip(g).for_each(|(c, g)| *c += g);
+        }
+    }
+    let shift: Vec<Vec<f64>> = if looks.camera_shift > 0.0 {
+        (0..n_cams).map(|_| rng.gaussian_vec(looks.camera_shift / (DIM as f64).sqrt())).collect()
+    } else {
+        vec![vec![0.0; DIM]; n_cams]
+    };
     let mut lookalikes = Vec::new();
     if let Some(stride) = sc.people.checked_div(sc.lookalike_pairs).map(|s| s.max(2)) {
         for j in 0..sc.lookalike_pairs {
@@ -426,8 +537,9 @@ pub fn simulate(sc: &Scenario) -> SimRun {
             lookalikes.push((p as u32, p as u32 + 1));
         }
     }
+    let view = looks.view_offset / (DIM as f64).sqrt();
     let bias: Vec<Vec<Vec<f64>>> =
-        (0..sc.people).map(|_| (0..n_cams).map(|_| rng.gaussian_vec(SIGMA_CAMERA)).collect()).collect();
+        (0..sc.people).map(|_| (0..n_cams).map(|_| rng.gaussian_vec(view)).collect()).collect();
 
     // People in arrival order (so look-alike pairs, adjacent ids, are on site together).
     let mut arrivals: Vec<f64> = (0..sc.people).map(|_| rng.range(0.0, sc.arrival_window_s)).collect();
@@ -454,6 +566,7 @@ pub fn simulate(sc: &Scenario) -> SimRun {
                         (mean[i]
                             + centres[person][i]
                             + bias[person][pass.cam][i]
+                            + shift[pass.cam][i]
                             + quality * SIGMA_NOISE * rng.normal()) as f32
                     })
                     .collect();

@@ -95,7 +95,11 @@ pub(super) async fn trajectories(
         ("purpose" = String, Query, description = PURPOSE_DOC, min_length = 1, max_length = 500)
     ),
     responses(
-        (status = 200, description = "a trajectory and its sightings in order; audited", body = TrajectoryDetail),
+        (
+            status = 200,
+            description = "a trajectory and its sightings in order; for the id of a trajectory merged into another, that one, with `merged_from`; audited",
+            body = TrajectoryDetail
+        ),
         BadParameter,
         Refused,
         (status = 404, description = "unknown id", body = ErrorBody),
@@ -125,8 +129,15 @@ async fn read_trajectory(
     let purpose = require_purpose(state, &token, &p, AuditAction::TrajectoryRead, endpoint).await?;
     let id = parse_id(raw)?;
     let scope = scope(state, &token, None, endpoint).await?;
-    let detail = blocking(state, "reading a trajectory", move |s| s.trajectory(id))
-        .await?
+    let detail = blocking(state, "reading a trajectory", move |s| {
+        if let Some(found) = s.trajectory(id)? {
+            return Ok(Some(found));
+        }
+        // a trajectory merged into another answers with the one it is part of now
+        let Some(into) = s.merged_into(id)? else { return Ok(None) };
+        Ok(s.trajectory(into)?.map(|d| TrajectoryDetail { merged_from: Some(id), ..d }))
+    })
+    .await?
         .filter(|d| scope.allows(&d.summary.site));
     let audited = json!({ "endpoint": endpoint, "id": id });
     let results = detail.as_ref().map_or(0, |d| d.sightings.len() as u64);

@@ -13,6 +13,10 @@ pub const DEFAULT_MARGIN: f32 = 0.05;
 pub const DEFAULT_HORIZON_S: f64 = 1800.0;
 /// Default `appearance_members`.
 pub const DEFAULT_APPEARANCE_MEMBERS: usize = 16;
+/// Default `merge_distance`, measured on the simulator (docs/correlation.md, "Tuning").
+pub const DEFAULT_MERGE_DISTANCE: f32 = 0.45;
+/// Default `camera_warmup`: sightings of a camera before its shift is removed.
+pub const DEFAULT_CAMERA_WARMUP: u64 = 100;
 
 /// How a trajectory's appearance is compared with a sighting's embedding, over its
 /// `appearance_members` most recent members.
@@ -44,6 +48,15 @@ fn default_appearance() -> Appearance {
 fn default_members() -> usize {
     DEFAULT_APPEARANCE_MEMBERS
 }
+fn default_true() -> bool {
+    true
+}
+fn default_merge_distance() -> f32 {
+    DEFAULT_MERGE_DISTANCE
+}
+fn default_camera_warmup() -> u64 {
+    DEFAULT_CAMERA_WARMUP
+}
 
 /// `[correlation]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,6 +81,21 @@ pub struct CorrelationConfig {
     /// ([1, 1024]). Default 16.
     #[serde(default = "default_members")]
     pub appearance_members: usize,
+    /// Remove each camera's shared shift from its embeddings before comparing them
+    /// (`correlate/camera_looks.rs`). Default true.
+    #[serde(default = "default_true")]
+    pub camera_aware: bool,
+    /// Sightings of a camera before its shift is removed ([1, 100000]). Default 100.
+    #[serde(default = "default_camera_warmup")]
+    pub camera_warmup: u64,
+    /// Merge a trajectory into another live one when their mean embeddings agree and their union
+    /// is feasible (`correlate/correlator/repair.rs`). Default true.
+    #[serde(default = "default_true")]
+    pub repair: bool,
+    /// Largest distance between two trajectories' mean embeddings that merges them ((0, 2]).
+    /// Default 0.45.
+    #[serde(default = "default_merge_distance")]
+    pub merge_distance: f32,
 }
 
 impl Default for CorrelationConfig {
@@ -78,6 +106,10 @@ impl Default for CorrelationConfig {
             horizon_s: DEFAULT_HORIZON_S,
             appearance: Appearance::MeanDistance,
             appearance_members: DEFAULT_APPEARANCE_MEMBERS,
+            camera_aware: true,
+            camera_warmup: DEFAULT_CAMERA_WARMUP,
+            repair: true,
+            merge_distance: DEFAULT_MERGE_DISTANCE,
         }
     }
 }
@@ -97,6 +129,13 @@ impl CorrelationConfig {
         }
         if !(1..=1024).contains(&self.appearance_members) {
             return Err(SiteError::new("correlation.appearance_members", "must be in [1, 1024]"));
+        }
+        let m = self.merge_distance;
+        if !(m.is_finite() && m > 0.0 && m <= 2.0) {
+            return Err(SiteError::new("correlation.merge_distance", "must be in (0, 2]"));
+        }
+        if !(1..=100_000).contains(&self.camera_warmup) {
+            return Err(SiteError::new("correlation.camera_warmup", "must be in [1, 100000]"));
         }
         Ok(())
     }

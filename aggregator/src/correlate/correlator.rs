@@ -13,9 +13,14 @@ use sightline_contract::Sighting;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::camera_looks::CameraLooks;
 use super::config::{Appearance, CorrelationConfig};
 use crate::site::{SiteError, SiteModel, same_camera_ok, span_ms, unix_ms};
 use crate::vectors::{Coarse, Interner, Matrix, l2sq_lanes, l2sq_lanes_within};
+
+mod repair;
+
+pub use repair::Merge;
 
 /// What the correlator needs of a sighting.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,6 +70,8 @@ pub struct CorrelatorStats {
     pub unusable: u64,
     /// Sightings already placed (redelivered): answered with their first assignment.
     pub duplicates: u64,
+    /// Trajectories merged into another (`correlator/repair.rs`).
+    pub merged: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -85,6 +92,10 @@ struct Track {
     dim: usize,
     /// Sorted by (start, end, sighting).
     members: Vec<Member>,
+    /// Sum of the embeddings of every member that carried a comparable one (not only the recent
+    /// ones), and how many: the trajectory-level appearance that repairs compare.
+    sum: Box<[f32]>,
+    summed: u32,
     first: i64,
     last: i64,
     /// Its [`Group`] (by model and dimension) and row in it, where its centroid is kept.
@@ -159,6 +170,10 @@ pub struct Correlator {
     /// Interned camera -> index in the site model.
     cam_site: Vec<Option<usize>>,
     models: Interner,
+    /// Each camera's shift, when `camera_aware`.
+    looks: CameraLooks,
+    /// Merges not yet taken by [`Self::take_merges`].
+    merges: Vec<Merge>,
     stats: CorrelatorStats,
 }
 
@@ -166,6 +181,7 @@ impl Correlator {
     pub fn new(cfg: CorrelationConfig, site: SiteModel) -> Result<Self, SiteError> {
         cfg.validate()?;
         let horizon_ms = (cfg.horizon_s * 1000.0).round() as i64;
+        let looks = CameraLooks::new(cfg.camera_warmup);
         Ok(Self {
             cfg,
             site,
@@ -177,6 +193,8 @@ impl Correlator {
             cameras: Interner::new(),
             cam_site: Vec::new(),
             models: Interner::new(),
+            looks,
+            merges: Vec::new(),
             stats: CorrelatorStats::default(),
         })
     }
@@ -212,7 +230,9 @@ impl Correlator {
         let assignment = match choice {
             Ok((idx, d)) => {
                 self.stats.joined += 1;
+                let inside = probe.start < self.tracks[idx].last;
                 self.insert(idx, sighting, probe);
+                let idx = self.repair(idx, inside);
                 Assignment { trajectory: self.tracks[idx].id, new: false, distance: Some(d) }
             }
             Err(why) => {
@@ -323,7 +343,8 @@ impl Correlator {
             }
         };
         let model = self.models.intern(&obs.model);
-        Probe { cam, start, end, model, emb: obs.embedding }
+        let emb = if self.cfg.camera_aware { self.looks.adjust(cam, model, obs.embedding) } else { obs.embedding };
+        Probe { cam, start, end, model, emb }
     }
 
     fn create(&mut self, id: Uuid, p: &Probe) -> usize {
@@ -357,6 +378,8 @@ impl Correlator {
             model: p.model,
             dim,
             members: Vec::new(),
+            sum: vec![0.0; dim].into_boxed_slice(),
+            summed: 0,
             first: p.start,
             last: p.end,
             group,
@@ -371,6 +394,10 @@ impl Correlator {
         let tr = &mut self.tracks[idx];
         let comparable = p.model == tr.model && p.emb.len() == tr.dim && p.emb.iter().all(|x| x.is_finite());
         let emb = if comparable { p.emb.into_boxed_slice() } else { Box::default() };
+        if comparable {
+            tr.sum.iter_mut().zip(emb.iter()).for_each(|(s, x)| *s += x);
+            tr.summed += 1;
+        }
         let key = (p.start, p.end, sighting);
         let pos = tr.members.partition_point(|m| (m.start, m.end, m.sighting) < key);
         tr.members.insert(pos, Member { sighting, cam: p.cam, start: p.start, end: p.end, emb });
@@ -388,6 +415,15 @@ impl Correlator {
         if n > k {
             tr.members[n - k - 1].emb = Box::default();
         }
+        self.refresh_centroid(idx);
+    }
+
+    /// Recomputes the trajectory's centroid from its recent members.
+    fn refresh_centroid(&mut self, idx: usize) {
+        let k = self.cfg.appearance_members;
+        let tr = &self.tracks[idx];
+        let g = &mut self.groups[tr.group];
+        let n = tr.members.len();
         {
             let mut sum = vec![0f32; tr.dim];
             let mut count = 0u32;
@@ -549,42 +585,44 @@ impl Correlator {
     /// Can the sighting be inserted into the trajectory at its place in event time? Checks the
     /// members overlapping it and the nearest member on each side that does not, and the horizon.
     fn fits(&self, tr: &Track, p: &Probe) -> bool {
+        self.gap_if_feasible(tr, p.cam, (p.start, p.end)).is_some_and(|gap| gap <= self.horizon_ms)
+    }
+
+    /// The gap in event time (ms, 0 if overlapping) from a span seen by camera `cam` to the
+    /// trajectory's nearest member, if the members overlapping it and the nearest member on each
+    /// side that does not pass the site's gates with it; `None` if one does not.
+    fn gap_if_feasible(&self, tr: &Track, cam: u32, span: (i64, i64)) -> Option<i64> {
         let m = &tr.members;
-        let idx = m.partition_point(|x| x.start <= p.start);
+        let idx = m.partition_point(|x| x.start <= span.0);
         let mut nearest = i64::MAX;
         for x in m[..idx].iter().rev() {
-            if !self.pair_ok(x, p) {
-                return false;
+            if !self.pair_ok(x, cam, span) {
+                return None;
             }
-            let gap = p.start - x.end;
+            let gap = span.0 - x.end;
             nearest = nearest.min(gap.max(0));
             if gap >= 0 {
                 break;
             }
         }
         for x in &m[idx..] {
-            if !self.pair_ok(x, p) {
-                return false;
+            if !self.pair_ok(x, cam, span) {
+                return None;
             }
-            let gap = x.start - p.end;
+            let gap = x.start - span.1;
             nearest = nearest.min(gap.max(0));
             if gap >= 0 {
                 break;
             }
         }
-        nearest <= self.horizon_ms
+        Some(nearest)
     }
 
-    fn pair_ok(&self, m: &Member, p: &Probe) -> bool {
-        if m.cam == p.cam {
-            return same_camera_ok((m.start, m.end), (p.start, p.end));
+    fn pair_ok(&self, m: &Member, cam: u32, span: (i64, i64)) -> bool {
+        if m.cam == cam {
+            return same_camera_ok((m.start, m.end), span);
         }
-        self.site.feasible_ms(
-            self.cam_site[m.cam as usize],
-            (m.start, m.end),
-            self.cam_site[p.cam as usize],
-            (p.start, p.end),
-        )
+        self.site.feasible_ms(self.cam_site[m.cam as usize], (m.start, m.end), self.cam_site[cam as usize], span)
     }
 }
 
@@ -690,7 +728,7 @@ mod tests {
         assert_eq!(c.live(), 2);
         // Redelivery: the same answer, nothing added.
         assert_eq!(c.assign(obs(2, "c", 20.0, 25.0, emb(0, 0.3))), b);
-        assert_eq!(c.stats(), CorrelatorStats { joined: 1, started: 2, ambiguous: 0, unusable: 0, duplicates: 1 });
+        assert_eq!(c.stats(), CorrelatorStats { joined: 1, started: 2, ambiguous: 0, unusable: 0, duplicates: 1, merged: 0 });
     }
 
     #[test]

@@ -13,13 +13,15 @@
 //! of it; otherwise the sighting starts a new trajectory. Nothing is random and ties are broken
 //! on trajectory ids, so the same sightings in the same order give the same trajectories.
 
+mod camera_looks;
 mod config;
 mod correlator;
 mod per_site;
 
 pub use config::{
-    Appearance, CorrelationConfig, DEFAULT_APPEARANCE_MEMBERS, DEFAULT_HORIZON_S, DEFAULT_MARGIN, DEFAULT_MAX_DISTANCE,
+    Appearance, CorrelationConfig, DEFAULT_APPEARANCE_MEMBERS, DEFAULT_CAMERA_WARMUP, DEFAULT_HORIZON_S, DEFAULT_MARGIN, DEFAULT_MAX_DISTANCE,
+    DEFAULT_MERGE_DISTANCE,
 };
-pub use correlator::{Assignment, Correlator, CorrelatorStats, Observation};
+pub use correlator::{Assignment, Correlator, CorrelatorStats, Merge, Observation};
 pub use per_site::SiteCorrelators;
 pub use uuid::Uuid;

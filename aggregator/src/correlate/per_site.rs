@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::config::CorrelationConfig;
-use super::correlator::{Assignment, Correlator, Observation};
+use super::correlator::{Assignment, Correlator, Merge, Observation};
 use crate::site::{SiteError, SiteModel};
 use crate::sites::Sites;
 
@@ -69,6 +69,11 @@ impl SiteCorrelators {
     /// When no correlator serves `site`.
     pub fn assign(&mut self, site: &str, obs: Observation) -> Assignment {
         self.by_site.get_mut(site).expect("a site with a correlator (checked by the caller)").assign(obs)
+    }
+
+    /// The merges `site`'s correlator made since the last call ([`Correlator::take_merges`]).
+    pub fn take_merges(&mut self, site: &str) -> Vec<Merge> {
+        self.by_site.get_mut(site).map(Correlator::take_merges).unwrap_or_default()
     }
 
     /// Rebuilds state from a stored placement; `false` when no correlator serves `site`.

@@ -9,7 +9,7 @@ use super::parse;
 use super::worker::{Ingest, Work};
 use crate::correlate::{Assignment, Observation};
 use crate::metrics::Outcome;
-use crate::store::{SightingPlacement, StoreError};
+use crate::store::{SightingPlacement, StoreError, TrajectoryMerge};
 
 impl Ingest {
     /// De-duplicates, places and stores the batch's sightings in one transaction (each store
@@ -27,19 +27,46 @@ impl Ingest {
                 Err(e) => return self.give_up(pending.len(), &e),
             }
         };
-        // placed once, in arrival order: a retry below stores the same placements
-        let placed: Vec<Option<Assignment>> = pending
+        // placed once, in arrival order: a retry below stores the same placements (and merges)
+        let mut merges: Vec<TrajectoryMerge> = Vec::new();
+        let placed: Vec<Option<(Assignment, Vec<uuid::Uuid>)>> = pending
             .iter()
             .map(|p| {
                 let s = &p.sighting;
-                (!seen.contains(&s.id)).then(|| self.correlators.assign(&s.site, Observation::from_sighting(s)))
+                if seen.contains(&s.id) {
+                    return None;
+                }
+                let a = self.correlators.assign(&s.site, Observation::from_sighting(s));
+                let made = self.correlators.take_merges(&s.site);
+                let from = made.iter().map(|m| m.from).collect();
+                merges.extend(made.into_iter().map(|m| TrajectoryMerge {
+                    site: s.site.clone(),
+                    from: m.from,
+                    into: m.into,
+                    distance: m.distance,
+                    sighting: s.id,
+                    at: p.received_at,
+                }));
+                Some((a, from))
             })
+            .collect();
+        // a sighting placed earlier in the batch on a trajectory merged later in it is stored on
+        // the survivor
+        let survivor = |mut t: uuid::Uuid| {
+            while let Some(m) = merges.iter().find(|m| m.from == t) {
+                t = m.into;
+            }
+            t
+        };
+        let placed: Vec<Option<(Assignment, Vec<uuid::Uuid>)>> = placed
+            .into_iter()
+            .map(|a| a.map(|(a, from)| (Assignment { trajectory: survivor(a.trajectory), ..a }, from)))
             .collect();
         let placements: Vec<SightingPlacement<'_>> = pending
             .iter()
             .zip(&placed)
             .filter_map(|(p, a)| {
-                a.map(|a| SightingPlacement {
+                a.as_ref().map(|(a, _)| SightingPlacement {
                     sighting: &p.sighting,
                     trajectory: a.trajectory,
                     distance: a.distance,
@@ -47,7 +74,7 @@ impl Ingest {
                 })
             })
             .collect();
-        let stored = match self.store_all(&placements, rx) {
+        let stored = match self.store_all(&placements, &merges, rx) {
             Ok(stored) => stored,
             Err(e) => return self.give_up(pending.len(), &e),
         };
@@ -57,8 +84,8 @@ impl Ingest {
             if let Some(p) = &entry.sighting {
                 let outcome = match placed.next().expect("one placement per sighting") {
                     None => Ok(Outcome::Duplicate),
-                    Some(a) => match stored.next().expect("one outcome per placed sighting") {
-                        Ok(true) => self.announce(&p.sighting, &a, p.received_at).map(|()| Outcome::Accepted),
+                    Some((a, from)) => match stored.next().expect("one outcome per placed sighting") {
+                        Ok(true) => self.announce(&p.sighting, &a, from, p.received_at).map(|()| Outcome::Accepted),
                         Ok(false) => Ok(Outcome::Duplicate),
                         Err(e) => Err(e),
                     },
@@ -94,24 +121,31 @@ impl Ingest {
     fn store_all(
         &mut self,
         placements: &[SightingPlacement<'_>],
+        merges: &[TrajectoryMerge],
         rx: &mpsc::Receiver<Work>,
     ) -> Result<Vec<Result<bool, StoreError>>, StoreError> {
         if placements.is_empty() {
             return Ok(Vec::new());
         }
-        match self.retrying("sightings", rx, |ingest| ingest.store.record_sightings(placements)) {
+        match self.retrying("sightings", rx, |ingest| ingest.store.record_batch(placements, merges)) {
             Ok(stored) => Ok(stored.into_iter().map(Ok).collect()),
             Err(e) if e.is_transient() => Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, sightings = placements.len(), "batch refused: storing its sightings one at a time");
-                Ok(placements
+                let stored = placements
                     .iter()
                     .map(|p| {
                         self.retrying("sighting", rx, |ingest| {
                             ingest.store.record_sightings(std::slice::from_ref(p)).map(|v| v[0])
                         })
                     })
-                    .collect())
+                    .collect();
+                if !merges.is_empty()
+                    && let Err(e) = self.retrying("merges", rx, |ingest| ingest.store.record_batch(&[], merges))
+                {
+                    tracing::error!(error = %e, merges = merges.len(), "trajectory merges not stored");
+                }
+                Ok(stored)
             }
         }
     }

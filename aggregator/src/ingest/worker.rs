@@ -267,7 +267,13 @@ impl Ingest {
 
     /// A new sighting, stored where `a` placed it: announced (MQTT, live events), indexed for
     /// search and checked against the watchlist.
-    pub(super) fn announce(&mut self, s: &Sighting, a: &Assignment, now: OffsetDateTime) -> Result<(), StoreError> {
+    pub(super) fn announce(
+        &mut self,
+        s: &Sighting,
+        a: &Assignment,
+        merged_from: Vec<uuid::Uuid>,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
         if a.new {
             self.metrics.trajectories_started.inc();
             self.metrics.live_trajectories.set(self.correlators.live() as i64);
@@ -286,6 +292,7 @@ impl Ingest {
             ground: s.ground,
             distance: a.distance,
             new: a.new,
+            merged_from,
         };
         tracing::debug!(sighting = %s.id, camera = %s.camera, trajectory = %a.trajectory, new = a.new, distance = ?a.distance, "sighting placed");
         if let Err(e) = self.client.try_publish(topic::trajectory(&s.site), QoS::AtLeastOnce, false, update.to_json()) {

@@ -15,8 +15,8 @@ macro_rules! store_by_jobs {
             use $crate::store::{
                 Acknowledged, AgentRecord, AlertQuery, AuditEntry, AuditQuery, AuditRecord, CameraRecord, CrowdBucket,
                 CrowdQuery, EmbeddingRow, PurgeReport, Result, RetentionPolicy, Role, SightingPlacement, SiteRow,
-                Store, StoredAlert, StoredSighting, Token, TrajectoryDetail, TrajectoryPage, TrajectoryQuery,
-                WatchlistEntry,
+                Store, StoredAlert, StoredSighting, Token, TrajectoryDetail, TrajectoryMerge, TrajectoryPage,
+                TrajectoryQuery, WatchlistEntry,
             };
 
             impl Store for $store {
@@ -24,8 +24,8 @@ macro_rules! store_by_jobs {
                     records::seen_among(self, ids)
                 }
 
-                fn record_sightings(&self, batch: &[SightingPlacement<'_>]) -> Result<Vec<bool>> {
-                    records::record_sightings(self, batch)
+                fn record_batch(&self, batch: &[SightingPlacement<'_>], merges: &[TrajectoryMerge]) -> Result<Vec<bool>> {
+                    records::record_batch(self, batch, merges)
                 }
 
                 fn record_alert(&self, a: &Alert, received_at: OffsetDateTime) -> Result<bool> {
@@ -94,6 +94,10 @@ macro_rules! store_by_jobs {
 
                 fn trajectory(&self, id: Uuid) -> Result<Option<TrajectoryDetail>> {
                     queries::trajectory(self, id)
+                }
+
+                fn merged_into(&self, id: Uuid) -> Result<Option<Uuid>> {
+                    queries::merged_into(self, id)
                 }
 
                 fn sighting(&self, id: Uuid) -> Result<Option<StoredSighting>> {

@@ -30,7 +30,7 @@ pub struct Migration {
 pub const APPLICATION_ID: i32 = 0x534C_4147;
 
 /// The schema version this code writes and understands.
-pub const LATEST: u32 = 5;
+pub const LATEST: u32 = 6;
 
 /// Every step, in order (`MIGRATIONS[i].version == i + 1`).
 pub const MIGRATIONS: &[Migration] = &[
@@ -193,6 +193,23 @@ CREATE TABLE sites (
     parent TEXT,
     name TEXT
 ) STRICT;
+"#,
+    },
+    Migration {
+        version: 6,
+        name: "trajectory merges: repairs after the fact",
+        sql: r#"
+CREATE TABLE trajectory_merges (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    from_id TEXT NOT NULL UNIQUE, -- the trajectory that no longer exists
+    into_id TEXT NOT NULL,        -- the one its sightings moved to
+    site TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    distance REAL NOT NULL,       -- between the two trajectories' mean embeddings
+    sighting TEXT NOT NULL,       -- whose placement made the merge
+    moved INTEGER NOT NULL        -- sightings moved
+) STRICT;
+CREATE INDEX trajectory_merges_ts ON trajectory_merges (ts);
 "#,
     },
 ];

@@ -231,7 +231,14 @@ pub trait Store: Send + Sync {
     /// commit, one fsync, for all of them), in order: whether each was new. A sighting whose id is
     /// already stored, or earlier in `batch`, changes nothing and answers false. Any error stores
     /// none of them.
-    fn record_sightings(&self, batch: &[SightingPlacement<'_>]) -> Result<Vec<bool>>;
+    fn record_sightings(&self, batch: &[SightingPlacement<'_>]) -> Result<Vec<bool>> {
+        self.record_batch(batch, &[])
+    }
+
+    /// [`Store::record_sightings`], then, in the same transaction, each merge in order: every
+    /// sighting of `from` moves to `into`, `from`'s row goes, and the merge is recorded
+    /// ([`Store::merged_into`]). A merge already recorded changes nothing.
+    fn record_batch(&self, batch: &[SightingPlacement<'_>], merges: &[TrajectoryMerge]) -> Result<Vec<bool>>;
 
     /// Stores an alert event; false when its id is already stored. An event of an alert that was
     /// already acknowledged (e.g. its clear) inherits the acknowledgement.
@@ -297,6 +304,10 @@ pub trait Store: Send + Sync {
 
     /// A trajectory and its sightings in event order; `None` when unknown.
     fn trajectory(&self, id: Uuid) -> Result<Option<TrajectoryDetail>>;
+
+    /// The trajectory that `id` was merged into, following merges of merges to the last one;
+    /// `None` when `id` was never merged.
+    fn merged_into(&self, id: Uuid) -> Result<Option<Uuid>>;
 
     /// One sighting with the trajectory it belongs to; `None` when unknown.
     fn sighting(&self, id: Uuid) -> Result<Option<StoredSighting>>;
@@ -583,6 +594,10 @@ pub struct TrajectoryDetail {
     pub summary: TrajectorySummary,
     /// In event order (`first_seen`, then id).
     pub sightings: Vec<TrajectoryPoint>,
+    /// The id asked for, when it names a trajectory merged into this one (repair after the
+    /// fact, [`Store::merged_into`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<Uuid>,
 }
 
 /// A sighting as part of a trajectory.
@@ -611,6 +626,23 @@ pub struct SightingPlacement<'a> {
     /// Embedding distance to the trajectory's appearance when it joined; `None` when it started it.
     pub distance: Option<f32>,
     pub received_at: OffsetDateTime,
+}
+
+/// Merges of merges followed by [`Store::merged_into`] at most.
+pub const MAX_MERGE_CHAIN: usize = 64;
+
+/// A trajectory merged into another by the correlator's repair, stored with the batch whose
+/// sighting made it ([`Store::record_batch`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrajectoryMerge {
+    pub site: String,
+    pub from: Uuid,
+    pub into: Uuid,
+    /// Distance between the two trajectories' mean embeddings: the evidence.
+    pub distance: f32,
+    /// The sighting whose placement made the merge.
+    pub sighting: Uuid,
+    pub at: OffsetDateTime,
 }
 
 /// A stored sighting with where it was placed.

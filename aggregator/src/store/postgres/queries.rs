@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::connection::PostgresStore;
 use super::rows::*;
 use crate::store::{
-    AgentRecord, AlertQuery, CameraRecord, CrowdBucket, CrowdQuery, Cursor, EmbeddingRow, Result, StoredAlert,
+    MAX_MERGE_CHAIN, AgentRecord, AlertQuery, CameraRecord, CrowdBucket, CrowdQuery, Cursor, EmbeddingRow, Result, StoredAlert,
     StoredSighting, TrajectoryDetail, TrajectoryPage, TrajectoryPoint, TrajectoryQuery, TrajectorySummary,
 };
 
@@ -245,7 +245,7 @@ pub(super) fn trajectory(store: &PostgresStore, id: Uuid) -> Result<Option<Traje
             distance: get::<Option<f64>>(r, 6)?.map(|d| d as f32),
         })
     })?;
-    Ok(Some(TrajectoryDetail { summary: trajectory_row(&summary)?, sightings }))
+    Ok(Some(TrajectoryDetail { summary: trajectory_row(&summary)?, sightings, merged_from: None }))
 }
 
 pub(super) fn sighting(store: &PostgresStore, id: Uuid) -> Result<Option<StoredSighting>> {
@@ -317,4 +317,20 @@ pub(super) fn sightings_for_replay(
         .op("sightings_for_replay")
     })?;
     rows(found, sighting_row)
+}
+
+pub(super) fn merged_into(store: &PostgresStore, id: Uuid) -> Result<Option<Uuid>> {
+    const OP: &str = "merged_into";
+    store.with(|c| {
+        let mut last: Option<Uuid> = None;
+        // merges of merges (a merged-away id never gets sightings again, so there is no cycle)
+        for _ in 0..MAX_MERGE_CHAIN {
+            let at = last.unwrap_or(id);
+            match c.query_opt("SELECT into_id FROM trajectory_merges WHERE from_id = $1", &[&at]).op(OP)? {
+                Some(r) => last = Some(get(&r, 0)?),
+                None => break,
+            }
+        }
+        Ok(last)
+    })
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::connection::PostgresStore;
 use super::rows::*;
 use crate::store::codec::time_of_ms;
-use crate::store::{Acknowledged, Result, SightingPlacement, StoreError};
+use crate::store::{Acknowledged, Result, SightingPlacement, StoreError, TrajectoryMerge};
 
 pub(super) fn seen_among(store: &PostgresStore, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
     store.with(|c| {
@@ -28,7 +28,11 @@ pub(super) fn seen_among(store: &PostgresStore, ids: &[Uuid]) -> Result<HashSet<
     })
 }
 
-pub(super) fn record_sightings(store: &PostgresStore, batch: &[SightingPlacement<'_>]) -> Result<Vec<bool>> {
+pub(super) fn record_batch(
+    store: &PostgresStore,
+    batch: &[SightingPlacement<'_>],
+    merges: &[TrajectoryMerge],
+) -> Result<Vec<bool>> {
     const OP: &str = "record_sightings";
     // the batch as columns, one array per column: each statement below handles all of it in one
     // round trip
@@ -45,6 +49,7 @@ pub(super) fn record_sightings(store: &PostgresStore, batch: &[SightingPlacement
     let lasts: Vec<i64> = batch.iter().map(|p| ms(p.sighting.last_seen)).collect();
     // a fixed lock order against concurrent writers
     let mut locked: Vec<Uuid> = trajectories.clone();
+    locked.extend(merges.iter().flat_map(|m| [m.from, m.into]));
     locked.sort();
     locked.dedup();
     store.with(|c| {
@@ -126,6 +131,25 @@ pub(super) fn record_sightings(store: &PostgresStore, batch: &[SightingPlacement
             .collect::<Result<_>>()?;
         let mut first_of_id = HashSet::new();
         let stored: Vec<bool> = ids.iter().map(|id| inserted.contains(id) && first_of_id.insert(*id)).collect();
+        for m in merges {
+            if let Some(other) = [m.from, m.into].iter().filter_map(|t| site_of.get(t)).find(|s| **s != m.site) {
+                return Err(invalid(
+                    "merge",
+                    format!(
+                        "merge of trajectory {} into {} of site {:?}: a trajectory belongs to site {other:?}",
+                        m.from, m.into, m.site
+                    ),
+                ));
+            }
+            let moved =
+                tx.execute("UPDATE sightings SET trajectory = $2 WHERE trajectory = $1", &[&m.from, &m.into]).op(OP)?;
+            tx.execute(
+                "INSERT INTO trajectory_merges (from_id, into_id, site, ts, distance, sighting, moved) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (from_id) DO NOTHING",
+                &[&m.from, &m.into, &m.site, &ms(m.at), &f64::from(m.distance), &m.sighting, &(moved as i64)],
+            )
+            .op(OP)?;
+        }
         // every locked row: one created above for a sighting that was not new is deleted
         refresh_trajectories(&mut tx, &locked).op(OP)?;
         tx.commit().op(OP)?;

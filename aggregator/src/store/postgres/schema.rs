@@ -206,6 +206,23 @@ CREATE TABLE sites (
 );
 "#,
     },
+    Migration {
+        version: 6,
+        name: "trajectory merges: repairs after the fact",
+        sql: r#"
+CREATE TABLE trajectory_merges (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    from_id uuid NOT NULL UNIQUE,  -- the trajectory that no longer exists
+    into_id uuid NOT NULL,         -- the one its sightings moved to
+    site text NOT NULL,
+    ts bigint NOT NULL,
+    distance double precision NOT NULL,  -- between the two trajectories' mean embeddings
+    sighting uuid NOT NULL,        -- whose placement made the merge
+    moved bigint NOT NULL          -- sightings moved
+);
+CREATE INDEX trajectory_merges_ts ON trajectory_merges (ts);
+"#,
+    },
 ];
 
 /// Why [`apply`] failed (the caller adds the target).

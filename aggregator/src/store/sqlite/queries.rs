@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::connection::SqliteStore;
 use super::rows::*;
 use crate::store::{
-    AgentRecord, AlertQuery, CameraRecord, CrowdBucket, CrowdQuery, Cursor, EmbeddingRow, Result, StoredAlert,
+    AgentRecord, AlertQuery, MAX_MERGE_CHAIN, CameraRecord, CrowdBucket, CrowdQuery, Cursor, EmbeddingRow, Result, StoredAlert,
     StoredSighting, TrajectoryDetail, TrajectoryPage, TrajectoryPoint, TrajectoryQuery, TrajectorySummary,
 };
 
@@ -242,7 +242,7 @@ pub(super) fn trajectory(store: &SqliteStore, id: Uuid) -> Result<Option<Traject
             .collect()
         })
         .op(OP)?;
-    Ok(Some(TrajectoryDetail { summary, sightings }))
+    Ok(Some(TrajectoryDetail { summary, sightings, merged_from: None }))
 }
 
 pub(super) fn sighting(store: &SqliteStore, id: Uuid) -> Result<Option<StoredSighting>> {
@@ -305,4 +305,19 @@ pub(super) fn sightings_for_replay(
     stmt.query_map(rusqlite::params![ms(since), site], sighting_row)
         .and_then(|rows| rows.collect())
         .op("sightings_for_replay")
+}
+
+pub(super) fn merged_into(store: &SqliteStore, id: Uuid) -> Result<Option<Uuid>> {
+    let db = store.reader();
+    let mut q = db.prepare_cached("SELECT into_id FROM trajectory_merges WHERE from_id = ?1").op("merged_into")?;
+    let mut last = None;
+    // merges of merges (a merged-away id never gets sightings again, so there is no cycle)
+    for _ in 0..MAX_MERGE_CHAIN {
+        let at = last.unwrap_or(id);
+        match q.query_row([at.to_string()], |r| get_uuid(r, 0)).optional().op("merged_into")? {
+            Some(into) => last = Some(into),
+            None => break,
+        }
+    }
+    Ok(last)
 }

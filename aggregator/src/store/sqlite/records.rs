@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::connection::SqliteStore;
 use super::rows::*;
-use crate::store::{Acknowledged, Result, SightingPlacement};
+use crate::store::{Acknowledged, Result, SightingPlacement, TrajectoryMerge};
 
 pub(super) fn seen_among(store: &SqliteStore, ids: &[Uuid]) -> Result<HashSet<Uuid>> {
     let db = store.reader();
@@ -30,7 +30,11 @@ pub(super) fn seen_among(store: &SqliteStore, ids: &[Uuid]) -> Result<HashSet<Uu
     Ok(seen)
 }
 
-pub(super) fn record_sightings(store: &SqliteStore, batch: &[SightingPlacement<'_>]) -> Result<Vec<bool>> {
+pub(super) fn record_batch(
+    store: &SqliteStore,
+    batch: &[SightingPlacement<'_>],
+    merges: &[TrajectoryMerge],
+) -> Result<Vec<bool>> {
     const OP: &str = "record_sightings";
     let mut db = store.writer();
     let tx = db.transaction_with_behavior(TransactionBehavior::Immediate).op(OP)?;
@@ -43,6 +47,36 @@ pub(super) fn record_sightings(store: &SqliteStore, batch: &[SightingPlacement<'
         stored.push(insert_sighting(&tx, p, &traj)?);
         if !touched.contains(&traj) {
             touched.push(traj);
+        }
+    }
+    for m in merges {
+        let (from, into) = (m.from.to_string(), m.into.to_string());
+        let sites: Vec<String> = tx
+            .prepare_cached("SELECT site FROM trajectories WHERE id IN (?1, ?2)")
+            .and_then(|mut q| q.query_map([&from, &into], |r| r.get(0))?.collect())
+            .op(OP)?;
+        if let Some(other) = sites.iter().find(|s| **s != m.site) {
+            return Err(invalid(
+                "merge",
+                format!("merge of trajectory {from} into {into} of site {:?}: a trajectory belongs to site {other:?}", m.site),
+            ));
+        }
+        let moved = tx
+            .prepare_cached("UPDATE sightings SET trajectory = ?2 WHERE trajectory = ?1")
+            .and_then(|mut q| q.execute([&from, &into]))
+            .op(OP)?;
+        tx.prepare_cached(
+            "INSERT INTO trajectory_merges (from_id, into_id, site, ts, distance, sighting, moved) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (from_id) DO NOTHING",
+        )
+        .and_then(|mut q| {
+            q.execute(params![from, into, m.site, ms(m.at), f64::from(m.distance), m.sighting.to_string(), moved as i64])
+        })
+        .op(OP)?;
+        for t in [from, into] {
+            if !touched.contains(&t) {
+                touched.push(t);
+            }
         }
     }
     for traj in &touched {

@@ -405,3 +405,80 @@ fn a_40_mpx_photo_is_refused_before_it_is_decoded() {
     assert_eq!(search["query"]["probe"]["digest"], digest.as_str(), "{search:#}");
     agg.stop().unwrap();
 }
+
+/// Repair after the fact through the real ingest: one person's sightings on the lobby camera,
+/// shifted by it, start a fragment of their own; when the fragment's second sighting arrives, the
+/// two fragments' means agree and it is merged into the first. The merge is announced
+/// (`merged_from`), the merged id answers on the API with the survivor, admins see the merge with
+/// its evidence, and a restart keeps it: the next lobby sighting joins the survivor.
+#[test]
+fn fragments_of_one_person_are_merged_announced_and_kept_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let site = format!("{TWO_CAMERA_SITE}\n[correlation]\nmerge_distance = 0.5\n");
+    let config = aggregator_config(port, &dir.path().join("agg.sqlite"), &site);
+    let agg = Aggregator::start_in(dir.path(), &config, port).unwrap();
+    let mut sub = Subscriber::connect(port).unwrap();
+    // the face, plus 0.33 of noise of its own per sighting; the lobby adds 0.4 in one direction:
+    // two of one camera are 0.47 apart, one of each 0.62 (beyond max_distance 0.6)
+    let base = synthetic_face(7);
+    let shot = |n: usize, lobby: bool| -> Vec<f32> {
+        let mut v = base.clone();
+        v[10 + n] += 0.33;
+        if lobby {
+            v[120] += 0.4;
+        }
+        v
+    };
+    let t0 = OffsetDateTime::now_utc() - time::Duration::minutes(10);
+    let at = |s: i64| t0 + time::Duration::seconds(s);
+    let stage: Vec<Sighting> = (0..4).map(|n| synthetic_sighting("stage", at(10 * n as i64), &shot(n, false))).collect();
+    let lobby: Vec<Sighting> =
+        (4..7).map(|n| synthetic_sighting("lobby", at(200 + 10 * n as i64), &shot(n, true))).collect();
+    let msgs = |s: &[Sighting]| s.iter().map(|s| (topic(s), s.to_json())).collect::<Vec<_>>();
+    publish(port, &msgs(&stage)).unwrap();
+    let survivor = placed(&mut sub, stage[3].id, &agg).trajectory;
+    publish(port, &msgs(&lobby[..1])).unwrap();
+    let fragment = placed(&mut sub, lobby[0].id, &agg);
+    assert!(fragment.new && fragment.trajectory != survivor, "the shifted sighting starts a fragment: {fragment:?}");
+    publish(port, &msgs(&lobby[1..2])).unwrap();
+    let merging = placed(&mut sub, lobby[1].id, &agg);
+    assert_eq!(merging.trajectory, survivor, "{merging:?}");
+    assert_eq!(merging.merged_from, [fragment.trajectory], "the merge is announced");
+
+    let api = agg.api_url().unwrap();
+    let integrator = agg.token("integration", "integrator").unwrap();
+    let read = |id: Uuid| {
+        let (code, body) =
+            http_get_as(&format!("{api}/trajectories/{id}?purpose=missing%20person"), Some(&integrator)).unwrap();
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let merged = read(fragment.trajectory);
+    assert_eq!(merged["id"], survivor.to_string(), "the merged id answers with the survivor: {merged}");
+    assert_eq!(merged["merged_from"], fragment.trajectory.to_string());
+    assert_eq!(merged["sightings"].as_array().unwrap().len(), 6, "{merged}");
+    let admin = agg.token("auditor", "admin").unwrap();
+    let (code, body) = http_get_as(&format!("{api}/merges"), Some(&admin)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let merges: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let m = &merges["items"][0];
+    assert_eq!((m["from"].as_str(), m["into"].as_str()), (Some(&*fragment.trajectory.to_string()), Some(&*survivor.to_string())));
+    assert_eq!((m["sighting"].as_str(), m["moved"].as_u64()), (Some(&*lobby[1].id.to_string()), Some(1)));
+    assert!(m["distance"].as_f64().is_some_and(|d| d <= 0.5), "{m}");
+    assert_eq!(http_get_as(&format!("{api}/merges"), Some(&integrator)).unwrap().0, 403, "admins only");
+    agg.stop().unwrap();
+
+    let agg = Aggregator::start_in(dir.path(), &config, port).unwrap();
+    agg.wait_log("correlators restored", 1, Duration::from_secs(10)).unwrap();
+    let mut sub = Subscriber::connect(port).unwrap();
+    publish(port, &msgs(&lobby[2..])).unwrap();
+    let after = placed(&mut sub, lobby[2].id, &agg);
+    assert_eq!(after.trajectory, survivor, "the restarted aggregator kept the merge: {after:?}");
+    assert!(after.merged_from.is_empty(), "and does not repeat it: {after:?}");
+    let api = agg.api_url().unwrap();
+    let (code, body) = http_get_as(&format!("{api}/merges"), Some(&admin)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["items"].as_array().unwrap().len(), 1);
+    agg.stop().unwrap();
+}

@@ -171,6 +171,16 @@ impl SearchIndex {
         self.sightings.is_empty()
     }
 
+    /// Moves every sighting of trajectory `from` to `into` (a merge after the fact); how many.
+    pub fn retarget(&mut self, from: Uuid, into: Uuid) -> usize {
+        let mut moved = 0;
+        for t in self.trajectories.iter_mut().filter(|t| **t == from) {
+            *t = into;
+            moved += 1;
+        }
+        moved
+    }
+
     /// Adds one sighting's embedding. `last_seen` is kept at millisecond precision (floored).
     ///
     /// # Errors
@@ -929,6 +939,18 @@ mod tests {
         assert_eq!(index.vectors.values().len(), 4);
         assert_eq!((index.trajectories.len(), index.cameras.len(), index.last_seen.len()), (1, 1, 1));
         assert_eq!(index.camera_names.len(), 1, "a rejected insert interns no camera");
+    }
+
+    #[test]
+    fn a_merge_moves_the_indexed_sightings_to_the_survivor() {
+        let mut index = SearchIndex::new(MODEL, 4);
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        for (i, t) in [a, b, a, c].into_iter().enumerate() {
+            index.insert(Uuid::from_u128(100 + i as u128), t, "s", "cam", T0, &[1.0, 0.0, 0.0, i as f32]).unwrap();
+        }
+        assert_eq!(index.retarget(a, b), 2);
+        assert_eq!(index.trajectories, [b, b, b, c]);
+        assert_eq!(index.retarget(a, b), 0, "nothing left on the merged id");
     }
 
     #[test]

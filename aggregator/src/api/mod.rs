@@ -1,5 +1,6 @@
 //! The integrator API (`/api/v1`, JSON, bearer tokens): cameras, alerts, crowd series,
-//! trajectories (list, detail, GeoJSON), sightings and the audit log, on the store; face search
+//! trajectories (list, detail, GeoJSON), sightings, the audit log and the trajectory merges, on
+//! the store; face search
 //! and the watchlist, on the in-memory search index; live events (Server-Sent Events);
 //! Prometheus `/metrics`; the operator dashboard at `/` ([`ui`]). One file per resource; what
 //! every request goes through (token, role, audit record, parameters, errors) is in `request`.
@@ -27,6 +28,7 @@ mod crowd;
 mod health;
 mod live;
 mod me;
+mod merges;
 mod openapi;
 pub mod photos;
 mod probe;
@@ -83,6 +85,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/trajectories/{id}/geojson", get(trajectories::trajectory_geojson))
         .route("/api/v1/sightings/{id}", get(trajectories::sighting))
         .route("/api/v1/audit", get(audit::audit))
+        .route("/api/v1/merges", get(merges::merges))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), count_response))
         .route("/", get(ui::root))

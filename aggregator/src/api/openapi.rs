@@ -13,17 +13,18 @@ use super::cameras::{CameraList, CameraOut, GridOut, LatestCrowdOut, ZoneCountOu
 use super::crowd::CrowdSeries;
 use super::health::Health;
 use super::me::Me;
+use super::merges::MergePage;
 use super::request::ErrorBody;
 use super::search::{SearchRequest, SearchResponse};
 use super::site::{SiteCamera, SiteLink, SiteOut};
 use super::sites::{SiteList, SiteNode};
 use super::trajectories::SightingOut;
 use super::watchlist::{WatchlistAdded, WatchlistList, WatchlistOut, WatchlistRequest};
-use super::{alerts, audit, cameras, crowd, health, live, me, search, site, sites, trajectories, watchlist};
+use super::{alerts, audit, cameras, crowd, health, live, me, merges, search, site, sites, trajectories, watchlist};
 use crate::auth::Role;
 use crate::site::GeoRef;
 use crate::store::{
-    AuditAction, AuditEntry, AuditOutcome, AuditRecord, CameraRecord, CrowdBucket, StoredAlert, TrajectoryDetail,
+    AuditAction, AuditEntry, AuditOutcome, AuditRecord, CameraRecord, CrowdBucket, MergeRecord, StoredAlert, TrajectoryDetail,
     TrajectoryPage, TrajectoryPoint, TrajectorySummary,
 };
 use sightline_contract::{
@@ -41,13 +42,13 @@ use sightline_contract::{
         health::healthz, health::metrics, cameras::cameras, me::me, alerts::alerts, alerts::acknowledge, alert_close::close, site::site,
         sites::sites,
         crowd::crowd, trajectories::trajectories, trajectories::trajectory, trajectories::trajectory_geojson,
-        trajectories::sighting, audit::audit,
+        trajectories::sighting, audit::audit, merges::merges,
         search::search, watchlist::watchlist_add, watchlist::watchlist_list, watchlist::watchlist_remove, live::events,
         openapi_json
     ),
     components(schemas(
         ErrorBody, Health, CameraList, CameraOut, LatestCrowdOut, ZoneCountOut, GridOut, Me, Acknowledgement,
-        SiteOut, SiteCamera, SiteLink, SiteList, SiteNode, GeoRef, CrowdMethod, AlertList, CrowdSeries, SightingOut, AuditPage, WatchlistList,
+        SiteOut, SiteCamera, SiteLink, SiteList, SiteNode, GeoRef, CrowdMethod, AlertList, CrowdSeries, SightingOut, AuditPage, MergePage, MergeRecord, WatchlistList,
         CameraRecord, StoredAlert, CrowdBucket,
         crate::liveness::CameraLive, crate::liveness::LiveState, crate::liveness::CameraAgent,
         crate::liveness::AgentLiveness, crate::liveness::AlertOut, alert_close::CloseRequest,

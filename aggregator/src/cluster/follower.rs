@@ -92,10 +92,20 @@ impl Follower {
                 return;
             }
         };
+        // merges it announces are followed when the store has them
+        let merged: Vec<uuid::Uuid> = update
+            .merged_from
+            .iter()
+            .copied()
+            .filter(|&from| matches!(self.store.merged_into(from), Ok(Some(_))))
+            .collect();
         let s = &stored.sighting;
         self.events.sighting(s);
         self.events.trajectory(&update);
         let mut index = self.index.write().unwrap();
+        for from in merged {
+            index.retarget(from, stored.trajectory);
+        }
         if index.model() == s.model
             && let Err(e) = index.insert(s.id, stored.trajectory, &s.site, &s.camera, s.last_seen, &s.embedding)
         {

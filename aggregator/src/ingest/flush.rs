@@ -50,18 +50,8 @@ impl Ingest {
                 Some((a, from))
             })
             .collect();
-        // a sighting placed earlier in the batch on a trajectory merged later in it is stored on
-        // the survivor
-        let survivor = |mut t: uuid::Uuid| {
-            while let Some(m) = merges.iter().find(|m| m.from == t) {
-                t = m.into;
-            }
-            t
-        };
-        let placed: Vec<Option<(Assignment, Vec<uuid::Uuid>)>> = placed
-            .into_iter()
-            .map(|a| a.map(|(a, from)| (Assignment { trajectory: survivor(a.trajectory), ..a }, from)))
-            .collect();
+        // a sighting placed earlier in the batch on a trajectory merged later in it is stored
+        // (and announced) where it was placed; the merge, stored after it, moves it
         let placements: Vec<SightingPlacement<'_>> = pending
             .iter()
             .zip(&placed)

@@ -302,6 +302,9 @@ impl Ingest {
         self.events.trajectory(&update);
         {
             let mut index = self.index.write().unwrap();
+            for &from in &update.merged_from {
+                index.retarget(from, a.trajectory);
+            }
             if index.model() == s.model {
                 // the sighting passed ingest's checks (finite, the model's dimension)
                 if let Err(e) = index.insert(s.id, a.trajectory, &s.site, &s.camera, s.last_seen, &s.embedding) {

@@ -14,7 +14,7 @@ macro_rules! store_by_jobs {
 
             use $crate::store::{
                 Acknowledged, AgentRecord, AlertQuery, AuditEntry, AuditQuery, AuditRecord, CameraRecord, CrowdBucket,
-                CrowdQuery, EmbeddingRow, PurgeReport, Result, RetentionPolicy, Role, SightingPlacement, SiteRow,
+                CrowdQuery, EmbeddingRow, MergeQuery, MergeRecord, PurgeReport, Result, RetentionPolicy, Role, SightingPlacement, SiteRow,
                 Store, StoredAlert, StoredSighting, Token, TrajectoryDetail, TrajectoryMerge, TrajectoryPage,
                 TrajectoryQuery, WatchlistEntry,
             };
@@ -98,6 +98,10 @@ macro_rules! store_by_jobs {
 
                 fn merged_into(&self, id: Uuid) -> Result<Option<Uuid>> {
                     queries::merged_into(self, id)
+                }
+
+                fn merges(&self, q: &MergeQuery) -> Result<Vec<MergeRecord>> {
+                    queries::merges(self, q)
                 }
 
                 fn sighting(&self, id: Uuid) -> Result<Option<StoredSighting>> {

@@ -309,6 +309,9 @@ pub trait Store: Send + Sync {
     /// `None` when `id` was never merged.
     fn merged_into(&self, id: Uuid) -> Result<Option<Uuid>>;
 
+    /// The merges recorded, in the order they were made ([`Store::record_batch`]).
+    fn merges(&self, q: &MergeQuery) -> Result<Vec<MergeRecord>>;
+
     /// One sighting with the trajectory it belongs to; `None` when unknown.
     fn sighting(&self, id: Uuid) -> Result<Option<StoredSighting>>;
 
@@ -643,6 +646,38 @@ pub struct TrajectoryMerge {
     /// The sighting whose placement made the merge.
     pub sighting: Uuid,
     pub at: OffsetDateTime,
+}
+
+/// Which merges [`Store::merges`] lists.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MergeQuery {
+    /// Only merges after this `seq` (paging: pass the last `seq` seen).
+    pub after_seq: Option<i64>,
+    /// Only merges of these sites; `None`: every site.
+    pub sites: Option<Vec<String>>,
+    /// At least 1.
+    pub limit: u32,
+}
+
+/// A recorded merge: what, when, on which evidence.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct MergeRecord {
+    pub seq: i64,
+    pub site: String,
+    /// The trajectory that no longer exists.
+    pub from: Uuid,
+    /// The one its sightings moved to.
+    pub into: Uuid,
+    /// When the merge was made (the receipt time of the sighting that made it).
+    #[serde(with = "ts::rfc3339_ms")]
+    #[schema(value_type = String, format = DateTime)]
+    pub ts: OffsetDateTime,
+    /// Distance between the two trajectories' mean embeddings.
+    pub distance: f32,
+    /// The sighting whose placement made the merge.
+    pub sighting: Uuid,
+    /// Sightings moved.
+    pub moved: u64,
 }
 
 /// A stored sighting with where it was placed.

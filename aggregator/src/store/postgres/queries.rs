@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::connection::PostgresStore;
 use super::rows::*;
 use crate::store::{
-    MAX_MERGE_CHAIN, AgentRecord, AlertQuery, CameraRecord, CrowdBucket, CrowdQuery, Cursor, EmbeddingRow, Result, StoredAlert,
+    MAX_MERGE_CHAIN, AgentRecord, MergeQuery, MergeRecord, AlertQuery, CameraRecord, CrowdBucket, CrowdQuery, Cursor, EmbeddingRow, Result, StoredAlert,
     StoredSighting, TrajectoryDetail, TrajectoryPage, TrajectoryPoint, TrajectoryQuery, TrajectorySummary,
 };
 
@@ -333,4 +333,31 @@ pub(super) fn merged_into(store: &PostgresStore, id: Uuid) -> Result<Option<Uuid
         }
         Ok(last)
     })
+}
+
+pub(super) fn merges(store: &PostgresStore, q: &MergeQuery) -> Result<Vec<MergeRecord>> {
+    const OP: &str = "merges";
+    check_limit("merge query", q.limit)?;
+    let rows = store.with(|c| {
+        c.query(
+            "SELECT seq, site, from_id, into_id, ts, distance, sighting, moved FROM trajectory_merges \
+             WHERE seq > $1 AND ($2::text[] IS NULL OR site = ANY($2)) ORDER BY seq LIMIT $3",
+            &[&q.after_seq.unwrap_or(0), &q.sites, &i64::from(q.limit)],
+        )
+        .op(OP)
+    })?;
+    rows.iter()
+        .map(|r| {
+            Ok(MergeRecord {
+                seq: get(r, 0)?,
+                site: get(r, 1)?,
+                from: get(r, 2)?,
+                into: get(r, 3)?,
+                ts: get_ts(r, 4)?,
+                distance: get::<f64>(r, 5)? as f32,
+                sighting: get(r, 6)?,
+                moved: get::<i64>(r, 7)? as u64,
+            })
+        })
+        .collect()
 }

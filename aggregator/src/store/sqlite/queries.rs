@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::connection::SqliteStore;
 use super::rows::*;
 use crate::store::{
-    AgentRecord, AlertQuery, MAX_MERGE_CHAIN, CameraRecord, CrowdBucket, CrowdQuery, Cursor, EmbeddingRow, Result, StoredAlert,
+    AgentRecord, AlertQuery, MAX_MERGE_CHAIN, MergeQuery, MergeRecord, CameraRecord, CrowdBucket, CrowdQuery, Cursor, EmbeddingRow, Result, StoredAlert,
     StoredSighting, TrajectoryDetail, TrajectoryPage, TrajectoryPoint, TrajectoryQuery, TrajectorySummary,
 };
 
@@ -320,4 +320,31 @@ pub(super) fn merged_into(store: &SqliteStore, id: Uuid) -> Result<Option<Uuid>>
         }
     }
     Ok(last)
+}
+
+pub(super) fn merges(store: &SqliteStore, q: &MergeQuery) -> Result<Vec<MergeRecord>> {
+    check_limit("merge query", q.limit)?;
+    let db = store.reader();
+    let mut stmt = db
+        .prepare_cached(
+            "SELECT seq, site, from_id, into_id, ts, distance, sighting, moved FROM trajectory_merges \
+             WHERE seq > ?1 AND (?2 IS NULL OR site IN (SELECT value FROM json_each(?2))) ORDER BY seq LIMIT ?3",
+        )
+        .op("merges")?;
+    let sites = q.sites.as_deref().map(site_list);
+    stmt.query_map(params![q.after_seq.unwrap_or(0), sites, q.limit], |r| {
+        Ok(MergeRecord {
+            seq: r.get(0)?,
+            site: r.get(1)?,
+            from: get_uuid(r, 2)?,
+            into: get_uuid(r, 3)?,
+            ts: get_ts(r, 4)?,
+            distance: r.get::<_, f64>(5)? as f32,
+            sighting: get_uuid(r, 6)?,
+            moved: r.get::<_, i64>(7)? as u64,
+        })
+    })
+    .op("merges")?
+    .collect::<rusqlite::Result<_>>()
+    .op("merges")
 }

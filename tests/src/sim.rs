@@ -297,15 +297,23 @@ pub struct Looks {
     /// they share `group_share` of their identity variance.
     pub groups: usize,
     pub group_share: f64,
+    /// Scale of the identity offsets (1: the campus's, strangers 0.84 apart on average).
+    pub identity_scale: f64,
 }
 
 impl Looks {
     pub fn campus() -> Self {
-        Self { camera_shift: 0.0, view_offset: SIGMA_CAMERA * (DIM as f64).sqrt(), groups: 0, group_share: 0.0 }
+        Self {
+            camera_shift: 0.0,
+            view_offset: SIGMA_CAMERA * (DIM as f64).sqrt(),
+            groups: 0,
+            group_share: 0.0,
+            identity_scale: 1.0,
+        }
     }
 
     pub fn world() -> Self {
-        Self { camera_shift: 0.2, view_offset: 0.17, groups: 8, group_share: 0.45 }
+        Self { camera_shift: 0.15, view_offset: 0.22, groups: 8, group_share: 0.45, identity_scale: 0.89 }
     }
 }
 
@@ -501,7 +509,7 @@ pub fn simulate(sc: &Scenario) -> SimRun {
     // Identities: a population mean, an offset per person; look-alikes share most of theirs.
     let mean = rng.gaussian_vec(0.11);
     // Some faces are more distinctive than others: the offset's scale varies by ±15 %.
-    let individual = (1.0 - looks.group_share).sqrt();
+    let individual = (1.0 - looks.group_share).sqrt() * looks.identity_scale;
     let mut centres: Vec<Vec<f64>> = (0..sc.people)
         .map(|_| {
             let scale = rng.range(0.85, 1.15);
@@ -511,7 +519,7 @@ pub fn simulate(sc: &Scenario) -> SimRun {
     if looks.groups > 0 {
         // a group's share of the identity, the same for all its members
         let groups: Vec<Vec<f64>> =
-            (0..looks.groups).map(|_| rng.gaussian_vec(SIGMA_IDENTITY * looks.group_share.sqrt())).collect();
+            (0..looks.groups).map(|_| rng.gaussian_vec(SIGMA_IDENTITY * looks.identity_scale * looks.group_share.sqrt())).collect();
         for c in centres.iter_mut() {
             let g = &groups[rng.below(groups.len())];
             c.iter_mut().zip(g).for_each(|(c, g)| *c += g);

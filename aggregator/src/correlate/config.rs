@@ -14,7 +14,7 @@ pub const DEFAULT_HORIZON_S: f64 = 1800.0;
 /// Default `appearance_members`.
 pub const DEFAULT_APPEARANCE_MEMBERS: usize = 16;
 /// Default `merge_distance`, measured on the simulator (docs/correlation.md, "Tuning").
-pub const DEFAULT_MERGE_DISTANCE: f32 = 0.45;
+pub const DEFAULT_MERGE_DISTANCE: f32 = 0.4;
 /// Default `camera_warmup`: sightings of a camera before its shift is removed.
 pub const DEFAULT_CAMERA_WARMUP: u64 = 100;
 
@@ -93,7 +93,7 @@ pub struct CorrelationConfig {
     #[serde(default = "default_true")]
     pub repair: bool,
     /// Largest distance between two trajectories' mean embeddings that merges them ((0, 2]).
-    /// Default 0.45.
+    /// Default 0.4.
     #[serde(default = "default_merge_distance")]
     pub merge_distance: f32,
 }

@@ -7,7 +7,7 @@
 //! embedding), or a late sighting lands inside it in event time, it is compared with the other
 //! live trajectories by trajectory-level appearance: the mean of *all* its members' embeddings,
 //! not only the recent ones. It is merged with the closest one if
-//! - the two means are within `merge_distance`, and no other trajectory comes within `margin` of
+//! - the two means are within `merge_distance` (0.4), and no other trajectory comes within `margin` of
 //!   that unless it looks like the same person too;
 //! - their spans in event time are at most `horizon_s` apart;
 //! - every member of one fits among the other's members under the site's gates (speed, links,

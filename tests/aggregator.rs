@@ -459,7 +459,8 @@ fn fragments_of_one_person_are_merged_announced_and_kept_across_a_restart() {
     };
     let t0 = OffsetDateTime::now_utc() - time::Duration::minutes(10);
     let at = |s: i64| t0 + time::Duration::seconds(s);
-    let stage: Vec<Sighting> = (0..4).map(|n| synthetic_sighting("stage", at(10 * n as i64), &shot(n, false))).collect();
+    let stage: Vec<Sighting> =
+        (0..4).map(|n| synthetic_sighting("stage", at(10 * n as i64), &shot(n, false))).collect();
     let lobby: Vec<Sighting> =
         (4..7).map(|n| synthetic_sighting("lobby", at(200 + 10 * n as i64), &shot(n, true))).collect();
     let msgs = |s: &[Sighting]| s.iter().map(|s| (topic(s), s.to_json())).collect::<Vec<_>>();
@@ -490,7 +491,10 @@ fn fragments_of_one_person_are_merged_announced_and_kept_across_a_restart() {
     assert_eq!(code, 200, "{body}");
     let merges: serde_json::Value = serde_json::from_str(&body).unwrap();
     let m = &merges["items"][0];
-    assert_eq!((m["from"].as_str(), m["into"].as_str()), (Some(&*fragment.trajectory.to_string()), Some(&*survivor.to_string())));
+    assert_eq!(
+        (m["from"].as_str(), m["into"].as_str()),
+        (Some(&*fragment.trajectory.to_string()), Some(&*survivor.to_string()))
+    );
     assert_eq!((m["sighting"].as_str(), m["moved"].as_u64()), (Some(&*lobby[1].id.to_string()), Some(1)));
     assert!(m["distance"].as_f64().is_some_and(|d| d <= 0.5), "{m}");
     assert_eq!(http_get_as(&format!("{api}/merges"), Some(&integrator)).unwrap().0, 403, "admins only");

@@ -45,9 +45,7 @@ fn cameras() -> Vec<Camera> {
             jpeg(&small, 30)
         }),
         ("darker", |i| imageops::colorops::brighten(i, -60)),
-        ("brighter, contrast", |i| {
-            imageops::colorops::contrast(&imageops::colorops::brighten(i, 40), 30.0)
-        }),
+        ("brighter, contrast", |i| imageops::colorops::contrast(&imageops::colorops::brighten(i, 40), 30.0)),
         ("blurred", |i| DynamicImage::ImageRgb8(i.clone()).blur(1.5).to_rgb8()),
     ]
 }
@@ -87,11 +85,9 @@ fn camera_effects(changes: &HashMap<usize, Vec<Vec<f64>>>) -> Vec<(usize, f64, f
             let n = deltas.len() as f64;
             let total = deltas.iter().map(|d| norm(d)).sum::<f64>() / n;
             // the mean of n changes carries 1/n of their per-face spread: take it out
-            let spread = deltas
-                .iter()
-                .map(|d| d.iter().zip(&mean).map(|(x, m)| (x - m).powi(2)).sum::<f64>())
-                .sum::<f64>()
-                / (n - 1.0);
+            let spread =
+                deltas.iter().map(|d| d.iter().zip(&mean).map(|(x, m)| (x - m).powi(2)).sum::<f64>()).sum::<f64>()
+                    / (n - 1.0);
             let shared = (norm(&mean).powi(2) - spread / n).max(0.0).sqrt();
             (cam, shared, total)
         })

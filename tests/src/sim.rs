@@ -518,8 +518,9 @@ pub fn simulate(sc: &Scenario) -> SimRun {
         .collect();
     if looks.groups > 0 {
         // a group's share of the identity, the same for all its members
-        let groups: Vec<Vec<f64>> =
-            (0..looks.groups).map(|_| rng.gaussian_vec(SIGMA_IDENTITY * looks.identity_scale * looks.group_share.sqrt())).collect();
+        let groups: Vec<Vec<f64>> = (0..looks.groups)
+            .map(|_| rng.gaussian_vec(SIGMA_IDENTITY * looks.identity_scale * looks.group_share.sqrt()))
+            .collect();
         for c in centres.iter_mut() {
             let g = &groups[rng.below(groups.len())];
             c.iter_mut().zip(g).for_each(|(c, g)| *c += g);

@@ -16,8 +16,8 @@ use utoipa::ToSchema;
 
 use super::purpose::require_purpose;
 use super::request::{
-    ApiError, ApiResult, BadParameter, DEFAULT_LIMIT, MAX_LIMIT, PURPOSE_DOC, Params, Refused, Unanswered,
-    audit_access, authorize, blocking, check_window, opt_ts,
+    ApiResult, BadParameter, DEFAULT_LIMIT, MAX_LIMIT, PURPOSE_DOC, Params, Refused, Unanswered, audit_access,
+    authorize, blocking, check_window, opt_ts,
 };
 use super::scope::scope;
 use super::state::ApiState;
@@ -55,10 +55,7 @@ pub(super) async fn audit(
     let purpose = require_purpose(&state, &token, &p, AuditAction::AuditRead, "GET /api/v1/audit").await?;
     let site = p.str("site")?;
     let scope = scope(&state, &token, site.as_deref(), "GET /api/v1/audit").await?;
-    let after_seq = p
-        .str("after")?
-        .map(|v| v.parse::<i64>().map_err(|_| ApiError::param("after", format!("{v:?} is not an integer"))))
-        .transpose()?;
+    let after_seq = p.integer("after")?;
     let q = AuditQuery {
         since: p.time("since")?,
         until: p.time("until")?,

@@ -12,7 +12,9 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::request::{ApiError, ApiResult, BadParameter, DEFAULT_LIMIT, MAX_LIMIT, Params, Refused, Unanswered, authorize, blocking};
+use super::request::{
+    ApiResult, BadParameter, DEFAULT_LIMIT, MAX_LIMIT, Params, Refused, Unanswered, authorize, blocking,
+};
 use super::scope::scope;
 use super::state::ApiState;
 use crate::auth::Role;
@@ -44,10 +46,7 @@ pub(super) async fn merges(
     let p = Params::parse(query, &["after", "limit", "site"])?;
     let site = p.str("site")?;
     let scope = scope(&state, &token, site.as_deref(), "GET /api/v1/merges").await?;
-    let after_seq = p
-        .str("after")?
-        .map(|v| v.parse::<i64>().map_err(|_| ApiError::param("after", format!("{v:?} is not an integer"))))
-        .transpose()?;
+    let after_seq = p.integer("after")?;
     let q = MergeQuery { after_seq, sites: scope.filter(), limit: p.limit("limit", DEFAULT_LIMIT, MAX_LIMIT)? };
     let limit = q.limit as usize;
     let items = blocking(&state, "reading the trajectory merges", move |s| s.merges(&q)).await?;

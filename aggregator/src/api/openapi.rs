@@ -24,8 +24,8 @@ use super::{alerts, audit, cameras, crowd, health, live, me, merges, search, sit
 use crate::auth::Role;
 use crate::site::GeoRef;
 use crate::store::{
-    AuditAction, AuditEntry, AuditOutcome, AuditRecord, CameraRecord, CrowdBucket, MergeRecord, StoredAlert, TrajectoryDetail,
-    TrajectoryPage, TrajectoryPoint, TrajectorySummary,
+    AuditAction, AuditEntry, AuditOutcome, AuditRecord, CameraRecord, CrowdBucket, MergeRecord, StoredAlert,
+    TrajectoryDetail, TrajectoryPage, TrajectoryPoint, TrajectorySummary,
 };
 use sightline_contract::{
     Alert, AlertKind, AlertState, BestShot, CameraState, CameraStatus, CrowdMethod, Severity, Sighting,

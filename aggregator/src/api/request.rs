@@ -282,6 +282,13 @@ impl Params {
         }
     }
 
+    /// An integer, such as the `after` of a page of rows in write order.
+    pub(super) fn integer(&self, name: &str) -> ApiResult<Option<i64>> {
+        self.str(name)?
+            .map(|v| v.parse::<i64>().map_err(|_| ApiError::param(name, format!("{v:?} is not an integer"))))
+            .transpose()
+    }
+
     /// A snake_case enum of the contract (`kind`, `state`).
     pub(super) fn enumerated<T: DeserializeOwned>(&self, name: &str) -> ApiResult<Option<T>> {
         self.str(name)?

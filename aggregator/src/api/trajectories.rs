@@ -138,7 +138,7 @@ async fn read_trajectory(
         Ok(s.trajectory(into)?.map(|d| TrajectoryDetail { merged_from: Some(id), ..d }))
     })
     .await?
-        .filter(|d| scope.allows(&d.summary.site));
+    .filter(|d| scope.allows(&d.summary.site));
     let audited = json!({ "endpoint": endpoint, "id": id });
     let results = detail.as_ref().map_or(0, |d| d.sightings.len() as u64);
     audit_access(state, &token, AuditAction::TrajectoryRead, Some(purpose), audited, results).await?;

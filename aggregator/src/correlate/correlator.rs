@@ -728,7 +728,10 @@ mod tests {
         assert_eq!(c.live(), 2);
         // Redelivery: the same answer, nothing added.
         assert_eq!(c.assign(obs(2, "c", 20.0, 25.0, emb(0, 0.3))), b);
-        assert_eq!(c.stats(), CorrelatorStats { joined: 1, started: 2, ambiguous: 0, unusable: 0, duplicates: 1, merged: 0 });
+        assert_eq!(
+            c.stats(),
+            CorrelatorStats { joined: 1, started: 2, ambiguous: 0, unusable: 0, duplicates: 1, merged: 0 }
+        );
     }
 
     #[test]

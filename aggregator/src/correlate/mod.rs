@@ -19,8 +19,8 @@ mod correlator;
 mod per_site;
 
 pub use config::{
-    Appearance, CorrelationConfig, DEFAULT_APPEARANCE_MEMBERS, DEFAULT_CAMERA_WARMUP, DEFAULT_HORIZON_S, DEFAULT_MARGIN, DEFAULT_MAX_DISTANCE,
-    DEFAULT_MERGE_DISTANCE,
+    Appearance, CorrelationConfig, DEFAULT_APPEARANCE_MEMBERS, DEFAULT_CAMERA_WARMUP, DEFAULT_HORIZON_S,
+    DEFAULT_MARGIN, DEFAULT_MAX_DISTANCE, DEFAULT_MERGE_DISTANCE,
 };
 pub use correlator::{Assignment, Correlator, CorrelatorStats, Merge, Observation};
 pub use per_site::SiteCorrelators;

@@ -14,9 +14,9 @@ macro_rules! store_by_jobs {
 
             use $crate::store::{
                 Acknowledged, AgentRecord, AlertQuery, AuditEntry, AuditQuery, AuditRecord, CameraRecord, CrowdBucket,
-                CrowdQuery, EmbeddingRow, MergeQuery, MergeRecord, PurgeReport, Result, RetentionPolicy, Role, SightingPlacement, SiteRow,
-                Store, StoredAlert, StoredSighting, Token, TrajectoryDetail, TrajectoryMerge, TrajectoryPage,
-                TrajectoryQuery, WatchlistEntry,
+                CrowdQuery, EmbeddingRow, MergeQuery, MergeRecord, PurgeReport, Result, RetentionPolicy, Role,
+                SightingPlacement, SiteRow, Store, StoredAlert, StoredSighting, Token, TrajectoryDetail,
+                TrajectoryMerge, TrajectoryPage, TrajectoryQuery, WatchlistEntry,
             };
 
             impl Store for $store {
@@ -24,7 +24,11 @@ macro_rules! store_by_jobs {
                     records::seen_among(self, ids)
                 }
 
-                fn record_batch(&self, batch: &[SightingPlacement<'_>], merges: &[TrajectoryMerge]) -> Result<Vec<bool>> {
+                fn record_batch(
+                    &self,
+                    batch: &[SightingPlacement<'_>],
+                    merges: &[TrajectoryMerge],
+                ) -> Result<Vec<bool>> {
                     records::record_batch(self, batch, merges)
                 }
 

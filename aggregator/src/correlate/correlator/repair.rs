@@ -106,8 +106,7 @@ impl Correlator {
 
     /// Every member of the smaller of the two fits among the other's members.
     fn union_feasible(&self, a: usize, b: usize) -> bool {
-        let (small, large) =
-            if self.tracks[a].members.len() <= self.tracks[b].members.len() { (a, b) } else { (b, a) };
+        let (small, large) = if self.tracks[a].members.len() <= self.tracks[b].members.len() { (a, b) } else { (b, a) };
         let large = &self.tracks[large];
         self.tracks[small].members.iter().all(|m| self.gap_if_feasible(large, m.cam, (m.start, m.end)).is_some())
     }
@@ -179,8 +178,12 @@ mod tests {
             homography: None,
             agent: None,
         };
-        let site = SiteModel::new(SiteConfig::new("riverside"), vec![cam("a", 0.0), cam("b", 120.0), cam("far", 2000.0)], vec![])
-            .unwrap();
+        let site = SiteModel::new(
+            SiteConfig::new("riverside"),
+            vec![cam("a", 0.0), cam("b", 120.0), cam("far", 2000.0)],
+            vec![],
+        )
+        .unwrap();
         let cfg = CorrelationConfig { merge_distance: 0.5, camera_aware: false, ..Default::default() };
         Correlator::new(cfg, site).unwrap()
     }

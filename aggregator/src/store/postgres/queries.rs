@@ -11,8 +11,9 @@ use uuid::Uuid;
 use super::connection::PostgresStore;
 use super::rows::*;
 use crate::store::{
-    MAX_MERGE_CHAIN, AgentRecord, MergeQuery, MergeRecord, AlertQuery, CameraRecord, CrowdBucket, CrowdQuery, Cursor, EmbeddingRow, Result, StoredAlert,
-    StoredSighting, TrajectoryDetail, TrajectoryPage, TrajectoryPoint, TrajectoryQuery, TrajectorySummary,
+    AgentRecord, AlertQuery, CameraRecord, CrowdBucket, CrowdQuery, Cursor, EmbeddingRow, MAX_MERGE_CHAIN, MergeQuery,
+    MergeRecord, Result, StoredAlert, StoredSighting, TrajectoryDetail, TrajectoryPage, TrajectoryPoint,
+    TrajectoryQuery, TrajectorySummary,
 };
 
 /// Embeddings read per round trip by `for_each_embedding`.

@@ -13,8 +13,9 @@ use uuid::Uuid;
 use super::connection::SqliteStore;
 use super::rows::*;
 use crate::store::{
-    AgentRecord, AlertQuery, MAX_MERGE_CHAIN, MergeQuery, MergeRecord, CameraRecord, CrowdBucket, CrowdQuery, Cursor, EmbeddingRow, Result, StoredAlert,
-    StoredSighting, TrajectoryDetail, TrajectoryPage, TrajectoryPoint, TrajectoryQuery, TrajectorySummary,
+    AgentRecord, AlertQuery, CameraRecord, CrowdBucket, CrowdQuery, Cursor, EmbeddingRow, MAX_MERGE_CHAIN, MergeQuery,
+    MergeRecord, Result, StoredAlert, StoredSighting, TrajectoryDetail, TrajectoryPage, TrajectoryPoint,
+    TrajectoryQuery, TrajectorySummary,
 };
 
 pub(super) fn cameras(store: &SqliteStore) -> Result<Vec<CameraRecord>> {

@@ -58,7 +58,10 @@ pub(super) fn record_batch(
         if let Some(other) = sites.iter().find(|s| **s != m.site) {
             return Err(invalid(
                 "merge",
-                format!("merge of trajectory {from} into {into} of site {:?}: a trajectory belongs to site {other:?}", m.site),
+                format!(
+                    "merge of trajectory {from} into {into} of site {:?}: a trajectory belongs to site {other:?}",
+                    m.site
+                ),
             ));
         }
         let moved = tx
@@ -70,7 +73,15 @@ pub(super) fn record_batch(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (from_id) DO NOTHING",
         )
         .and_then(|mut q| {
-            q.execute(params![from, into, m.site, ms(m.at), f64::from(m.distance), m.sighting.to_string(), moved as i64])
+            q.execute(params![
+                from,
+                into,
+                m.site,
+                ms(m.at),
+                f64::from(m.distance),
+                m.sighting.to_string(),
+                moved as i64
+            ])
         })
         .op(OP)?;
         for t in [from, into] {

@@ -181,15 +181,15 @@ impl SimSite {
         let missing = |c: usize, r: usize| (c, r) == (2, 1) || (c, r) == (4, 2);
         let mut cameras = Vec::new();
         let mut at: HashMap<(usize, usize), usize> = HashMap::new();
-        for r in 0..ROWS {
-            for c in 0..COLS {
+        for (r, &y) in ys.iter().enumerate() {
+            for (c, &x) in xs.iter().enumerate() {
                 if missing(c, r) {
                     continue;
                 }
                 at.insert((c, r), cameras.len());
                 cameras.push(SimCamera {
                     id: format!("st-{c}-{r}"),
-                    position: [xs[c], ys[r]],
+                    position: [x, y],
                     entrance: c == 0 || r == 0 || c == COLS - 1 || r == ROWS - 1,
                 });
             }

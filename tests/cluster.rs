@@ -100,6 +100,8 @@ fn three_nodes_share_six_sites_and_correlate_as_one() {
     // no node gave a message up, and the sites stayed where they were
     let logs = center.logs();
     assert!(!logs.contains("left unacknowledged"), "{logs}");
+    // and every placement was announced: a node's following never holds up its publishing
+    assert!(!logs.contains("trajectory update not published"), "{logs}");
     assert!(balanced(&center.db, &center.sites, NODES));
 
     // one node purges the shared store and expires the watchlist

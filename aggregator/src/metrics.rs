@@ -107,6 +107,9 @@ pub struct Metrics {
     /// On a node of a cluster: the sites it correlates now, and the nodes it sees.
     pub sites_owned: Gauge,
     pub cluster_nodes: Gauge,
+    /// On a node of a cluster: announcements of other nodes dropped because this node's follower
+    /// was behind (its queue full), so that its own publications never wait for it.
+    pub follower_dropped: Counter,
     broker_refused: Family<ReasonLabel, Counter>,
     refused: Family<RefusalLabels, Counter>,
     // totals kept for the log line at stop (reading a Family back is awkward)
@@ -233,6 +236,12 @@ impl Metrics {
             "Nodes of the cluster connected to PostgreSQL, as this node last saw them (0 outside a cluster)",
             cluster_nodes.clone(),
         );
+        let follower_dropped = Counter::default();
+        r.register(
+            "sightline_aggregator_follower_dropped",
+            "Other nodes' announcements this node dropped because its follower was behind (their sightings miss this node's search index and live events)",
+            follower_dropped.clone(),
+        );
         let broker_refused = Family::<ReasonLabel, Counter>::default();
         r.register(
             "sightline_aggregator_broker_refused",
@@ -268,6 +277,7 @@ impl Metrics {
             ingest_paused,
             sites_owned,
             cluster_nodes,
+            follower_dropped,
             broker_refused,
             totals: Default::default(),
         }

@@ -196,7 +196,7 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     match &cfg.cluster {
         None => {
             let subscriptions = ingest::subscriptions(None);
-            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &work, &metrics, &mut shutdown).await;
+            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &work, None, &metrics, &mut shutdown).await;
         }
         Some(c) => {
             let crate::store::StoreLocation::Postgres { url, password_file } = &location else {
@@ -224,10 +224,13 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
                 }
                 .spawn(stopped),
             ));
-            let (follow, follow_rx) = mpsc::channel(ingest::QUEUE);
+            // (bounded: 16,384 announcements of at most `ingest.max_message_bytes` each)
+            let (follow, follow_rx) = mpsc::channel(16 * ingest::QUEUE);
             let following = tokio::spawn(follower.run(follow_rx));
             let subscriptions = crate::cluster::Follower::subscriptions();
-            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &follow, &metrics, &mut shutdown).await;
+            let dropped = Some(&metrics.follower_dropped);
+            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &follow, dropped, &metrics, &mut shutdown)
+                .await;
             drop(follow);
             let _ = following.await;
         }
@@ -272,7 +275,7 @@ fn session_factory(
         let subscriptions = ingest::subscriptions(Some(site));
         let (broker, work, metrics) = (broker.clone(), work.clone(), metrics.clone());
         runtime.spawn(async move {
-            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &work, &metrics, &mut stop).await;
+            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &work, None, &metrics, &mut stop).await;
             let _ = client.disconnect().await;
             let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
         })

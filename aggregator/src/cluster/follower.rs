@@ -78,11 +78,15 @@ impl Follower {
     }
 
     /// A trajectory update of `site`: announced and indexed when the store holds its sighting on
-    /// that trajectory.
+    /// that trajectory, or on the one it was merged into since.
     fn trajectory(&self, site: &str, payload: &[u8]) {
         let Ok(update) = Trajectory::from_json(payload) else { return };
+        // (a sighting's trajectory may have been merged into another since: then it is there)
+        let moved_on = |s: &crate::store::StoredSighting| {
+            matches!(self.store.merged_into(update.trajectory), Ok(Some(into)) if into == s.trajectory)
+        };
         let stored = match self.store.sighting(update.sighting) {
-            Ok(Some(s)) if s.trajectory == update.trajectory && s.sighting.site == site => s,
+            Ok(Some(s)) if s.sighting.site == site && (s.trajectory == update.trajectory || moved_on(&s)) => s,
             Ok(_) => {
                 tracing::debug!(sighting = %update.sighting, "trajectory update of a sighting not stored so: ignored");
                 return;

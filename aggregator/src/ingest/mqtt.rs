@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
 
@@ -25,13 +26,16 @@ pub fn options(cfg: &Config, security: &BrokerSecurity, client_id: &str, clean: 
 }
 
 /// Polls `eventloop` until `shutdown` turns true or the ingest thread is gone; `subscriptions`
-/// are (re)subscribed on every connection to `broker` (`host:port`, for the logs).
+/// are (re)subscribed on every connection to `broker` (`host:port`, for the logs). Each message
+/// goes to `work`, waiting for room; with `dropped`, a message `work` has no room for is dropped
+/// and counted there instead, so that the client's own publications never wait.
 pub async fn receive(
     eventloop: &mut EventLoop,
     client: &AsyncClient,
     subscriptions: &[String],
     broker: &str,
     work: &mpsc::Sender<Work>,
+    dropped: Option<&Counter>,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
 ) {
@@ -64,8 +68,22 @@ pub async fn receive(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if work.send(Work::Message(p, std::time::Instant::now(), client.clone())).await.is_err() {
-                        break;
+                    let message = Work::Message(p, std::time::Instant::now(), client.clone());
+                    match dropped {
+                        // a message to acknowledge after it is stored: wait for room
+                        None => {
+                            if work.send(message).await.is_err() {
+                                break;
+                            }
+                        }
+                        // followed, not stored: the loop never waits (this client publishes too)
+                        Some(dropped) => match work.try_send(message) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                dropped.inc();
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => break,
+                        },
                     }
                 }
                 Ok(_) => {}

@@ -249,6 +249,14 @@ fn trajectory_rows_follow_their_sightings(b: &Backend) {
     assert_eq!(d.sightings[1].distance, None);
     assert_eq!(d.sightings[2].ground, Some([12.5, -3.25]));
     assert_eq!(store.sighting(b.id).unwrap().unwrap().trajectory, traj);
+    // several in one call: those found, whatever the order asked
+    let mut found: Vec<Uuid> =
+        store.sightings(&[again.id, Uuid::now_v7(), a.id, a.id]).unwrap().iter().map(|s| s.sighting.id).collect();
+    found.sort();
+    let mut expected = vec![again.id, a.id];
+    expected.sort();
+    assert_eq!(found, expected);
+    assert!(store.sightings(&[]).unwrap().is_empty());
 
     // a trajectory belongs to one site
     let mut elsewhere = sighting("gate", T0, T0 + secs(1), pattern(0x3e05));

@@ -108,8 +108,8 @@ macro_rules! store_by_jobs {
                     queries::merges(self, q)
                 }
 
-                fn sighting(&self, id: Uuid) -> Result<Option<StoredSighting>> {
-                    queries::sighting(self, id)
+                fn sightings(&self, ids: &[Uuid]) -> Result<Vec<StoredSighting>> {
+                    queries::sightings(self, ids)
                 }
 
                 fn for_each_embedding(

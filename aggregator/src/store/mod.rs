@@ -313,7 +313,13 @@ pub trait Store: Send + Sync {
     fn merges(&self, q: &MergeQuery) -> Result<Vec<MergeRecord>>;
 
     /// One sighting with the trajectory it belongs to; `None` when unknown.
-    fn sighting(&self, id: Uuid) -> Result<Option<StoredSighting>>;
+    fn sighting(&self, id: Uuid) -> Result<Option<StoredSighting>> {
+        Ok(self.sightings(&[id])?.into_iter().next())
+    }
+
+    /// [`Store::sighting`] of several, in one call (one round trip to PostgreSQL): those found,
+    /// each once, in no particular order.
+    fn sightings(&self, ids: &[Uuid]) -> Result<Vec<StoredSighting>>;
 
     // ---- search and restart --------------------------------------------------------------------
 

@@ -249,11 +249,11 @@ pub(super) fn trajectory(store: &PostgresStore, id: Uuid) -> Result<Option<Traje
     Ok(Some(TrajectoryDetail { summary: trajectory_row(&summary)?, sightings, merged_from: None }))
 }
 
-pub(super) fn sighting(store: &PostgresStore, id: Uuid) -> Result<Option<StoredSighting>> {
-    let row = store.with(|c| {
-        c.query_opt(&format!("SELECT {SIGHTING_COLUMNS} FROM sightings WHERE id = $1"), &[&id]).op("sighting")
+pub(super) fn sightings(store: &PostgresStore, ids: &[Uuid]) -> Result<Vec<StoredSighting>> {
+    let rows = store.with(|c| {
+        c.query(&format!("SELECT {SIGHTING_COLUMNS} FROM sightings WHERE id = ANY($1)"), &[&ids]).op("sightings")
     })?;
-    row.as_ref().map(sighting_row).transpose()
+    rows.iter().map(sighting_row).collect()
 }
 
 /// Pages of [`EMBEDDING_PAGE`] rows by `(last_seen, id)`: `f` runs between round trips, with no

@@ -246,12 +246,18 @@ pub(super) fn trajectory(store: &SqliteStore, id: Uuid) -> Result<Option<Traject
     Ok(Some(TrajectoryDetail { summary, sightings, merged_from: None }))
 }
 
-pub(super) fn sighting(store: &SqliteStore, id: Uuid) -> Result<Option<StoredSighting>> {
-    store
-        .reader()
-        .query_row(&format!("SELECT {SIGHTING_COLUMNS} FROM sightings WHERE id = ?1"), [id.to_string()], sighting_row)
-        .optional()
-        .op("sighting")
+pub(super) fn sightings(store: &SqliteStore, ids: &[Uuid]) -> Result<Vec<StoredSighting>> {
+    let db = store.reader();
+    let mut q =
+        db.prepare_cached(&format!("SELECT {SIGHTING_COLUMNS} FROM sightings WHERE id = ?1")).op("sightings")?;
+    let mut found = Vec::with_capacity(ids.len());
+    let mut asked = HashSet::new();
+    for id in ids.iter().filter(|id| asked.insert(**id)) {
+        if let Some(s) = q.query_row([id.to_string()], sighting_row).optional().op("sightings")? {
+            found.push(s);
+        }
+    }
+    Ok(found)
 }
 
 pub(super) fn for_each_embedding(

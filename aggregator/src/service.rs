@@ -196,7 +196,8 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     match &cfg.cluster {
         None => {
             let subscriptions = ingest::subscriptions(None);
-            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &work, None, &metrics, &mut shutdown).await;
+            let deliver = ingest::Deliver::Wait(&work);
+            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, deliver, &metrics, &mut shutdown).await;
         }
         Some(c) => {
             let crate::store::StoreLocation::Postgres { url, password_file } = &location else {
@@ -228,9 +229,8 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
             let (follow, follow_rx) = mpsc::channel(16 * ingest::QUEUE);
             let following = tokio::spawn(follower.run(follow_rx));
             let subscriptions = crate::cluster::Follower::subscriptions();
-            let dropped = Some(&metrics.follower_dropped);
-            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &follow, dropped, &metrics, &mut shutdown)
-                .await;
+            let deliver = ingest::Deliver::OrDrop(&follow, &metrics.follower_dropped);
+            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, deliver, &metrics, &mut shutdown).await;
             drop(follow);
             let _ = following.await;
         }
@@ -275,7 +275,8 @@ fn session_factory(
         let subscriptions = ingest::subscriptions(Some(site));
         let (broker, work, metrics) = (broker.clone(), work.clone(), metrics.clone());
         runtime.spawn(async move {
-            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, &work, None, &metrics, &mut stop).await;
+            let deliver = ingest::Deliver::Wait(&work);
+            ingest::receive(&mut eventloop, &client, &subscriptions, &broker, deliver, &metrics, &mut stop).await;
             let _ = client.disconnect().await;
             let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
         })

@@ -26,7 +26,7 @@ enum Followed<'a> {
     /// Of a site this node owns, or not understood.
     Skip,
     /// Another node's trajectory update of `site`.
-    Update(&'a str, Trajectory),
+    Update(&'a str, Box<Trajectory>),
     /// Another node's site's crowd, alert or status.
     Other(&'a Publish),
 }
@@ -83,7 +83,7 @@ impl Follower {
                     None => Followed::Skip,
                     Some(site) if owned.contains(site) => Followed::Skip,
                     Some(site) if p.topic == topic::trajectory(site) => match Trajectory::from_json(&p.payload) {
-                        Ok(t) => Followed::Update(site, t),
+                        Ok(t) => Followed::Update(site, Box::new(t)),
                         Err(_) => Followed::Skip,
                     },
                     Some(_) => Followed::Other(p),
@@ -110,7 +110,7 @@ impl Follower {
                 Followed::Skip => {}
                 Followed::Update(site, update) => {
                     let found = stored.get(&update.sighting);
-                    self.trajectory(site, update, found);
+                    self.trajectory(site, *update, found);
                 }
                 Followed::Other(p) => self.other(p),
             }

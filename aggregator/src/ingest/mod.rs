@@ -24,6 +24,6 @@ mod parse;
 mod worker;
 
 pub use batch::{Batch, MAX_MESSAGES, MAX_WAIT};
-pub use mqtt::{options, receive};
+pub use mqtt::{Deliver, options, receive};
 pub use parse::{Incoming, Kind, Rejected, kind_of, parse, site_of, subscriptions};
 pub use worker::{Ingest, QUEUE, Work};

@@ -25,17 +25,25 @@ pub fn options(cfg: &Config, security: &BrokerSecurity, client_id: &str, clean: 
     opts
 }
 
+/// Where [`receive`] puts each message.
+#[derive(Clone, Copy)]
+pub enum Deliver<'a> {
+    /// Waiting for room: a message acknowledged once it is stored.
+    Wait(&'a mpsc::Sender<Work>),
+    /// Dropped and counted when there is no room: a message followed, not stored, so that the
+    /// client's own publications never wait.
+    OrDrop(&'a mpsc::Sender<Work>, &'a Counter),
+}
+
 /// Polls `eventloop` until `shutdown` turns true or the ingest thread is gone; `subscriptions`
-/// are (re)subscribed on every connection to `broker` (`host:port`, for the logs). Each message
-/// goes to `work`, waiting for room; with `dropped`, a message `work` has no room for is dropped
-/// and counted there instead, so that the client's own publications never wait.
+/// are (re)subscribed on every connection to `broker` (`host:port`, for the logs); each message
+/// goes where `deliver` says.
 pub async fn receive(
     eventloop: &mut EventLoop,
     client: &AsyncClient,
     subscriptions: &[String],
     broker: &str,
-    work: &mpsc::Sender<Work>,
-    dropped: Option<&Counter>,
+    deliver: Deliver<'_>,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
 ) {
@@ -69,15 +77,13 @@ pub async fn receive(
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let message = Work::Message(p, std::time::Instant::now(), client.clone());
-                    match dropped {
-                        // a message to acknowledge after it is stored: wait for room
-                        None => {
+                    match deliver {
+                        Deliver::Wait(work) => {
                             if work.send(message).await.is_err() {
                                 break;
                             }
                         }
-                        // followed, not stored: the loop never waits (this client publishes too)
-                        Some(dropped) => match work.try_send(message) {
+                        Deliver::OrDrop(work, dropped) => match work.try_send(message) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(_)) => {
                                 dropped.inc();

@@ -640,7 +640,7 @@ mod tests {
     use time::Duration;
     use time::macros::datetime;
 
-    const T0: OffsetDateTime = datetime!(2026-11-23 08:00:00 UTC);
+    pub(super) const T0: OffsetDateTime = datetime!(2026-11-23 08:00:00 UTC);
     const MODEL: &str = "dlib-resnet-v1";
 
     /// Cameras on a line: a at 0 m, b at 120 m, c at 15 m (views overlapping a's), far at 2 km.
@@ -660,7 +660,7 @@ mod tests {
         .unwrap()
     }
 
-    fn correlator(cfg: CorrelationConfig) -> Correlator {
+    pub(super) fn correlator(cfg: CorrelationConfig) -> Correlator {
         Correlator::new(cfg, site(vec![])).unwrap()
     }
 

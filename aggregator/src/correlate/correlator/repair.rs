@@ -162,30 +162,14 @@ const CANDIDATE_SLACK: f32 = 0.15;
 #[cfg(test)]
 mod tests {
     use time::Duration;
-    use time::macros::datetime;
 
+    use super::super::tests::T0;
     use super::*;
-    use crate::site::{CameraPlace, SiteConfig};
 
-    const T0: OffsetDateTime = datetime!(2026-11-23 08:00:00 UTC);
-
-    /// Cameras a at 0 m, b at 120 m, far at 2 km.
+    /// The correlator tests' site (cameras a at 0 m, b at 120 m, far at 2 km), merging within 0.5.
     fn correlator() -> Correlator {
-        let cam = |id: &str, x: f64| CameraPlace {
-            id: id.into(),
-            position: [x, 0.0],
-            view_radius_m: 10.0,
-            homography: None,
-            agent: None,
-        };
-        let site = SiteModel::new(
-            SiteConfig::new("riverside"),
-            vec![cam("a", 0.0), cam("b", 120.0), cam("far", 2000.0)],
-            vec![],
-        )
-        .unwrap();
         let cfg = CorrelationConfig { merge_distance: 0.5, camera_aware: false, ..Default::default() };
-        Correlator::new(cfg, site).unwrap()
+        super::super::tests::correlator(cfg)
     }
 
     /// Person 0's face with a shift of `shift` (shared by a camera) and its own noise of 0.33 in

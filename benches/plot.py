@@ -65,23 +65,21 @@ def main() -> None:
             )
             ax.legend(fontsize=8)
         elif key == "search":
-            labels, s50, s99, f50, f99 = [], [], [], [], []
-            for r in data["rows"]:
+            size = data["sizes"][-1]
+            labels, s50, f50, q50 = [], [], [], []
+            for r in size["rows"]:
                 labels.append(("k-NN" if r["variant"] == "knn" else f"≤ {data['threshold']:.2g}") + f"\n{r['threads']} thr")
                 s50.append(r["sightline"]["p50_ms"])
-                s99.append(r["sightline"]["p99_ms"])
-                f = r.get("faiss") or {}
-                f50.append(f.get("p50_ms", 0) or 0)
-                f99.append(f.get("p99_ms", 0) or 0)
+                f50.append((r.get("faiss_flat") or {}).get("p50_ms", 0) or 0)
+                q50.append((r.get("faiss_sq8") or {}).get("p50_ms", 0) or 0)
             x = range(len(labels))
-            w = 0.38
-            ax.bar([i - w / 2 for i in x], s50, w, label="sightline p50", color="#2a7ab9")
-            ax.scatter([i - w / 2 for i in x], s99, marker="_", s=300, color="#174a70", label="sightline p99", zorder=3)
-            ax.bar([i + w / 2 for i in x], f50, w, label="faiss IndexFlatL2 p50", color="#e0892b")
-            ax.scatter([i + w / 2 for i in x], f99, marker="_", s=300, color="#8a4f12", label="faiss p99", zorder=3)
+            w = 0.27
+            ax.bar([i - w for i in x], s50, w, label="sightline (exact) p50", color="#2a7ab9")
+            ax.bar(list(x), q50, w, label="faiss SQ8 (approximate) p50", color="#999999")
+            ax.bar([i + w for i in x], f50, w, label="faiss IndexFlatL2 (exact) p50", color="#e0892b")
             ax.set_xticks(list(x), labels)
             ax.set_ylabel("ms per query (lower is better)")
-            ax.set_title(f"Search, {data['n']:,} × {data['dim']}-d, one query at a time")
+            ax.set_title(f"Search, {size['n']:,} × {data['dim']}-d, one query at a time")
             ax.legend(fontsize=8)
         else:
             names = ["ingest\n(full path)", "floor:\nstore insert only"]

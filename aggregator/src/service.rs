@@ -75,12 +75,30 @@ pub async fn run(cfg: Config, clock: Arc<dyn Clock>, mut shutdown: watch::Receiv
     };
     metrics.live_trajectories.set(correlators.live() as i64);
 
+    // the search index loads from the store beside ingest (searches wait for it: `search/load.rs`)
     let since = crate::store::RetentionPolicy::cutoff(clock.now(), cfg.retention.sightings_days);
-    let index =
-        SearchIndex::load(store.as_ref(), sightline_vision::EMBEDDING_MODEL, sightline_vision::EMBEDDING_DIM, since)?;
-    tracing::info!(embeddings = index.len(), "search index loaded");
-    metrics.search_index_embeddings.set(index.len() as i64);
+    let mut index = SearchIndex::new(sightline_vision::EMBEDDING_MODEL, sightline_vision::EMBEDDING_DIM);
+    index.begin_load();
     let index = Arc::new(RwLock::new(index));
+    {
+        let (index, store, metrics) = (index.clone(), store.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || match SearchIndex::load_into(&index, store.as_ref(), since) {
+            Ok(r) => {
+                let len = index.read().unwrap().len();
+                metrics.search_index_embeddings.set(len as i64);
+                let per_s = (r.loaded as f64 / r.seconds.max(1e-9)).round();
+                tracing::info!(
+                    loaded = r.loaded,
+                    skipped = r.skipped,
+                    seconds = r.seconds,
+                    per_s,
+                    embeddings = len,
+                    "search index loaded"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "search index NOT loaded: searches are refused until a restart"),
+        });
+    }
     let watchlist = Arc::new(Watchlist::load(store.as_ref(), cfg.watchlist.clone(), clock.now())?);
     metrics.watchlist_entries.set(watchlist.len() as i64);
     let liveness = crate::liveness::Liveness::load(store.as_ref())?;

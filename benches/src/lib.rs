@@ -2,9 +2,9 @@
 //! benchmarks of hot paths in the other crates, run with
 //! `cargo bench -p sightline-benches --bench <name>`:
 //!
-//! - `search`: the aggregator's exact, brute-force embedding search index
+//! - `search`: the aggregator's exact embedding search index
 //!   (`sightline_aggregator::search::SearchIndex`): queries over 100k and 1M 128-d vectors on
-//!   one and on all threads, and insert throughput.
+//!   one and on all threads (the re-rank reading a [`VectorFile`]), and insert throughput.
 //! - `hot_paths`: YuNet decoding + NMS on real outputs, alignment, embedding preprocessing,
 //!   the edge tracker with 10–200 tracks, sighting JSON, the correlator against 1k and 10k live
 //!   trajectories, and the whole face pipeline on one frame for reference.
@@ -57,5 +57,64 @@ impl Rng {
     pub fn near(&mut self, base: &[f32], by: f32, out: &mut [f32]) {
         self.unit(out);
         out.iter_mut().zip(base).for_each(|(o, b)| *o = b + by * *o);
+    }
+}
+
+/// The `f32` embeddings of rows `0..` written one after the other to a file (little-endian), the
+/// sighting of row `i` being `Uuid::from_u128(i + 1)`: what a search's re-rank reads, as the
+/// aggregator reads them from its store, outside the process's memory.
+pub struct VectorFile {
+    file: std::fs::File,
+    dim: usize,
+    rows: usize,
+}
+
+impl VectorFile {
+    /// A new, empty file of `dim`-d rows at `path` (which must not exist).
+    pub fn create(path: &std::path::Path, dim: usize) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        Ok(VectorFile { file, dim, rows: 0 })
+    }
+
+    /// Appends rows.
+    pub fn append(&mut self, rows: &[f32]) -> std::io::Result<()> {
+        use std::io::Write;
+        let bytes: Vec<u8> = rows.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.file.write_all(&bytes)?;
+        self.rows += rows.len() / self.dim;
+        Ok(())
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> std::io::Result<Vec<f32>> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0u8; self.dim * 4];
+        self.file.read_exact_at(&mut bytes, (i * self.dim * 4) as u64)?;
+        Ok(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+    }
+}
+
+impl sightline_aggregator::search::Exact for VectorFile {
+    fn exact(
+        &self,
+        _model: &str,
+        sightings: &[uuid::Uuid],
+    ) -> Result<Vec<sightline_aggregator::search::ExactEntry>, sightline_aggregator::store::StoreError> {
+        let mut ids: Vec<uuid::Uuid> = sightings.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter(|id| (1..=self.rows as u128).contains(&id.as_u128()))
+            .map(|sighting| {
+                let embedding = self.row(sighting.as_u128() as usize - 1).map_err(|e| {
+                    sightline_aggregator::store::StoreError::Corrupt { what: "vector file", detail: e.to_string() }
+                })?;
+                Ok(sightline_aggregator::search::ExactEntry { sighting, trajectory: uuid::Uuid::nil(), embedding })
+            })
+            .collect()
     }
 }

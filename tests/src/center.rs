@@ -85,10 +85,12 @@ pub fn aggregator_config(port: u16, store: &Path, site: &str) -> String {
 
 impl Aggregator {
     /// Starts the aggregator with `config` (written into `dir`, which also gets its log) and
-    /// waits until it has subscribed (ingesting).
+    /// waits until it has subscribed (ingesting) and its search index has loaded (it refuses
+    /// searches until then).
     pub fn start_in(dir: &Path, config: &str, port: u16) -> Result<Aggregator> {
         let agg = Aggregator::spawn_in(dir, config, port)?;
         agg.wait_log("subscribed: ingesting", 1, Duration::from_secs(30))?;
+        agg.wait_log("search index loaded", 1, Duration::from_secs(30))?;
         Ok(agg)
     }
 

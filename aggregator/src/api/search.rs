@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -27,7 +27,7 @@ use super::request::{
 use super::scope::scope;
 use super::state::ApiState;
 use crate::auth::Role;
-use crate::search::{Hit, SearchQuery};
+use crate::search::{Hit, SearchError, SearchQuery};
 use crate::store::AuditAction;
 
 /// A face to look for: a photo or an embedding.
@@ -107,7 +107,7 @@ pub struct SearchResponse {
         Refused,
         (status = 413, description = "the photo is too large (the attempt is audited)", body = ErrorBody),
         (status = 422, description = "no usable face in the photo (the attempt is audited)", body = ErrorBody),
-        (status = 503, description = "photos cannot be embedded (no face models: send an embedding), or `busy`: too many photos in progress, try again (the attempt is audited)", body = ErrorBody)
+        (status = 503, description = "photos cannot be embedded (no face models: send an embedding), `busy`: too many photos in progress, or `unavailable`: the search index is still loading from the store after a start; try again (the attempt is audited)", body = ErrorBody)
     )
 )]
 pub(super) async fn search(
@@ -165,17 +165,26 @@ pub(super) async fn search(
         limit: limit as usize,
         threads: state.search.threads,
     };
-    let index = state.index.clone();
-    let (hits, searched) = tokio::task::spawn_blocking(move || {
+    let (index, store) = (state.index.clone(), state.store.clone());
+    let found = tokio::task::spawn_blocking(move || {
         let index = index.read().unwrap();
         if index.model() != model {
             return Ok((Vec::new(), 0));
         }
-        index.search(&embedding, &query).map(|h| (h, index.len()))
+        index.search(&embedding, &query, store.as_ref()).map(|f| (f.hits, index.len()))
     })
     .await
-    .map_err(|e| ApiError::internal("searching", e))?
-    .map_err(|e| ApiError::param("embedding", e.to_string()))?;
+    .map_err(|e| ApiError::internal("searching", e))?;
+    let (hits, searched) = match found {
+        Ok(found) => found,
+        Err(SearchError::Exact(e)) => return Err(ApiError::internal("searching", e)),
+        // the index is being built (or could not be): audited like any refused attempt
+        Err(e @ (SearchError::Loading { .. } | SearchError::Unavailable(_))) => {
+            let e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string());
+            return Err(refuse(&state, &token, AuditAction::Search, audited, Some(purpose), "unavailable", e).await);
+        }
+        Err(e) => return Err(ApiError::param("embedding", e.to_string())),
+    };
 
     audit_access(&state, &token, AuditAction::Search, Some(purpose), audited, hits.len() as u64).await?;
     let trajectories = by_trajectory(&hits);

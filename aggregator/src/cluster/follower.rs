@@ -148,22 +148,12 @@ impl Follower {
             tracing::debug!(sighting = %update.sighting, "trajectory update of a sighting not stored so: ignored");
             return;
         };
-        // merges it announces are followed when the store has them
-        let merged: Vec<uuid::Uuid> = update
-            .merged_from
-            .iter()
-            .copied()
-            .filter(|&from| matches!(self.store.merged_into(from), Ok(Some(_))))
-            .collect();
         let s = &stored.sighting;
         self.events.sighting(s);
         self.events.trajectory(&update);
         let mut index = self.index.write().unwrap();
-        for from in merged {
-            index.retarget(from, stored.trajectory);
-        }
         if index.model() == s.model
-            && let Err(e) = index.insert(s.id, stored.trajectory, &s.site, &s.camera, s.last_seen, &s.embedding)
+            && let Err(e) = index.insert(s.id, &s.site, &s.camera, s.last_seen, &s.embedding)
         {
             tracing::warn!(sighting = %s.id, error = %e, "sighting not indexed for search");
         }

@@ -302,12 +302,9 @@ impl Ingest {
         self.events.trajectory(&update);
         {
             let mut index = self.index.write().unwrap();
-            for &from in &update.merged_from {
-                index.retarget(from, a.trajectory);
-            }
             if index.model() == s.model {
                 // the sighting passed ingest's checks (finite, the model's dimension)
-                if let Err(e) = index.insert(s.id, a.trajectory, &s.site, &s.camera, s.last_seen, &s.embedding) {
+                if let Err(e) = index.insert(s.id, &s.site, &s.camera, s.last_seen, &s.embedding) {
                     tracing::warn!(sighting = %s.id, error = %e, "sighting not indexed for search");
                 }
                 self.metrics.search_index_embeddings.set(index.len() as i64);

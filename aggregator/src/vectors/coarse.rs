@@ -15,7 +15,7 @@
 /// Query codes lie in `[-QUERY_MAX, QUERY_MAX]`.
 const QUERY_MAX: f32 = 63.0;
 /// Row codes lie in `[-ROW_MAX, ROW_MAX]`, stored shifted by 128.
-const ROW_MAX: f32 = 127.0;
+pub(super) const ROW_MAX: f32 = 127.0;
 /// Relative slack on the limit: above the `f32` rounding of the exact comparison that follows.
 const SLACK: f32 = 1e-3;
 
@@ -33,12 +33,25 @@ pub struct Coarse {
 
 /// A query quantised for [`Coarse::rows_maybe_within`].
 pub struct CoarseQuery {
-    codes: Vec<i8>,
-    scale: f32,
+    pub(super) codes: Vec<i8>,
+    pub(super) scale: f32,
     /// `Σ k²` and `Σ k`.
-    norm: i32,
-    sum: i32,
-    err: f32,
+    pub(super) norm: i32,
+    pub(super) sum: i32,
+    /// A bound of `|q - scale · k|`.
+    pub(super) err: f32,
+}
+
+impl CoarseQuery {
+    /// `q` quantised; `q` must be finite for `err` to bound anything.
+    pub fn new(q: &[f32]) -> Self {
+        let (scale, codes) = quantise(q, QUERY_MAX);
+        let codes: Vec<i8> = codes.map(|k| k as i8).collect();
+        let norm = codes.iter().map(|&k| i32::from(k) * i32::from(k)).sum();
+        let sum = codes.iter().map(|&k| i32::from(k)).sum();
+        let err = error_bound(q, scale, codes.iter().map(|&k| i32::from(k)));
+        CoarseQuery { codes, scale, norm, sum, err }
+    }
 }
 
 /// `Σ (x - scale · k)²` in `f64`, rounded up to an `f32` bound of its square root; infinite when
@@ -50,11 +63,16 @@ fn error_bound(x: &[f32], scale: f32, k: impl Iterator<Item = i32>) -> f32 {
 }
 
 /// `max |x|`, the scale that maps it to `max`, and the codes.
-fn quantise(x: &[f32], max: f32) -> (f32, impl Iterator<Item = i32> + '_) {
+pub(super) fn quantise(x: &[f32], max: f32) -> (f32, impl Iterator<Item = i32> + '_) {
     let m = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let scale = if m > 0.0 && m.is_finite() { m / max } else { 0.0 };
+    (scale, codes(x, scale, max))
+}
+
+/// The codes of `x` at `scale` (at least `max |x| / max`): `x / scale` rounded, in `[-max, max]`.
+pub(super) fn codes(x: &[f32], scale: f32, max: f32) -> impl Iterator<Item = i32> + '_ {
     let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-    (scale, x.iter().map(move |&v| (v * inv).round().clamp(-max, max) as i32))
+    x.iter().map(move |&v| (v * inv).round().clamp(-max, max) as i32)
 }
 
 impl Coarse {
@@ -113,12 +131,7 @@ impl Coarse {
 
     pub fn query(&self, q: &[f32]) -> CoarseQuery {
         assert_eq!(q.len(), self.dim, "query length");
-        let (scale, codes) = quantise(q, QUERY_MAX);
-        let codes: Vec<i8> = codes.map(|k| k as i8).collect();
-        let norm = codes.iter().map(|&k| i32::from(k) * i32::from(k)).sum();
-        let sum = codes.iter().map(|&k| i32::from(k)).sum();
-        let err = error_bound(q, scale, codes.iter().map(|&k| i32::from(k)));
-        CoarseQuery { codes, scale, norm, sum, err }
+        CoarseQuery::new(q)
     }
 
     /// Calls `hit(i)` for every row `i` for which `pre(i)` holds and that may lie within `limit`
@@ -179,7 +192,7 @@ impl Coarse {
     }
 }
 
-fn dot_portable(a: &[u8], b: &[i8]) -> i32 {
+pub(super) fn dot_portable(a: &[u8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| i32::from(x) * i32::from(y)).sum()
 }
 
@@ -211,17 +224,7 @@ fn avx2_dot(a: &[u8], b: &[i8]) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vectors::l2sq_portable;
-
-    /// xorshift in [-1, 1)
-    fn rng(mut seed: u64) -> impl FnMut() -> f32 {
-        move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        }
-    }
+    use crate::vectors::{l2sq_portable, test_rng as rng};
 
     #[test]
     fn dot_kernels_are_exact() {

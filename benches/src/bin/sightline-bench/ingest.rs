@@ -200,8 +200,8 @@ fn live_state(w: &Workload, cfg: &CorrelationConfig) -> Result<(Correlator, Sear
         correlator.restore(Observation::from_sighting(s), *traj);
     }
     let rss_correlator = status_kib("self", "VmRSS");
-    for (s, traj) in &w.preload {
-        index.insert(s.id, *traj, &s.site, &s.camera, s.last_seen, &s.embedding)?;
+    for (s, _) in &w.preload {
+        index.insert(s.id, &s.site, &s.camera, s.last_seen, &s.embedding)?;
     }
     let rss_index = status_kib("self", "VmRSS");
     anyhow::ensure!(correlator.live() == w.live, "correlator holds {} trajectories, not {}", correlator.live(), w.live);
@@ -229,8 +229,8 @@ fn received(s: &Sighting) -> OffsetDateTime {
 struct Run {
     /// Wall time of the whole run.
     seconds: f64,
-    /// Per batch: de-duplication; per sighting: `assign` (and `take_merges`), index insert (and
-    /// `retarget` of what its merges moved); per batch: the store write.
+    /// Per batch: de-duplication; per sighting: `assign` (and `take_merges`), index insert; per
+    /// batch: the store write.
     seen: Vec<Duration>,
     correlate: Vec<Duration>,
     index: Vec<Duration>,
@@ -275,7 +275,7 @@ fn store_merge(s: &Sighting, m: &Merge) -> TrajectoryMerge {
 
 /// Every new sighting through what the ingest thread does (`ingest/flush.rs`): de-duplication,
 /// `Correlator::assign` with `cfg` and the merges it made drained (`take_merges`), the store,
-/// `SearchIndex::insert` (after `retarget` of the merged-away trajectories). `group`: as the
+/// `SearchIndex::insert`. `group`: as the
 /// ingest thread flushes a backlog, batches of `MAX_MESSAGES` sightings, each de-duplicated with
 /// one `seen_among`, placed in arrival order and stored with their merges in one `record_batch`
 /// (a sighting placed on a trajectory merged later in the batch is stored where it was placed and
@@ -321,13 +321,10 @@ fn ingest(w: &Workload, cfg: &CorrelationConfig, store: &dyn Store, group: bool)
         run.commits.push(t2.elapsed());
         run.batches.push(batch.len());
         anyhow::ensure!(stored.iter().all(|n| *n), "a sighting was not stored");
-        for (p, (_, from)) in placements.iter().zip(&placed) {
+        for p in &placements {
             let t3 = Instant::now();
             let s = p.sighting;
-            for &f in from {
-                index.retarget(f, p.trajectory);
-            }
-            index.insert(s.id, p.trajectory, &s.site, &s.camera, s.last_seen, &s.embedding)?;
+            index.insert(s.id, &s.site, &s.camera, s.last_seen, &s.embedding)?;
             run.index.push(t3.elapsed());
         }
     }
@@ -746,7 +743,7 @@ pub fn run(o: &Opts) -> Result<Section> {
          the batch, each sighting placed in arrival order and the merges its placement made drained \
          (`Correlator::take_merges`), the batch and its merges stored in one transaction (`Store::record_batch`: \
          a sighting placed on a trajectory merged later in the batch is moved by the merge), then each sighting \
-         indexed after the trajectories its merges removed are retargeted in the index (`SearchIndex::retarget`). One message \
+         indexed (a hit's trajectory is read from the store, so merges change nothing in the index). One message \
          at a time is one `seen_among` and one `record_batch` per sighting, as before group commit. The runs go one \
          after the other (SQLite, then PostgreSQL), so a drift of the machine's speed between them moves the ratios \
          too."

@@ -60,6 +60,9 @@ struct Common {
     /// Ingest: how many new sightings to time [default: 5000; --quick: 2000].
     #[arg(long)]
     sightings: Option<usize>,
+    /// Search: the index sizes, comma-separated [default: 1000000,10000000; --quick: 100000].
+    #[arg(long, value_delimiter = ',')]
+    vectors: Vec<usize>,
     /// The Python venv made by benches/setup.sh [default: <repo>/.local/bench-venv].
     #[arg(long)]
     venv: Option<PathBuf>,
@@ -93,7 +96,13 @@ fn main() -> Result<()> {
         let mut s = match *key {
             "edge" => edge::run(&edge::Opts { quick: c.quick, repo: &repo, venv: &venv })?,
             "cluster" => cluster::run(&cluster::Opts { repo: &repo })?,
-            "search" => search::run(&search::Opts { quick: c.quick, seed: c.seed, venv: &venv, repo: &repo })?,
+            "search" => search::run(&search::Opts {
+                quick: c.quick,
+                seed: c.seed,
+                vectors: &c.vectors,
+                venv: &venv,
+                repo: &repo,
+            })?,
             _ => ingest::run(&ingest::Opts { quick: c.quick, seed: c.seed, sightings: c.sightings })?,
         };
         let other = cpu.since();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sightline_aggregator::api::{self, ApiState};
 use sightline_aggregator::auth::{new_token, token_hash};
+use sightline_aggregator::search::SearchIndex;
 use sightline_aggregator::site::{CameraPlace, GeoRef, SiteConfig, SiteModel};
 use sightline_aggregator::sites::Sites;
 use sightline_aggregator::store::*;
@@ -278,7 +279,36 @@ async fn healthz_needs_no_token() {
     let f = fixture(true).await;
     let r = get(f.addr, "/healthz", None).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.json(), json!({"status": "ok"}));
+    assert_eq!(r.json(), json!({"status": "ok", "search_index": "ready"}));
+}
+
+#[tokio::test]
+async fn searches_while_the_index_loads_are_503_audited_and_healthz_says_so() {
+    let f = fixture(true).await;
+    f.api.index.write().unwrap().begin_load();
+    assert_eq!(get(f.addr, "/healthz", None).await.json()["search_index"], "loading");
+    let face = f.store.sighting(f.sightings_a[0]).unwrap().unwrap().sighting.embedding;
+    let body = json!({ "embedding": face, "purpose": "case 11" });
+    let it = Some(f.integrator.as_str());
+    let r = request_with(f.addr, "POST", "/api/v1/search", it, Some(&body.to_string())).await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["error"], "unavailable", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("loading"), "{v}");
+    let e = last_audit(&f.store);
+    assert_eq!(
+        (e.outcome, e.action, e.purpose.as_deref()),
+        (AuditOutcome::Refused, AuditAction::Search, Some("case 11"))
+    );
+    assert_eq!(e.query["refused"]["status"], 503);
+
+    // loaded: the store's sightings are found, healthz says ready
+    let report = SearchIndex::load_into(&f.api.index, f.store.as_ref(), T0 - secs(3600)).unwrap();
+    assert_eq!(report.loaded, 4);
+    assert_eq!(get(f.addr, "/healthz", None).await.json()["search_index"], "ready");
+    let r = request_with(f.addr, "POST", "/api/v1/search", it, Some(&body.to_string())).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["sightings"][0]["sighting"], f.sightings_a[0].to_string());
 }
 
 #[tokio::test]

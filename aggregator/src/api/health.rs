@@ -16,10 +16,20 @@ use super::state::ApiState;
     get,
     path = "/healthz",
     tag = "health",
-    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Health))
+    responses((status = 200, description = "`{\"status\": \"ok\", \"search_index\": \"ready\"}`", body = Health))
 )]
-pub(super) async fn healthz() -> Response {
-    Json(Health { status: "ok" }).into_response()
+pub(super) async fn healthz(State(state): State<Arc<ApiState>>) -> Response {
+    let search_index = {
+        let index = state.index.read().unwrap();
+        if index.loading() {
+            SearchIndexState::Loading
+        } else if index.unavailable().is_some() {
+            SearchIndexState::Unavailable
+        } else {
+            SearchIndexState::Ready
+        }
+    };
+    Json(Health { status: "ok", search_index }).into_response()
 }
 
 #[utoipa::path(
@@ -41,6 +51,18 @@ pub(super) async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
 /// `GET /healthz`.
 #[derive(Serialize, ToSchema)]
 pub(super) struct Health {
-    /// Always `ok`.
+    /// Always `ok`: the process answers.
     status: &'static str,
+    search_index: SearchIndexState,
+}
+
+/// Whether `POST /api/v1/search` can answer: after a start the search index loads from the store
+/// (searches get 503 `unavailable` meanwhile); a load that failed leaves it unavailable until a
+/// restart (the log says why).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum SearchIndexState {
+    Loading,
+    Ready,
+    Unavailable,
 }

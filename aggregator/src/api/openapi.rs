@@ -11,7 +11,7 @@ use super::alerts::{Acknowledgement, AlertList};
 use super::audit::AuditPage;
 use super::cameras::{CameraList, CameraOut, GridOut, LatestCrowdOut, ZoneCountOut};
 use super::crowd::CrowdSeries;
-use super::health::Health;
+use super::health::{Health, SearchIndexState};
 use super::me::Me;
 use super::merges::MergePage;
 use super::request::ErrorBody;
@@ -47,7 +47,7 @@ use sightline_contract::{
         openapi_json
     ),
     components(schemas(
-        ErrorBody, Health, CameraList, CameraOut, LatestCrowdOut, ZoneCountOut, GridOut, Me, Acknowledgement,
+        ErrorBody, Health, SearchIndexState, CameraList, CameraOut, LatestCrowdOut, ZoneCountOut, GridOut, Me, Acknowledgement,
         SiteOut, SiteCamera, SiteLink, SiteList, SiteNode, GeoRef, CrowdMethod, AlertList, CrowdSeries, SightingOut, AuditPage, MergePage, MergeRecord, WatchlistList,
         CameraRecord, StoredAlert, CrowdBucket,
         crate::liveness::CameraLive, crate::liveness::LiveState, crate::liveness::CameraAgent,

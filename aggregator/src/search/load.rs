@@ -78,6 +78,11 @@ impl SearchIndex {
         self.pending.is_some()
     }
 
+    /// Why the load failed, when it did (searches are refused).
+    pub fn unavailable(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
     /// Adds a block the loader filled, less the sightings held aside.
     fn add_loaded(&mut self, f: Filling) {
         let Filling { block, places, .. } = f;

@@ -113,7 +113,7 @@ impl SearchIndex {
     /// Loads `index` (of `model`, `dim`: [`SearchIndex::begin_load`] called) from the store:
     /// every embedding whose sighting's `last_seen` is at or after `since` (the start of the
     /// retention window), without holding the index's lock but to add each block, then
-    /// [`Self::finish_load`].
+    /// ends the load.
     ///
     /// A stored embedding that does not fit the index (wrong dimension, non-finite value;
     /// ingestion checks both, so the database was damaged) is skipped and logged with its

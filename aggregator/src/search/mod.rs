@@ -5,7 +5,7 @@
 //! window, and answers "which sightings are within `max_distance` of this face, nearest first",
 //! optionally restricted to a time window, sites and a camera. The answer is exactly an `f32`
 //! brute-force scan's, from 8-bit copies in memory (why and how: `docs/adr/0017`):
-//! 1. **scan** ([`scan`]): every entry's distance *bounds* from its 8-bit copy
+//! 1. **scan** (`scan.rs`): every entry's distance *bounds* from its 8-bit copy
 //!    ([`crate::vectors::Compact`]); an entry is a candidate unless its lower bound is beyond
 //!    `max_distance` or beyond the `limit`-th smallest upper bound seen;
 //! 2. **re-rank**: the candidates' `f32` embeddings read from the store ([`Exact`]), their
@@ -13,9 +13,9 @@
 //!    entry the store no longer has is not a hit; if it had narrowed the scan's reach, the scan
 //!    runs again without it. A hit's trajectory is the store's.
 //!
-//! Entries are kept in blocks ([`block`]): retention drops whole blocks and compacts only those
+//! Entries are kept in blocks (`block.rs`): retention drops whole blocks and compacts only those
 //! the cutoff cuts through; a query skips the blocks outside its window. At start the index loads
-//! beside ingest and refuses searches until it is done ([`load`]).
+//! beside ingest and refuses searches until it is done (`load.rs`).
 //!
 //! # Memory
 //!
@@ -46,7 +46,7 @@ pub use exact::{Exact, ExactEntry};
 pub use load::LoadReport;
 
 use crate::store::StoreError;
-use crate::vectors::{CoarseQuery, Interner};
+use crate::vectors::{CoarseQuery, Compact, Interner};
 use block::Block;
 use load::Pending;
 use scan::Scan;
@@ -197,8 +197,7 @@ impl SearchIndex {
 
     /// Bytes held per entry, not counting the interned camera names.
     pub fn entry_bytes(&self) -> usize {
-        self.dim
-            + std::mem::size_of::<u16>()
+        Compact::row_bytes(self.dim)
             + std::mem::size_of::<Uuid>()
             + std::mem::size_of::<u32>()
             + std::mem::size_of::<i64>()

@@ -76,9 +76,9 @@ impl Compact {
         self.scale.is_empty()
     }
 
-    /// Bytes kept per row.
-    pub fn row_bytes(&self) -> usize {
-        self.dim + std::mem::size_of::<u16>()
+    /// Bytes kept per row of `dim` values.
+    pub fn row_bytes(dim: usize) -> usize {
+        dim + std::mem::size_of::<u16>()
     }
 
     /// Appends a row. Its values must be finite (the bounds say nothing otherwise).
@@ -101,6 +101,7 @@ impl Compact {
     }
 
     /// The row as stored, decoded (`scale · k`).
+    #[cfg(test)]
     pub fn decoded(&self, i: usize) -> Vec<f32> {
         let s = scale_of(self.scale[i]);
         self.codes[i * self.dim..(i + 1) * self.dim].iter().map(|&c| s * (f32::from(c) - 128.0)).collect()
@@ -127,6 +128,7 @@ impl Compact {
     }
 
     /// `q` quantised for [`Self::scan`]; `q` must be finite and `dim` long.
+    #[cfg(test)]
     pub fn query(&self, q: &[f32]) -> CoarseQuery {
         assert_eq!(q.len(), self.dim, "query length");
         CoarseQuery::new(q)
@@ -259,7 +261,7 @@ mod tests {
         assert_eq!(c.decoded(0), [0.0; 3]);
         let d = c.decoded(1);
         assert!((d[0] - 1.0).abs() < 0.01 && (d[1] + 0.5).abs() < 0.01 && (d[2] - 0.25).abs() < 0.01, "{d:?}");
-        assert_eq!(c.row_bytes(), 5);
+        assert_eq!(Compact::row_bytes(3), 5);
     }
 
     #[test]

@@ -95,8 +95,10 @@ fn step_avx2(dot: __m256i, norm: __m256i, x: __m256i, y: __m256i) -> (__m256i, _
     )
 }
 
-/// `step(dot, norm, row bytes, query bytes)` adds 32 values' `Σ (k + 128) k_q` and `Σ k²` to
-/// the 8 lanes of `dot` and `norm`.
+/// [`Compact::scan`] four rows at a time: their sums by `step` (which adds 32 values'
+/// `Σ (k + 128) k_q` and `Σ k²` to the 8 lanes of its `dot` and `norm`, from a row's bytes and the
+/// query's), their reach test in lanes, then the caller's filter and [`Frame::bounds`] for the
+/// rows that pass; the last rows (fewer than four) one by one.
 ///
 /// # Safety
 /// The CPU must have AVX2; `c.dim` must be a multiple of 32.

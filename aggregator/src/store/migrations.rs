@@ -30,7 +30,7 @@ pub struct Migration {
 pub const APPLICATION_ID: i32 = 0x534C_4147;
 
 /// The schema version this code writes and understands.
-pub const LATEST: u32 = 6;
+pub const LATEST: u32 = 7;
 
 /// Every step, in order (`MIGRATIONS[i].version == i + 1`).
 pub const MIGRATIONS: &[Migration] = &[
@@ -210,6 +210,16 @@ CREATE TABLE trajectory_merges (
     moved INTEGER NOT NULL        -- sightings moved
 ) STRICT;
 CREATE INDEX trajectory_merges_ts ON trajectory_merges (ts);
+"#,
+    },
+    Migration {
+        version: 7,
+        name: "embeddings read in the index's order",
+        sql: r#"
+-- the search index loads by pages of (last_seen, id): with id in the index a page starts where
+-- the last one ended and stops at its limit, instead of sorting what is left of the table
+CREATE INDEX sightings_model_keyset ON sightings (model, last_seen, id);
+DROP INDEX sightings_model;
 "#,
     },
 ];

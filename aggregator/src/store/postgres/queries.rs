@@ -17,7 +17,7 @@ use crate::store::{
 };
 
 /// Embeddings read per round trip by `for_each_embedding`.
-const EMBEDDING_PAGE: i64 = 5000;
+const EMBEDDING_PAGE: i64 = 10_000;
 
 pub(super) fn cameras(store: &PostgresStore) -> Result<Vec<CameraRecord>> {
     let found = store.with(|c| {
@@ -257,7 +257,9 @@ pub(super) fn sightings(store: &PostgresStore, ids: &[Uuid]) -> Result<Vec<Store
 }
 
 /// Pages of [`EMBEDDING_PAGE`] rows by `(last_seen, id)`: `f` runs between round trips, with no
-/// connection held.
+/// connection held. Each page's bounds are plain ranges on `last_seen` (no `IS NULL OR`), so
+/// that it starts where the last one ended in the `(model, last_seen)` index instead of
+/// scanning from `since` again: a load is linear in the rows, not quadratic.
 pub(super) fn for_each_embedding(
     store: &PostgresStore,
     model: &str,
@@ -266,19 +268,25 @@ pub(super) fn for_each_embedding(
     f: &mut dyn FnMut(EmbeddingRow),
 ) -> Result<u64> {
     const OP: &str = "embeddings";
-    let (since, until) = (since.map(ms), until.map(ms));
+    let (since, until) = (since.map_or(i64::MIN, ms), until.map_or(i64::MAX, ms));
     let mut after: Option<(i64, Uuid)> = None;
     let mut n = 0;
     loop {
-        let (after_ms, after_id) = (after.map(|a| a.0), after.map(|a| a.1));
         let page = store.with(|c| {
-            c.query(
-                "SELECT id, trajectory, site, camera, last_seen, embedding FROM sightings \
-                 WHERE model = $1 AND ($2::bigint IS NULL OR last_seen >= $2) AND ($3::bigint IS NULL OR last_seen < $3) \
-                 AND ($4::bigint IS NULL OR (last_seen, id) > ($4, $5::uuid)) \
-                 ORDER BY last_seen, id LIMIT $6",
-                &[&model, &since, &until, &after_ms, &after_id, &EMBEDDING_PAGE],
-            )
+            match after {
+                None => c.query(
+                    "SELECT id, trajectory, site, camera, last_seen, embedding FROM sightings \
+                     WHERE model = $1 AND last_seen >= $2 AND last_seen < $3 \
+                     ORDER BY last_seen, id LIMIT $4",
+                    &[&model, &since, &until, &EMBEDDING_PAGE],
+                ),
+                Some((after_ms, after_id)) => c.query(
+                    "SELECT id, trajectory, site, camera, last_seen, embedding FROM sightings \
+                     WHERE model = $1 AND last_seen >= $2 AND last_seen < $3 AND (last_seen, id) > ($2, $4) \
+                     ORDER BY last_seen, id LIMIT $5",
+                    &[&model, &after_ms, &until, &after_id, &EMBEDDING_PAGE],
+                ),
+            }
             .op(OP)
         })?;
         let full = page.len() as i64 == EMBEDDING_PAGE;

@@ -223,6 +223,16 @@ CREATE TABLE trajectory_merges (
 CREATE INDEX trajectory_merges_ts ON trajectory_merges (ts);
 "#,
     },
+    Migration {
+        version: 7,
+        name: "embeddings read in the index's order",
+        sql: r#"
+-- the search index loads by pages of (last_seen, id): with id in the index a page starts where
+-- the last one ended and stops at its limit, instead of sorting what is left of the table
+CREATE INDEX sightings_model_keyset ON sightings (model, last_seen, id);
+DROP INDEX sightings_model;
+"#,
+    },
 ];
 
 /// Why [`apply`] failed (the caller adds the target).

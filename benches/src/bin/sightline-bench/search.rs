@@ -4,14 +4,16 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use sightline_aggregator::search::{Hit, SearchIndex, SearchQuery};
-use sightline_aggregator::store::{SightingPlacement, SqliteStore, Store};
+use sightline_aggregator::store::{PostgresStore, SightingPlacement, SqliteStore, Store};
 use sightline_benches::VectorFile;
 use sightline_contract::testing;
+use sightline_tests::pg::PgCluster;
 use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
@@ -25,6 +27,8 @@ const THRESHOLD: f32 = 0.6;
 const WARMUP: usize = 3;
 /// Rows generated and indexed per block (the generator's memory is this, not the whole set).
 const BLOCK: usize = 1 << 16;
+/// At most this many sightings are stored in PostgreSQL to measure its load rate.
+const PG_LOAD_ROWS: usize = 200_000;
 /// The floors.
 const MEMORY_FLOOR: f64 = 160.0;
 const FLAT_FLOOR: f64 = 2.0;
@@ -170,16 +174,13 @@ fn recall(hits: &[Vec<Hit>], thr_hits: &[Vec<Hit>], ids: &[Vec<i64>], d2: &[Vec<
     (found as f64 / want.max(1) as f64, (thr_found, thr_want))
 }
 
-/// The first `rows` vectors of `file` stored in a SQLite store (sightings 1 ms apart, 16
-/// cameras, batches of 256 as ingest stores them), then the index loaded from it as a start does:
+/// The first `rows` vectors of `file` stored in `store` (sightings 1 ms apart, 16 cameras,
+/// batches of 256 as ingest stores them), then the index loaded from it as a start does:
 /// entries per second of the load.
-fn load_rate(file: &VectorFile, rows: usize) -> Result<f64> {
-    let dir = tempfile::Builder::new().prefix("sightline-bench-load-").tempdir()?;
-    let store = SqliteStore::open(&dir.path().join("load.sqlite"))?;
+fn load_rate(store: &dyn Store, file: &VectorFile, rows: usize) -> Result<f64> {
     for c in 0..16 {
         store.put_camera("bench", &format!("cam-{c:02}"), None)?;
     }
-    eprintln!("search: storing {rows} sightings to load them back");
     for start in (0..rows).step_by(256) {
         let sightings = (start..(start + 256).min(rows))
             .map(|r| {
@@ -199,10 +200,24 @@ fn load_rate(file: &VectorFile, rows: usize) -> Result<f64> {
         store.record_batch(&placements, &[])?;
     }
     let t = Instant::now();
-    let index = SearchIndex::load(&store, MODEL, DIM, T0 - time::Duration::hours(1))?;
+    let index = SearchIndex::load(store, MODEL, DIM, T0 - time::Duration::hours(1))?;
     let seconds = t.elapsed().as_secs_f64();
     anyhow::ensure!(index.len() == rows, "loaded {} of {rows}", index.len());
     Ok(rows as f64 / seconds)
+}
+
+/// [`load_rate`] on SQLite (`rows`) and on PostgreSQL (at most [`PG_LOAD_ROWS`]: its inserts are
+/// slower), each in a throwaway store.
+fn load_rates(file: &VectorFile, rows: usize) -> Result<(f64, f64)> {
+    let dir = tempfile::Builder::new().prefix("sightline-bench-load-").tempdir()?;
+    eprintln!("search: storing {rows} sightings in SQLite to load them back");
+    let sqlite = load_rate(&SqliteStore::open(&dir.path().join("load.sqlite"))?, file, rows)?;
+    let pg_rows = rows.min(PG_LOAD_ROWS);
+    eprintln!("search: storing {pg_rows} sightings in PostgreSQL to load them back");
+    let cluster = Arc::new(PgCluster::start()?);
+    let db = cluster.database();
+    let postgres = load_rate(&PostgresStore::open(&db.target)?, file, pg_rows)?;
+    Ok((sqlite, postgres))
 }
 
 /// One size: build, measure both sides, compare. Its rows of the tables, its headlines.
@@ -212,8 +227,8 @@ struct Size {
     build_s: f64,
     /// Entries dropped per second by retention, and how long the index was held for it.
     retention: (f64, f64),
-    /// Entries loaded per second from a SQLite store (at the first size only).
-    load_per_s: Option<f64>,
+    /// Entries loaded per second from SQLite and from PostgreSQL (at the first size only).
+    load_per_s: Option<(f64, f64)>,
     rows: Vec<Value>,
     headline: Vec<String>,
     ok: bool,
@@ -373,11 +388,12 @@ fn one_size(o: &Opts, rng: &mut Rng, n: usize, queries_n: usize, cores: usize, l
     let held = t.elapsed().as_secs_f64();
     anyhow::ensure!(removed == n / 10, "retention removed {removed}, not {}", n / 10);
     let retention = (removed as f64 / held, held);
-    let load_per_s = if load { Some(load_rate(&file, n)?) } else { None };
+    let load_per_s = if load { Some(load_rates(&file, n)?) } else { None };
     headline.push(format!(
-        "Start-up and retention at {}: {} entries/s loaded from SQLite (beside ingest; searches wait for it); retention drops {} entries/s ({} ms for a tenth of the index, the time ingest and searches wait)",
+        "Start-up and retention at {}: {} entries/s loaded from SQLite, {} from PostgreSQL (beside ingest; searches wait for it); retention drops {} entries/s ({} ms for a tenth of the index, the time ingest and searches wait)",
         thousands(n as f64),
-        load_per_s.map_or("–".into(), thousands),
+        load_per_s.map_or("–".into(), |r| thousands(r.0)),
+        load_per_s.map_or("–".into(), |r| thousands(r.1)),
         thousands(retention.0),
         ms(held * 1e3),
     ));
@@ -474,7 +490,8 @@ pub fn run(o: &Opts) -> Result<Section> {
         "dim": DIM, "k": K, "threshold": THRESHOLD, "cores": cores, "seed": o.seed,
         "sizes": all.iter().map(|s| json!({
             "n": s.n, "bytes_per_entry": s.bytes_per_entry, "build_s": s.build_s, "rows": s.rows,
-            "retention_per_s": s.retention.0, "retention_held_s": s.retention.1, "load_per_s": s.load_per_s,
+            "retention_per_s": s.retention.0, "retention_held_s": s.retention.1,
+            "load_per_s": s.load_per_s.map(|r| json!({"sqlite": r.0, "postgres": r.1})),
         })).collect::<Vec<_>>(),
     });
     Ok(Section {

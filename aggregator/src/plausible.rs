@@ -371,8 +371,9 @@ fn check_bbox(bbox: [f32; 4], frame: [u32; 2]) -> Result<(), Problem> {
     Ok(())
 }
 
-/// A known model, its length, finite values, an L2 norm in the model's range.
-fn check_embedding(model: &str, embedding: &[f32]) -> Result<(), Problem> {
+/// A known model, its length, finite values, an L2 norm in the model's range. Ingest checks
+/// every sighting's with it, and the search API its probes.
+pub fn check_embedding(model: &str, embedding: &[f32]) -> Result<(), Problem> {
     let Some(m) = KNOWN_MODELS.iter().find(|m| m.name == model) else {
         let known: Vec<&str> = KNOWN_MODELS.iter().map(|m| m.name).collect();
         return Err(("model", format!("{model:?} is not a known embedding model (known: {})", known.join(", "))));

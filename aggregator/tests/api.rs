@@ -283,6 +283,22 @@ async fn healthz_needs_no_token() {
 }
 
 #[tokio::test]
+async fn a_probe_no_face_model_makes_is_400() {
+    // values of absurd magnitude (every entry would be a candidate), a zero vector: refused with
+    // the same check ingest applies to sightings
+    let f = fixture(true).await;
+    let it = Some(f.integrator.as_str());
+    for face in [vec![1e30f32; 128], vec![0.0; 128]] {
+        let body = json!({ "embedding": face, "purpose": "case 12" }).to_string();
+        let r = request_with(f.addr, "POST", "/api/v1/search", it, Some(&body)).await;
+        assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        assert_eq!(v["parameter"], "embedding", "{v}");
+        assert!(v["message"].as_str().unwrap().contains("L2 norm"), "{v}");
+    }
+}
+
+#[tokio::test]
 async fn searches_while_the_index_loads_are_503_audited_and_healthz_says_so() {
     let f = fixture(true).await;
     f.api.index.write().unwrap().begin_load();

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sightline_vision::{EMBEDDING_DIM, EMBEDDING_MODEL, PhotoError, PhotoLimits, check_photo};
+use sightline_vision::{EMBEDDING_MODEL, PhotoError, PhotoLimits, check_photo};
 use utoipa::ToSchema;
 
 use super::request::{ApiError, ApiResult};
@@ -46,11 +46,12 @@ pub(super) async fn resolve_probe(
         (Some(_), Some(_)) => Err(ApiError::param("image", "give either `image` or `embedding`, not both")),
         (None, None) => Err(ApiError::param("image", "a probe is required: `image` (base64 JPEG/PNG) or `embedding`")),
         (None, Some(e)) => {
-            if model == EMBEDDING_MODEL && e.len() != EMBEDDING_DIM {
-                return Err(ApiError::param(
-                    "embedding",
-                    format!("has {} values; {EMBEDDING_MODEL} embeddings have {EMBEDDING_DIM}", e.len()),
-                ));
+            // what ingest accepts of the model, no more: a probe of absurd magnitude would
+            // make every indexed entry a candidate and read them all from the store
+            if model == EMBEDDING_MODEL
+                && let Err((what, why)) = crate::plausible::check_embedding(model, &e)
+            {
+                return Err(ApiError::param(what, why));
             }
             if let Some(i) = e.iter().position(|v| !v.is_finite()) {
                 return Err(ApiError::param("embedding", format!("value {i} is not a finite number")));

@@ -53,12 +53,12 @@ impl Block {
         self.last = self.last.max(last_seen);
     }
 
-    /// Appends entry `i` of `other` as it is coded there, seen by `camera`.
-    pub fn push_coded(&mut self, other: &Block, i: usize, camera: u32) {
+    /// Appends entry `i` of `other` as it is there.
+    pub fn push_coded(&mut self, other: &Block, i: usize) {
         debug_assert!(!self.is_full());
         self.codes.push_row_of(&other.codes, i);
         self.sightings.push(other.sightings[i]);
-        self.cameras.push(camera);
+        self.cameras.push(other.cameras[i]);
         let t = other.last_seen[i];
         self.last_seen.push(t);
         self.first = self.first.min(t);

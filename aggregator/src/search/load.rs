@@ -85,17 +85,21 @@ impl SearchIndex {
 
     /// Adds a block the loader filled, less the sightings held aside.
     fn add_loaded(&mut self, f: Filling) {
-        let Filling { block, places, .. } = f;
+        let Filling { mut block, places, .. } = f;
         // the loader's camera numbers to the index's
         let to: Vec<u32> = places.iter().map(|(site, camera)| self.intern(site, camera)).collect();
+        block.cameras.iter_mut().for_each(|c| *c = to[*c as usize]);
+        // a copy without the sightings held aside, only when the block has one (rarely)
         let aside = self.pending.as_ref().map(|p| &p.ids);
-        let mut out = Block::new(self.dim);
-        for i in 0..block.len() {
-            if aside.is_some_and(|ids| ids.contains(&block.sightings[i])) {
-                continue;
+        let out = if block.sightings.iter().any(|s| aside.is_some_and(|ids| ids.contains(s))) {
+            let mut out = Block::new(self.dim);
+            for i in (0..block.len()).filter(|&i| aside.is_none_or(|ids| !ids.contains(&block.sightings[i]))) {
+                out.push_coded(&block, i);
             }
-            out.push_coded(&block, i, to[block.cameras[i] as usize]);
-        }
+            out
+        } else {
+            block
+        };
         self.len += out.len();
         // before the block that takes new entries, if any
         let at = self.blocks.len().saturating_sub(usize::from(self.blocks.last().is_some_and(|b| !b.is_full())));

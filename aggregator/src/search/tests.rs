@@ -739,29 +739,19 @@ fn empty_results() {
 #[test]
 fn load_builds_the_index_from_the_store() {
     use crate::store::SqliteStore;
-    use sightline_contract::{BestShot, Sighting};
 
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("a.sqlite")).unwrap();
     let mut rng = Rng(11);
-    let sighting = |rng: &mut Rng, camera: &str, last: OffsetDateTime, model: &str| Sighting {
-        id: Uuid::now_v7(),
-        site: "riverside".into(),
-        camera: camera.into(),
-        track: 1,
-        first_seen: last - Duration::seconds(2),
-        last_seen: last,
-        best: BestShot {
-            ts: last,
-            bbox: [1.0, 2.0, 30.0, 40.0],
-            landmarks: [[0.0; 2]; 5],
-            det_score: 0.9,
-            quality: 0.5,
-        },
-        frame_size: [640, 360],
-        ground: None,
-        model: model.into(),
-        embedding: rng.unit(DIM),
+    let sighting = |rng: &mut Rng, camera: &str, last: OffsetDateTime, model: &str| {
+        sightline_contract::testing::sighting()
+            .site("riverside")
+            .camera(camera)
+            .first_seen(last - Duration::seconds(2))
+            .last_seen(last)
+            .model(model)
+            .embedding(rng.unit(DIM))
+            .build()
     };
     let mut stored = Vec::new();
     for i in 0..20 {
